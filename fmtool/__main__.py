@@ -1,0 +1,3 @@
+from fmtool.cli import main
+
+raise SystemExit(main())

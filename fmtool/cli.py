@@ -1,0 +1,122 @@
+"""fmtool's command line: a thin dispatcher; every command is a call into the library.
+
+    fmtool train +task=ner [hydra overrides | -m sweeps | --cfg job]
+    fmtool validate +task=ner [overrides]
+    fmtool eval RUN_DIR [--split NAME | --file PATH]
+    fmtool predict RUN_DIR [TEXT ...] [--file PATH|-] [--output PATH]
+    fmtool list [groups|GROUP]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from fmtool.errors import FmtoolError
+
+log = logging.getLogger("fmtool")
+
+# Hydra's own flags that make `train` print or sweep instead of running a single job
+_HYDRA_INFO_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p")
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _train_job(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from fmtool.config import to_typed
+    from fmtool.config.validate import validate
+    from fmtool.pipeline import run_training
+    from fmtool.report.console import RichProgress, print_results
+    from fmtool.runs import RunDir
+    from fmtool.trainer.loop import SilentProgress
+
+    try:
+        typed = validate(to_typed(cfg))
+        run = RunDir.create(HydraConfig.get().runtime.output_dir, typed)
+        results = run_training(typed, run, RichProgress() if typed.trainer.progress else SilentProgress())
+    except FmtoolError as error:
+        log.error("%s", error)
+        sys.exit(error.exit_code)
+    print_results(results, str(run.path))
+
+
+def train(argv: Sequence[str]) -> int:
+    import hydra
+
+    from fmtool.config.compose import compose_train_config, config_dir, setup
+    from fmtool.config.validate import validate
+    from fmtool.config import to_typed
+
+    setup()
+    wants_info = any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in argv)
+    if not wants_info and not any(arg in _MULTIRUN_FLAGS for arg in argv) and not any(a.startswith(("--config-dir", "-cd", "--config-name", "-cn")) for a in argv):
+        # fail in a second, with exit code 2, before Hydra creates a run directory
+        validate(to_typed(compose_train_config(argv)))
+    _quiet_libraries()
+    sys.argv = ["fmtool train", *argv]
+    hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_train_job)()
+    return 0
+
+
+def validate_command(argv: Sequence[str]) -> int:
+    from fmtool.config import compose_train_config, to_typed
+    from fmtool.config.validate import validate
+
+    validate(to_typed(compose_train_config(argv)))
+    print("config is valid")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmtool", description="Train BERT-style NER / classification models and audit them.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="train a model: fmtool train +task=ner [overrides]", add_help=False)
+    commands.add_parser("validate", help="check a config without running it", add_help=False)
+
+    evaluate = commands.add_parser("eval", help="evaluate a finished run on one of its splits or a new file")
+    evaluate.add_argument("run_dir", type=Path)
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--split", default=None, help="a split saved in the run (validation, test); default: validation")
+    source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
+    evaluate.add_argument("--format", default=None, help="conll, csv, tsv or jsonl (default: the run's dataset format)")
+    evaluate.add_argument("--batch-size", type=int, default=None)
+
+    predict = commands.add_parser("predict", help="label new text with a finished run's model, as JSONL")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("texts", nargs="*", help="texts to label; none: read --file, or stdin")
+    predict.add_argument("--file", default=None, help="one text per line; '-' for stdin")
+    predict.add_argument("--output", type=Path, default=None, help="write JSONL here instead of stdout")
+    predict.add_argument("--batch-size", type=int, default=None)
+
+    listing = commands.add_parser("list", help="list config groups and their options")
+    listing.add_argument("group", nargs="?", default=None)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if argv and argv[0] == "train":
+            return train(argv[1:])
+        if argv and argv[0] == "validate":
+            return validate_command(argv[1:])
+        args = _parser().parse_args(argv)
+        _quiet_libraries()
+        from fmtool.commands import COMMANDS
+
+        return COMMANDS[args.command](args)
+    except FmtoolError as error:
+        print(f"fmtool: error: {error}", file=sys.stderr)
+        return error.exit_code

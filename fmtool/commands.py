@@ -1,0 +1,85 @@
+"""The non-Hydra subcommands (eval, predict, list): argument handling and output at the edge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from fmtool.errors import FmtoolError
+
+_FORMATS_BY_SUFFIX = {".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from fmtool.config.schema import DataFormat
+    from fmtool.dataset.readers import READERS
+    from fmtool.dataset.splits import check_labels_known
+    from fmtool.predict import LoadedRun
+    from fmtool.report.console import print_metrics
+    from fmtool.runs import write_json
+
+    loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size)
+    if args.file is not None:
+        fmt = args.format or loaded.cfg.dataset.format.value
+        if args.format is None and args.file.suffix in _FORMATS_BY_SUFFIX and loaded.cfg.dataset.format.value not in ("conll", "csv", "tsv", "jsonl"):
+            fmt = _FORMATS_BY_SUFFIX[args.file.suffix]
+        dataset = replace(loaded.cfg.dataset, format=DataFormat(fmt), data_dir=None, train_file=str(args.file))
+        examples = READERS.get(fmt)(dataset, "train_file")
+        name = args.file.stem
+    else:
+        name = args.split or "validation"
+        examples = loaded.run.load_split(name)
+    check_labels_known(name, examples, loaded.labels)
+    metrics, _ = loaded.evaluate(examples)
+    out = loaded.run.path / "eval" / f"{name}.json"
+    write_json(out, {"source": str(args.file or name), "examples": len(examples), "metrics": metrics})
+    print_metrics(f"{loaded.run.path} · {name} ({len(examples)} examples)", metrics)
+    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from fmtool.predict import LoadedRun
+
+    if args.texts and args.file:
+        raise FmtoolError("predict: give texts as arguments or --file, not both")
+    if args.texts:
+        texts = list(args.texts)
+    elif args.file in (None, "-"):
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise FmtoolError(f"predict: --file {path} not found")
+        texts = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
+    texts = [t for t in texts if t.strip()]
+    records = LoadedRun.load(args.run_dir, batch_size=args.batch_size).predict_texts(texts)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if args.output is None:
+        sys.stdout.write(lines)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(lines, encoding="utf-8")
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from fmtool.config.compose import config_dir
+
+    root = config_dir()
+    groups = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if args.group is None or args.group == "groups":
+        for group in groups:
+            print(f"{group}: {', '.join(sorted(p.stem for p in (root / group).glob('*.yaml')))}")
+        return 0
+    if args.group not in groups:
+        raise FmtoolError(f"list: unknown config group '{args.group}'; groups are: {', '.join(groups)}")
+    for option in sorted((root / args.group).glob("*.yaml")):
+        print(option.stem)
+    return 0
+
+
+COMMANDS = {"eval": eval_command, "predict": predict_command, "list": list_command}

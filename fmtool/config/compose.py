@@ -1,0 +1,92 @@
+"""Find the config tree, compose configs outside @hydra.main, and turn them into typed objects."""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fmtool.config.schema import TrainConfig, register_schemas
+from fmtool.errors import FmtoolError
+
+_NO_CONFIG_DIR = "fmtool's configs/ directory was not found next to the package or under {0}"
+_NO_TASK = "config: task.name is not set; choose a task with +task=ner or +task=classification"
+_PACKAGE_NOT_FOUND = "${{pkg_dir:{0},...}}: Python package '{0}' is not installed"
+
+
+def config_dir() -> Path:
+    """The configs/ tree: beside the package in a checkout, under <prefix>/share/fmtool once installed."""
+    candidates = [
+        Path(__file__).resolve().parents[2] / "configs",
+        Path(sys.prefix) / "share" / "fmtool" / "configs",
+    ]
+    for candidate in candidates:
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FmtoolError(_NO_CONFIG_DIR.format(candidates[-1]))
+
+
+def _package_dir(package: str, subpath: str = "") -> str:
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise FmtoolError(_PACKAGE_NOT_FOUND.format(package)) from None
+    return str(Path(str(root)) / subpath)
+
+
+def register_resolvers() -> None:
+    # pkg_dir lets YAML point at files shipped inside installed packages (the default model, demo data).
+    if not OmegaConf.has_resolver("pkg_dir"):
+        OmegaConf.register_new_resolver("pkg_dir", _package_dir)
+
+
+def setup() -> None:
+    register_resolvers()
+    register_schemas()
+
+
+_NOISE = ("object_type=", "Set the environment variable", "Config search path", "provider=", "reference_type=")
+
+
+def one_line(error: BaseException) -> str:
+    """Hydra and OmegaConf errors span lines and hide the cause in __cause__: flatten both."""
+    parts = []
+    while error is not None:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        lines = [line for line in lines if not line.startswith(_NOISE)]
+        text = " ".join(lines).replace("full_key:", "key:")
+        if text and text not in parts:
+            parts.append(text)
+        error = error.__cause__
+    return re.sub(r"\s+", " ", ": ".join(parts)).replace(":;", ":").strip()
+
+
+def compose_train_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose configs/<config_name>.yaml with command-line style overrides, without starting a run."""
+    setup()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise FmtoolError(f"config: {one_line(error)}") from None
+
+
+def to_typed(cfg: DictConfig) -> TrainConfig:
+    """Resolve every interpolation and return the TrainConfig object, failing on missing values."""
+    setup()
+    if OmegaConf.is_missing(cfg.task, "name"):
+        raise FmtoolError(_NO_TASK)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        plain = {key: value for key, value in plain.items() if key != "hydra"}
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise FmtoolError(f"config: {one_line(error)}") from None

@@ -1,0 +1,181 @@
+"""Dataclass schemas for every config group.
+
+Every YAML file in configs/ merges into these, so a misspelt key or an unknown choice fails at
+composition time with the key's full name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class TaskName(str, Enum):
+    ner = "ner"
+    classification = "classification"
+
+
+class DataFormat(str, Enum):
+    conll = "conll"
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+    clinc_json = "clinc_json"
+    hf = "hf"
+    hf_disk = "hf_disk"
+
+
+class TagScheme(str, Enum):
+    auto = "auto"
+    iob1 = "iob1"
+    iob2 = "iob2"
+    bioes = "bioes"
+
+
+class OptimizerName(str, Enum):
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class SchedulerName(str, Enum):
+    linear = "linear"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Freeze(str, Enum):
+    none = "none"
+    embeddings = "embeddings"
+    bottom_k = "bottom_k"
+    all_but_head = "all_but_head"
+
+
+class Batching(str, Enum):
+    length_grouped = "length_grouped"
+    random = "random"
+
+
+@dataclass
+class TaskConfig:
+    name: TaskName = MISSING
+
+
+@dataclass
+class ModelConfig:
+    # A hub id or a local directory; null with random_init builds the architecture from config_overrides.
+    name: Optional[str] = None
+    tokenizer: Optional[str] = None
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    random_init: bool = False
+    model_type: str = "bert"
+    config_overrides: Dict[str, Any] = field(default_factory=dict)
+    dropout: Optional[float] = None
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    format: DataFormat = DataFormat.conll
+    data_dir: Optional[str] = None
+    train_file: Optional[str] = None
+    validation_file: Optional[str] = None
+    test_file: Optional[str] = None
+    token_column: int = 0
+    tag_column: int = -1
+    tag_scheme: TagScheme = TagScheme.auto
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: str = "label"
+    hf_path: Optional[str] = None
+    hf_name: Optional[str] = None
+    train_split: str = "train"
+    validation_split: Optional[str] = "validation"
+    test_split: Optional[str] = None
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adamw
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    name: SchedulerName = SchedulerName.linear
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 3
+    max_steps: Optional[int] = None
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    grad_accum_steps: int = 1
+    max_grad_norm: Optional[float] = 1.0
+    max_length: int = 128
+    window_stride: int = 32
+    label_all_tokens: bool = False
+    freeze: Freeze = Freeze.none
+    freeze_layers: int = 0
+    eval_every_steps: Optional[int] = None
+    metric: str = MISSING
+    greater_is_better: bool = True
+    patience: Optional[int] = None
+    batching: Batching = Batching.length_grouped
+    precision: Precision = Precision.auto
+    device: str = "auto"
+    compile: bool = False
+    num_threads: Optional[int] = None
+    log_every_steps: int = 50
+    progress: bool = True
+    save_model: bool = True
+
+
+@dataclass
+class PathsConfig:
+    runs_dir: str = "runs"
+
+
+@dataclass
+class AuditConfig:
+    # Audit families to run after training, by registry name; each family's own settings follow.
+    enabled: List[str] = field(default_factory=list)
+    families: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    seed: int = 42
+
+
+def register_schemas() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -1,0 +1,79 @@
+"""Whole-config checks that types alone cannot express, all reported at once before any weights load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fmtool.config.schema import DataFormat, Freeze, TrainConfig
+from fmtool.errors import FmtoolError
+
+_FILE_FORMATS = (DataFormat.conll, DataFormat.csv, DataFormat.tsv, DataFormat.jsonl, DataFormat.clinc_json)
+_FILE_KEYS = ("train_file", "validation_file", "test_file")
+
+
+def _dataset_problems(cfg: TrainConfig) -> list[str]:
+    data = cfg.dataset
+    problems = []
+    if data.format in _FILE_FORMATS:
+        if data.train_file is None:
+            problems.append(f"dataset.train_file is not set for dataset '{data.name}'")
+        for key in _FILE_KEYS:
+            name = getattr(data, key)
+            if name is None:
+                continue
+            path = Path(name) if data.data_dir is None else Path(data.data_dir) / name
+            if data.data_dir is None and not path.is_absolute() and not path.is_file():
+                problems.append(f"dataset.data_dir is not set for dataset '{data.name}'; pass dataset.data_dir=/path/to/{data.name}")
+                break
+            if not path.is_file():
+                problems.append(f"dataset.{key}: {path} not found")
+    elif data.format == DataFormat.hf and not data.hf_path:
+        problems.append("dataset.hf_path must name a Hugging Face dataset when dataset.format=hf")
+    elif data.format == DataFormat.hf_disk and not data.data_dir:
+        problems.append("dataset.data_dir must be a datasets.save_to_disk folder when dataset.format=hf_disk")
+    return problems
+
+
+def _trainer_problems(cfg: TrainConfig) -> list[str]:
+    from fmtool.task import TASKS
+
+    trainer = cfg.trainer
+    problems = []
+    for key in ("batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps"):
+        if getattr(trainer, key) < 1:
+            problems.append(f"trainer.{key}={getattr(trainer, key)} must be at least 1")
+    if trainer.epochs < 1 and not trainer.max_steps:
+        problems.append(f"trainer.epochs={trainer.epochs} must be at least 1 (or set trainer.max_steps)")
+    if not 8 <= trainer.max_length <= 8192:
+        problems.append(f"trainer.max_length={trainer.max_length} must be between 8 and 8192")
+    if not 0 <= trainer.window_stride < trainer.max_length // 2:
+        problems.append(f"trainer.window_stride={trainer.window_stride} must be >= 0 and below half of trainer.max_length={trainer.max_length}")
+    if trainer.freeze == Freeze.bottom_k and trainer.freeze_layers < 1:
+        problems.append("trainer.freeze=bottom_k needs trainer.freeze_layers >= 1")
+    if trainer.patience is not None and trainer.patience < 1:
+        problems.append(f"trainer.patience={trainer.patience} must be at least 1, or null to disable early stopping")
+    metrics = TASKS.get(cfg.task.name.value).metrics
+    if trainer.metric not in metrics:
+        problems.append(f"trainer.metric='{trainer.metric}' is not a {cfg.task.name.value} metric; choose one of: {', '.join(metrics)}")
+    return problems
+
+
+def _optimizer_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    if cfg.optimizer.lr <= 0:
+        problems.append(f"optimizer.lr={cfg.optimizer.lr} must be positive")
+    if not 0 <= cfg.scheduler.warmup_ratio < 1:
+        problems.append(f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio} must be in [0, 1)")
+    if cfg.model.name is None and not cfg.model.random_init:
+        problems.append("model.name is null: give a hub id or local directory, or set model.random_init=true")
+    if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
+        problems.append(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
+    return problems
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
+    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg)
+    if problems:
+        raise FmtoolError("config: " + "; ".join(problems))
+    return cfg

@@ -1,0 +1,60 @@
+"""Batches with little padding: length-grouped shuffling for training, length-sorted for inference."""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence, Union
+
+import torch
+
+from fmtool.dataset.classification import TextFeature
+from fmtool.dataset.ner import IGNORE_INDEX, TokenFeature
+
+Feature = Union[TokenFeature, TextFeature]
+# HF's LengthGroupedSampler uses mega-batches of 50 batches: enough to sort away padding, small enough to stay random.
+_MEGABATCH = 50
+
+
+def train_batches(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, grouped: bool) -> list[list[int]]:
+    """One epoch's batches of example indices; the same (seed, epoch) always gives the same batches."""
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if grouped:
+        size = batch_size * _MEGABATCH
+        order = [i for k in range(0, len(order), size) for i in sorted(order[k : k + size], key=lambda i: -lengths[i])]
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    if grouped:
+        rng.shuffle(batches)
+    return batches
+
+
+def inference_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of indices sorted by length, longest first, so padding is minimal and OOM shows early."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def collate(features: Sequence[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(f.input_ids) for f in features)
+    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, feature in enumerate(features):
+        input_ids[row, : len(feature.input_ids)] = torch.tensor(feature.input_ids)
+        attention_mask[row, : len(feature.input_ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    first = features[0]
+    if isinstance(first, TokenFeature) and first.labels is not None:
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        for row, feature in enumerate(features):
+            labels[row, : len(feature.labels)] = torch.tensor(feature.labels)
+        batch["labels"] = labels
+    if isinstance(first, TextFeature):
+        if first.token_type_ids is not None:
+            token_type_ids = torch.zeros((len(features), width), dtype=torch.long)
+            for row, feature in enumerate(features):
+                token_type_ids[row, : len(feature.token_type_ids)] = torch.tensor(feature.token_type_ids)
+            batch["token_type_ids"] = token_type_ids
+        if first.label is not None:
+            batch["labels"] = torch.tensor([f.label for f in features], dtype=torch.long)
+    return batch

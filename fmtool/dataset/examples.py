@@ -1,0 +1,49 @@
+"""The in-memory records every reader produces and every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+
+@dataclass(frozen=True)
+class TokenExample:
+    """One sentence for NER: words and their IOB2 tags."""
+
+    id: str
+    tokens: list[str]
+    tags: list[str]
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One classification input; `meta` keeps the file's other columns (e.g. sensitive attributes)."""
+
+    id: str
+    text: str
+    label: str
+    text_pair: Optional[str] = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Example = Union[TokenExample, TextExample]
+
+
+def to_record(example: Example) -> dict[str, Any]:
+    if isinstance(example, TokenExample):
+        return {"id": example.id, "tokens": example.tokens, "tags": example.tags}
+    record = {"id": example.id, "text": example.text, "label": example.label}
+    if example.text_pair is not None:
+        record["text_pair"] = example.text_pair
+    if example.meta:
+        record["meta"] = example.meta
+    return record
+
+
+def from_record(record: dict[str, Any]) -> Example:
+    if "tokens" in record:
+        return TokenExample(id=record["id"], tokens=record["tokens"], tags=record["tags"])
+    return TextExample(
+        id=record["id"], text=record["text"], label=record["label"],
+        text_pair=record.get("text_pair"), meta=record.get("meta", {}),
+    )

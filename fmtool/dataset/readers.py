@@ -1,0 +1,177 @@
+"""Readers from files (CoNLL columns, CSV/TSV/JSONL, CLINC150 JSON) and Hugging Face datasets.
+
+Every reader returns a list of TokenExample or TextExample. Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+from fmtool.config.schema import DatasetConfig
+from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.dataset.tags import check_tag, detect_scheme, to_iob2
+from fmtool.errors import FmtoolError
+from fmtool.registry import Registry
+
+Reader = Callable[[DatasetConfig, str], list[Example]]
+READERS: Registry[Reader] = Registry("dataset format")
+
+_FILE_MISSING = "{0}: file not found (dataset.{1})"
+_COLUMNS = "{0}:{1}: expected a token in column {2} and a tag in column {3}, found {4} column(s)"
+_NO_COLUMN = "{0}: column '{1}' (dataset.{2}) not found; columns are: {3}"
+
+
+def resolve_file(cfg: DatasetConfig, key: str) -> Path:
+    name = getattr(cfg, key)
+    path = Path(name) if cfg.data_dir is None else Path(cfg.data_dir) / name
+    if not path.is_file():
+        raise FmtoolError(_FILE_MISSING.format(path, key))
+    return path
+
+
+def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1, tag_scheme: str = "auto") -> list[TokenExample]:
+    """Sentences from a CoNLL column file; -DOCSTART- lines are skipped, blank lines end sentences."""
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            columns = line.split()
+            if not columns:
+                if tokens:
+                    sentences.append((tokens, tags))
+                    tokens, tags = [], []
+                continue
+            if columns[0] == "-DOCSTART-":
+                continue
+            try:
+                token, tag = columns[token_column], columns[tag_column]
+                check_tag(tag)
+            except IndexError:
+                raise FmtoolError(_COLUMNS.format(path, number, token_column, tag_column, len(columns))) from None
+            except ValueError as error:
+                raise FmtoolError(f"{path}:{number}: {error}") from None
+            tokens.append(token)
+            tags.append(tag)
+    if tokens:
+        sentences.append((tokens, tags))
+    scheme = detect_scheme([t for _, t in sentences]) if tag_scheme == "auto" else tag_scheme
+    return [TokenExample(id=f"{path.name}:{i}", tokens=w, tags=to_iob2(t, scheme)) for i, (w, t) in enumerate(sentences)]
+
+
+def _text_example(path: Path, row_id: str, row: dict, cfg: DatasetConfig) -> TextExample:
+    used = {cfg.text_column, cfg.label_column, cfg.text_pair_column}
+    for key, column in (("text_column", cfg.text_column), ("label_column", cfg.label_column), ("text_pair_column", cfg.text_pair_column)):
+        if column is not None and column not in row:
+            raise FmtoolError(_NO_COLUMN.format(path, column, key, ", ".join(map(str, row))))
+    return TextExample(
+        id=row_id,
+        text=str(row[cfg.text_column]).strip(),
+        label=str(row[cfg.label_column]).strip(),
+        text_pair=None if cfg.text_pair_column is None else str(row[cfg.text_pair_column]).strip(),
+        meta={k: v for k, v in row.items() if k not in used},
+    )
+
+
+def read_table(path: Path, cfg: DatasetConfig, delimiter: str) -> list[TextExample]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
+        return [_text_example(path, f"{path.name}:{line}", row, cfg) for line, row in enumerate(reader, start=2)]
+
+
+def read_jsonl(path: Path, cfg: DatasetConfig) -> list[TextExample]:
+    examples = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+            examples.append(_text_example(path, f"{path.name}:{number}", row, cfg))
+    return examples
+
+
+@READERS.register("conll")
+def _conll(cfg: DatasetConfig, file_key: str) -> list[Example]:
+    path = resolve_file(cfg, file_key)
+    return read_conll(path, token_column=cfg.token_column, tag_column=cfg.tag_column, tag_scheme=cfg.tag_scheme.value)
+
+
+@READERS.register("csv")
+def _csv(cfg: DatasetConfig, file_key: str) -> list[Example]:
+    return read_table(resolve_file(cfg, file_key), cfg, ",")
+
+
+@READERS.register("tsv")
+def _tsv(cfg: DatasetConfig, file_key: str) -> list[Example]:
+    return read_table(resolve_file(cfg, file_key), cfg, "\t")
+
+
+@READERS.register("jsonl")
+def _jsonl(cfg: DatasetConfig, file_key: str) -> list[Example]:
+    return read_jsonl(resolve_file(cfg, file_key), cfg)
+
+
+SPLIT_KEYS = {"train_file": "train_split", "validation_file": "validation_split", "test_file": "test_split"}
+
+
+@READERS.register("clinc_json")
+def _clinc(cfg: DatasetConfig, file_key: str) -> list[Example]:
+    """CLINC150's data_full.json: {split: [[text, intent], ...]}; the split name comes from dataset.*_split."""
+    path = resolve_file(cfg, file_key)
+    split = getattr(cfg, SPLIT_KEYS[file_key])
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if split not in data:
+        raise FmtoolError(f"{path}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: {', '.join(data)}")
+    return [TextExample(id=f"{split}:{i}", text=text, label=label) for i, (text, label) in enumerate(data[split])]
+
+
+def _hf_rows(cfg: DatasetConfig, file_key: str, from_disk: bool) -> tuple[str, list[dict]]:
+    import datasets
+
+    split = getattr(cfg, SPLIT_KEYS[file_key])
+    if from_disk:
+        loaded = datasets.load_from_disk(cfg.data_dir)
+    else:
+        loaded = datasets.load_dataset(cfg.hf_path, cfg.hf_name)
+    if split not in loaded:
+        raise FmtoolError(f"{cfg.hf_path or cfg.data_dir}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: {', '.join(loaded)}")
+    part = loaded[split]
+    return split, [dict(row, _names=part.features) for row in part]
+
+
+def _hf_examples(cfg: DatasetConfig, file_key: str, from_disk: bool) -> list[Example]:
+    split, rows = _hf_rows(cfg, file_key, from_disk)
+    if not rows:
+        return []
+    features = rows[0]["_names"]
+    if "tokens" in features and "ner_tags" in features:
+        names = features["ner_tags"].feature.names
+        sentences = [[names[i] for i in row["ner_tags"]] for row in rows]
+        scheme = detect_scheme(sentences) if cfg.tag_scheme.value == "auto" else cfg.tag_scheme.value
+        return [TokenExample(id=f"{split}:{i}", tokens=list(row["tokens"]), tags=to_iob2(tags, scheme)) for i, (row, tags) in enumerate(zip(rows, sentences))]
+    label_feature = features.get(cfg.label_column)
+    names: Optional[list[str]] = getattr(label_feature, "names", None)
+    examples = []
+    for i, row in enumerate(rows):
+        row = {k: v for k, v in row.items() if k != "_names"}
+        if names is not None:
+            row[cfg.label_column] = names[row[cfg.label_column]]
+        examples.append(_text_example(Path(cfg.hf_path or cfg.data_dir), f"{split}:{i}", row, cfg))
+    return examples
+
+
+@READERS.register("hf")
+def _hf(cfg: DatasetConfig, file_key: str) -> list[Example]:
+    return _hf_examples(cfg, file_key, from_disk=False)
+
+
+@READERS.register("hf_disk")
+def _hf_disk(cfg: DatasetConfig, file_key: str) -> list[Example]:
+    return _hf_examples(cfg, file_key, from_disk=True)

@@ -1,0 +1,10 @@
+"""The one exception type that the CLI turns into a one-line message and exit code 2."""
+
+
+class FmtoolError(Exception):
+    """A problem with the user's input (config, data file, run directory) rather than a bug.
+
+    The message is a single line that names the file, line or config key at fault.
+    """
+
+    exit_code = 2

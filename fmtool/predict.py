@@ -1,0 +1,87 @@
+"""Use a finished run's model: evaluate it on examples, or label raw text.
+
+NER output gives each entity's type, text, character offsets in the input and a score (the mean of
+its words' top-label probabilities); classification gives the label and every label's probability.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from seqeval.metrics.sequence_labeling import get_entities
+
+from fmtool.config.schema import TaskName, TrainConfig
+from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.errors import FmtoolError
+from fmtool.inference import Runtime
+from fmtool.runs import RunDir
+from fmtool.task import TASKS, Task
+from fmtool.trainer.runtime import resolve_runtime
+
+# words and single punctuation marks, like CoNLL tokenisation ("U.S." stays one word, "(" does not)
+_WORD = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:[.'’\-]\w+)*|[^\w\s]")
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """(word, start, end) character spans of the words and punctuation marks in `text`."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def entities_from_tags(text: str, spans: Sequence[tuple[str, int, int]], tags: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
+    entities = []
+    for kind, first, last in get_entities(list(tags)):
+        start, end = spans[first][1], spans[last][2]
+        entities.append({"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(sum(scores[first : last + 1]) / (last - first + 1), 4)})
+    return entities
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    cfg: TrainConfig
+    task: Task
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    runtime: Runtime
+
+    @classmethod
+    def load(cls, path: str | Path, *, batch_size: Optional[int] = None) -> "LoadedRun":
+        from fmtool.model.build import AUTO_MODELS
+
+        run = RunDir.open(path)
+        cfg = run.load_config()
+        trainer = replace(cfg.trainer, device="auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size)
+        runtime = resolve_runtime(trainer)
+        model_dir = run.require(run.model_dir)
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir).to(runtime.device)
+        except (OSError, ValueError) as error:
+            raise FmtoolError(f"{model_dir}: cannot load the model ({str(error).splitlines()[0]})") from None
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return cls(run=run, cfg=cfg, task=TASKS.get(cfg.task.name.value), model=model, tokenizer=tokenizer, labels=labels, runtime=runtime)
+
+    def predictions(self, examples: Sequence[Example]) -> list:
+        features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
+        return self.task.predict(self.model, examples, features, self.runtime, self.tokenizer.pad_token_id)
+
+    def evaluate(self, examples: Sequence[Example]) -> tuple[dict[str, Any], list]:
+        predictions = self.predictions(examples)
+        return self.task.score(examples, predictions, self.labels), predictions
+
+    def predict_texts(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        if self.cfg.task.name == TaskName.classification:
+            examples = [TextExample(id=str(i), text=t, label=self.labels[0]) for i, t in enumerate(texts)]
+            return [{"text": t, "label": p.label, "probabilities": p.probabilities} for t, p in zip(texts, self.predictions(examples))]
+        spans = [split_words(t) for t in texts]
+        examples = [TokenExample(id=str(i), tokens=[w for w, _, _ in s], tags=["O"] * len(s)) for i, s in enumerate(spans)]
+        return [
+            {"text": t, "entities": entities_from_tags(t, s, p.tags, p.scores)}
+            for t, s, p in zip(texts, spans, self.predictions(examples))
+        ]

@@ -1,0 +1,1 @@
+"""Human-facing output: the rich console (progress, tables) and the per-run report files."""

@@ -1,0 +1,74 @@
+"""The only module that talks to the terminal through rich: progress bars and summary tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+class RichProgress:
+    """trainer.loop.Progress drawn with rich; one bar at a time."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task = None
+
+    def start(self, description: str, total: int) -> None:
+        self.stop()
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=console, transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, info="")
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        if self._bar is not None:
+            info = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            self._bar.update(self._task, advance=n, **({"info": info} if info else {}))
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    """Before / after metrics for each evaluated split."""
+    table = Table(title=f"{results['task']} · {results['dataset']} · {results['model']}")
+    table.add_column("split")
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for split, after in results["after"].items():
+        before = results["before"].get(split, {})
+        for metric, value in after.items():
+            if isinstance(value, float):
+                table.add_row(split, metric, _fmt(before.get(metric, "")), _fmt(value))
+    return table
+
+
+def print_results(results: dict[str, Any], run_path: str) -> None:
+    console.print(results_table(results))
+    train = results.get("train", {})
+    if train:
+        console.print(f"trained {train['updates']} updates in {train['seconds']:.1f} s ({train['samples_per_second']:.1f} samples/s); run: {run_path}")
+
+
+def print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for metric, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(metric, _fmt(value))
+    console.print(table)

@@ -1,0 +1,193 @@
+"""The run directory: the on-disk contract between training, evaluation, prediction, audits and reports.
+
+    runs/<task>/<timestamp>/
+      status.json        running | complete | failed; only 'complete' runs are read by later stages
+      config.yaml        the resolved config (Hydra's own record stays in .hydra/)
+      env.json           versions, git commit, device, seed, date
+      labels.json        the label list in model-output order
+      data/<split>.jsonl the exact train / validation / test examples used
+      model/             save_pretrained (safetensors) + tokenizer: AutoModelFor...from_pretrained works
+      metrics.jsonl      one line per training log step and per evaluation, flushed as written
+      results.json       before/after metrics, training figures
+      predictions/<split>.jsonl
+      train.log          Hydra's job log
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from omegaconf import OmegaConf
+
+from fmtool.config.compose import to_typed
+from fmtool.config.schema import TrainConfig
+from fmtool.dataset.examples import Example, from_record, to_record
+from fmtool.errors import FmtoolError
+
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+_NOT_A_RUN = "{0}: not an fmtool run directory (no status.json)"
+_INCOMPLETE = "{0}: the run is {1}, not complete; its model and results cannot be trusted (see {0}/train.log)"
+_MISSING = "{0}: missing; was this run made with trainer.save_model=false or by an older fmtool?"
+_PACKAGES = ("fmtool", "torch", "transformers", "hydra-core", "seqeval", "fairlearn", "scikit-learn")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, default=str) + "\n")
+    os.replace(partial, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(seed: int, device: str) -> dict[str, Any]:
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_commit": _git_commit(),
+        "seed": seed,
+        "device": device,
+    }
+
+
+class RunDir:
+    """Paths and typed reads/writes of one run directory."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    status_file = property(lambda self: self.path / "status.json")
+    config_file = property(lambda self: self.path / "config.yaml")
+    env_file = property(lambda self: self.path / "env.json")
+    labels_file = property(lambda self: self.path / "labels.json")
+    model_dir = property(lambda self: self.path / "model")
+    metrics_file = property(lambda self: self.path / "metrics.jsonl")
+    results_file = property(lambda self: self.path / "results.json")
+    audit_dir = property(lambda self: self.path / "audit")
+    report_dir = property(lambda self: self.path / "report")
+
+    def split_file(self, split: str) -> Path:
+        return self.path / "data" / f"{split}.jsonl"
+
+    def predictions_file(self, split: str) -> Path:
+        return self.path / "predictions" / f"{split}.jsonl"
+
+    # writing, in the order training does it
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, cfg: TrainConfig) -> "RunDir":
+        run = cls(path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_json(run.status_file, {"state": RUNNING, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        run.config_file.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
+        run.metrics_file.unlink(missing_ok=True)
+        return run
+
+    def save_environment(self, env: dict[str, Any]) -> None:
+        write_json(self.env_file, env)
+
+    def save_labels(self, labels: Sequence[str]) -> None:
+        write_json(self.labels_file, list(labels))
+
+    def save_split(self, split: str, examples: Sequence[Example]) -> None:
+        write_jsonl(self.split_file(split), (to_record(e) for e in examples))
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+    def save_model(self, model, tokenizer) -> None:
+        """save_pretrained into model.partial/, then rename: a crash never leaves a half model/."""
+        partial = self.path / "model.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(self.model_dir, ignore_errors=True)
+        os.replace(partial, self.model_dir)
+
+    def save_predictions(self, split: str, records: Iterable[dict[str, Any]]) -> None:
+        write_jsonl(self.predictions_file(split), records)
+
+    def save_results(self, results: dict[str, Any]) -> None:
+        write_json(self.results_file, results)
+
+    def finish(self, state: str, error: str | None = None) -> None:
+        status = json.loads(self.status_file.read_text()) if self.status_file.exists() else {}
+        status.update(state=state, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        if error:
+            status["error"] = error
+        write_json(self.status_file, status)
+
+    # reading, for eval / predict / audit
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunDir":
+        """A finished run; anything else is a one-line FmtoolError."""
+        run = cls(path)
+        if not run.status_file.is_file():
+            raise FmtoolError(_NOT_A_RUN.format(run.path))
+        state = run.status()["state"]
+        if state != COMPLETE:
+            raise FmtoolError(_INCOMPLETE.format(run.path, state))
+        return run
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.status_file.read_text(encoding="utf-8"))
+
+    def require(self, path: Path) -> Path:
+        if not path.exists():
+            raise FmtoolError(_MISSING.format(path))
+        return path
+
+    def load_config(self) -> TrainConfig:
+        return to_typed(OmegaConf.load(self.require(self.config_file)))
+
+    def load_labels(self) -> list[str]:
+        return json.loads(self.require(self.labels_file).read_text(encoding="utf-8"))
+
+    def load_split(self, split: str) -> list[Example]:
+        return [from_record(r) for r in read_jsonl(self.require(self.split_file(split)))]
+
+    def load_results(self) -> dict[str, Any]:
+        return json.loads(self.require(self.results_file).read_text(encoding="utf-8"))
+
+    def splits(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / "data").glob("*.jsonl"))

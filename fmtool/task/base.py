@@ -1,0 +1,31 @@
+"""The Task interface that NER and classification implement, and its registry."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+from fmtool.config.schema import TrainerConfig
+from fmtool.dataset.batching import Feature
+from fmtool.dataset.examples import Example
+from fmtool.inference import Runtime
+from fmtool.registry import Registry
+
+
+class Task(Protocol):
+    name: str
+    metrics: tuple[str, ...]  # headline metrics, the choices for trainer.metric
+
+    def encode(self, examples: Sequence[Example], tokenizer, label2id: dict[str, int] | None, trainer: TrainerConfig) -> list[Feature]:
+        """Model inputs for `examples` (labels included when label2id is given)."""
+
+    def predict(self, model, examples: Sequence[Example], features: Sequence[Feature], runtime: Runtime, pad_id: int, on_batch: Callable[[int], None]) -> list[Any]:
+        """One prediction per example (NER: tags and scores per word; classification: label and probabilities)."""
+
+    def score(self, examples: Sequence[Example], predictions: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
+        """Headline metrics as floats at the top level, details under 'details'."""
+
+    def record(self, example: Example, prediction: Any) -> dict[str, Any]:
+        """A JSON-ready line for predictions/<split>.jsonl."""
+
+
+TASKS: Registry[Task] = Registry("task")

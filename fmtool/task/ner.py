@@ -1,0 +1,87 @@
+"""Named-entity recognition: token classification scored at entity level with seqeval.
+
+Metrics follow CoNLL evaluation (seqeval default mode: an entity counts when its type and span match,
+IOB1-style lenient chunking) and are also given in strict IOB2 mode. Micro and macro averages and
+per-type precision / recall / F1 / support are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from seqeval.metrics import accuracy_score, classification_report
+from seqeval.scheme import IOB2
+
+from fmtool.config.schema import TrainerConfig
+from fmtool.dataset.examples import TokenExample
+from fmtool.dataset.ner import TokenFeature, encode_ner
+from fmtool.inference import Runtime, run_model
+from fmtool.task.base import TASKS
+
+
+@dataclass
+class NerPrediction:
+    tags: list[str]
+    scores: list[float]
+
+
+def entity_report(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]], *, strict: bool = False) -> dict[str, Any]:
+    """seqeval's report as {'micro': {...}, 'macro': {...}, 'per_type': {TYPE: {...}}}."""
+    extra = {"mode": "strict", "scheme": IOB2} if strict else {}
+    report = classification_report(list(map(list, y_true)), list(map(list, y_pred)), output_dict=True, zero_division=0, **extra)
+    rename = {"f1-score": "f1"}
+    clean = {name: {rename.get(k, k): float(v) for k, v in row.items()} for name, row in report.items()}
+    averages = {"micro avg": "micro", "macro avg": "macro", "weighted avg": "weighted"}
+    return {
+        **{short: clean.get(long, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0.0}) for long, short in averages.items()},
+        "per_type": {name: row for name, row in clean.items() if name not in averages},
+    }
+
+
+def ner_metrics(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> dict[str, Any]:
+    default = entity_report(y_true, y_pred)
+    strict = entity_report(y_true, y_pred, strict=True)
+    return {
+        "f1": default["micro"]["f1"],
+        "precision": default["micro"]["precision"],
+        "recall": default["micro"]["recall"],
+        "macro_f1": default["macro"]["f1"],
+        "strict_f1": strict["micro"]["f1"],
+        "token_accuracy": float(accuracy_score(list(map(list, y_true)), list(map(list, y_pred)))),
+        "details": {"default": default, "strict": strict},
+    }
+
+
+def _reduce(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list:
+    probabilities, predicted = logits.softmax(-1).max(-1)
+    return list(zip(predicted.cpu().numpy(), probabilities.cpu().numpy()))
+
+
+class NerTask:
+    name = "ner"
+    metrics = ("f1", "precision", "recall", "macro_f1", "strict_f1", "token_accuracy")
+
+    def encode(self, examples, tokenizer, label2id, trainer: TrainerConfig) -> list[TokenFeature]:
+        return encode_ner(examples, tokenizer, label2id, max_length=trainer.max_length, stride=trainer.window_stride, label_all_tokens=trainer.label_all_tokens)
+
+    def predict(self, model, examples: Sequence[TokenExample], features: Sequence[TokenFeature], runtime: Runtime, pad_id: int, on_batch: Callable[[int], None] = lambda n: None) -> list[NerPrediction]:
+        id2label = model.config.id2label
+        outputs = run_model(model, features, runtime, pad_id, _reduce, on_batch)
+        predictions = [NerPrediction(tags=["O"] * len(e.tokens), scores=[0.0] * len(e.tokens)) for e in examples]
+        for feature, (tokens, probabilities) in zip(features, outputs):
+            prediction = predictions[feature.example_index]
+            for word, position in feature.owned:
+                prediction.tags[word] = id2label[int(tokens[position])]
+                prediction.scores[word] = float(probabilities[position])
+        return predictions
+
+    def score(self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction], labels: Sequence[str]) -> dict[str, Any]:
+        return ner_metrics([e.tags for e in examples], [p.tags for p in predictions])
+
+    def record(self, example: TokenExample, prediction: NerPrediction) -> dict[str, Any]:
+        return {"id": example.id, "tokens": example.tokens, "tags": example.tags, "predicted": prediction.tags}
+
+
+TASKS.register("ner")(NerTask())

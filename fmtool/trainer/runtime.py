@@ -1,0 +1,45 @@
+"""Device and precision from trainer.device / trainer.precision ('auto' picks what the machine does best)."""
+
+from __future__ import annotations
+
+import torch
+
+from fmtool.config.schema import Precision, TrainerConfig
+from fmtool.errors import FmtoolError
+from fmtool.inference import Runtime
+
+_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FmtoolError(f"trainer.device='{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FmtoolError(f"trainer.device='{name}' but no CUDA device is available; use trainer.device=cpu or auto")
+    return device
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    if precision != Precision.auto:
+        if precision == Precision.fp16 and device.type == "cpu":
+            raise FmtoolError("trainer.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+        return precision
+    if device.type == "cuda":
+        return Precision.bf16 if torch.cuda.is_bf16_supported() else Precision.fp16
+    return Precision.fp32
+
+
+def resolve_runtime(cfg: TrainerConfig) -> Runtime:
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    return Runtime(device=device, autocast_dtype=_DTYPES.get(precision), batch_size=cfg.eval_batch_size)
+
+
+def accelerate_precision(runtime: Runtime) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(runtime.autocast_dtype, "no")

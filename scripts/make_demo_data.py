@@ -1,0 +1,106 @@
+"""Regenerate fmtool's shipped demo data (synthetic, written for fmtool; no public corpus is copied).
+
+    python scripts/make_demo_data.py
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "fmtool" / "resources" / "demo"
+
+PEOPLE = [
+    "Maria Lopez", "John Smith", "Aiko Tanaka", "Kwame Mensah", "Olga Ivanova", "Rahul Sharma",
+    "Fatima Zahra", "Lars Eriksen", "Chen Wei", "Amelia Clarke", "Diego Alvarez", "Nadia Haddad",
+    "Peter Novak", "Grace Okafor", "Tom Becker", "Sofia Rossi", "Yusuf Demir", "Emma Dubois",
+    "Hiroshi Sato", "Ines Costa", "Merkel", "Obama", "Ramos", "Kowalski",
+]
+ORGS = [
+    "Siemens", "the United Nations", "Reuters", "Toyota", "Barclays", "the World Bank", "Nokia",
+    "Greenpeace", "Oxford University", "Real Madrid", "the European Commission", "Unilever",
+    "Interpol", "Bayer", "the Red Cross", "Samsung", "Ajax", "Petrobras",
+]
+PLACES = [
+    "Berlin", "Tokyo", "Nairobi", "Lima", "Oslo", "Cairo", "Sydney", "Toronto", "Mumbai", "Madrid",
+    "Brazil", "France", "Kenya", "Vietnam", "Chile", "Poland", "Texas", "Lagos", "Seoul", "Prague",
+]
+MISC = [
+    "German", "French", "Olympic", "Japanese", "Nobel Prize", "World Cup", "Brazilian", "Christmas",
+    "Euro", "Kenyan", "Italian", "Polish", "Grand Prix", "Mexican",
+]
+TEMPLATES = [
+    "{PER} visited {LOC} on Monday .",
+    "{ORG} said on Tuesday it would cut jobs in {LOC} .",
+    "{PER} , a spokesman for {ORG} , declined to comment .",
+    "The {MISC} delegation arrived in {LOC} late last night .",
+    "Shares of {ORG} rose 3 percent after the report .",
+    "{PER} won the {MISC} title for the second time .",
+    "Police in {LOC} arrested two men , {PER} told reporters .",
+    "{ORG} signed a deal with {ORG} worth 40 million dollars .",
+    "{PER} met {PER} in {LOC} to discuss trade .",
+    "Heavy rain flooded parts of {LOC} and {LOC} this week .",
+    "The {MISC} team beat {ORG} 2-1 in {LOC} .",
+    "{PER} will lead {ORG} from January .",
+    "Analysts expect {ORG} to report higher profits .",
+    "{PER} said the {MISC} market remained weak .",
+    "Prices fell in {LOC} for the third month in a row .",
+    "Officials from {ORG} flew to {LOC} on Friday .",
+    "{PER} scored twice as {ORG} won at home .",
+    "It was a quiet day on the markets .",
+    "The minister said talks would continue next week .",
+    "A {MISC} court fined {ORG} on Thursday .",
+]
+TYPES = {"PER": PEOPLE, "ORG": ORGS, "LOC": PLACES, "MISC": MISC}
+
+
+def ner_sentence(rng: random.Random) -> list[tuple[str, str]]:
+    rows = []
+    for piece in rng.choice(TEMPLATES).split():
+        kind = piece[1:-1] if piece.startswith("{") else None
+        if kind is None:
+            rows.append((piece, "O"))
+            continue
+        words = rng.choice(TYPES[kind]).split()
+        if words[0] == "the":
+            rows.append(("the", "O"))
+            words = words[1:]
+        rows.extend((word, ("B-" if i == 0 else "I-") + kind) for i, word in enumerate(words))
+    return rows
+
+
+def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> None:
+    blocks = ["\n".join(f"{word} {tag}" for word, tag in sentence) for sentence in sentences]
+    path.write_text("-DOCSTART- O\n\n" + "\n\n".join(blocks) + "\n")
+
+
+POSITIVE = ["wonderful", "moving", "funny", "brilliant", "charming", "gripping", "beautiful", "clever", "delightful", "superb"]
+NEGATIVE = ["dull", "boring", "clumsy", "tedious", "awful", "lifeless", "messy", "predictable", "shallow", "tiresome"]
+SUBJECTS = ["the film", "this movie", "the story", "the acting", "the script", "the soundtrack", "the ending", "the cast", "the direction", "the dialogue"]
+FRAMES = [
+    "{S} is {A} .", "{S} was {A} from start to finish .", "i found {S} {A} .", "overall , {S} feels {A} .",
+    "{S} is {A} and {B} .", "what a {A} experience , {S} is {B} .", "honestly {S} was rather {A} .",
+]
+
+
+def sentiment_row(rng: random.Random) -> tuple[str, int]:
+    label = rng.randint(0, 1)
+    words = POSITIVE if label else NEGATIVE
+    a, b = rng.sample(words, 2)
+    return rng.choice(FRAMES).format(S=rng.choice(SUBJECTS), A=a, B=b), label
+
+
+def main() -> None:
+    rng = random.Random(2026)
+    (OUT / "ner").mkdir(parents=True, exist_ok=True)
+    write_conll(OUT / "ner" / "train.conll", [ner_sentence(rng) for _ in range(400)])
+    write_conll(OUT / "ner" / "dev.conll", [ner_sentence(rng) for _ in range(100)])
+    (OUT / "classification").mkdir(parents=True, exist_ok=True)
+    for split, size in (("train", 400), ("dev", 100)):
+        rows = [sentiment_row(rng) for _ in range(size)]
+        text = "sentence\tlabel\n" + "".join(f"{s}\t{'positive' if y else 'negative'}\n" for s, y in rows)
+        (OUT / "classification" / f"{split}.tsv").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The run directory contract: files, reload in plain transformers, incomplete runs refused, predict output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+from fmtool.errors import FmtoolError
+from fmtool.predict import LoadedRun, split_words
+from fmtool.runs import RunDir
+
+
+def test_run_dir_holds_every_file(ner_run):
+    run, _ = ner_run
+    for name in ("status.json", "config.yaml", "env.json", "labels.json", "metrics.jsonl", "results.json",
+                 "model/config.json", "model/model.safetensors", "model/tokenizer.json",
+                 "data/train.jsonl", "data/validation.jsonl", "predictions/validation.jsonl"):
+        assert (run.path / name).is_file(), name
+    assert run.status()["state"] == "complete"
+    assert not any(run.path.glob("**/*.partial"))
+
+
+def test_saved_model_reloads_in_plain_transformers_with_same_predictions(ner_run):
+    run, _ = ner_run
+    model = AutoModelForTokenClassification.from_pretrained(run.model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+    assert [model.config.id2label[i] for i in range(model.config.num_labels)] == run.load_labels()
+    example = run.load_split("validation")[0]
+    encoded = tokenizer(example.tokens, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        token_labels = model(**encoded).logits.argmax(-1)[0].tolist()
+    word_ids = encoded.word_ids(0)
+    firsts = [p for p, w in enumerate(word_ids) if w is not None and (p == 0 or word_ids[p - 1] != w)]
+    plain = [model.config.id2label[token_labels[p]] for p in firsts]
+    saved = json.loads(run.predictions_file("validation").read_text().splitlines()[0])
+    assert plain == saved["predicted"]
+
+
+def test_transformers_pipeline_loads_the_run_model(classification_run):
+    run, _ = classification_run
+    classify = pipeline("text-classification", model=str(run.model_dir), tokenizer=str(run.model_dir))
+    example = run.load_split("validation")[0]
+    loaded = LoadedRun.load(run.path)
+    assert classify(example.text)[0]["label"] == loaded.predict_texts([example.text])[0]["label"]
+    assert isinstance(AutoModelForSequenceClassification.from_pretrained(run.model_dir), torch.nn.Module)
+
+
+def test_incomplete_run_is_refused(tmp_path, ner_run):
+    run, _ = ner_run
+    partial = RunDir(tmp_path)
+    (tmp_path / "status.json").write_text(json.dumps({"state": "running"}))
+    with pytest.raises(FmtoolError, match="running, not complete"):
+        RunDir.open(partial.path)
+    with pytest.raises(FmtoolError, match="not an fmtool run directory"):
+        RunDir.open(tmp_path / "nowhere")
+
+
+def test_ner_predict_gives_entities_with_character_offsets(ner_run):
+    run, _ = ner_run
+    loaded = LoadedRun.load(run.path)
+    example = run.load_split("validation")[0]
+    text = " ".join(example.tokens)
+    [record] = loaded.predict_texts([text])
+    assert record["text"] == text
+    # the memorised sentence's gold entities come back with offsets that slice the input
+    gold = [(e["type"], e["text"]) for e in record["entities"]]
+    assert gold and all(text[e["start"] : e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in record["entities"])
+    tags = example.tags
+    expected = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("B-"):
+            j = i + 1
+            while j < len(tags) and tags[j] == "I-" + tag[2:]:
+                j += 1
+            expected.append((tag[2:], " ".join(example.tokens[i:j])))
+    assert gold == expected
+
+
+def test_classification_predict_gives_label_and_probabilities(classification_run):
+    run, _ = classification_run
+    [record] = LoadedRun.load(run.path).predict_texts(["the film is wonderful ."])
+    assert set(record) == {"text", "label", "probabilities"}
+    assert set(record["probabilities"]) == set(run.load_labels())
+    assert abs(sum(record["probabilities"].values()) - 1) < 1e-5
+    assert record["label"] == max(record["probabilities"], key=record["probabilities"].get)
+
+
+def test_split_words_keeps_offsets():
+    text = "Dr. Smith visited the U.S. (again), didn't he?"
+    spans = split_words(text)
+    assert [w for w, _, _ in spans] == ["Dr", ".", "Smith", "visited", "the", "U.S.", "(", "again", ")", ",", "didn't", "he", "?"]
+    assert all(text[s:e] == w for w, s, e in spans)
