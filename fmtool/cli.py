@@ -47,6 +47,7 @@ def _train_job(cfg) -> None:
         results = run_training(typed, run, RichProgress() if typed.trainer.progress else SilentProgress())
     except FmtoolError as error:
         log.error("%s", error)
+        print(f"fmtool: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
     print_results(results, str(run.path))
 

@@ -21,6 +21,6 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim
     groups = parameter_groups(model, cfg.weight_decay)
     if cfg.name == OptimizerName.adamw:
         # fused kernels exist on CUDA and CPU in recent torch; foreach is the safe fallback
-        fused = next(model.parameters()).device.type == "cuda"
+        fused = True
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)

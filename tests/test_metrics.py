@@ -1,0 +1,50 @@
+"""Entity-level and classification metrics equal hand-computed figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmtool.task.classification import classification_metrics
+from fmtool.task.ner import ner_metrics
+
+
+def test_entity_f1_by_hand():
+    # gold: PER(0-1), LOC(3), ORG(5); predicted: PER(0-1) right, LOC(3) typed MISC, ORG(5) right, extra PER(7)
+    gold = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["B-ORG", "O", "O"]]
+    pred = [["B-PER", "I-PER", "O", "B-MISC", "O"], ["B-ORG", "O", "B-PER"]]
+    m = ner_metrics(gold, pred)
+    # 2 correct of 4 predicted, of 3 gold
+    assert m["precision"] == pytest.approx(2 / 4)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 * (1 / 2) * (2 / 3) / (1 / 2 + 2 / 3))
+    per_type = m["details"]["default"]["per_type"]
+    assert per_type["PER"]["precision"] == pytest.approx(1 / 2) and per_type["PER"]["recall"] == 1.0
+    assert per_type["LOC"]["recall"] == 0.0 and per_type["LOC"]["support"] == 1
+    # macro: mean of per-type F1 over LOC 0, MISC 0, ORG 1, PER 2/3
+    assert m["macro_f1"] == pytest.approx((0 + 0 + 1 + 2 / 3) / 4)
+    assert m["token_accuracy"] == pytest.approx(6 / 8)
+
+
+def test_strict_mode_rejects_entities_opening_with_inside():
+    gold = [["B-PER", "I-PER", "O"]]
+    pred = [["I-PER", "I-PER", "O"]]
+    m = ner_metrics(gold, pred)
+    assert m["f1"] == 1.0  # CoNLL's lenient chunking reads I-PER I-PER as one PER
+    assert m["strict_f1"] == 0.0
+
+
+def test_subword_labelling_does_not_count_extra_entities():
+    # a word-level evaluation: one PER entity stays one entity whatever the sub-token labels were
+    m = ner_metrics([["B-PER", "O"]], [["B-PER", "O"]])
+    assert m["details"]["default"]["per_type"]["PER"]["support"] == 1
+
+
+def test_classification_metrics_by_hand():
+    y_true = ["a", "a", "b", "b", "c"]
+    y_pred = ["a", "b", "b", "b", "a"]
+    m = classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    f1_a = 2 * (1 / 2) * (1 / 2) / 1  # precision 1/2, recall 1/2
+    f1_b = 2 * (2 / 3) * 1 / (2 / 3 + 1)
+    assert m["macro_f1"] == pytest.approx((f1_a + f1_b + 0) / 3)
+    assert m["details"]["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
