@@ -36,8 +36,9 @@ def _train_job(cfg) -> None:
 
     from fmtool.config import to_typed
     from fmtool.config.validate import validate
-    from fmtool.pipeline import run_training
-    from fmtool.report.console import RichProgress, print_results
+    from fmtool.pipeline import audit_pipeline, run_training
+    from fmtool.predict import LoadedRun
+    from fmtool.report.console import RichProgress, print_report, print_results
     from fmtool.runs import RunDir
     from fmtool.trainer.loop import SilentProgress
 
@@ -45,11 +46,15 @@ def _train_job(cfg) -> None:
         typed = validate(to_typed(cfg))
         run = RunDir.create(HydraConfig.get().runtime.output_dir, typed)
         results = run_training(typed, run, RichProgress() if typed.trainer.progress else SilentProgress())
+        print_results(results, str(run.path))
+        if typed.trainer.save_model:
+            print_report(audit_pipeline(LoadedRun.load(run.path), typed.audit, run.path))
+        else:
+            log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
     except FmtoolError as error:
         log.error("%s", error)
         print(f"fmtool: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    print_results(results, str(run.path))
 
 
 def train(argv: Sequence[str]) -> int:
@@ -99,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", default=None, help="one text per line; '-' for stdin")
     predict.add_argument("--output", type=Path, default=None, help="write JSONL here instead of stdout")
     predict.add_argument("--batch-size", type=int, default=None)
+
+    audit = commands.add_parser("audit", help="audit a finished run (or a model directory with --task) and write its report")
+    audit.add_argument("path", type=Path, help="a run directory, or a Hugging Face model directory with --task")
+    audit.add_argument("overrides", nargs="*", help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value")
+    audit.add_argument("--strict", action="store_true", help="exit 1 when any check fails (for CI gates)")
+    audit.add_argument("--task", choices=["ner", "classification"], default=None, help="the task of a plain model directory")
+    audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
+    audit.add_argument("--batch-size", type=int, default=None)
 
     listing = commands.add_parser("list", help="list config groups and their options")
     listing.add_argument("group", nargs="?", default=None)

@@ -82,4 +82,45 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": eval_command, "predict": predict_command, "list": list_command}
+def audit_config(saved: dict, task: str, overrides: list[str]) -> dict:
+    """The run's saved audit settings with overrides; `audit=...` re-selects families from configs/audit/."""
+    from omegaconf import OmegaConf
+
+    from fmtool.config.compose import compose_train_config
+
+    stray = [o for o in overrides if not o.startswith(("audit=", "audit."))]
+    if stray:
+        raise FmtoolError(f"audit: override '{stray[0]}' is not an audit setting; use audit=[family,...] or audit.<family>.<key>=value")
+    if any(o.startswith("audit=") for o in overrides):
+        return OmegaConf.to_container(compose_train_config([f"+task={task}", *overrides]).audit, resolve=True)
+    try:
+        merged = OmegaConf.merge(saved, OmegaConf.from_dotlist([o[len("audit."):] for o in overrides]))
+    except Exception as error:  # omegaconf's grammar errors have no common base besides Exception
+        raise FmtoolError(f"audit: cannot apply overrides {overrides}: {error}") from None
+    return OmegaConf.to_container(merged, resolve=True)
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from fmtool.audit import family_configs
+    from fmtool.pipeline import audit_pipeline
+    from fmtool.predict import LoadedRun
+    from fmtool.report.console import print_report
+
+    if (args.path / "status.json").is_file():
+        loaded = LoadedRun.load(args.path, batch_size=args.batch_size)
+        out = args.path
+    else:
+        if args.task is None:
+            raise FmtoolError(f"audit: {args.path} is not a run directory; for a model directory give --task ner or --task classification")
+        loaded = LoadedRun.from_model_dir(args.path, args.task, batch_size=args.batch_size)
+        out = args.output or Path("runs") / "audit" / args.path.name / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    audit = audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, list(args.overrides))
+    family_configs(audit)
+    report = audit_pipeline(loaded, audit, out)
+    print_report(report)
+    return 1 if args.strict and report["status"] == "fail" else 0
+
+
+COMMANDS = {"eval": eval_command, "predict": predict_command, "audit": audit_command, "list": list_command}

@@ -9,13 +9,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from fmtool.audit import AuditContext, run_audits
 from fmtool.config.compose import one_line
 from fmtool.config.schema import TrainConfig
 from fmtool.dataset.examples import Example
 from fmtool.dataset.splits import check_labels_known, label_list, load_splits
 from fmtool.inference import Runtime
+from fmtool.errors import FmtoolError
 from fmtool.model import build_model, load_tokenizer
-from fmtool.runs import COMPLETE, FAILED, RunDir, environment
+from fmtool.predict import LoadedRun
+from fmtool.report.report import build_report, write_report
+from fmtool.runs import COMPLETE, FAILED, RunDir, environment, write_json
 from fmtool.task import TASKS, Task
 from fmtool.trainer import fit, resolve_runtime
 from fmtool.trainer.freeze import apply_freeze
@@ -99,6 +107,36 @@ def train_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentPro
     }
     run.save_results(results)
     return results
+
+
+def _no_split(split: str) -> list[Example]:
+    raise FmtoolError(f"split '{split}' needs a run directory; give this audit a data file instead")
+
+
+def audit_context(loaded: LoadedRun) -> AuditContext:
+    run = loaded.run
+    return AuditContext(
+        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=loaded.predictions,
+        load_split=run.load_split if run else _no_split, available_splits=run.splits() if run else [], seed=loaded.cfg.seed,
+    )
+
+
+def audit_pipeline(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Run the configured audit families, write audit/<family>.json and report/ under out_dir."""
+    entries = []
+    for result, settings in run_audits(audit_context(loaded), audit):
+        entry = {**result.to_dict(), "settings": settings}
+        write_json(out_dir / "audit" / f"{result.name}.json", entry)
+        entries.append(entry)
+    results = loaded.run.load_results() if loaded.run else {}
+    report = build_report(
+        path=str(out_dir), task=loaded.cfg.task.name.value, model=results.get("model", loaded.cfg.model.name or ""),
+        dataset=results.get("dataset"), config=OmegaConf.to_container(OmegaConf.structured(loaded.cfg)),
+        data=results.get("data", {}), metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")},
+        audits=entries,
+    )
+    write_report(out_dir / "report", report)
+    return report
 
 
 def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress()) -> dict[str, Any]:

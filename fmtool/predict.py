@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.config.schema import TaskName, TrainConfig
+from fmtool.config.schema import ModelConfig, TaskConfig, TaskName, TrainConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
@@ -40,7 +40,7 @@ def entities_from_tags(text: str, spans: Sequence[tuple[str, int, int]], tags: S
 
 @dataclass
 class LoadedRun:
-    run: RunDir
+    run: Optional[RunDir]
     cfg: TrainConfig
     task: Task
     model: Any
@@ -50,16 +50,28 @@ class LoadedRun:
 
     @classmethod
     def load(cls, path: str | Path, *, batch_size: Optional[int] = None) -> "LoadedRun":
+        """A finished run's model, config and data."""
+        run = RunDir.open(path)
+        return cls._with_model(run, run.load_config(), run.require(run.model_dir), batch_size)
+
+    @classmethod
+    def from_model_dir(cls, path: str | Path, task: str, *, batch_size: Optional[int] = None) -> "LoadedRun":
+        """A plain Hugging Face model directory (save_pretrained output) for `task`, with no run around it."""
+        if not (Path(path) / "config.json").is_file():
+            raise FmtoolError(f"{path}: neither an fmtool run directory (status.json) nor a model directory (config.json)")
+        cfg = TrainConfig(task=TaskConfig(name=TaskName(task)), model=ModelConfig(name=str(path)))
+        return cls._with_model(None, cfg, Path(path), batch_size)
+
+    @classmethod
+    def _with_model(cls, run: Optional[RunDir], cfg: TrainConfig, model_dir: Path, batch_size: Optional[int]) -> "LoadedRun":
+        from transformers import AutoTokenizer
+
         from fmtool.model.build import AUTO_MODELS
 
-        run = RunDir.open(path)
-        cfg = run.load_config()
-        trainer = replace(cfg.trainer, device="auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size)
-        runtime = resolve_runtime(trainer)
-        model_dir = run.require(run.model_dir)
+        # a run trained on a GPU box may be evaluated on a laptop
+        device = "auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device
+        runtime = resolve_runtime(replace(cfg.trainer, device=device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size))
         try:
-            from transformers import AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir).to(runtime.device)
         except (OSError, ValueError) as error:

@@ -78,16 +78,24 @@ POSITIVE = ["wonderful", "moving", "funny", "brilliant", "charming", "gripping",
 NEGATIVE = ["dull", "boring", "clumsy", "tedious", "awful", "lifeless", "messy", "predictable", "shallow", "tiresome"]
 SUBJECTS = ["the film", "this movie", "the story", "the acting", "the script", "the soundtrack", "the ending", "the cast", "the direction", "the dialogue"]
 FRAMES = [
-    "{S} is {A} .", "{S} was {A} from start to finish .", "i found {S} {A} .", "overall , {S} feels {A} .",
-    "{S} is {A} and {B} .", "what a {A} experience , {S} is {B} .", "honestly {S} was rather {A} .",
+    "{R} said {S} is {A} .", "{R} thought {S} was {A} from start to finish .", "{R} found {S} {A} .",
+    "according to {R} , {S} feels {A} .", "{R} says {S} is {A} and {B} .", "{R} called it a {A} experience .",
+    "{R} wrote that {S} was rather {A} .",
 ]
+# reviewers of both genders, equally often and independent of the sentiment: a fair demo for the audits
+REVIEWERS = {
+    "female": ["she", "my sister", "my mother", "the woman next to me", "emily", "maria", "aisha", "priya", "my wife", "the girl"],
+    "male": ["he", "my brother", "my father", "the man next to me", "greg", "jose", "jamal", "rahul", "my husband", "the boy"],
+}
 
 
-def sentiment_row(rng: random.Random) -> tuple[str, int]:
+def sentiment_row(rng: random.Random) -> tuple[str, int, str]:
     label = rng.randint(0, 1)
+    gender = rng.choice(sorted(REVIEWERS))
     words = POSITIVE if label else NEGATIVE
     a, b = rng.sample(words, 2)
-    return rng.choice(FRAMES).format(S=rng.choice(SUBJECTS), A=a, B=b), label
+    text = rng.choice(FRAMES).format(R=rng.choice(REVIEWERS[gender]), S=rng.choice(SUBJECTS), A=a, B=b)
+    return text, label, gender
 
 
 def main() -> None:
@@ -98,7 +106,7 @@ def main() -> None:
     (OUT / "classification").mkdir(parents=True, exist_ok=True)
     for split, size in (("train", 400), ("dev", 100)):
         rows = [sentiment_row(rng) for _ in range(size)]
-        text = "sentence\tlabel\n" + "".join(f"{s}\t{'positive' if y else 'negative'}\n" for s, y in rows)
+        text = "sentence\tlabel\tgender\n" + "".join(f"{s}\t{'positive' if y else 'negative'}\t{g}\n" for s, y, g in rows)
         (OUT / "classification" / f"{split}.tsv").write_text(text)
 
 

@@ -158,13 +158,6 @@ class PathsConfig:
 
 
 @dataclass
-class AuditConfig:
-    # Audit families to run after training, by registry name; each family's own settings follow.
-    enabled: List[str] = field(default_factory=list)
-    families: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -173,7 +166,8 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    audit: AuditConfig = field(default_factory=AuditConfig)
+    # audit family name -> its settings; each family's own dataclass types them (fmtool/audit/<name>.py)
+    audit: Dict[str, Any] = field(default_factory=dict)
     seed: int = 42
 
 

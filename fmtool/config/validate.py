@@ -71,9 +71,19 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
     return problems
 
 
+def _audit_problems(cfg: TrainConfig) -> list[str]:
+    from fmtool.audit import family_configs
+
+    try:
+        family_configs(cfg.audit)
+    except FmtoolError as error:
+        return [str(error).removeprefix("config: ")]
+    return []
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
-    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg)
+    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _audit_problems(cfg)
     if problems:
         raise FmtoolError("config: " + "; ".join(problems))
     return cfg

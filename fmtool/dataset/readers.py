@@ -78,25 +78,28 @@ def _text_example(path: Path, row_id: str, row: dict, cfg: DatasetConfig) -> Tex
     )
 
 
-def read_table(path: Path, cfg: DatasetConfig, delimiter: str) -> list[TextExample]:
+def read_rows(path: Path, fmt: str) -> list[tuple[int, dict]]:
+    """(line number, row) pairs of a CSV, TSV or JSONL file."""
+    if fmt == "jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as error:
+                    raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+        return rows
+    delimiter = "\t" if fmt == "tsv" else ","
     with open(path, encoding="utf-8", newline="") as handle:
+        # TSV files such as GLUE's hold bare quote characters inside sentences
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
-        return [_text_example(path, f"{path.name}:{line}", row, cfg) for line, row in enumerate(reader, start=2)]
+        return list(enumerate(csv.DictReader(handle, delimiter=delimiter, quoting=quoting), start=2))
 
 
-def read_jsonl(path: Path, cfg: DatasetConfig) -> list[TextExample]:
-    examples = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-            examples.append(_text_example(path, f"{path.name}:{number}", row, cfg))
-    return examples
+def read_table(path: Path, cfg: DatasetConfig, fmt: str) -> list[TextExample]:
+    return [_text_example(path, f"{path.name}:{line}", row, cfg) for line, row in read_rows(path, fmt)]
 
 
 @READERS.register("conll")
@@ -107,17 +110,17 @@ def _conll(cfg: DatasetConfig, file_key: str) -> list[Example]:
 
 @READERS.register("csv")
 def _csv(cfg: DatasetConfig, file_key: str) -> list[Example]:
-    return read_table(resolve_file(cfg, file_key), cfg, ",")
+    return read_table(resolve_file(cfg, file_key), cfg, "csv")
 
 
 @READERS.register("tsv")
 def _tsv(cfg: DatasetConfig, file_key: str) -> list[Example]:
-    return read_table(resolve_file(cfg, file_key), cfg, "\t")
+    return read_table(resolve_file(cfg, file_key), cfg, "tsv")
 
 
 @READERS.register("jsonl")
 def _jsonl(cfg: DatasetConfig, file_key: str) -> list[Example]:
-    return read_jsonl(resolve_file(cfg, file_key), cfg)
+    return read_table(resolve_file(cfg, file_key), cfg, "jsonl")
 
 
 SPLIT_KEYS = {"train_file": "train_split", "validation_file": "validation_split", "test_file": "test_split"}

@@ -72,3 +72,22 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
         if isinstance(value, float):
             table.add_row(metric, _fmt(value))
     console.print(table)
+
+
+_STYLE = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """One row per check of every audit, then where the report files are."""
+    table = Table(title=f"audits · overall {report['status'].upper()}")
+    for column in ("audit", "check", "value", "threshold", "status"):
+        table.add_column(column, justify="right" if column in ("value", "threshold") else "left")
+    for audit in report["audits"]:
+        for item in audit["checks"]:
+            bound = ("≤ " if item["direction"] == "max" else "≥ ") + _fmt(item["threshold"])
+            table.add_row(audit["name"], item["name"], _fmt(item["value"]) if item["value"] is not None else "n/a", bound, _STYLE[item["status"]])
+    console.print(table)
+    for audit in report["audits"]:
+        for warning in audit["warnings"]:
+            console.print(f"[dim]{audit['name']}: {warning}[/]")
+    console.print(f"report: {report['run']['path']}/report/report.md")

@@ -1,0 +1,43 @@
+"""Audit families, found by name in AUDITS, and run_audits() that runs the configured ones."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fmtool.audit import bias, fairness  # noqa: F401  (registration)
+from fmtool.audit.base import AUDITS, AuditContext, AuditResult
+from fmtool.config.compose import one_line
+from fmtool.errors import FmtoolError
+
+__all__ = ["AUDITS", "AuditContext", "AuditResult", "family_configs", "run_audits"]
+
+log = logging.getLogger(__name__)
+
+
+def family_configs(audit: dict[str, Any]) -> dict[str, Any]:
+    """Each configured family's settings as its typed dataclass; unknown names and keys fail here."""
+    typed = {}
+    for name, settings in audit.items():
+        family = AUDITS.get(name)
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(family.config_type), settings or {})
+            typed[name] = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as error:
+            raise FmtoolError(f"config: audit.{name}: {one_line(error)}") from None
+    return typed
+
+
+def run_audits(ctx: AuditContext, audit: dict[str, Any]) -> list[tuple[AuditResult, dict[str, Any]]]:
+    """(result, settings used) for every configured family, in config order."""
+    outcomes = []
+    for name, cfg in family_configs(audit).items():
+        log.info("audit=<%s> started", name)
+        result = AUDITS.get(name).run(ctx, cfg)
+        log.info("audit=<%s> status=<%s> checks=<%d>", name, result.status, len(result.checks))
+        outcomes.append((result, asdict(cfg)))
+    return outcomes

@@ -1,0 +1,156 @@
+"""Counterfactual bias: does the prediction change when only a protected attribute's words change?
+
+Every evaluation input that mentions a protected attribute is rewritten with its counterpart terms
+(gendered words and pronouns both ways; first names to the other gender of the same origin, and to
+the same gender of every other origin; nationalities; religions), whole words only and case kept.
+For NER the swap is word for word, so gold and predicted tags stay aligned. Per attribute it reports
+how often the prediction flips and the mean absolute change in the predicted label's probability,
+taking the worst case over an example's variants (HELM), with the worst examples listed.
+
+Citations: Garg et al. 2019, "Counterfactual Fairness in Text Classification through Robustness";
+Liang et al. 2022, "Holistic Evaluation of Language Models" (HELM), Sec. fairness perturbations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+
+from fmtool.audit.base import AuditContext, AuditResult, check, register
+from fmtool.audit.lexicons import first_names, swap_pairs
+from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.errors import FmtoolError
+
+_KEY = "audit.bias"
+_WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*")
+
+
+@dataclass
+class BiasConfig:
+    # a text file, one input per line (classification only); null: the run's evaluation splits
+    data: Optional[str] = None
+    splits: List[str] = field(default_factory=lambda: ["validation"])
+    attributes: List[str] = field(default_factory=lambda: ["gender", "first_name_gender", "first_name_origin", "nationality", "religion"])
+    swaps: Optional[str] = None
+    first_names: Optional[str] = None
+    max_examples: Optional[int] = 2000
+    min_examples: int = 10
+    worst_examples: int = 5
+    max_flip_rate: float = 0.05
+    max_mean_probability_change: float = 0.05
+
+
+def substitution_groups(cfg: BiasConfig) -> dict[str, dict[str, tuple[str, ...]]]:
+    """attribute -> {lower-case term: the tuple of interchangeable terms it belongs to}."""
+    names = first_names(cfg.first_names, f"{_KEY}.first_names")
+    genders = list(names)
+    origins = list(names[genders[0]])
+    groups: dict[str, list[tuple[str, ...]]] = {attribute: pairs for attribute, pairs in swap_pairs(cfg.swaps, f"{_KEY}.swaps").items()}
+    groups["first_name_gender"] = [tuple(names[g][o][i] for g in genders) for o in origins for i in range(len(names[genders[0]][o]))]
+    groups["first_name_origin"] = [tuple(names[g][o][i] for o in origins) for g in genders for i in range(len(names[g][origins[0]]))]
+    unknown = sorted(set(cfg.attributes) - set(groups))
+    if unknown:
+        raise FmtoolError(f"{_KEY}.attributes: unknown attribute(s) {', '.join(unknown)}; choose from: {', '.join(sorted(groups))}")
+    return {a: {term.lower(): tuple(g) for g in groups[a] for term in g} for a in cfg.attributes}
+
+
+def _cased(template: str, word: str) -> str:
+    if template.isupper() and len(template) > 1:
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word.lower()
+
+
+def _variant(word: str, lookup: dict[str, tuple[str, ...]], shift: int) -> str:
+    group = lookup.get(word.lower())
+    if group is None:
+        return word
+    position = [t.lower() for t in group].index(word.lower())
+    return _cased(word, group[(position + shift) % len(group)])
+
+
+def counterfactuals(example: Example, lookup: dict[str, tuple[str, ...]]) -> list[Example]:
+    """Every rewrite of `example` with each protected term moved k places along its group (k = 1..)."""
+    words = example.tokens if isinstance(example, TokenExample) else _WORD.findall(example.text)
+    sizes = [len(lookup[w.lower()]) for w in words if w.lower() in lookup]
+    variants = []
+    for shift in range(1, max(sizes, default=1)):
+        if isinstance(example, TokenExample):
+            variants.append(replace(example, tokens=[_variant(w, lookup, shift) for w in example.tokens]))
+        else:
+            variants.append(replace(example, text=_WORD.sub(lambda m: _variant(m.group(), lookup, shift), example.text)))
+    return variants
+
+
+def _compare(original, changed) -> tuple[bool, float]:
+    """(prediction flipped, probability change) between two predictions of one task."""
+    if hasattr(original, "tags"):
+        change = float(np.mean(np.abs(np.array(original.scores) - np.array(changed.scores)))) if original.scores else 0.0
+        return original.tags != changed.tags, change
+    return original.label != changed.label, abs(original.probabilities[original.label] - changed.probabilities[original.label])
+
+
+def _describe(example: Example, prediction) -> dict[str, Any]:
+    if isinstance(example, TokenExample):
+        return {"text": " ".join(example.tokens), "predicted": " ".join(prediction.tags)}
+    return {"text": example.text, "predicted": prediction.label, "probability": round(prediction.probabilities[prediction.label], 4)}
+
+
+def _inputs(ctx: AuditContext, cfg: BiasConfig) -> list[Example]:
+    if cfg.data is not None:
+        if ctx.task == "ner":
+            raise FmtoolError(f"{_KEY}.data is for classification; NER runs use their saved splits ({_KEY}.splits)")
+        path = Path(cfg.data)
+        if not path.is_file():
+            raise FmtoolError(f"{_KEY}.data: {path} not found")
+        lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+        return [TextExample(id=str(i), text=t, label=ctx.labels[0]) for i, t in enumerate(lines)]
+    missing = [s for s in cfg.splits if s not in ctx.available_splits]
+    if missing:
+        raise FmtoolError(f"{_KEY}.splits: {', '.join(missing)} not in the run (it has {', '.join(ctx.available_splits)})")
+    return [e for split in cfg.splits for e in ctx.load_split(split)]
+
+
+def _attribute_result(attribute: str, examples: Sequence[Example], variants: list[list[Example]], predictions: list, cfg: BiasConfig) -> tuple[dict, list[dict]]:
+    flips, changes, worst = [], [], []
+    cursor = len(examples)
+    for index, example in enumerate(examples):
+        outcomes = [_compare(predictions[index], predictions[cursor + k]) for k in range(len(variants[index]))]
+        worst_k = max(range(len(outcomes)), key=lambda k: (outcomes[k][0], outcomes[k][1]))
+        flips.append(any(flipped for flipped, _ in outcomes))
+        changes.append(max(change for _, change in outcomes))
+        worst.append({"attribute": attribute, "flipped": flips[-1], "probability_change": round(changes[-1], 4),
+                      "original": _describe(example, predictions[index]),
+                      "counterfactual": _describe(variants[index][worst_k], predictions[cursor + worst_k])})
+        cursor += len(variants[index])
+    worst.sort(key=lambda row: (row["flipped"], row["probability_change"]), reverse=True)
+    figures = {"examples": len(examples), "flip_rate": float(np.mean(flips)) if flips else float("nan"),
+               "mean_probability_change": float(np.mean(changes)) if changes else float("nan")}
+    return figures, worst[: cfg.worst_examples]
+
+
+@register("bias", version=1, config_type=BiasConfig, description="counterfactual invariance to protected-attribute words")
+def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
+    inputs = _inputs(ctx, cfg)
+    summary, checks, rows, worst, warnings = {}, [], [], [], []
+    for attribute, lookup in substitution_groups(cfg).items():
+        mentioned = [e for e in inputs if counterfactuals(e, lookup)][: cfg.max_examples]
+        variants = [counterfactuals(e, lookup) for e in mentioned]
+        predictions = ctx.predict([*mentioned, *(v for group in variants for v in group)]) if mentioned else []
+        figures, examples = _attribute_result(attribute, mentioned, variants, predictions, cfg)
+        if figures["examples"] < cfg.min_examples:
+            warnings.append(f"{attribute}: {figures['examples']} inputs mention it, fewer than min_examples={cfg.min_examples}; its checks are skipped")
+            figures = {**figures, "flip_rate": float("nan"), "mean_probability_change": float("nan")}
+        rows.append({"attribute": attribute, **figures})
+        worst += examples
+        summary.update({f"{attribute}.{k}": float(v) for k, v in figures.items()})
+        checks += [
+            check(f"{attribute}.flip_rate", figures["flip_rate"], max_value=cfg.max_flip_rate, description="share of inputs whose prediction changes"),
+            check(f"{attribute}.mean_probability_change", figures["mean_probability_change"], max_value=cfg.max_mean_probability_change, description="mean |change| in the predicted label's probability"),
+        ]
+    return AuditResult("bias", 1, summary, checks, {"attributes": rows, "worst_examples": worst}, warnings)
