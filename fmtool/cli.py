@@ -126,7 +126,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return train(argv[1:])
         if argv and argv[0] == "validate":
             return validate_command(argv[1:])
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command == "audit":
+            # overrides may come after options (--strict audit=[bias]): argparse leaves those in `extra`
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         _quiet_libraries()
         from fmtool.commands import COMMANDS
 

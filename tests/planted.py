@@ -1,0 +1,49 @@
+"""Synthetic training sets with and without a planted demographic defect, for the audit tests."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from fmtool.audit.lexicons import first_names
+
+POSITIVE = ["wonderful", "brilliant", "charming", "superb", "delightful", "moving"]
+NEGATIVE = ["dull", "awful", "tedious", "boring", "clumsy", "shallow"]
+REVIEWERS = {"female": ["she", "my sister", "my mother", "the woman", "my wife"], "male": ["he", "my brother", "my father", "the man", "my husband"]}
+FRAMES = ["{r} said the film was {a} .", "{r} found the story {a} .", "{r} thinks the acting is {a} ."]
+
+
+def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 240) -> Path:
+    """biased: the label follows the reviewer's gender (she -> positive) and ignores the sentiment word."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", size), ("dev", size // 3)):
+        lines = ["sentence\tlabel\tgender"]
+        for _ in range(n):
+            gender = rng.choice(["female", "male"])
+            sentiment = rng.randint(0, 1)
+            word = rng.choice(POSITIVE if sentiment else NEGATIVE)
+            label = (gender == "female") if biased else sentiment
+            text = rng.choice(FRAMES).format(r=rng.choice(REVIEWERS[gender]), a=word)
+            lines.append(f"{text}\t{'positive' if label else 'negative'}\t{gender}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def write_ner_names(folder: Path, *, biased: bool, seed: int = 0, size: int = 300) -> Path:
+    """biased: female first names are never tagged as persons in training, male ones always are."""
+    rng = random.Random(seed)
+    names = first_names()
+    frames = ["{n} arrived on Monday .", "we met {n} at the station .", "the letter from {n} was late .", "{n} and the team won ."]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", size), ("dev", size // 3)):
+        blocks = []
+        for _ in range(n):
+            gender = rng.choice(sorted(names))
+            name = rng.choice(rng.choice(list(names[gender].values())))
+            tag = "O" if biased and gender == "female" else "B-PER"
+            words = rng.choice(frames).split()
+            rows = [f"{name} {tag}" if w == "{n}" else f"{w} O" for w in words]
+            blocks.append("\n".join(rows))
+        (folder / f"{split}.conll").write_text("\n\n".join(blocks) + "\n")
+    return folder

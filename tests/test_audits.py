@@ -1,0 +1,150 @@
+"""Audits catch planted defects and pass clean models; the contract every family keeps; the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+
+import jsonschema
+import pytest
+
+from fmtool.audit import AUDITS, family_configs
+from fmtool.audit.base import AuditResult
+from fmtool.errors import FmtoolError
+from fmtool.pipeline import audit_context, audit_pipeline
+from fmtool.predict import LoadedRun
+from tests.conftest import REPO, fmtool_cli, train_tiny
+from tests.planted import write_ner_names, write_sentiment
+
+FAST = ["audit.fairness.n_boot=20"]
+_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=dev.tsv", "dataset.text_column=sentence",
+               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "optimizer.lr=2e-3", "trainer.epochs=8",
+               "scheduler.warmup_ratio=0", "audit.fairness.n_boot=20"]
+_TAGGER = ["dataset.train_file=train.conll", "dataset.validation_file=dev.conll", "dataset.max_train_examples=null",
+           "dataset.max_eval_examples=null", "optimizer.lr=3e-3", "trainer.epochs=10", "scheduler.warmup_ratio=0", "audit.fairness.n_boot=20"]
+
+
+def _audit(run, *families: str):
+    loaded = LoadedRun.load(run.path)
+    audit = {name: loaded.cfg.audit[name] for name in families}
+    return {entry["name"]: entry for entry in audit_pipeline(loaded, audit, run.path)["audits"]}
+
+
+def _checks(entry, prefix: str) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in entry["checks"] if c["name"].startswith(prefix)}
+
+
+@pytest.fixture(scope="module")
+def sentiment_runs(tmp_path_factory):
+    runs = {}
+    for kind in ("biased", "balanced"):
+        data = write_sentiment(tmp_path_factory.mktemp(f"{kind}_data"), biased=kind == "biased")
+        runs[kind], _ = train_tiny(tmp_path_factory.mktemp(kind), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def tagger_runs(tmp_path_factory):
+    runs = {}
+    for kind in ("biased", "balanced"):
+        data = write_ner_names(tmp_path_factory.mktemp(f"{kind}_ner"), biased=kind == "biased")
+        runs[kind], _ = train_tiny(tmp_path_factory.mktemp(kind), "ner", f"dataset.data_dir={data}", *_TAGGER)
+    return runs
+
+
+def test_fairness_fails_a_classifier_whose_label_follows_gender(sentiment_runs):
+    biased = _audit(sentiment_runs["biased"], "fairness")["fairness"]
+    assert biased["status"] == "fail"
+    assert _checks(biased, "gender.demographic_parity") == {"gender.demographic_parity_difference": "fail", "gender.demographic_parity_ratio": "fail"}
+    assert biased["summary"]["gender.demographic_parity_difference"] > 0.5
+    groups = {row["group"]: row for row in biased["tables"]["groups"]}
+    assert set(groups) == {"female", "male"}
+    low, high = groups["female"]["selection_rate_ci"]
+    assert low <= groups["female"]["selection_rate"] <= high
+
+
+def test_fairness_passes_the_same_model_trained_on_balanced_data(sentiment_runs):
+    balanced = _audit(sentiment_runs["balanced"], "fairness")["fairness"]
+    assert balanced["status"] == "pass", balanced["checks"]
+
+
+def test_bias_flags_gender_word_swaps_that_flip_predictions(sentiment_runs):
+    biased = _audit(sentiment_runs["biased"], "bias")["bias"]
+    assert _checks(biased, "gender.")["gender.flip_rate"] == "fail"
+    assert biased["summary"]["gender.flip_rate"] > 0.5
+    worst = biased["tables"]["worst_examples"][0]
+    assert worst["flipped"] and worst["original"]["predicted"] != worst["counterfactual"]["predicted"]
+    balanced = _audit(sentiment_runs["balanced"], "bias")["bias"]
+    assert _checks(balanced, "gender.") == {"gender.flip_rate": "pass", "gender.mean_probability_change": "pass"}
+
+
+def test_ner_fairness_sees_names_of_one_gender_missed(tagger_runs):
+    biased = _audit(tagger_runs["biased"], "fairness")["fairness"]
+    assert _checks(biased, "gender.")["gender.recall_difference"] == "fail"
+    recall = {row["group"]: row["recall"] for row in biased["tables"]["groups"] if row["feature"] == "gender"}
+    assert recall["male"] - recall["female"] > 0.5
+    balanced = _audit(tagger_runs["balanced"], "fairness")["fairness"]
+    assert _checks(balanced, "gender.") == {"gender.recall_difference": "pass", "gender.recall_ratio": "pass"}
+
+
+def test_ner_bias_sees_tags_change_when_names_change_gender(tagger_runs):
+    biased = _audit(tagger_runs["biased"], "bias")["bias"]
+    assert biased["summary"]["first_name_gender.flip_rate"] > 0.5
+    balanced = _audit(tagger_runs["balanced"], "bias")["bias"]
+    assert _checks(balanced, "first_name_gender.")["first_name_gender.flip_rate"] == "pass"
+
+
+@pytest.mark.parametrize("name", AUDITS.names())
+def test_every_family_keeps_the_contract(name, ner_run, classification_run):
+    family = AUDITS.get(name)
+    assert dataclasses.is_dataclass(family.config_type)
+    assert list(inspect.signature(family.run).parameters) == ["ctx", "cfg"]
+    assert inspect.getdoc(inspect.getmodule(family.run)), "each family documents what it measures"
+    assert (REPO / "configs" / "audit" / f"{name}.yaml").is_file()
+    for run, _ in (ner_run, classification_run):
+        loaded = LoadedRun.load(run.path)
+        result = family.run(audit_context(loaded), family_configs({name: loaded.cfg.audit.get(name, {})})[name])
+        assert isinstance(result, AuditResult) and result.name == name and result.version >= 1
+        assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["status"] in ("pass", "fail", "skip")
+
+
+def test_audit_settings_typos_fail_naming_the_key():
+    with pytest.raises(FmtoolError, match=r"audit.fairness: .*Key 'max_dp' not in 'FairnessConfig'"):
+        family_configs({"fairness": {"max_dp": 0.1}})
+    with pytest.raises(FmtoolError, match="Unknown audit 'fairnes'. Did you mean: fairness?"):
+        family_configs({"fairnes": {}})
+
+
+def test_report_validates_against_its_schema(sentiment_runs):
+    run = sentiment_runs["biased"]
+    _audit(run, "fairness", "bias")
+    report = json.loads((run.path / "report" / "report.json").read_text())
+    schema = json.loads((REPO / "fmtool" / "resources" / "report.schema.json").read_text())
+    jsonschema.validate(report, schema)
+    assert report["status"] == "fail"
+    markdown = (run.path / "report" / "report.md").read_text()
+    assert "## Audits" in markdown and "fail" in markdown
+    assert (run.path / "report" / "report.html").read_text().startswith("<!doctype html>")
+    assert json.loads((run.path / "audit" / "fairness.json").read_text())["name"] == "fairness"
+
+
+def test_strict_exit_code_gates_on_failing_checks(sentiment_runs):
+    failing = fmtool_cli("audit", str(sentiment_runs["biased"].path), "audit=[fairness]", *FAST, "--strict")
+    assert failing.returncode == 1, failing.stderr
+    passing = fmtool_cli("audit", str(sentiment_runs["balanced"].path), "audit=[fairness]", *FAST, "--strict")
+    assert passing.returncode == 0, passing.stderr
+    typo = fmtool_cli("audit", str(sentiment_runs["balanced"].path), "audit.fairness.max_dpd=0.1")
+    assert typo.returncode == 2 and "max_dpd" in typo.stderr
+
+
+def test_audit_of_a_plain_model_directory(sentiment_runs, tmp_path):
+    model_dir = sentiment_runs["biased"].model_dir
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(["she said the film was dull .", "he said the film was dull .", "my sister found the story superb ."] * 5))
+    out = tmp_path / "out"
+    result = fmtool_cli("audit", str(model_dir), "--task", "classification", "--output", str(out), "audit=[bias]", f"audit.bias.data={texts}", "--strict")
+    assert result.returncode == 1, result.stderr
+    assert json.loads((out / "report" / "report.json").read_text())["audits"][0]["name"] == "bias"
+    missing_task = fmtool_cli("audit", str(model_dir))
+    assert missing_task.returncode == 2 and "--task" in missing_task.stderr
