@@ -35,22 +35,22 @@ def _checks(entry, prefix: str) -> dict[str, str]:
     return {c["name"]: c["status"] for c in entry["checks"] if c["name"].startswith(prefix)}
 
 
-@pytest.fixture(scope="module")
-def sentiment_runs(tmp_path_factory):
+def _biased_and_balanced(factory, write, task: str, overrides: list[str]) -> dict:
     runs = {}
     for kind in ("biased", "balanced"):
-        data = write_sentiment(tmp_path_factory.mktemp(f"{kind}_data"), biased=kind == "biased")
-        runs[kind], _ = train_tiny(tmp_path_factory.mktemp(kind), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
+        data = write(factory.mktemp(f"{kind}_{task}_data"), biased=kind == "biased")
+        runs[kind], _ = train_tiny(factory.mktemp(f"{kind}_{task}"), task, f"dataset.data_dir={data}", *overrides)
     return runs
+
+
+@pytest.fixture(scope="module")
+def sentiment_runs(tmp_path_factory):
+    return _biased_and_balanced(tmp_path_factory, write_sentiment, "classification", _CLASSIFIER)
 
 
 @pytest.fixture(scope="module")
 def tagger_runs(tmp_path_factory):
-    runs = {}
-    for kind in ("biased", "balanced"):
-        data = write_ner_names(tmp_path_factory.mktemp(f"{kind}_ner"), biased=kind == "biased")
-        runs[kind], _ = train_tiny(tmp_path_factory.mktemp(kind), "ner", f"dataset.data_dir={data}", *_TAGGER)
-    return runs
+    return _biased_and_balanced(tmp_path_factory, write_ner_names, "ner", _TAGGER)
 
 
 def test_fairness_fails_a_classifier_whose_label_follows_gender(sentiment_runs):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from dataclasses import asdict
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fmtool.audit import bias, fairness  # noqa: F401  (registration)
 from fmtool.audit.base import AUDITS, AuditContext, AuditResult
 from fmtool.config.compose import one_line
 from fmtool.errors import FmtoolError
@@ -17,6 +18,10 @@ from fmtool.errors import FmtoolError
 __all__ = ["AUDITS", "AuditContext", "AuditResult", "family_configs", "run_audits"]
 
 log = logging.getLogger(__name__)
+
+# every module of this package is imported, so a new family registers itself by existing
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def family_configs(audit: dict[str, Any]) -> dict[str, Any]:
