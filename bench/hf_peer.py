@@ -60,7 +60,7 @@ def main() -> None:
     training_args = TrainingArguments(
         output_dir="/tmp/fmtool-bench-hf", per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
         learning_rate=args.lr, num_train_epochs=args.epochs, weight_decay=0.01, seed=args.seed, report_to=[], save_strategy="no",
-        logging_strategy="no", group_by_length=args.sampler == "group_by_length", bf16=args.precision == "bf16", use_cpu=True,
+        logging_strategy="no", train_sampling_strategy=args.sampler, bf16=args.precision == "bf16", use_cpu=True,
         dataloader_num_workers=0,
     )
     train_rows, dev_rows = align(tokenizer, train, label2id, 128), align(tokenizer, dev, label2id, 128)
@@ -71,7 +71,8 @@ def main() -> None:
     prediction = trainer.predict(dev_rows)
     eval_seconds = time.perf_counter() - started
     predicted = np.argmax(prediction.predictions, axis=-1)
-    y_pred = [[labels[p] for p, l in zip(row, gold) if l != -100] for row, gold in zip(predicted, prediction.label_ids)]
+    # the rows' own labels mark the first sub-tokens (the returned label_ids are padded with 0, not -100)
+    y_pred = [[labels[p] for p, l in zip(row, gold["labels"]) if l != -100] for row, gold in zip(predicted, dev_rows)]
     y_true = [s.tags[: len(p)] for s, p in zip(dev, y_pred)]
 
     texts = [" ".join(s.tokens) for s in read_sentences(args.dev)[: args.predict_sentences]]

@@ -111,12 +111,15 @@ def fit(
     forward = torch.compile(model) if trainer.compile else model
     lengths = [len(f.input_ids) for f in features]
     state, best = TrainState(), {}
-    running_loss, running_batches, evaluated_at = 0.0, 0, -1
+    running_loss, running_batches, evaluated_at, evaluation_seconds = 0.0, 0, -1, 0.0
 
     def evaluate_now() -> bool:
-        nonlocal evaluated_at
+        nonlocal evaluated_at, evaluation_seconds
         evaluated_at = state.step
-        record = _record_evaluation(state, model, evaluate(model), trainer, best)
+        started_evaluation = time.perf_counter()
+        metrics = evaluate(model)
+        evaluation_seconds += time.perf_counter() - started_evaluation
+        record = _record_evaluation(state, model, metrics, trainer, best)
         on_log({"split": "validation", **record})
         log.info("eval step=<%d> %s=<%.4f> best=<%.4f>", state.step, trainer.metric, record[trainer.metric], state.best_metric)
         model.train()
@@ -161,7 +164,8 @@ def fit(
         if stop or state.step >= total:
             break
     state.stopped_early = stop
-    state.train_seconds = time.perf_counter() - started
+    # throughput counts training only: evaluations are timed apart
+    state.train_seconds = time.perf_counter() - started - evaluation_seconds
     progress.stop()
     if best:
         model.load_state_dict(best["weights"])
