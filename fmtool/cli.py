@@ -36,7 +36,7 @@ def _train_job(cfg) -> None:
 
     from fmtool.config import to_typed
     from fmtool.config.validate import validate
-    from fmtool.pipeline import audit_pipeline, run_training
+    from fmtool.pipeline import audit_loaded, run_training
     from fmtool.predict import LoadedRun
     from fmtool.report.console import RichProgress, print_report, print_results
     from fmtool.runs import RunDir
@@ -48,7 +48,7 @@ def _train_job(cfg) -> None:
         results = run_training(typed, run, RichProgress() if typed.trainer.progress else SilentProgress())
         print_results(results, str(run.path))
         if typed.trainer.save_model:
-            print_report(audit_pipeline(LoadedRun.load(run.path), typed.audit, run.path))
+            print_report(audit_loaded(LoadedRun.load(run.path), typed.audit, run.path))
         else:
             log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
     except FmtoolError as error:
@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("path", type=Path, help="a run directory, or a Hugging Face model directory with --task")
     audit.add_argument("overrides", nargs="*", help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value")
     audit.add_argument("--strict", action="store_true", help="exit 1 when any check fails (for CI gates)")
-    audit.add_argument("--task", choices=["ner", "classification"], default=None, help="the task of a plain model directory")
+    audit.add_argument("--task", choices=["ner", "classification", "mlm"], default=None, help="the task of a plain model directory (mlm: a masked LM)")
     audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
     audit.add_argument("--batch-size", type=int, default=None)
 

@@ -100,25 +100,37 @@ def audit_config(saved: dict, task: str, overrides: list[str]) -> dict:
     return OmegaConf.to_container(merged, resolve=True)
 
 
+def family_configs_checked(audit: dict) -> dict:
+    from fmtool.audit import family_configs
+
+    family_configs(audit)
+    return audit
+
+
 def audit_command(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from fmtool.audit import family_configs
-    from fmtool.pipeline import audit_pipeline
+    from fmtool.pipeline import audit_loaded, audit_pipeline, masked_lm_context
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_report
 
+    overrides = list(args.overrides)
     if (args.path / "status.json").is_file():
         loaded = LoadedRun.load(args.path, batch_size=args.batch_size)
-        out = args.path
+        audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, overrides))
+        report = audit_loaded(loaded, audit, args.path)
     else:
         if args.task is None:
-            raise FmtoolError(f"audit: {args.path} is not a run directory; for a model directory give --task ner or --task classification")
-        loaded = LoadedRun.from_model_dir(args.path, args.task, batch_size=args.batch_size)
+            raise FmtoolError(f"audit: {args.path} is not a run directory; for a model directory give --task ner, classification or mlm")
         out = args.output or Path("runs") / "audit" / args.path.name / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    audit = audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, list(args.overrides))
-    family_configs(audit)
-    report = audit_pipeline(loaded, audit, out)
+        if args.task == "mlm":
+            if not (args.path / "config.json").is_file():
+                raise FmtoolError(f"{args.path}: not a model directory (no config.json)")
+            audit = family_configs_checked(audit_config({}, "ner", overrides or ["audit=[stereotype]"]))
+            report = audit_pipeline(masked_lm_context(args.path), audit, out)
+        else:
+            loaded = LoadedRun.from_model_dir(args.path, args.task, batch_size=args.batch_size)
+            report = audit_loaded(loaded, family_configs_checked(audit_config(loaded.cfg.audit, args.task, overrides)), out)
     print_report(report)
     return 1 if args.strict and report["status"] == "fail" else 0
 

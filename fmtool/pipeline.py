@@ -118,25 +118,39 @@ def audit_context(loaded: LoadedRun) -> AuditContext:
     return AuditContext(
         task=loaded.cfg.task.name.value, labels=loaded.labels, predict=loaded.predictions,
         load_split=run.load_split if run else _no_split, available_splits=run.splits() if run else [], seed=loaded.cfg.seed,
+        model_dir=run.model_dir if run else Path(loaded.cfg.model.name),
     )
 
 
-def audit_pipeline(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def _no_model(examples: Sequence[Example]) -> list:
+    raise FmtoolError("this audit needs a fine-tuned NER or classification model, not a masked LM")
+
+
+def masked_lm_context(model_dir: Path) -> AuditContext:
+    """For audits of a plain masked-LM directory (fmtool audit DIR --task mlm)."""
+    return AuditContext(task="mlm", labels=[], predict=_no_model, load_split=_no_split, available_splits=[], model_dir=model_dir)
+
+
+def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None) -> dict[str, Any]:
     """Run the configured audit families, write audit/<family>.json and report/ under out_dir."""
     entries = []
-    for result, settings in run_audits(audit_context(loaded), audit):
+    for result, settings in run_audits(ctx, audit):
         entry = {**result.to_dict(), "settings": settings}
         write_json(out_dir / "audit" / f"{result.name}.json", entry)
         entries.append(entry)
-    results = loaded.run.load_results() if loaded.run else {}
+    results = run.load_results() if run else {}
     report = build_report(
-        path=str(out_dir), task=loaded.cfg.task.name.value, model=results.get("model", loaded.cfg.model.name or ""),
-        dataset=results.get("dataset"), config=OmegaConf.to_container(OmegaConf.structured(loaded.cfg)),
-        data=results.get("data", {}), metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")},
-        audits=entries,
+        path=str(out_dir), task=ctx.task, model=results.get("model", str(ctx.model_dir)), dataset=results.get("dataset"),
+        config=config or {"audit": audit}, data=results.get("data", {}),
+        metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")}, audits=entries,
     )
     write_report(out_dir / "report", report)
     return report
+
+
+def audit_loaded(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    config = OmegaConf.to_container(OmegaConf.structured(loaded.cfg))
+    return audit_pipeline(audit_context(loaded), audit, out_dir, run=loaded.run, config=config)
 
 
 def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress()) -> dict[str, Any]:

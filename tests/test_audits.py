@@ -12,7 +12,7 @@ import pytest
 from fmtool.audit import AUDITS, family_configs
 from fmtool.audit.base import AuditResult
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_context, audit_pipeline
+from fmtool.pipeline import audit_context, audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import REPO, fmtool_cli, train_tiny
 from tests.planted import write_ner_names, write_sentiment
@@ -28,7 +28,7 @@ _TAGGER = ["dataset.train_file=train.conll", "dataset.validation_file=dev.conll"
 def _audit(run, *families: str):
     loaded = LoadedRun.load(run.path)
     audit = {name: loaded.cfg.audit[name] for name in families}
-    return {entry["name"]: entry for entry in audit_pipeline(loaded, audit, run.path)["audits"]}
+    return {entry["name"]: entry for entry in audit_loaded(loaded, audit, run.path)["audits"]}
 
 
 def _checks(entry, prefix: str) -> dict[str, str]:

@@ -41,8 +41,12 @@ def run_audits(ctx: AuditContext, audit: dict[str, Any]) -> list[tuple[AuditResu
     """(result, settings used) for every configured family, in config order."""
     outcomes = []
     for name, cfg in family_configs(audit).items():
+        family = AUDITS.get(name)
         log.info("audit=<%s> started", name)
-        result = AUDITS.get(name).run(ctx, cfg)
+        if ctx.task in family.tasks:
+            result = family.run(ctx, cfg)
+        else:
+            result = AuditResult(name, family.version, {}, [], warnings=[f"audits {', '.join(family.tasks)} models, not {ctx.task}"])
         log.info("audit=<%s> status=<%s> checks=<%d>", name, result.status, len(result.checks))
         outcomes.append((result, asdict(cfg)))
     return outcomes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from fmtool.dataset.examples import Example
@@ -76,6 +77,7 @@ class AuditContext:
     load_split: Callable[[str], list[Example]]
     available_splits: list[str]
     seed: int = 0
+    model_dir: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -85,16 +87,17 @@ class AuditFamily:
     config_type: type
     run: Callable[[AuditContext, Any], AuditResult]
     description: str
+    tasks: tuple[str, ...]
 
 
 AUDITS: Registry[AuditFamily] = Registry("audit")
 
 
-def register(name: str, *, version: int, config_type: type, description: str) -> Callable:
-    """Decorator for a family's run(ctx, cfg) function."""
+def register(name: str, *, version: int, config_type: type, description: str, tasks: tuple[str, ...] = ("ner", "classification")) -> Callable:
+    """Decorator for a family's run(ctx, cfg) function; `tasks` are the model kinds it can audit."""
 
     def add(run: Callable[[AuditContext, Any], AuditResult]) -> Callable:
-        AUDITS.register(name)(AuditFamily(name=name, version=version, config_type=config_type, run=run, description=description))
+        AUDITS.register(name)(AuditFamily(name=name, version=version, config_type=config_type, run=run, description=description, tasks=tasks))
         return run
 
     return add
