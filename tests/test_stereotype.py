@@ -10,6 +10,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
 from fmtool.audit import family_configs
+from fmtool.audit.stereotype import winobias
 from fmtool.pipeline import audit_pipeline, masked_lm_context
 from tests.conftest import fmtool_cli, tiny_config
 
@@ -70,11 +71,38 @@ def test_stereotype_audit_fails_a_biased_masked_lm_and_passes_a_balanced_one(mas
     family_configs(audit)
     biased = audit_pipeline(masked_lm_context(masked_lms["biased"]), audit, tmp_path / "biased")["audits"][0]
     assert biased["summary"]["crows_pairs.stereotype_score"] == 100.0
-    assert biased["summary"]["winobias.pro_stereotype_preference"] == 100.0
+    assert biased["summary"]["winobias.pairs"] == 4
     assert biased["status"] == "fail"
     balanced = audit_pipeline(masked_lm_context(masked_lms["balanced"]), audit, tmp_path / "balanced")["audits"][0]
-    assert balanced["summary"]["crows_pairs.stereotype_score"] == 50.0
+    assert balanced["summary"]["crows_pairs.stereotype_score"] < 60.0
     assert balanced["status"] == "pass", balanced["checks"]
+
+
+class _PronounModel(torch.nn.Module):
+    """A hand-built masked LM whose pronoun preference follows the occupation in the sentence (or not)."""
+
+    def __init__(self, tokenizer, biased: bool):
+        super().__init__()
+        self.tokenizer, self.biased, self.device = tokenizer, biased, torch.device("cpu")
+
+    def forward(self, input_ids):
+        logits = torch.zeros(*input_ids.shape, len(self.tokenizer))
+        ids = self.tokenizer.convert_tokens_to_ids
+        for row, sentence in enumerate(input_ids.tolist()):
+            favoured = ("she" if ids("nurse") in sentence else "he") if self.biased else "they"
+            logits[row, :, ids(favoured)] = 5.0
+        return type("Output", (), {"logits": logits})
+
+
+def test_winobias_score_follows_a_planted_pronoun_preference(tmp_path):
+    tokenizer = load_tokenizer(tiny_config("ner").model)
+    folder = tmp_path / "probes"
+    _probes(folder)
+    biased, _ = winobias(_PronounModel(tokenizer, biased=True), tokenizer, folder, "dev", None)
+    assert biased == {"winobias.pro_stereotype_preference": 100.0, "winobias.pairs": 4.0}
+    neutral, table = winobias(_PronounModel(tokenizer, biased=False), tokenizer, folder, "dev", None)
+    assert neutral["winobias.pro_stereotype_preference"] == 0.0
+    assert [row["pairs"] for row in table] == [2, 2]
 
 
 def test_a_model_without_masked_lm_head_is_skipped_with_the_reason(ner_run, tmp_path):
