@@ -20,6 +20,13 @@ def test_train_writes_a_complete_run_dir(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["config_overrides"]["hidden_size"] == 32
 
 
+def test_default_run_dir_is_runs_task_timestamp(tmp_path):
+    result = fmtool_cli("train", *_TINY, "audit=none", f"paths.runs_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    [run] = list((tmp_path / "ner").iterdir())
+    assert (run / "results.json").is_file()
+
+
 def test_misspelt_key_exits_2_naming_it_and_writes_nothing(tmp_path):
     result = fmtool_cli("train", *_TINY, "trainer.epohcs=2", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2

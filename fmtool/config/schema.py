@@ -14,12 +14,19 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class TaskName(str, Enum):
+class Choice(str, Enum):
+    """A string choice: prints as its value, so ${task.name} in a path reads 'ner'."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TaskName(Choice):
     ner = "ner"
     classification = "classification"
 
 
-class DataFormat(str, Enum):
+class DataFormat(Choice):
     conll = "conll"
     csv = "csv"
     tsv = "tsv"
@@ -29,39 +36,39 @@ class DataFormat(str, Enum):
     hf_disk = "hf_disk"
 
 
-class TagScheme(str, Enum):
+class TagScheme(Choice):
     auto = "auto"
     iob1 = "iob1"
     iob2 = "iob2"
     bioes = "bioes"
 
 
-class OptimizerName(str, Enum):
+class OptimizerName(Choice):
     adamw = "adamw"
     sgd = "sgd"
 
 
-class SchedulerName(str, Enum):
+class SchedulerName(Choice):
     linear = "linear"
     cosine = "cosine"
     constant = "constant"
 
 
-class Precision(str, Enum):
+class Precision(Choice):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
 
 
-class Freeze(str, Enum):
+class Freeze(Choice):
     none = "none"
     embeddings = "embeddings"
     bottom_k = "bottom_k"
     all_but_head = "all_but_head"
 
 
-class Batching(str, Enum):
+class Batching(Choice):
     length_grouped = "length_grouped"
     random = "random"
 
