@@ -25,7 +25,7 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame, equalized_odds_difference, false_negative_rate, false_positive_rate, selection_rate
 from sklearn.metrics import accuracy_score, f1_score
 
-from fmtool.audit.base import AuditContext, AuditResult, Check, check, register
+from fmtool.audit.base import AuditContext, AuditResult, check, register
 from fmtool.audit.lexicons import first_names, ner_templates
 from fmtool.dataset.examples import TextExample, TokenExample
 from fmtool.dataset.readers import read_rows

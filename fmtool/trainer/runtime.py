@@ -40,6 +40,3 @@ def resolve_runtime(cfg: TrainerConfig) -> Runtime:
     precision = resolve_precision(cfg.precision, device)
     return Runtime(device=device, autocast_dtype=_DTYPES.get(precision), batch_size=cfg.eval_batch_size)
 
-
-def accelerate_precision(runtime: Runtime) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(runtime.autocast_dtype, "no")
