@@ -139,8 +139,9 @@ def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
     inputs = _inputs(ctx, cfg)
     summary, checks, rows, worst, warnings = {}, [], [], [], []
     for attribute, lookup in substitution_groups(cfg).items():
-        mentioned = [e for e in inputs if counterfactuals(e, lookup)][: cfg.max_examples]
-        variants = [counterfactuals(e, lookup) for e in mentioned]
+        rewrites = [(e, counterfactuals(e, lookup)) for e in inputs]
+        pairs = [(e, v) for e, v in rewrites if v][: cfg.max_examples]
+        mentioned, variants = [e for e, _ in pairs], [v for _, v in pairs]
         predictions = ctx.predict([*mentioned, *(v for group in variants for v in group)]) if mentioned else []
         figures, examples = _attribute_result(attribute, mentioned, variants, predictions, cfg)
         if figures["examples"] < cfg.min_examples:
