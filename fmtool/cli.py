@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--split", default=None, help="a split saved in the run (validation, test); default: validation")
     source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
-    evaluate.add_argument("--format", default=None, help="conll, csv, tsv or jsonl (default: the run's dataset format)")
+    evaluate.add_argument("--format", choices=["conll", "csv", "tsv", "jsonl"], default=None, help="default: the run's dataset format, else the file suffix")
     evaluate.add_argument("--batch-size", type=int, default=None)
 
     predict = commands.add_parser("predict", help="label new text with a finished run's model, as JSONL")

@@ -10,7 +10,19 @@ from pathlib import Path
 
 from fmtool.errors import FmtoolError
 
+_FILE_FORMATS = ("conll", "csv", "tsv", "jsonl")
 _FORMATS_BY_SUFFIX = {".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+
+
+def _file_format(explicit: str | None, path: Path, run_format: str) -> str:
+    """--format if given; else the run's own format when it is a plain file format; else the suffix's."""
+    if explicit:
+        return explicit
+    if run_format in _FILE_FORMATS:
+        return run_format
+    if path.suffix not in _FORMATS_BY_SUFFIX:
+        raise FmtoolError(f"eval: cannot tell the format of {path}; pass --format ({', '.join(_FILE_FORMATS)})")
+    return _FORMATS_BY_SUFFIX[path.suffix]
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -23,9 +35,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
     loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size)
     if args.file is not None:
-        fmt = args.format or loaded.cfg.dataset.format.value
-        if args.format is None and args.file.suffix in _FORMATS_BY_SUFFIX and loaded.cfg.dataset.format.value not in ("conll", "csv", "tsv", "jsonl"):
-            fmt = _FORMATS_BY_SUFFIX[args.file.suffix]
+        fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
         dataset = replace(loaded.cfg.dataset, format=DataFormat(fmt), data_dir=None, train_file=str(args.file))
         examples = READERS.get(fmt)(dataset, "train_file")
         name = args.file.stem

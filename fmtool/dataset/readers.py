@@ -137,7 +137,8 @@ def _clinc(cfg: DatasetConfig, file_key: str) -> list[Example]:
     return [TextExample(id=f"{split}:{i}", text=text, label=label) for i, (text, label) in enumerate(data[split])]
 
 
-def _hf_rows(cfg: DatasetConfig, file_key: str, from_disk: bool) -> tuple[str, list[dict]]:
+def _hf_rows(cfg: DatasetConfig, file_key: str, from_disk: bool) -> tuple[str, dict, list[dict]]:
+    """(split name, the split's feature types, its rows)."""
     import datasets
 
     split = getattr(cfg, SPLIT_KEYS[file_key])
@@ -148,14 +149,11 @@ def _hf_rows(cfg: DatasetConfig, file_key: str, from_disk: bool) -> tuple[str, l
     if split not in loaded:
         raise FmtoolError(f"{cfg.hf_path or cfg.data_dir}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: {', '.join(loaded)}")
     part = loaded[split]
-    return split, [dict(row, _names=part.features) for row in part]
+    return split, part.features, list(part)
 
 
 def _hf_examples(cfg: DatasetConfig, file_key: str, from_disk: bool) -> list[Example]:
-    split, rows = _hf_rows(cfg, file_key, from_disk)
-    if not rows:
-        return []
-    features = rows[0]["_names"]
+    split, features, rows = _hf_rows(cfg, file_key, from_disk)
     if "tokens" in features and "ner_tags" in features:
         names = features["ner_tags"].feature.names
         sentences = [[names[i] for i in row["ner_tags"]] for row in rows]
@@ -165,7 +163,6 @@ def _hf_examples(cfg: DatasetConfig, file_key: str, from_disk: bool) -> list[Exa
     names: Optional[list[str]] = getattr(label_feature, "names", None)
     examples = []
     for i, row in enumerate(rows):
-        row = {k: v for k, v in row.items() if k != "_names"}
         if names is not None:
             row[cfg.label_column] = names[row[cfg.label_column]]
         examples.append(_text_example(Path(cfg.hf_path or cfg.data_dir), f"{split}:{i}", row, cfg))
