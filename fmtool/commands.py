@@ -32,6 +32,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_metrics
     from fmtool.runs import write_json
+    from fmtool.task.base import headline
 
     loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size)
     if args.file is not None:
@@ -47,7 +48,7 @@ def eval_command(args: argparse.Namespace) -> int:
     out = loaded.run.path / "eval" / f"{name}.json"
     write_json(out, {"source": str(args.file or name), "examples": len(examples), "metrics": metrics})
     print_metrics(f"{loaded.run.path} · {name} ({len(examples)} examples)", metrics)
-    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
+    print(json.dumps(headline(metrics)))
     return 0
 
 

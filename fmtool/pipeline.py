@@ -25,6 +25,7 @@ from fmtool.predict import LoadedRun
 from fmtool.report.report import build_report, write_report
 from fmtool.runs import COMPLETE, FAILED, RunDir, environment, write_json
 from fmtool.task import TASKS, Task
+from fmtool.task.base import headline
 from fmtool.trainer import fit, resolve_runtime
 from fmtool.trainer.freeze import apply_freeze
 from fmtool.trainer.loop import Progress, SilentProgress
@@ -43,10 +44,6 @@ def evaluate_split(task: Task, model, examples: Sequence[Example], features, run
     predictions = task.predict(model, examples, features, runtime, pad_id, progress.advance)
     progress.stop()
     return task.score(examples, predictions, labels), predictions
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 
 def train_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress()) -> dict[str, Any]:

@@ -29,3 +29,8 @@ class Task(Protocol):
 
 
 TASKS: Registry[Task] = Registry("task")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The top-level float figures of Task.score's result (what metrics.jsonl and tables show)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}

@@ -22,6 +22,7 @@ from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.optimizer import build_optimizer
 from fmtool.scheduler import build_scheduler
+from fmtool.task.base import headline
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,14 @@ def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _record_evaluation(state: TrainState, model, metrics: dict[str, Any], cfg: TrainerConfig, best: dict) -> dict[str, Any]:
     if cfg.metric not in metrics:
-        raise FmtoolError(_UNKNOWN_METRIC.format(cfg.metric, ", ".join(k for k, v in metrics.items() if isinstance(v, float))))
+        raise FmtoolError(_UNKNOWN_METRIC.format(cfg.metric, ", ".join(headline(metrics))))
     value = metrics[cfg.metric]
     if _improved(value, state.best_metric, cfg.greater_is_better):
         state.best_metric, state.best_step, state.stale_evaluations = value, state.step, 0
         best["weights"] = _cpu_copy(model)
     else:
         state.stale_evaluations += 1
-    record = {"step": state.step, "epoch": state.epoch, **{k: v for k, v in metrics.items() if isinstance(v, float)}}
+    record = {"step": state.step, "epoch": state.epoch, **headline(metrics)}
     state.evaluations.append(record)
     return record
 
