@@ -1,6 +1,7 @@
 """fmtool's command line: a thin dispatcher; every command is a call into the library.
 
     fmtool train +task=ner [hydra overrides | -m sweeps | --cfg job]
+    fmtool resume RUN_DIR
     fmtool validate +task=ner [overrides]
     fmtool eval RUN_DIR [--split NAME | --file PATH]
     fmtool predict RUN_DIR [TEXT ...] [--file PATH|-] [--output PATH]
@@ -31,30 +32,55 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def train_and_audit(cfg, run, *, resume: bool = False) -> None:
+    """Train (or resume) into `run`, then audit it; on data-parallel ranks other than 0, train only."""
+    from fmtool.pipeline import audit_loaded, run_training
+    from fmtool.predict import LoadedRun
+    from fmtool.report.console import RichProgress, print_report, print_results
+    from fmtool.trainer.distributed import from_env
+    from fmtool.trainer.loop import SilentProgress
+
+    main_rank = from_env().is_main
+    results = run_training(cfg, run, RichProgress() if cfg.trainer.progress and main_rank else SilentProgress(), resume=resume)
+    if not main_rank:
+        return
+    print_results(results, str(run.path))
+    if cfg.trainer.save_model:
+        print_report(audit_loaded(LoadedRun.load(run.path), cfg.audit, run.path))
+    else:
+        log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
+
+
 def _train_job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from fmtool.config import to_typed
     from fmtool.config.validate import validate
-    from fmtool.pipeline import audit_loaded, run_training
-    from fmtool.predict import LoadedRun
-    from fmtool.report.console import RichProgress, print_report, print_results
-    from fmtool.runs import RunDir
-    from fmtool.trainer.loop import SilentProgress
+    from fmtool.runs import ReplicaRun, RunDir
+    from fmtool.trainer.distributed import from_env
 
     try:
         typed = validate(to_typed(cfg))
-        run = RunDir.create(HydraConfig.get().runtime.output_dir, typed)
-        results = run_training(typed, run, RichProgress() if typed.trainer.progress else SilentProgress())
-        print_results(results, str(run.path))
-        if typed.trainer.save_model:
-            print_report(audit_loaded(LoadedRun.load(run.path), typed.audit, run.path))
-        else:
-            log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
+        path = HydraConfig.get().runtime.output_dir
+        train_and_audit(typed, RunDir.create(path, typed) if from_env().is_main else ReplicaRun(path))
     except FmtoolError as error:
         log.error("%s", error)
         print(f"fmtool: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+
+
+def _distributed_overrides(argv: Sequence[str], device: str) -> list[str]:
+    """Under torchrun: join the process group and give every rank rank 0's run directory."""
+    from fmtool.trainer import distributed
+
+    dist = distributed.from_env()
+    if not dist.enabled:
+        return []
+    distributed.init(dist, device)
+    overrides = [] if any(a.startswith("hydra.run.dir=") for a in argv) else [f"hydra.run.dir=${{paths.runs_dir}}/${{task.name}}/{distributed.shared_timestamp(dist)}"]
+    if not dist.is_main:
+        overrides += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    return overrides
 
 
 def train(argv: Sequence[str]) -> int:
@@ -66,12 +92,29 @@ def train(argv: Sequence[str]) -> int:
 
     setup()
     wants_info = any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in argv)
+    device = "auto"
     if not wants_info and not any(arg in _MULTIRUN_FLAGS for arg in argv) and not any(a.startswith(("--config-dir", "-cd", "--config-name", "-cn")) for a in argv):
         # fail in a second, with exit code 2, before Hydra creates a run directory
-        validate(to_typed(compose_train_config(argv)))
+        device = validate(to_typed(compose_train_config(argv))).trainer.device
     _quiet_libraries()
-    sys.argv = ["fmtool train", *argv]
+    sys.argv = ["fmtool train", *argv, *_distributed_overrides(argv, device)]
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_train_job)()
+    return 0
+
+
+def resume_command(argv: Sequence[str]) -> int:
+    """Continue an interrupted run from its last checkpoint, in place, with its saved config and data."""
+    from fmtool.runs import ReplicaRun, RunDir
+    from fmtool.trainer.distributed import from_env, init
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        raise FmtoolError("usage: fmtool resume RUN_DIR")
+    dist = from_env()
+    cfg = RunDir(argv[0]).load_config()
+    init(dist, cfg.trainer.device)
+    run = RunDir.reopen(argv[0]) if dist.is_main else ReplicaRun(argv[0])
+    _quiet_libraries()
+    train_and_audit(cfg, run, resume=True)
     return 0
 
 
@@ -88,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmtool", description="Train BERT-style NER / classification models and audit them.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train a model: fmtool train +task=ner [overrides]", add_help=False)
+    commands.add_parser("resume", help="continue an interrupted run from its checkpoint: fmtool resume RUN_DIR", add_help=False)
     commands.add_parser("validate", help="check a config without running it", add_help=False)
 
     evaluate = commands.add_parser("eval", help="evaluate a finished run on one of its splits or a new file")
@@ -124,6 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if argv and argv[0] == "train":
             return train(argv[1:])
+        if argv and argv[0] == "resume":
+            return resume_command(argv[1:])
         if argv and argv[0] == "validate":
             return validate_command(argv[1:])
         parser = _parser()

@@ -1,42 +1,36 @@
-"""The story of a run, top to bottom: data -> model -> before -> fit -> after -> run directory."""
+"""The fine-tuning recipe, top to bottom: data -> model -> before -> fit -> after -> run directory;
+then audits of a finished run (fmtool/pretrain.py is the masked-LM recipe)."""
 
 from __future__ import annotations
 
 import logging
-import random
-from typing import Any, Sequence
-
-import numpy as np
-import torch
-
 from pathlib import Path
+from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
 from fmtool.audit import AuditContext, run_audits
 from fmtool.config.compose import one_line
-from fmtool.config.schema import TrainConfig
+from fmtool.config.schema import Batching, TaskName, TrainConfig
+from fmtool.dataset.batching import InMemoryBatches, collate
 from fmtool.dataset.examples import Example
-from fmtool.dataset.splits import check_labels_known, label_list, load_splits
-from fmtool.inference import Runtime
+from fmtool.dataset.splits import Splits, check_labels_known, label_list, load_splits
 from fmtool.errors import FmtoolError
+from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
+from fmtool.model.build import inherited_labels
 from fmtool.predict import LoadedRun
 from fmtool.report.report import build_report, write_report
 from fmtool.runs import COMPLETE, FAILED, RunDir, environment, write_json
 from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
-from fmtool.trainer import fit, resolve_runtime
-from fmtool.trainer.freeze import apply_freeze
+from fmtool.trainer import fit
+from fmtool.trainer.checkpoint import checkpoint_step
+from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress
+from fmtool.trainer.setup import prepare_model, set_seed, training_figures
 
 log = logging.getLogger(__name__)
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def evaluate_split(task: Task, model, examples: Sequence[Example], features, runtime: Runtime, pad_id: int, labels: Sequence[str], progress: Progress, name: str) -> tuple[dict[str, Any], list]:
@@ -46,22 +40,40 @@ def evaluate_split(task: Task, model, examples: Sequence[Example], features, run
     return task.score(examples, predictions, labels), predictions
 
 
-def train_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress()) -> dict[str, Any]:
-    """Fine-tune as `cfg` says and fill `run` with the model, data, metrics and predictions."""
+def _training_labels(cfg: TrainConfig, splits: Splits) -> tuple[list[str], list[str]]:
+    """(labels in model-output order, the labels inherited from model.name's fine-tuned head)."""
+    inherited = inherited_labels(cfg.model, cfg.task.name)
+    seen = label_list(splits.train)
+    if not inherited:
+        return seen, []
+    added = [label for label in seen if label not in inherited]
+    if added:
+        log.warning("labels extended: %s knows %d labels; the new data adds %s (new output rows start untrained)", cfg.model.name, len(inherited), ", ".join(added))
+    return [*inherited, *added], inherited
+
+
+def _saved_splits(run: RunDir) -> Splits:
+    named = {name: run.load_split(name) for name in run.splits()}
+    return Splits(train=named["train"], validation=named["validation"], test=named.get("test"))
+
+
+def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune as `cfg` says and fill `run` with the model, data, metrics and predictions.
+
+    With resume, the data are the splits saved in `run` and training continues from its checkpoint.
+    """
     set_seed(cfg.seed)
+    dist = from_env()
     task = TASKS.get(cfg.task.name.value)
-    splits = load_splits(cfg.dataset)
-    labels = label_list(splits.train)
+    splits = _saved_splits(run) if resume else load_splits(cfg.dataset)
+    labels, inherited = (run.load_labels(), []) if resume else _training_labels(cfg, splits)
     for name, examples in splits.named().items():
         check_labels_known(name, examples, labels)
     log.info("data=<%s> %s labels=<%d>", cfg.dataset.name, " ".join(f"{k}=<{len(v)}>" for k, v in splits.named().items()), len(labels))
 
     tokenizer = load_tokenizer(cfg.model)
-    model = build_model(cfg.model, cfg.task.name, labels, vocab_size=len(tokenizer))
-    trainable = apply_freeze(model, cfg.trainer.freeze, cfg.trainer.freeze_layers)
-    runtime = resolve_runtime(cfg.trainer)
-    model.to(runtime.device)
-    log.info("device=<%s> autocast=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, trainable)
+    model = build_model(cfg.model, cfg.task.name, labels, vocab_size=len(tokenizer), inherited=inherited)
+    runtime, trainable = prepare_model(model, cfg)
 
     run.save_environment(environment(cfg.seed, str(runtime.device)))
     run.save_labels(labels)
@@ -75,11 +87,16 @@ def train_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentPro
     def score(name: str) -> tuple[dict[str, Any], list]:
         return evaluate_split(task, model, evaluated[name], features[name], runtime, tokenizer.pad_token_id, labels, progress, name)
 
-    before = {name: score(name)[0] for name in evaluated}
+    before = run.load_results()["before"] if resume else {name: score(name)[0] for name in evaluated}
+    if resume:
+        run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
+    else:
+        run.save_results({"task": task.name, "before": before})
     state = fit(
-        model, features["train"], trainer=cfg.trainer, optimizer_cfg=cfg.optimizer, scheduler_cfg=cfg.scheduler,
-        runtime=runtime, seed=cfg.seed, pad_id=tokenizer.pad_token_id, evaluate=lambda m: score("validation")[0],
-        on_log=run.append_metrics, progress=progress,
+        model, InMemoryBatches(features["train"], cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
+        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
+        scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=lambda m: score("validation")[0], dist=dist,
+        checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress,
     )
     after = {}
     for name, examples in evaluated.items():
@@ -92,15 +109,11 @@ def train_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentPro
         "model": cfg.model.name or f"random-init {cfg.model.model_type}",
         "dataset": cfg.dataset.name,
         "labels": labels,
+        "inherited_labels": inherited,
         "data": {name: {"examples": len(splits.named()[name]), "features": len(f)} for name, f in features.items()},
         "before": before,
         "after": after,
-        "train": {
-            "updates": state.step, "epochs_started": state.epoch + 1, "samples": state.train_samples,
-            "seconds": round(state.train_seconds, 2), "samples_per_second": round(state.train_samples / max(state.train_seconds, 1e-9), 2),
-            "best_step": state.best_step, "best_metric": {cfg.trainer.metric: state.best_metric}, "stopped_early": state.stopped_early,
-            "trainable_parameters": trainable,
-        },
+        "train": training_figures(state, cfg, trainable, dist.world_size),
     }
     run.save_results(results)
     return results
@@ -113,7 +126,7 @@ def _no_split(split: str) -> list[Example]:
 def audit_context(loaded: LoadedRun) -> AuditContext:
     run = loaded.run
     return AuditContext(
-        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=loaded.predictions,
+        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=_no_model if loaded.cfg.task.name == TaskName.mlm else loaded.predictions,
         load_split=run.load_split if run else _no_split, available_splits=run.splits() if run else [], seed=loaded.cfg.seed,
         model_dir=run.model_dir if run else Path(loaded.cfg.model.name),
     )
@@ -150,10 +163,13 @@ def audit_loaded(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path) -> dic
     return audit_pipeline(audit_context(loaded), audit, out_dir, run=loaded.run, config=config)
 
 
-def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress()) -> dict[str, Any]:
-    """train_pipeline, with the run marked complete only when every file is written."""
+def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False) -> dict[str, Any]:
+    """The task's training recipe, with the run marked complete only when every file is written."""
+    from fmtool.pretrain import pretrain_pipeline
+
+    recipe = pretrain_pipeline if cfg.task.name == TaskName.mlm else finetune_pipeline
     try:
-        results = train_pipeline(cfg, run, progress)
+        results = recipe(cfg, run, progress, resume=resume)
     except BaseException as error:
         run.finish(FAILED, error=one_line(error) or type(error).__name__)
         raise

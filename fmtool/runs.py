@@ -10,7 +10,11 @@
       metrics.jsonl      one line per training log step and per evaluation, flushed as written
       results.json       before/after metrics, training figures
       predictions/<split>.jsonl
+      checkpoint/        with trainer.checkpoint_every_steps: the full training state, for fmtool resume
       train.log          Hydra's job log
+
+A masked-LM run keeps its corpus as data/<split>.txt (one document per line) and data/corpus.json;
+a streamed training corpus is recorded by its source only.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from fmtool.errors import FmtoolError
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 _NOT_A_RUN = "{0}: not an fmtool run directory (no status.json)"
 _INCOMPLETE = "{0}: the run is {1}, not complete; its model and results cannot be trusted (see {0}/train.log)"
+_NOT_RESUMABLE = "{0}: the run is already complete; start a new run (model.name={0}/model continues from its weights)"
 _MISSING = "{0}: missing; was this run made with trainer.save_model=false or by an older fmtool?"
 _PACKAGES = ("fmtool", "torch", "transformers", "hydra-core", "seqeval", "fairlearn", "scikit-learn")
 
@@ -102,6 +107,9 @@ class RunDir:
     results_file = property(lambda self: self.path / "results.json")
     audit_dir = property(lambda self: self.path / "audit")
     report_dir = property(lambda self: self.path / "report")
+    checkpoint_dir = property(lambda self: self.path / "checkpoint")
+    tokenizer_dir = property(lambda self: self.path / "tokenizer")
+    corpus_file = property(lambda self: self.path / "data" / "corpus.json")
 
     def split_file(self, split: str) -> Path:
         return self.path / "data" / f"{split}.jsonl"
@@ -120,6 +128,23 @@ class RunDir:
         run.metrics_file.unlink(missing_ok=True)
         return run
 
+    @classmethod
+    def reopen(cls, path: str | os.PathLike) -> "RunDir":
+        """An interrupted or failed run, marked running again for fmtool resume."""
+        run = cls(path)
+        if not run.status_file.is_file():
+            raise FmtoolError(_NOT_A_RUN.format(run.path))
+        if run.status()["state"] == COMPLETE:
+            raise FmtoolError(_NOT_RESUMABLE.format(run.path))
+        status = {k: v for k, v in run.status().items() if k not in ("error", "finished")}
+        write_json(run.status_file, {**status, "state": RUNNING, "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        return run
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop the log lines written after the checkpoint a resumed run restarts from."""
+        if self.metrics_file.exists():
+            write_jsonl(self.metrics_file, [r for r in read_jsonl(self.metrics_file) if r.get("step", 0) <= after_step])
+
     def save_environment(self, env: dict[str, Any]) -> None:
         write_json(self.env_file, env)
 
@@ -128,6 +153,20 @@ class RunDir:
 
     def save_split(self, split: str, examples: Sequence[Example]) -> None:
         write_jsonl(self.split_file(split), (to_record(e) for e in examples))
+
+    def save_documents(self, split: str, documents: Iterable[str]) -> None:
+        path = self.path / "data" / f"{split}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.writelines(document.replace("\n", " ") + "\n" for document in documents)
+        os.replace(partial, path)
+
+    def save_tokenizer(self, tokenizer) -> None:
+        tokenizer.save_pretrained(self.tokenizer_dir)
+
+    def save_corpus(self, description: dict[str, Any]) -> None:
+        write_json(self.corpus_file, description)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
@@ -191,3 +230,13 @@ class RunDir:
 
     def splits(self) -> list[str]:
         return sorted(p.stem for p in (self.path / "data").glob("*.jsonl"))
+
+
+class ReplicaRun(RunDir):
+    """The run directory as a data-parallel rank other than 0 sees it: it reads, it never writes."""
+
+    def _skip(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    save_environment = save_labels = save_split = save_documents = save_corpus = save_tokenizer = _skip
+    append_metrics = save_model = save_predictions = save_results = finish = truncate_metrics = _skip

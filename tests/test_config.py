@@ -7,7 +7,7 @@ import pytest
 from fmtool.config import compose_train_config, config_dir, to_typed
 from fmtool.config.validate import validate
 from fmtool.errors import FmtoolError
-from tests.conftest import tiny_config
+from tests.conftest import REPO, fmtool_cli, tiny_config
 
 GROUPS = ["model", "dataset", "optimizer", "scheduler", "trainer", "audit"]
 
@@ -71,3 +71,18 @@ def test_missing_data_file_is_named(tmp_path):
     cfg = to_typed(compose_train_config(["+task=ner", "dataset=conll2003", f"dataset.data_dir={tmp_path}"]))
     with pytest.raises(FmtoolError, match=rf"dataset.train_file: {tmp_path}/train.txt not found"):
         validate(cfg)
+
+
+def test_every_config_folder_ships_in_the_wheel():
+    import tomllib
+
+    shipped = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    folders = {str(p.parent.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")}
+    assert {f"share/fmtool/{folder}" for folder in folders} == set(shipped)
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = fmtool_cli("train", "-m", "+task=ner", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr
+    assert "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout and "gpus_per_node: 1" in result.stdout

@@ -24,6 +24,7 @@ class Choice(str, Enum):
 class TaskName(Choice):
     ner = "ner"
     classification = "classification"
+    mlm = "mlm"
 
 
 class DataFormat(Choice):
@@ -32,6 +33,7 @@ class DataFormat(Choice):
     tsv = "tsv"
     jsonl = "jsonl"
     clinc_json = "clinc_json"
+    text = "text"
     hf = "hf"
     hf_disk = "hf_disk"
 
@@ -68,6 +70,13 @@ class Freeze(Choice):
     all_but_head = "all_but_head"
 
 
+class AdversarialName(Choice):
+    none = "none"
+    fgm = "fgm"
+    pgd = "pgd"
+    freelb = "freelb"
+
+
 class Batching(Choice):
     length_grouped = "length_grouped"
     random = "random"
@@ -76,6 +85,9 @@ class Batching(Choice):
 @dataclass
 class TaskConfig:
     name: TaskName = MISSING
+    # masked-LM pre-training only (task=mlm)
+    mask_probability: float = 0.15
+    whole_word_masking: bool = False
 
 
 @dataclass
@@ -89,6 +101,8 @@ class ModelConfig:
     model_type: str = "bert"
     config_overrides: Dict[str, Any] = field(default_factory=dict)
     dropout: Optional[float] = None
+    # task=mlm from scratch: train a new WordPiece vocabulary of this size on the training corpus
+    tokenizer_vocab_size: Optional[int] = None
 
 
 @dataclass
@@ -112,6 +126,9 @@ class DatasetConfig:
     test_split: Optional[str] = None
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = None
+    # task=mlm: read the training corpus lazily (needs trainer.max_steps); shuffled within a buffer of this many blocks
+    streaming: bool = False
+    shuffle_buffer: int = 10000
 
 
 @dataclass
@@ -153,10 +170,21 @@ class TrainerConfig:
     precision: Precision = Precision.auto
     device: str = "auto"
     compile: bool = False
+    gradient_checkpointing: bool = False
+    checkpoint_every_steps: Optional[int] = None
     num_threads: Optional[int] = None
     log_every_steps: int = 50
     progress: bool = True
     save_model: bool = True
+
+
+@dataclass
+class AdversarialConfig:
+    name: AdversarialName = AdversarialName.none
+    epsilon: float = 1.0  # L2 radius of each example's embedding perturbation
+    step_size: float = 0.3
+    steps: int = 3  # ascent steps (pgd, freelb)
+    init_magnitude: float = 0.0  # freelb: radius of the random starting perturbation
 
 
 @dataclass
@@ -172,6 +200,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     # audit family name -> its settings; each family's own dataclass types them (fmtool/audit/<name>.py)
     audit: Dict[str, Any] = field(default_factory=dict)

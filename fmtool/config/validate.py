@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmtool.config.schema import DataFormat, Freeze, TrainConfig
+from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig
 from fmtool.errors import FmtoolError
 
-_FILE_FORMATS = (DataFormat.conll, DataFormat.csv, DataFormat.tsv, DataFormat.jsonl, DataFormat.clinc_json)
+_FILE_FORMATS = (DataFormat.conll, DataFormat.csv, DataFormat.tsv, DataFormat.jsonl, DataFormat.clinc_json, DataFormat.text)
+_CORPUS_ONLY = (DataFormat.text,)
+_NOT_CORPORA = (DataFormat.clinc_json,)
 _FILE_KEYS = ("train_file", "validation_file", "test_file")
 
 
@@ -27,7 +29,15 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
                 break
             if not path.is_file():
                 problems.append(f"dataset.{key}: {path} not found")
-    elif data.format == DataFormat.hf and not data.hf_path:
+    if cfg.task.name == TaskName.mlm and data.format in _NOT_CORPORA:
+        problems.append(f"dataset.format={data.format.value} holds labelled examples, not a pre-training corpus; use text, jsonl, csv, tsv, conll or hf")
+    if cfg.task.name != TaskName.mlm and data.format in _CORPUS_ONLY:
+        problems.append(f"dataset.format={data.format.value} is raw text for task=mlm; {cfg.task.name.value} needs labelled data")
+    if data.streaming and cfg.task.name != TaskName.mlm:
+        problems.append("dataset.streaming=true is for task=mlm corpora; fine-tuning data is read into memory")
+    if data.streaming and not cfg.trainer.max_steps:
+        problems.append("dataset.streaming=true needs trainer.max_steps: a streamed corpus has no known length")
+    if data.format == DataFormat.hf and not data.hf_path:
         problems.append("dataset.hf_path must name a Hugging Face dataset when dataset.format=hf")
     elif data.format == DataFormat.hf_disk and not data.data_dir:
         problems.append("dataset.data_dir must be a datasets.save_to_disk folder when dataset.format=hf_disk")
@@ -46,10 +56,12 @@ def _trainer_problems(cfg: TrainConfig) -> list[str]:
         problems.append(f"trainer.epochs={trainer.epochs} must be at least 1 (or set trainer.max_steps)")
     if not 8 <= trainer.max_length <= 8192:
         problems.append(f"trainer.max_length={trainer.max_length} must be between 8 and 8192")
-    if not 0 <= trainer.window_stride < trainer.max_length // 2:
+    if cfg.task.name == TaskName.ner and not 0 <= trainer.window_stride < trainer.max_length // 2:
         problems.append(f"trainer.window_stride={trainer.window_stride} must be >= 0 and below half of trainer.max_length={trainer.max_length}")
     if trainer.freeze == Freeze.bottom_k and trainer.freeze_layers < 1:
         problems.append("trainer.freeze=bottom_k needs trainer.freeze_layers >= 1")
+    if trainer.checkpoint_every_steps is not None and trainer.checkpoint_every_steps < 1:
+        problems.append(f"trainer.checkpoint_every_steps={trainer.checkpoint_every_steps} must be at least 1, or null")
     if trainer.patience is not None and trainer.patience < 1:
         problems.append(f"trainer.patience={trainer.patience} must be at least 1, or null to disable early stopping")
     metrics = TASKS.get(cfg.task.name.value).metrics
@@ -71,6 +83,26 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
     return problems
 
 
+def _task_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    if not 0 < cfg.task.mask_probability < 1:
+        problems.append(f"task.mask_probability={cfg.task.mask_probability} must be in (0, 1)")
+    if cfg.model.tokenizer_vocab_size is not None:
+        if cfg.task.name != TaskName.mlm or not cfg.model.random_init:
+            problems.append("model.tokenizer_vocab_size learns a new vocabulary: only for task=mlm with model.random_init=true")
+        elif cfg.model.tokenizer_vocab_size < 100:
+            problems.append(f"model.tokenizer_vocab_size={cfg.model.tokenizer_vocab_size} must be at least 100")
+    adversarial = cfg.adversarial
+    if adversarial.name != AdversarialName.none:
+        if adversarial.epsilon <= 0 or adversarial.step_size <= 0:
+            problems.append("adversarial.epsilon and adversarial.step_size must be positive")
+        if adversarial.steps < 1:
+            problems.append(f"adversarial.steps={adversarial.steps} must be at least 1")
+        if adversarial.init_magnitude < 0:
+            problems.append(f"adversarial.init_magnitude={adversarial.init_magnitude} must be >= 0")
+    return problems
+
+
 def _audit_problems(cfg: TrainConfig) -> list[str]:
     from fmtool.audit import family_configs
 
@@ -83,7 +115,7 @@ def _audit_problems(cfg: TrainConfig) -> list[str]:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
-    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _audit_problems(cfg)
+    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _audit_problems(cfg)
     if problems:
         raise FmtoolError("config: " + "; ".join(problems))
     return cfg

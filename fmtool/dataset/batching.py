@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
-from typing import Sequence, Union
+from typing import Iterator, Optional, Protocol, Sequence, Union
 
 import torch
 
@@ -27,6 +28,25 @@ def train_batches(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: 
     if grouped:
         rng.shuffle(batches)
     return batches
+
+
+class BatchSource(Protocol):
+    """An epoch's global batches of features, the same for the same (seed, epoch) on every rank."""
+
+    batches_per_epoch: Optional[int]  # None when the data is streamed and its length unknown
+
+    def epoch(self, epoch: int) -> Iterator[list]: ...
+
+
+class InMemoryBatches:
+    def __init__(self, features: Sequence, batch_size: int, *, seed: int, grouped: bool) -> None:
+        self.features, self.batch_size, self.seed, self.grouped = features, batch_size, seed, grouped
+        self.lengths = [len(f.input_ids) for f in features]
+        self.batches_per_epoch = math.ceil(len(features) / batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[list]:
+        for indices in train_batches(self.lengths, self.batch_size, seed=self.seed, epoch=epoch, grouped=self.grouped):
+            yield [self.features[i] for i in indices]
 
 
 def inference_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -8,16 +8,26 @@ architecture from a config instead, which is how the tests get a tiny BERT witho
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
 from fmtool.config.schema import ModelConfig, TaskName
 from fmtool.errors import FmtoolError
 
 log = logging.getLogger(__name__)
 
-AUTO_MODELS = {TaskName.ner: AutoModelForTokenClassification, TaskName.classification: AutoModelForSequenceClassification}
+AUTO_MODELS = {TaskName.ner: AutoModelForTokenClassification, TaskName.classification: AutoModelForSequenceClassification, TaskName.mlm: AutoModelForMaskedLM}
+# a checkpoint whose architecture ends so was fine-tuned for the task: its label map is kept
+_HEAD_SUFFIX = {TaskName.ner: "ForTokenClassification", TaskName.classification: "ForSequenceClassification"}
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "classifier_dropout")
 _CANNOT_LOAD = "model.{key}: cannot load a {what} from '{source}' ({reason})"
 _NO_SOURCE = "model.name is null and model.tokenizer is null: set model.tokenizer to a tokenizer directory or hub id"
@@ -41,6 +51,50 @@ def load_tokenizer(cfg: ModelConfig):
     return tokenizer
 
 
+def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
+    """A new vocabulary learnt on `documents` with base's normalisation, pre-tokenisation and special tokens."""
+    return base.train_new_from_iterator(documents, vocab_size=vocab_size)
+
+
+def _load_config(cfg: ModelConfig):
+    try:
+        return AutoConfig.for_model(cfg.model_type) if cfg.name is None else AutoConfig.from_pretrained(cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model config", source=cfg.name, reason=_reason(error))) from None
+
+
+def inherited_labels(cfg: ModelConfig, task: TaskName) -> list[str]:
+    """The label list of a model already fine-tuned for `task` (such as a previous run's model/), else []."""
+    if cfg.name is None or cfg.random_init or task not in _HEAD_SUFFIX:
+        return []
+    config = _load_config(cfg)
+    if not any(name.endswith(_HEAD_SUFFIX[task]) for name in config.architectures or []):
+        return []
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def _extend_head(model: PreTrainedModel, labels: Sequence[str]) -> None:
+    """Grow the output layer to len(labels) rows: the known labels keep their trained rows."""
+    known = model.config.num_labels
+    for name, module in reversed(list(model.named_modules())):
+        if isinstance(module, torch.nn.Linear) and module.out_features == known:
+            break
+    else:
+        raise FmtoolError(f"model.name: cannot find the {known}-label output layer of {type(model).__name__} to add labels to")
+    grown = torch.nn.Linear(module.in_features, len(labels), bias=module.bias is not None)
+    model._init_weights(grown)
+    with torch.no_grad():
+        grown.weight[:known] = module.weight
+        if module.bias is not None:
+            grown.bias[:known] = module.bias
+    parent_name, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attribute, grown)
+    model.num_labels = len(labels)
+    model.config.num_labels = len(labels)
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {label: i for i, label in enumerate(labels)}
+
+
 def _overrides(cfg: ModelConfig, config) -> dict:
     overrides = dict(cfg.config_overrides)
     if cfg.dropout is not None:
@@ -48,16 +102,18 @@ def _overrides(cfg: ModelConfig, config) -> dict:
     return overrides
 
 
-def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, vocab_size: Optional[int] = None) -> PreTrainedModel:
-    """A model for `task` with a fresh head of len(labels) outputs; the label maps go into its config."""
-    label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, vocab_size: Optional[int] = None, inherited: Sequence[str] = ()) -> PreTrainedModel:
+    """A model for `task` whose head outputs `labels` (none for mlm); the label maps go into its config.
+
+    With `inherited` (the labels of a checkpoint fine-tuned for the same task, a prefix of `labels`)
+    the trained head is kept and only the new labels get fresh rows; otherwise the head is new.
+    """
+    head_labels = list(inherited or labels)
+    label_maps = {"num_labels": len(head_labels), "id2label": dict(enumerate(head_labels)), "label2id": {l: i for i, l in enumerate(head_labels)}}
     auto_model = AUTO_MODELS[task]
     source = cfg.name
-    try:
-        config = AutoConfig.for_model(cfg.model_type) if source is None else AutoConfig.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model config", source=source, reason=_reason(error))) from None
-    for key, value in {**_overrides(cfg, config), **label_maps}.items():
+    config = _load_config(cfg)
+    for key, value in {**_overrides(cfg, config), **(label_maps if task != TaskName.mlm else {})}.items():
         setattr(config, key, value)
     if cfg.random_init or source is None:
         if vocab_size is not None:
@@ -70,4 +126,6 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
     except (OSError, ValueError) as error:
         raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model", source=source, reason=_reason(error))) from None
     log.info("model=<%s> parameters=<%d>", source, model.num_parameters())
+    if inherited and len(labels) > len(inherited):
+        _extend_head(model, labels)
     return model

@@ -1,9 +1,12 @@
 """The training loop: one explicit function, no callback framework.
 
-Per optimizer update: forward under autocast, loss scaled for gradient accumulation, gradient
-clipping, optimizer and scheduler step. Evaluation runs every trainer.eval_every_steps updates (or at
-each epoch's end); the best weights by trainer.metric are kept and restored at the end, and training
-stops early once trainer.patience evaluations in a row bring no improvement.
+Per optimizer update: each micro-batch goes through the adversarial method (plain forward/backward
+by default) under autocast, its loss weighted by its share of the update's loss units (so gradient
+accumulation and data parallelism give the one-batch gradient); then gradient clipping, optimizer
+and scheduler step. Evaluation runs every trainer.eval_every_steps updates (or at each epoch's end);
+the best weights by trainer.metric are kept and restored at the end, and training stops early once
+trainer.patience evaluations in a row bring no improvement. With trainer.checkpoint_every_steps the
+whole state is saved so `fmtool resume` continues exactly where the run stopped.
 """
 
 from __future__ import annotations
@@ -11,18 +14,23 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import torch
 
-from fmtool.config.schema import Batching, OptimizerConfig, SchedulerConfig, TrainerConfig
-from fmtool.dataset.batching import Feature, collate, train_batches
+from fmtool.adversarial import METHODS, perturbed_embeddings
+from fmtool.config.schema import AdversarialConfig, OptimizerConfig, SchedulerConfig, TrainerConfig
+from fmtool.dataset.batching import BatchSource
+from fmtool.dataset.ner import IGNORE_INDEX
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.optimizer import build_optimizer
 from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
+from fmtool.trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from fmtool.trainer.distributed import Distributed, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +67,16 @@ class TrainState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def updates_per_epoch(n_features: int, cfg: TrainerConfig) -> int:
-    return math.ceil(math.ceil(n_features / cfg.batch_size) / cfg.grad_accum_steps)
+def updates_per_epoch(batches_per_epoch: Optional[int], cfg: TrainerConfig) -> Optional[int]:
+    return None if batches_per_epoch is None else math.ceil(batches_per_epoch / cfg.grad_accum_steps)
 
 
-def total_updates(n_features: int, cfg: TrainerConfig) -> int:
-    return cfg.max_steps if cfg.max_steps else cfg.epochs * updates_per_epoch(n_features, cfg)
+def total_updates(batches_per_epoch: Optional[int], cfg: TrainerConfig) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    if batches_per_epoch is None:
+        raise FmtoolError("trainer.max_steps must be set when the training data is streamed (its length is unknown)")
+    return cfg.epochs * updates_per_epoch(batches_per_epoch, cfg)
 
 
 def _improved(value: float, best: Optional[float], greater_is_better: bool) -> bool:
@@ -72,7 +84,7 @@ def _improved(value: float, best: Optional[float], greater_is_better: bool) -> b
 
 
 def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
 
 
 def _record_evaluation(state: TrainState, model, metrics: dict[str, Any], cfg: TrainerConfig, best: dict) -> dict[str, Any]:
@@ -89,37 +101,106 @@ def _record_evaluation(state: TrainState, model, metrics: dict[str, Any], cfg: T
     return record
 
 
+class _MicroStep:
+    """adversarial.MicroStep over one rank's part of one micro-batch."""
+
+    def __init__(self, model, batch: dict[str, torch.Tensor], weight: torch.Tensor, *, runtime: Runtime, scaler, dist: Distributed, last_of_update: bool) -> None:
+        self.model, self.batch, self.weight = model, batch, weight
+        self.runtime, self.scaler, self.dist, self.last_of_update = runtime, scaler, dist, last_of_update
+
+    def zeros(self) -> torch.Tensor:
+        hidden = unwrap(self.model).get_input_embeddings().embedding_dim
+        return torch.zeros(*self.batch["input_ids"].shape, hidden, device=self.batch["input_ids"].device)
+
+    def token_mask(self) -> torch.Tensor:
+        return self.batch["attention_mask"].unsqueeze(-1).float()
+
+    def _loss(self) -> torch.Tensor:
+        with self.runtime.autocast():
+            return self.model(**self.batch).loss
+
+    def backward(self, delta: Optional[torch.Tensor], *, scale: float = 1.0, last: bool = True) -> torch.Tensor:
+        with self.dist.no_sync(self.model, last and self.last_of_update), perturbed_embeddings(self.model, delta):
+            loss = self._loss()
+            self.scaler.scale(loss * self.weight * scale).backward()
+        return loss.detach()
+
+    def delta_grad(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        delta = delta.detach().requires_grad_()
+        with self.dist.no_sync(self.model, False), perturbed_embeddings(self.model, delta):
+            loss = self._loss()
+            (grad,) = torch.autograd.grad(loss, delta)
+        return loss.detach(), grad
+
+
+def _with_last(batches: Iterator[list]) -> Iterator[tuple[list, bool]]:
+    """Each batch with whether it is the epoch's last (streamed epochs have no length to check)."""
+    previous = next(batches, None)
+    for batch in batches:
+        yield previous, False
+        previous = batch
+    if previous is not None:
+        yield previous, True
+
+
 def fit(
     model: torch.nn.Module,
-    features: Sequence[Feature],
+    batches: BatchSource,
     *,
+    collate: Callable[[Sequence[Any], int], dict[str, torch.Tensor]],
     trainer: TrainerConfig,
     optimizer_cfg: OptimizerConfig,
     scheduler_cfg: SchedulerConfig,
     runtime: Runtime,
-    seed: int,
-    pad_id: int,
     evaluate: Callable[[torch.nn.Module], dict[str, Any]],
+    adversarial: AdversarialConfig = AdversarialConfig(),
+    dist: Distributed = Distributed(),
+    checkpoint_dir: Optional[Path] = None,
+    resume: bool = False,
     on_log: Callable[[dict[str, Any]], None] = lambda record: None,
     progress: Progress = SilentProgress(),
 ) -> TrainState:
-    """Train `model` in place on `features`; on return it holds the best weights seen."""
+    """Train `model` in place on `batches`; on return it holds the best weights seen.
+
+    collate(features, epoch) builds one micro-batch. With resume, the state in checkpoint_dir is
+    restored first and the epoch continues after the last checkpointed update.
+    """
     model.to(runtime.device)
     optimizer = build_optimizer(model, optimizer_cfg)
-    total = total_updates(len(features), trainer)
+    total = total_updates(batches.batches_per_epoch, trainer)
     scheduler = build_scheduler(optimizer, scheduler_cfg, total)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
-    forward = torch.compile(model) if trainer.compile else model
-    lengths = [len(f.input_ids) for f in features]
+    method = METHODS.get(adversarial.name.value)
+    trained = dist.wrap(model, runtime.device)
+    forward = torch.compile(trained) if trainer.compile else trained
     state, best = TrainState(), {}
-    running_loss, running_batches, evaluated_at, evaluation_seconds = 0.0, 0, -1, 0.0
+    position = {"epoch": 0, "batches_done": 0, "running_loss": 0.0, "running_batches": 0, "evaluated_at": -1, "evaluation_seconds": 0.0}
+    if resume:
+        saved = load_checkpoint(checkpoint_dir)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        state = TrainState(**saved["state"])
+        best = {"weights": saved["best_weights"]} if saved["best_weights"] is not None else {}
+        position.update(saved["position"])
+        restore_rng_states(saved["rng"])
+        log.info("resumed at update %d (epoch %d, batch %d)", state.step, position["epoch"], position["batches_done"])
+
+    def write_checkpoint(epoch: int, batches_done: int) -> None:
+        if dist.is_main:
+            save_checkpoint(checkpoint_dir, {
+                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "state": asdict(state), "best_weights": best.get("weights"), "rng": rng_states(),
+                "position": {**position, "epoch": epoch, "batches_done": batches_done},
+            })
+        dist.barrier()
 
     def evaluate_now() -> bool:
-        nonlocal evaluated_at, evaluation_seconds
-        evaluated_at = state.step
         started_evaluation = time.perf_counter()
         metrics = evaluate(model)
-        evaluation_seconds += time.perf_counter() - started_evaluation
+        position["evaluated_at"] = state.step
+        position["evaluation_seconds"] += time.perf_counter() - started_evaluation
         record = _record_evaluation(state, model, metrics, trainer, best)
         on_log({"split": "validation", **record})
         log.info("eval step=<%d> %s=<%.4f> best=<%.4f>", state.step, trainer.metric, record[trainer.metric], state.best_metric)
@@ -127,22 +208,32 @@ def fit(
         return trainer.patience is not None and state.stale_evaluations >= trainer.patience
 
     progress.start("train", total)
-    started = time.perf_counter()
+    progress.advance(state.step)
+    # throughput counts training only: evaluations are timed apart, and a resumed run adds its earlier time
+    started = time.perf_counter() - state.train_seconds - position["evaluation_seconds"]
     model.train()
     optimizer.zero_grad(set_to_none=True)
     stop = False
-    for epoch in range(math.ceil(total / updates_per_epoch(len(features), trainer))):
+    epoch = position["epoch"]
+    while not stop and state.step < total and (trainer.max_steps or epoch < trainer.epochs):
         state.epoch = epoch
-        batches = train_batches(lengths, trainer.batch_size, seed=seed, epoch=epoch, grouped=trainer.batching == Batching.length_grouped)
-        for position, indices in enumerate(batches):
-            batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate([features[i] for i in indices], pad_id).items()}
-            with runtime.autocast():
-                loss = forward(**batch).loss
-            scaler.scale(loss / trainer.grad_accum_steps).backward()
-            running_loss += loss.item()
-            running_batches += 1
-            state.train_samples += len(indices)
-            if (position + 1) % trainer.grad_accum_steps and position + 1 != len(batches):
+        skip = position["batches_done"] if epoch == position["epoch"] else 0
+        index = -1
+        for index, (global_batch, last_in_epoch) in enumerate(_with_last(batches.epoch(epoch))):
+            if index < skip:
+                continue
+            mine = dist.shard(global_batch)
+            if not mine:
+                continue
+            batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate(mine, epoch).items()}
+            units = batch["labels"].ne(IGNORE_INDEX).sum()
+            end_of_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
+            weight = units / dist.all_sum(units.clone()).clamp_min(1) * dist.world_size / trainer.grad_accum_steps
+            step = _MicroStep(forward, batch, weight, runtime=runtime, scaler=scaler, dist=dist, last_of_update=end_of_update)
+            position["running_loss"] += method(step, adversarial).item()
+            position["running_batches"] += 1
+            state.train_samples += len(global_batch)
+            if not end_of_update:
                 continue
             if trainer.max_grad_norm:
                 scaler.unscale_(optimizer)
@@ -152,23 +243,26 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             state.step += 1
-            progress.advance(1, loss=running_loss / running_batches)
+            mean_loss = position["running_loss"] / position["running_batches"]
             if state.step % trainer.log_every_steps == 0 or state.step == total:
-                on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": running_loss / running_batches, "lr": scheduler.get_last_lr()[0]})
-                running_loss, running_batches = 0.0, 0
+                on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+                position["running_loss"], position["running_batches"] = 0.0, 0
             if trainer.eval_every_steps and state.step % trainer.eval_every_steps == 0:
                 stop = evaluate_now()
+            if checkpoint_dir is not None and trainer.checkpoint_every_steps and state.step % trainer.checkpoint_every_steps == 0:
+                state.train_seconds = time.perf_counter() - started - position["evaluation_seconds"]
+                write_checkpoint(epoch, index + 1)
+            progress.advance(1, loss=mean_loss)
             if stop or state.step >= total:
                 break
-        if not stop and evaluated_at != state.step and (not trainer.eval_every_steps or state.step >= total):
+        if index < 0:
+            raise FmtoolError("the training data gave no batches: is the training file empty?")
+        if not stop and position["evaluated_at"] != state.step and (not trainer.eval_every_steps or state.step >= total):
             stop = evaluate_now()
-        if stop or state.step >= total:
-            break
+        epoch += 1
     state.stopped_early = stop
-    # throughput counts training only: evaluations are timed apart
-    state.train_seconds = time.perf_counter() - started - evaluation_seconds
+    state.train_seconds = time.perf_counter() - started - position["evaluation_seconds"]
     progress.stop()
     if best:
         model.load_state_dict(best["weights"])
     return state
-

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fmtool.config.schema import Precision, TrainerConfig
@@ -13,7 +15,8 @@ _DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # under torchrun each rank owns the GPU of its LOCAL_RANK
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -1,0 +1,45 @@
+"""What every training recipe does around the loop: seeding, device placement, freezing, figures."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmtool.config.schema import TrainConfig
+from fmtool.inference import Runtime
+from fmtool.trainer.freeze import apply_freeze
+from fmtool.trainer.loop import TrainState
+from fmtool.trainer.runtime import resolve_runtime
+
+log = logging.getLogger(__name__)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, int]:
+    """Freeze, enable gradient checkpointing, move to the device: (runtime, trainable parameters)."""
+    trainable = apply_freeze(model, cfg.trainer.freeze, cfg.trainer.freeze_layers)
+    if cfg.trainer.gradient_checkpointing:
+        # non-reentrant checkpointing is the variant that works with DDP and frozen inputs
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    runtime = resolve_runtime(cfg.trainer)
+    model.to(runtime.device)
+    log.info("device=<%s> autocast=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, trainable)
+    return runtime, trainable
+
+
+def training_figures(state: TrainState, cfg: TrainConfig, trainable: int, world_size: int) -> dict[str, Any]:
+    return {
+        "updates": state.step, "epochs_started": state.epoch + 1, "samples": state.train_samples,
+        "seconds": round(state.train_seconds, 2), "samples_per_second": round(state.train_samples / max(state.train_seconds, 1e-9), 2),
+        "best_step": state.best_step, "best_metric": {cfg.trainer.metric: state.best_metric}, "stopped_early": state.stopped_early,
+        "trainable_parameters": trainable, "adversarial": cfg.adversarial.name.value, "processes": world_size,
+    }

@@ -1,0 +1,173 @@
+"""Resume, re-fine-tuning, adversarial training, gradient checkpointing and data-parallel training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fmtool.adversarial import METHODS, attack, project, unit_direction
+from fmtool.config.schema import AdversarialConfig, AdversarialName
+from fmtool.errors import FmtoolError
+from fmtool.pipeline import run_training
+from fmtool.predict import LoadedRun
+from fmtool.runs import FAILED, RunDir
+from fmtool.trainer.checkpoint import load_checkpoint
+from tests.conftest import OVERFIT, REPO, fmtool_cli, tiny_config, train_tiny
+
+SHORT = ["trainer.max_steps=8", "trainer.eval_every_steps=4", "trainer.batch_size=4", "dataset.max_train_examples=24", "audit=none"]
+
+
+class StopAfter:
+    """A progress display that interrupts training after `updates` updates, like Ctrl-C or a preemption."""
+
+    def __init__(self, updates: int) -> None:
+        self.updates, self.seen = updates, 0
+
+    def start(self, description, total):
+        pass
+
+    def advance(self, n=1, **fields):
+        self.seen += n if "loss" in fields else 0  # training updates report their loss; evaluation batches do not
+        if self.seen >= self.updates:
+            raise KeyboardInterrupt
+
+    def stop(self):
+        pass
+
+
+def _weights(run: RunDir) -> dict[str, torch.Tensor]:
+    return LoadedRun.load(run.path).model.state_dict()
+
+
+def _logged(run: RunDir) -> list[dict]:
+    return [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
+    overrides = [*SHORT, "trainer.checkpoint_every_steps=3"]
+    straight, expected = train_tiny(tmp_path / "straight", "ner", *overrides)
+    cfg = tiny_config("ner", *overrides)
+    stopped = RunDir.create(tmp_path / "stopped", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, stopped, StopAfter(5))
+    assert stopped.status()["state"] == FAILED and load_checkpoint(stopped.checkpoint_dir)["state"]["step"] == 3
+    resumed = run_training(stopped.load_config(), RunDir.reopen(stopped.path), resume=True)
+    assert resumed["after"] == expected["after"]
+    assert resumed["train"]["updates"] == 8 and resumed["train"]["samples"] == expected["train"]["samples"]
+    assert _logged(stopped) == _logged(straight)
+    straight_weights, resumed_weights = _weights(straight), _weights(stopped)
+    assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
+
+
+def test_resume_refuses_complete_runs_and_runs_without_checkpoints(tmp_path, ner_run):
+    run, _ = ner_run
+    result = fmtool_cli("resume", str(run.path))
+    assert result.returncode == 2 and "already complete" in result.stderr
+    cfg = tiny_config("ner", *SHORT)
+    stopped = RunDir.create(tmp_path / "no_checkpoint", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, stopped, StopAfter(2))
+    result = fmtool_cli("resume", str(stopped.path))
+    assert result.returncode == 2 and "no checkpoint to resume from" in result.stderr
+
+
+def test_re_fine_tuning_keeps_the_label_map_and_extends_it(tmp_path, ner_run, caplog):
+    run, first = ner_run
+    start = [f"model.name={run.model_dir}", "model.random_init=false", "model.tokenizer=null"]
+    # same data: the kept head scores like the model it came from before any update
+    _, again = train_tiny(tmp_path / "again", "ner", *start, "trainer.max_steps=1", "optimizer.lr=1e-9", "dataset.validation_file=train.conll",
+                          "dataset.max_train_examples=24", "dataset.max_eval_examples=24", "audit=none")
+    assert again["labels"] == first["labels"] and again["inherited_labels"] == first["labels"]
+    assert again["before"]["validation"]["f1"] == first["after"]["validation"]["f1"] == 1.0
+    new_data = tmp_path / "new.conll"
+    new_data.write_text("Fmtool B-PROD\nhelps O\nPeter B-PER\n\nUse O\nFmtool B-PROD\nSuite I-PROD\n")
+    _, extended = train_tiny(tmp_path / "extended", "ner", *start, f"dataset.data_dir={tmp_path}", "dataset.train_file=new.conll",
+                             "dataset.validation_file=new.conll", "audit=none")
+    assert extended["labels"] == [*first["labels"], "B-PROD", "I-PROD"]
+    assert "the new data adds B-PROD, I-PROD" in caplog.text
+
+
+def test_adversarial_perturbations_stay_in_the_epsilon_ball():
+    grad, mask = torch.randn(3, 5, 4), torch.ones(3, 5, 1)
+    mask[0, 3:] = 0
+    direction = unit_direction(grad, mask)
+    assert torch.allclose(direction.flatten(1).norm(dim=1), torch.ones(3)) and direction[0, 3:].abs().sum() == 0
+    assert torch.allclose(project(5 * direction, 2.0).flatten(1).norm(dim=1), torch.full((3,), 2.0))
+    assert torch.allclose(project(0.5 * direction, 2.0), 0.5 * direction)
+    assert set(METHODS.names()) == {name.value for name in AdversarialName}
+
+
+ADVERSARIAL_RUN = [*OVERFIT["classification"], "adversarial.epsilon=0.05", "audit=none"]
+
+
+@pytest.fixture(scope="module")
+def plain_weights(tmp_path_factory):
+    run, _ = train_tiny(tmp_path_factory.mktemp("plain"), "classification", *ADVERSARIAL_RUN)
+    return _weights(run)
+
+
+@pytest.mark.parametrize("method", ["fgm", "pgd", "freelb"])
+def test_adversarial_training_learns_under_each_method(tmp_path, method, plain_weights):
+    run, results = train_tiny(tmp_path, "classification", *ADVERSARIAL_RUN, f"adversarial={method}")
+    assert results["train"]["adversarial"] == method
+    assert results["after"]["validation"]["accuracy"] >= 0.9
+    trained = _weights(run)
+    assert any(not torch.allclose(plain_weights[k], trained[k]) for k in trained)
+
+
+def test_pgd_attack_lowers_a_trained_classifiers_accuracy(classification_run):
+    from fmtool.dataset.batching import collate
+
+    loaded = LoadedRun.load(classification_run[0].path)
+    examples = classification_run[0].load_split("validation")
+    features = loaded.task.encode(examples, loaded.tokenizer, {l: i for i, l in enumerate(loaded.labels)}, loaded.cfg.trainer)
+    batch = collate(features, loaded.tokenizer.pad_token_id)
+    model = loaded.model.eval()
+    embeddings = model.get_input_embeddings()
+    zeros = torch.zeros(*batch["input_ids"].shape, embeddings.embedding_dim)
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+
+    def loss_with(delta):
+        from fmtool.adversarial import perturbed_embeddings
+
+        with perturbed_embeddings(model, delta):
+            return model(**batch).loss
+
+    def accuracy(delta):
+        from fmtool.adversarial import perturbed_embeddings
+
+        with torch.no_grad(), perturbed_embeddings(model, delta):
+            return (model(**batch).logits.argmax(-1) == batch["labels"]).float().mean().item()
+
+    delta = attack(loss_with, zeros, mask, epsilon=3.0, step_size=1.0, steps=5)
+    assert accuracy(None) == 1.0 and accuracy(delta) < 0.9
+    assert (delta.flatten(1).norm(dim=1) <= 3.0 + 1e-4).all()
+
+
+def test_gradient_checkpointing_gives_the_same_training(tmp_path):
+    same = [*SHORT, "model.dropout=0.0", "trainer.max_steps=3"]
+    _, plain = train_tiny(tmp_path / "plain", "classification", *same)
+    _, checkpointed = train_tiny(tmp_path / "checkpointed", "classification", *same, "trainer.gradient_checkpointing=true")
+    assert checkpointed["after"]["validation"]["accuracy"] == plain["after"]["validation"]["accuracy"]
+    assert checkpointed["train"]["best_metric"] == pytest.approx(plain["train"]["best_metric"])
+
+
+def test_two_process_data_parallel_matches_one_process(tmp_path):
+    # NER: the ranks' halves of a batch hold different numbers of labelled tokens, and 29 examples leave a 5-example last batch
+    common = ["+task=ner", "debug=tiny", "model.dropout=0.0", "trainer.max_steps=4", "trainer.batch_size=8",
+              "dataset.max_train_examples=29", "audit=none"]
+    single = subprocess.run([sys.executable, "-m", "fmtool", "train", *common, f"hydra.run.dir={tmp_path / 'one'}"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "fmtool", "train", *common]
+    double = subprocess.run([*launch, f"hydra.run.dir={tmp_path / 'two'}"], capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = RunDir.open(tmp_path / "one"), RunDir.open(tmp_path / "two")
+    assert two.load_results()["train"]["processes"] == 2 and two.load_results()["train"]["samples"] == one.load_results()["train"]["samples"]
+    weights_one, weights_two = _weights(one), _weights(two)
+    assert all(torch.allclose(weights_one[k], weights_two[k], atol=1e-5) for k in weights_one)
