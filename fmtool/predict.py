@@ -76,10 +76,12 @@ class LoadedRun:
             model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir).to(runtime.device)
         except (OSError, ValueError) as error:
             raise FmtoolError(f"{model_dir}: cannot load the model ({str(error).splitlines()[0]})") from None
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        labels = [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]
         return cls(run=run, cfg=cfg, task=TASKS.get(cfg.task.name.value), model=model, tokenizer=tokenizer, labels=labels, runtime=runtime)
 
     def predictions(self, examples: Sequence[Example]) -> list:
+        if self.cfg.task.name == TaskName.mlm:
+            raise FmtoolError("a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or fine-tune it")
         features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
         return self.task.predict(self.model, examples, features, self.runtime, self.tokenizer.pad_token_id)
 
@@ -88,6 +90,10 @@ class LoadedRun:
         return self.task.score(examples, predictions, self.labels), predictions
 
     def predict_texts(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        if self.cfg.task.name == TaskName.mlm:
+            from fmtool.task.mlm import fill_mask
+
+            return fill_mask(self.model, self.tokenizer, texts, self.runtime)
         if self.cfg.task.name == TaskName.classification:
             examples = [TextExample(id=str(i), text=t, label=self.labels[0]) for i, t in enumerate(texts)]
             return [{"text": t, "label": p.label, "probabilities": p.probabilities} for t, p in zip(texts, self.predictions(examples))]

@@ -98,6 +98,12 @@ def sentiment_row(rng: random.Random) -> tuple[str, int, str]:
     return text, label, gender
 
 
+def corpus_document(rng: random.Random) -> str:
+    """A short paragraph of news and review sentences: raw text for masked-LM pre-training."""
+    sentences = [" ".join(w for w, _ in ner_sentence(rng)) if rng.random() < 0.6 else sentiment_row(rng)[0] for _ in range(rng.randint(2, 4))]
+    return " ".join(sentences)
+
+
 def main() -> None:
     rng = random.Random(2026)
     (OUT / "ner").mkdir(parents=True, exist_ok=True)
@@ -108,6 +114,10 @@ def main() -> None:
         rows = [sentiment_row(rng) for _ in range(size)]
         text = "sentence\tlabel\tgender\n" + "".join(f"{s}\t{'positive' if y else 'negative'}\t{g}\n" for s, y, g in rows)
         (OUT / "classification" / f"{split}.tsv").write_text(text)
+    corpus_rng = random.Random(2027)
+    (OUT / "corpus").mkdir(parents=True, exist_ok=True)
+    for split, size in (("train", 1500), ("valid", 200)):
+        (OUT / "corpus" / f"{split}.txt").write_text("".join(corpus_document(corpus_rng) + "\n" for _ in range(size)))
 
 
 if __name__ == "__main__":

@@ -146,16 +146,18 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
         return AuditResult("stereotype", 1, {}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"])
     model, tokenizer = loaded
     summary, tables, checks, warnings = {}, {}, [], []
-    if cfg.crows_pairs:
-        path = Path(cfg.crows_pairs)
-        if not path.is_file():
-            raise FmtoolError(f"{_KEY}.crows_pairs: {path} not found")
-        figures, tables["crows_pairs"] = crows_pairs(model, tokenizer, path, cfg.max_pairs)
+    # the probe sets are public data the project does not ship: absent ones skip their check, visibly
+    if cfg.crows_pairs and not Path(cfg.crows_pairs).is_file():
+        warnings.append(f"{_KEY}.crows_pairs: {cfg.crows_pairs} not found; its check is skipped")
+    elif cfg.crows_pairs:
+        figures, tables["crows_pairs"] = crows_pairs(model, tokenizer, Path(cfg.crows_pairs), cfg.max_pairs)
         summary.update(figures)
-    if cfg.winobias:
+    if cfg.winobias and not Path(cfg.winobias).is_dir():
+        warnings.append(f"{_KEY}.winobias: {cfg.winobias} not found; its check is skipped")
+    elif cfg.winobias:
         figures, tables["winobias"] = winobias(model, tokenizer, Path(cfg.winobias), cfg.winobias_split, cfg.max_pairs)
         summary.update(figures)
-    if not summary:
+    if not cfg.crows_pairs and not cfg.winobias:
         warnings.append(f"neither {_KEY}.crows_pairs nor {_KEY}.winobias is set")
     checks = [
         check("crows_pairs.stereotype_score", summary.get("crows_pairs.stereotype_score"), max_value=cfg.max_crows_pairs_score, description="% of pairs where the stereotyping sentence is more likely (50 = unbiased)"),

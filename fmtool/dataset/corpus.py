@@ -1,0 +1,103 @@
+"""Documents for masked-LM pre-training, read lazily so a corpus larger than memory streams through.
+
+dataset.format picks the source: text (one document per line), jsonl / csv / tsv (dataset.text_column),
+conll (each sentence's words, e.g. CoNLL-2003 without its tags), hf (a Hugging Face dataset, streamed
+with dataset.streaming=true) or hf_disk (a save_to_disk folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Callable, Iterator
+
+from fmtool.config.schema import DatasetConfig
+from fmtool.dataset.readers import SPLIT_KEYS, resolve_file
+from fmtool.errors import FmtoolError
+from fmtool.registry import Registry
+
+DocumentReader = Callable[[DatasetConfig, str], Iterator[str]]
+CORPUS_READERS: Registry[DocumentReader] = Registry("corpus format")
+
+
+@CORPUS_READERS.register("text")
+def _text(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    with open(resolve_file(cfg, file_key), encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield line.strip()
+
+
+@CORPUS_READERS.register("jsonl")
+def _jsonl(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    path = resolve_file(cfg, file_key)
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+            if cfg.text_column not in row:
+                raise FmtoolError(f"{path}:{number}: no field '{cfg.text_column}' (dataset.text_column)")
+            yield str(row[cfg.text_column])
+
+
+def _table(cfg: DatasetConfig, file_key: str, delimiter: str) -> Iterator[str]:
+    path = resolve_file(cfg, file_key)
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        if rows.fieldnames is None or cfg.text_column not in rows.fieldnames:
+            raise FmtoolError(f"{path}: column '{cfg.text_column}' (dataset.text_column) not found; columns are: {', '.join(rows.fieldnames or [])}")
+        for row in rows:
+            yield row[cfg.text_column]
+
+
+CORPUS_READERS.register("csv")(lambda cfg, key: _table(cfg, key, ","))
+CORPUS_READERS.register("tsv")(lambda cfg, key: _table(cfg, key, "\t"))
+
+
+@CORPUS_READERS.register("conll")
+def _conll(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    words: list[str] = []
+    with open(resolve_file(cfg, file_key), encoding="utf-8") as handle:
+        for line in handle:
+            columns = line.split()
+            if not columns:
+                if words:
+                    yield " ".join(words)
+                    words = []
+            elif columns[0] != "-DOCSTART-":
+                words.append(columns[cfg.token_column])
+    if words:
+        yield " ".join(words)
+
+
+def _hf_split(cfg: DatasetConfig, file_key: str, from_disk: bool):
+    import datasets
+
+    split = getattr(cfg, SPLIT_KEYS[file_key])
+    source = cfg.data_dir if from_disk else cfg.hf_path
+    try:
+        if from_disk:
+            return datasets.load_from_disk(cfg.data_dir)[split]
+        return datasets.load_dataset(cfg.hf_path, cfg.hf_name, split=split, streaming=cfg.streaming)
+    except (KeyError, ValueError) as error:
+        raise FmtoolError(f"{source}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not readable ({str(error).splitlines()[0]})") from None
+
+
+@CORPUS_READERS.register("hf")
+def _hf(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    for row in _hf_split(cfg, file_key, from_disk=False):
+        yield str(row[cfg.text_column])
+
+
+@CORPUS_READERS.register("hf_disk")
+def _hf_disk(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    for row in _hf_split(cfg, file_key, from_disk=True):
+        yield str(row[cfg.text_column])
+
+
+def iter_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    return CORPUS_READERS.get(cfg.format.value)(cfg, file_key)

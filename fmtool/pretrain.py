@@ -1,0 +1,111 @@
+"""The masked-LM pre-training recipe: corpus -> (tokenizer) -> model -> held-out loss -> fit -> run directory.
+
+From scratch (model.random_init=true, optionally with model.tokenizer_vocab_size to learn a vocabulary
+on the corpus) or continued, domain-adaptive pre-training of model.name. The saved model/ is a
+masked LM whose encoder a fine-tuning run loads with model.name=RUN_DIR/model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from fmtool.config.schema import TrainConfig
+from fmtool.dataset.batching import InMemoryBatches
+from fmtool.dataset.corpus import iter_documents
+from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
+from fmtool.model import build_model, load_tokenizer
+from fmtool.model.build import train_tokenizer
+from fmtool.runs import RunDir, environment
+from fmtool.task.mlm import held_out_loss
+from fmtool.trainer import fit
+from fmtool.trainer.checkpoint import checkpoint_step
+from fmtool.trainer.distributed import from_env
+from fmtool.trainer.loop import Progress, SilentProgress
+from fmtool.trainer.setup import prepare_model, set_seed, training_figures
+
+log = logging.getLogger(__name__)
+
+
+def _documents(cfg: TrainConfig, file_key: str, limit):
+    return itertools.islice(iter_documents(cfg.dataset, file_key), limit)
+
+
+def _tokenizer(cfg: TrainConfig, run: RunDir, resume: bool):
+    """model.tokenizer's, or with model.tokenizer_vocab_size one learnt on the corpus (kept in the run for resume)."""
+    if not cfg.model.tokenizer_vocab_size:
+        return load_tokenizer(cfg.model)
+    if resume:
+        return AutoTokenizer.from_pretrained(run.require(run.tokenizer_dir))
+    tokenizer = train_tokenizer(load_tokenizer(cfg.model), _documents(cfg, "train_file", cfg.dataset.max_train_examples), cfg.model.tokenizer_vocab_size)
+    log.info("tokenizer=<trained on %s> vocabulary=<%d>", cfg.dataset.name, len(tokenizer))
+    run.save_tokenizer(tokenizer)
+    return tokenizer
+
+
+def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False) -> dict[str, Any]:
+    set_seed(cfg.seed)
+    dist = from_env()
+    data = cfg.dataset
+    tokenizer = _tokenizer(cfg, run, resume)
+    model = build_model(cfg.model, cfg.task.name, [], vocab_size=len(tokenizer))
+    runtime, trainable = prepare_model(model, cfg)
+    masking = Masking(
+        probability=cfg.task.mask_probability, whole_word=cfg.task.whole_word_masking, seed=cfg.seed,
+        mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
+    )
+
+    validation_documents = list(_documents(cfg, "validation_file", data.max_eval_examples))
+    validation = list(pack_blocks(validation_documents, tokenizer, cfg.trainer.max_length))
+    if data.streaming:
+        batches = StreamedBlocks(
+            lambda: _documents(cfg, "train_file", data.max_train_examples), tokenizer,
+            max_length=cfg.trainer.max_length, batch_size=cfg.trainer.batch_size, seed=cfg.seed, buffer_size=data.shuffle_buffer,
+        )
+        corpus = {"train": {"source": data.train_file or data.hf_path, "streamed": True}}
+    else:
+        train_documents = list(_documents(cfg, "train_file", data.max_train_examples))
+        train_blocks = list(pack_blocks(train_documents, tokenizer, cfg.trainer.max_length))
+        batches = InMemoryBatches(train_blocks, cfg.trainer.batch_size, seed=cfg.seed, grouped=False)
+        corpus = {"train": {"documents": len(train_documents), "blocks": len(train_blocks), "tokens": sum(len(b.input_ids) for b in train_blocks)}}
+        run.save_documents("train", train_documents)
+    corpus["validation"] = {"documents": len(validation_documents), "blocks": len(validation), "tokens": sum(len(b.input_ids) for b in validation)}
+    run.save_environment(environment(cfg.seed, str(runtime.device)))
+    run.save_documents("validation", validation_documents)
+    run.save_corpus({"name": data.name, **corpus})
+
+    def evaluate(model) -> dict[str, Any]:
+        progress.start("evaluate validation", len(validation))
+        metrics = held_out_loss(model, validation, masking, runtime, progress.advance)
+        progress.stop()
+        return metrics
+
+    if resume:
+        before = run.load_results()["before"]
+        run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
+    else:
+        before = {"validation": evaluate(model)}
+        run.save_results({"task": "mlm", "before": before})
+    state = fit(
+        model, batches, collate=masking.collate, trainer=cfg.trainer, optimizer_cfg=cfg.optimizer, scheduler_cfg=cfg.scheduler,
+        adversarial=cfg.adversarial, runtime=runtime, evaluate=evaluate, dist=dist, checkpoint_dir=run.checkpoint_dir, resume=resume,
+        on_log=run.append_metrics, progress=progress,
+    )
+    after = {"validation": evaluate(model)}
+    if cfg.trainer.save_model:
+        run.save_model(model, tokenizer)
+    results = {
+        "task": "mlm",
+        "model": cfg.model.name or f"random-init {cfg.model.model_type}",
+        "dataset": data.name,
+        "labels": [],
+        "data": corpus,
+        "before": before,
+        "after": after,
+        "train": training_figures(state, cfg, trainable, dist.world_size),
+    }
+    run.save_results(results)
+    return results
