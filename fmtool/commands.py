@@ -35,6 +35,8 @@ def eval_command(args: argparse.Namespace) -> int:
     from fmtool.task.base import headline
 
     loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size)
+    if loaded.cfg.task.name.value == "mlm":
+        return _eval_masked_lm(loaded, args)
     if args.file is not None:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
         dataset = replace(loaded.cfg.dataset, format=DataFormat(fmt), data_dir=None, train_file=str(args.file))
@@ -48,6 +50,28 @@ def eval_command(args: argparse.Namespace) -> int:
     out = loaded.run.path / "eval" / f"{name}.json"
     write_json(out, {"source": str(args.file or name), "examples": len(examples), "metrics": metrics})
     print_metrics(f"{loaded.run.path} · {name} ({len(examples)} examples)", metrics)
+    print(json.dumps(headline(metrics)))
+    return 0
+
+
+def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
+    """Held-out masked-LM loss and perplexity on the run's validation documents or a text file (one per line)."""
+    from fmtool.dataset.mlm import Masking, pack_blocks
+    from fmtool.report.console import print_metrics
+    from fmtool.runs import write_json
+    from fmtool.task.base import headline
+    from fmtool.task.mlm import held_out_loss
+
+    path = args.file or loaded.run.path / "data" / f"{args.split or 'validation'}.txt"
+    if not Path(path).is_file():
+        raise FmtoolError(f"eval: {path} not found")
+    documents = [line.strip() for line in open(path, encoding="utf-8") if line.strip()]
+    tokenizer, cfg = loaded.tokenizer, loaded.cfg
+    masking = Masking(cfg.task.mask_probability, cfg.task.whole_word_masking, cfg.seed, tokenizer.mask_token_id, len(tokenizer), tokenizer.pad_token_id)
+    metrics = held_out_loss(loaded.model, list(pack_blocks(documents, tokenizer, cfg.trainer.max_length)), masking, loaded.runtime)
+    name = Path(path).stem
+    write_json(loaded.run.path / "eval" / f"{name}.json", {"source": str(path), "documents": len(documents), "metrics": metrics})
+    print_metrics(f"{loaded.run.path} · {name} ({len(documents)} documents)", metrics)
     print(json.dumps(headline(metrics)))
     return 0
 

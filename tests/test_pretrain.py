@@ -123,3 +123,21 @@ def test_masked_lm_run_report_carries_the_stereotype_audit(mlm_run, tmp_path):
     report = audit_loaded(loaded, {"stereotype": {"crows_pairs": str(tmp_path / "absent.csv"), "winobias": None}}, tmp_path)
     [entry] = report["audits"]
     assert entry["name"] == "stereotype" and "absent.csv not found" in " ".join(entry["warnings"])
+
+
+def test_corpus_from_a_saved_hugging_face_dataset(tmp_path):
+    import datasets
+
+    part = datasets.Dataset.from_dict({"content": ["a first document", "a second one"]})
+    datasets.DatasetDict({"train": part}).save_to_disk(str(tmp_path))
+    cfg = DatasetConfig(name="t", format=DataFormat.hf_disk, data_dir=str(tmp_path), text_column="content")
+    assert list(iter_documents(cfg, "train_file")) == ["a first document", "a second one"]
+
+
+def test_eval_of_a_masked_lm_run_reproduces_its_held_out_loss(mlm_run):
+    from tests.conftest import fmtool_cli
+
+    run, results = mlm_run
+    result = fmtool_cli("eval", str(run.path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["loss"] == pytest.approx(results["after"]["validation"]["loss"], rel=1e-5)

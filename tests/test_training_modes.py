@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from fmtool.adversarial import METHODS, attack, project, unit_direction
-from fmtool.config.schema import AdversarialConfig, AdversarialName
-from fmtool.errors import FmtoolError
+from fmtool.config.schema import AdversarialName
 from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun
 from fmtool.runs import FAILED, RunDir
