@@ -20,7 +20,7 @@ from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import train_tokenizer
 from fmtool.runs import RunDir, environment
-from fmtool.task.mlm import held_out_loss
+from fmtool.task.mlm import MaskedPositionsLM, held_out_loss
 from fmtool.trainer import fit
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
@@ -77,7 +77,8 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     run.save_documents("validation", validation_documents)
     run.save_corpus({"name": data.name, **corpus})
 
-    def evaluate(model) -> dict[str, Any]:
+    def evaluate(*_trained) -> dict[str, Any]:
+        """Held-out loss of `model` (fit passes its wrapper, which shares the weights)."""
         progress.start("evaluate validation", len(validation))
         metrics = held_out_loss(model, validation, masking, runtime, progress.advance)
         progress.stop()
@@ -87,14 +88,14 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         before = run.load_results()["before"]
         run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
     else:
-        before = {"validation": evaluate(model)}
+        before = {"validation": evaluate()}
         run.save_results({"task": "mlm", "before": before})
     state = fit(
-        model, batches, collate=masking.collate, trainer=cfg.trainer, optimizer_cfg=cfg.optimizer, scheduler_cfg=cfg.scheduler,
+        MaskedPositionsLM(model), batches, collate=masking.collate, trainer=cfg.trainer, optimizer_cfg=cfg.optimizer, scheduler_cfg=cfg.scheduler,
         adversarial=cfg.adversarial, runtime=runtime, evaluate=evaluate, dist=dist, checkpoint_dir=run.checkpoint_dir, resume=resume,
         on_log=run.append_metrics, progress=progress,
     )
-    after = {"validation": evaluate(model)}
+    after = {"validation": evaluate()}
     if cfg.trainer.save_model:
         run.save_model(model, tokenizer)
     results = {

@@ -141,3 +141,14 @@ def test_eval_of_a_masked_lm_run_reproduces_its_held_out_loss(mlm_run):
     result = fmtool_cli("eval", str(run.path))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["loss"] == pytest.approx(results["after"]["validation"]["loss"], rel=1e-5)
+
+
+def test_loss_from_masked_positions_only_equals_the_full_forward(tokenizer):
+    from fmtool.config.schema import TaskName
+    from fmtool.model import build_model
+    from fmtool.task.mlm import MaskedPositionsLM
+
+    model = build_model(tiny_config("mlm").model, TaskName.mlm, [], vocab_size=len(tokenizer)).eval()
+    blocks = list(pack_blocks(["the quick brown fox jumps over the lazy dog"] * 40, tokenizer, 32))
+    batch = Masking(0.15, False, 1, tokenizer.mask_token_id, len(tokenizer), tokenizer.pad_token_id).collate(blocks, 0)
+    assert MaskedPositionsLM(model)(**batch).loss.item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)

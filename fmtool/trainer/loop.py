@@ -87,13 +87,15 @@ def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
 
 
-def _record_evaluation(state: TrainState, model, metrics: dict[str, Any], cfg: TrainerConfig, best: dict) -> dict[str, Any]:
+def _record_evaluation(state: TrainState, model, metrics: dict[str, Any], cfg: TrainerConfig, best: dict, *, final: bool) -> dict[str, Any]:
     if cfg.metric not in metrics:
         raise FmtoolError(_UNKNOWN_METRIC.format(cfg.metric, ", ".join(headline(metrics))))
     value = metrics[cfg.metric]
     if _improved(value, state.best_metric, cfg.greater_is_better):
         state.best_metric, state.best_step, state.stale_evaluations = value, state.step, 0
-        best["weights"] = _cpu_copy(model)
+        best.clear()
+        if not final:  # after the last evaluation the model in memory is the best: a copy would only cost memory
+            best["weights"] = _cpu_copy(model)
     else:
         state.stale_evaluations += 1
     record = {"step": state.step, "epoch": state.epoch, **headline(metrics)}
@@ -201,7 +203,7 @@ def fit(
         metrics = evaluate(model)
         position["evaluated_at"] = state.step
         position["evaluation_seconds"] += time.perf_counter() - started_evaluation
-        record = _record_evaluation(state, model, metrics, trainer, best)
+        record = _record_evaluation(state, model, metrics, trainer, best, final=state.step >= total)
         on_log({"split": "validation", **record})
         log.info("eval step=<%d> %s=<%.4f> best=<%.4f>", state.step, trainer.metric, record[trainer.metric], state.best_metric)
         model.train()
