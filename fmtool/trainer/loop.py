@@ -106,9 +106,11 @@ def _record_evaluation(state: TrainState, model, metrics: dict[str, Any], cfg: T
 class _MicroStep:
     """adversarial.MicroStep over one rank's part of one micro-batch."""
 
-    def __init__(self, model, batch: dict[str, torch.Tensor], weight: torch.Tensor, *, runtime: Runtime, scaler, dist: Distributed, last_of_update: bool) -> None:
+    def __init__(self, model, batch: dict[str, torch.Tensor], weight: torch.Tensor, *, runtime: Runtime, scaler, dist: Distributed,
+                 last_of_update: bool, replicated: torch.nn.Module) -> None:
         self.model, self.batch, self.weight = model, batch, weight
         self.runtime, self.scaler, self.dist, self.last_of_update = runtime, scaler, dist, last_of_update
+        self.replicated = replicated  # the DDP module (not its compiled wrapper), which owns no_sync
 
     def zeros(self) -> torch.Tensor:
         hidden = unwrap(self.model).get_input_embeddings().embedding_dim
@@ -122,14 +124,14 @@ class _MicroStep:
             return self.model(**self.batch).loss
 
     def backward(self, delta: Optional[torch.Tensor], *, scale: float = 1.0, last: bool = True) -> torch.Tensor:
-        with self.dist.no_sync(self.model, last and self.last_of_update), perturbed_embeddings(self.model, delta):
+        with self.dist.no_sync(self.replicated, last and self.last_of_update), perturbed_embeddings(self.model, delta):
             loss = self._loss()
             self.scaler.scale(loss * self.weight * scale).backward()
         return loss.detach()
 
     def delta_grad(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         delta = delta.detach().requires_grad_()
-        with self.dist.no_sync(self.model, False), perturbed_embeddings(self.model, delta):
+        with self.dist.no_sync(self.replicated, False), perturbed_embeddings(self.model, delta):
             loss = self._loss()
             (grad,) = torch.autograd.grad(loss, delta)
         return loss.detach(), grad
@@ -225,13 +227,12 @@ def fit(
             if index < skip:
                 continue
             mine = dist.shard(global_batch)
-            if not mine:
-                continue
-            batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate(mine, epoch).items()}
-            units = batch["labels"].ne(IGNORE_INDEX).sum()
+            # a rank left without examples by a batch smaller than the world still joins every collective, with weight 0
+            batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate(mine or global_batch[:1], epoch).items()}
+            units = batch["labels"].ne(IGNORE_INDEX).sum() * bool(mine)
             end_of_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
             weight = units / dist.all_sum(units.clone()).clamp_min(1) * dist.world_size / trainer.grad_accum_steps
-            step = _MicroStep(forward, batch, weight, runtime=runtime, scaler=scaler, dist=dist, last_of_update=end_of_update)
+            step = _MicroStep(forward, batch, weight, runtime=runtime, scaler=scaler, dist=dist, last_of_update=end_of_update, replicated=trained)
             position["running_loss"] += method(step, adversarial).item()
             position["running_batches"] += 1
             state.train_samples += len(global_batch)
