@@ -26,6 +26,7 @@ import torch
 
 from fmtool.audit.base import AuditContext, AuditResult, check, register
 from fmtool.errors import FmtoolError
+from fmtool.task.mlm import lm_head
 
 _KEY = "audit.stereotype"
 _BRACKETS = re.compile(r"\[([^\]]+)\]")
@@ -52,6 +53,14 @@ def load_masked_lm(model_dir: Path):
     return model.eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
+def _logits_at(model, input_ids: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Vocabulary logits at one position per row; the LM head runs on those positions alone when it can."""
+    head = lm_head(model)
+    if head is None:
+        return model(input_ids=input_ids).logits[rows, columns]
+    return head(model.base_model(input_ids=input_ids).last_hidden_state[rows, columns])
+
+
 @torch.inference_mode()
 def pseudo_log_likelihood(model, tokenizer, ids: list[int], positions: list[int]) -> float:
     """Sum over `positions` of log P(token | sentence with that one token masked), in one batch."""
@@ -61,7 +70,7 @@ def pseudo_log_likelihood(model, tokenizer, ids: list[int], positions: list[int]
     rows = torch.arange(len(positions))
     columns = torch.tensor(positions)
     batch[rows, columns] = tokenizer.mask_token_id
-    logits = model(input_ids=batch.to(model.device)).logits[rows, columns].float()
+    logits = _logits_at(model, batch.to(model.device), rows, columns).float()
     targets = torch.tensor([ids[p] for p in positions], device=logits.device)
     return float(logits.log_softmax(-1)[torch.arange(len(positions)), targets].sum())
 
@@ -127,7 +136,7 @@ def winobias(model, tokenizer, folder: Path, split: str, max_pairs: Optional[int
             ids = tokenizer(pro_text.replace("{mask}", tokenizer.mask_token))["input_ids"]
             position = ids.index(tokenizer.mask_token_id)
             pro_id, anti_id = (tokenizer.convert_tokens_to_ids(w.lower()) for w in (pro_word, anti_word))
-            logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0, position]
+            logits = _logits_at(model, torch.tensor([ids], device=model.device), torch.tensor([0]), torch.tensor([position]))[0]
             preferred.append(bool(logits[pro_id] > logits[anti_id]))
         everything += preferred
         score = 100 * sum(preferred) / max(len(preferred), 1)
