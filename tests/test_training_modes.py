@@ -171,3 +171,14 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     assert two.load_results()["train"]["processes"] == 2 and two.load_results()["train"]["samples"] == one.load_results()["train"]["samples"]
     weights_one, weights_two = _weights(one), _weights(two)
     assert all(torch.allclose(weights_one[k], weights_two[k], atol=1e-5) for k in weights_one)
+
+
+def test_resume_command_completes_an_interrupted_run_and_audits_it(tmp_path):
+    cfg = tiny_config("classification", *SHORT[:-1], "trainer.checkpoint_every_steps=2", "audit=[bias]")
+    stopped = RunDir.create(tmp_path / "run", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, stopped, StopAfter(3))
+    result = fmtool_cli("resume", str(stopped.path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert RunDir.open(stopped.path).load_results()["train"]["updates"] == 8
+    assert (stopped.path / "report" / "report.json").is_file() and (stopped.path / "audit" / "bias.json").is_file()
