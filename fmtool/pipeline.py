@@ -24,7 +24,7 @@ from fmtool.report.report import build_report, write_report
 from fmtool.runs import COMPLETE, FAILED, RunDir, environment, write_json
 from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
-from fmtool.trainer import fit
+from fmtool.trainer.loop import fit
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress

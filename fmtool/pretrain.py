@@ -21,7 +21,7 @@ from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import train_tokenizer
 from fmtool.runs import RunDir, environment
 from fmtool.task.mlm import MaskedPositionsLM, held_out_loss
-from fmtool.trainer import fit
+from fmtool.trainer.loop import fit
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress

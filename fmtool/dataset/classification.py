@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from fmtool.dataset.examples import TextExample
+from fmtool.dataset.examples import TOKENIZE_CHUNK, TextExample
 
 
 @dataclass
@@ -17,17 +17,20 @@ class TextFeature:
 
 
 def encode_texts(examples: Sequence[TextExample], tokenizer, label2id: Optional[dict[str, int]], *, max_length: int) -> list[TextFeature]:
-    """Tokenise all texts in one call; inputs longer than max_length are truncated (longest first)."""
-    texts = [e.text for e in examples]
-    pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    type_ids = encoded.get("token_type_ids") if pairs is not None else None
-    return [
-        TextFeature(
-            input_ids=encoded["input_ids"][i],
-            token_type_ids=None if type_ids is None else type_ids[i],
-            label=None if label2id is None else label2id[e.label],
-            example_index=i,
-        )
-        for i, e in enumerate(examples)
-    ]
+    """Tokenise the texts in chunks; inputs longer than max_length are truncated (longest first)."""
+    features = []
+    for first in range(0, len(examples), TOKENIZE_CHUNK):
+        chunk = examples[first : first + TOKENIZE_CHUNK]
+        pairs = [e.text_pair for e in chunk] if chunk[0].text_pair is not None else None
+        encoded = tokenizer([e.text for e in chunk], pairs, truncation=True, max_length=max_length)
+        type_ids = encoded.get("token_type_ids") if pairs is not None else None
+        features += [
+            TextFeature(
+                input_ids=encoded["input_ids"][i],
+                token_type_ids=None if type_ids is None else type_ids[i],
+                label=None if label2id is None else label2id[e.label],
+                example_index=first + i,
+            )
+            for i, e in enumerate(chunk)
+        ]
+    return features

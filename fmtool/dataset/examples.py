@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+# examples per tokenizer call when encoding: the fast tokenizer's Encoding objects for a whole corpus at once
+# would cost more memory than training itself
+TOKENIZE_CHUNK = 1024
+
 
 @dataclass(frozen=True)
 class TokenExample:

@@ -17,11 +17,11 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from fmtool.dataset.examples import TOKENIZE_CHUNK
 from fmtool.dataset.ner import IGNORE_INDEX
 
 SPECIAL, CONTINUATION, WORD_START = -1, 0, 1
 EVALUATION_EPOCH = 1_000_003  # a masking seed no training epoch uses: held-out loss is measured on fixed masks
-_TOKENIZE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def pack_blocks(documents: Iterable[str], tokenizer, max_length: int) -> Iterato
     starts: list[int] = []
     count = 0
     documents = iter(documents)
-    while chunk := list(itertools.islice(documents, _TOKENIZE_CHUNK)):
+    while chunk := list(itertools.islice(documents, TOKENIZE_CHUNK)):
         encoded = tokenizer(chunk, add_special_tokens=False)
         for row, token_ids in enumerate(encoded["input_ids"]):
             words = encoded.word_ids(row)

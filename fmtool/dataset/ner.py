@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from fmtool.dataset.examples import TokenExample
+from fmtool.dataset.examples import TOKENIZE_CHUNK, TokenExample
 
 IGNORE_INDEX = -100
 
@@ -81,25 +81,34 @@ def encode_ner(
 ) -> list[TokenFeature]:
     """Tokenise every sentence once and return its windows; label2id=None encodes without labels."""
     prefix, suffix = special_tokens(tokenizer)
-    before, after = len(prefix), len(suffix)
-    budget = max_length - before - after
+    budget = max_length - len(prefix) - len(suffix)
     stride = min(stride, budget // 2)
-    encoded = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, add_special_tokens=False)
     features: list[TokenFeature] = []
-    for index, example in enumerate(examples):
-        ids = encoded["input_ids"][index]
-        word_ids = encoded.word_ids(index)
-        word_starts = [p for p, w in enumerate(word_ids) if w is not None and (p == 0 or word_ids[p - 1] != w)]
-        spans = plan_windows(word_starts, len(ids), budget, stride)
-        owners = {word_ids[p]: _owner_of(p, spans) for p in word_starts}
-        token_labels = _token_labels(word_ids, example.tags, label2id, label_all_tokens) if label2id else None
-        for span_index, (start, end) in enumerate(spans):
-            window = prefix + ids[start:end] + suffix
-            labels = None
-            if token_labels is not None:
-                labels = [IGNORE_INDEX] * before + token_labels[start:end] + [IGNORE_INDEX] * after
-            owned = [(word_ids[p], p - start + before) for p in word_starts if start <= p < end and owners[word_ids[p]] == span_index]
-            features.append(TokenFeature(input_ids=window, labels=labels, example_index=index, owned=owned))
+    for first in range(0, len(examples), TOKENIZE_CHUNK):
+        chunk = examples[first : first + TOKENIZE_CHUNK]
+        encoded = tokenizer([list(e.tokens) for e in chunk], is_split_into_words=True, add_special_tokens=False)
+        for offset, example in enumerate(chunk):
+            features += _windows(first + offset, example, encoded["input_ids"][offset], encoded.word_ids(offset), prefix, suffix,
+                                 budget, stride, label2id, label_all_tokens)
+    return features
+
+
+def _windows(index: int, example: TokenExample, ids: list[int], word_ids: list[Optional[int]], prefix: list[int], suffix: list[int],
+             budget: int, stride: int, label2id: Optional[dict[str, int]], label_all_tokens: bool) -> list[TokenFeature]:
+    """One sentence's windows, each word owned by exactly one of them."""
+    before, after = len(prefix), len(suffix)
+    features = []
+    word_starts = [p for p, w in enumerate(word_ids) if w is not None and (p == 0 or word_ids[p - 1] != w)]
+    spans = plan_windows(word_starts, len(ids), budget, stride)
+    owners = {word_ids[p]: _owner_of(p, spans) for p in word_starts}
+    token_labels = _token_labels(word_ids, example.tags, label2id, label_all_tokens) if label2id else None
+    for span_index, (start, end) in enumerate(spans):
+        window = prefix + ids[start:end] + suffix
+        labels = None
+        if token_labels is not None:
+            labels = [IGNORE_INDEX] * before + token_labels[start:end] + [IGNORE_INDEX] * after
+        owned = [(word_ids[p], p - start + before) for p in word_starts if start <= p < end and owners[word_ids[p]] == span_index]
+        features.append(TokenFeature(input_ids=window, labels=labels, example_index=index, owned=owned))
     return features
 
 
