@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 from rich.console import Console
 from rich.table import Table
 
@@ -59,10 +60,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["none", "fgm", "pgd", "freelb"])
     parser.add_argument("--train-examples", type=int, default=4000)
     parser.add_argument("--eval-examples", type=int, default=872)
-    parser.add_argument("--attack-epsilon", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--attack-epsilon", type=float, nargs="+", default=[0.1, 0.2, 0.5])
     parser.add_argument("--attack-steps", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="extra fmtool overrides for every method")
     args = parser.parse_args()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
     table = Table(title=f"SST-2, default model, {args.train_examples} train examples, 1 epoch, seed 42; PGD-{args.attack_steps} attack on embeddings")
     for column in ["adversarial", "train s", "clean acc", *[f"acc @ eps {e}" for e in args.attack_epsilon]]:

@@ -24,10 +24,9 @@ from fmtool.report.report import build_report, write_report
 from fmtool.runs import COMPLETE, FAILED, RunDir, environment, write_json
 from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
-from fmtool.trainer.loop import fit
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
-from fmtool.trainer.loop import Progress, SilentProgress
+from fmtool.trainer.loop import Progress, SilentProgress, fit
 from fmtool.trainer.setup import prepare_model, set_seed, training_figures
 
 log = logging.getLogger(__name__)
@@ -65,20 +64,26 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     set_seed(cfg.seed)
     dist = from_env()
     task = TASKS.get(cfg.task.name.value)
-    splits = _saved_splits(run) if resume else load_splits(cfg.dataset)
-    labels, inherited = (run.load_labels(), []) if resume else _training_labels(cfg, splits)
+    if resume:
+        splits, labels, started = _saved_splits(run), run.load_labels(), run.load_results()
+        inherited = started["inherited_labels"]
+    else:
+        splits = load_splits(cfg.dataset)
+        labels, inherited = _training_labels(cfg, splits)
     for name, examples in splits.named().items():
         check_labels_known(name, examples, labels)
     log.info("data=<%s> %s labels=<%d>", cfg.dataset.name, " ".join(f"{k}=<{len(v)}>" for k, v in splits.named().items()), len(labels))
 
     tokenizer = load_tokenizer(cfg.model)
-    model = build_model(cfg.model, cfg.task.name, labels, vocab_size=len(tokenizer), inherited=inherited)
+    # a resumed run's head gets its trained rows from the checkpoint
+    model = build_model(cfg.model, cfg.task.name, labels, vocab_size=len(tokenizer), inherited=[] if resume else inherited)
     runtime, trainable = prepare_model(model, cfg)
 
     run.save_environment(environment(cfg.seed, str(runtime.device)))
-    run.save_labels(labels)
-    for name, examples in splits.named().items():
-        run.save_split(name, examples)
+    if not resume:
+        run.save_labels(labels)
+        for name, examples in splits.named().items():
+            run.save_split(name, examples)
 
     label2id = {label: i for i, label in enumerate(labels)}
     features = {name: task.encode(examples, tokenizer, label2id, cfg.trainer) for name, examples in splits.named().items()}
@@ -87,11 +92,12 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     def score(name: str) -> tuple[dict[str, Any], list]:
         return evaluate_split(task, model, evaluated[name], features[name], runtime, tokenizer.pad_token_id, labels, progress, name)
 
-    before = run.load_results()["before"] if resume else {name: score(name)[0] for name in evaluated}
     if resume:
+        before = started["before"]
         run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
     else:
-        run.save_results({"task": task.name, "before": before})
+        before = {name: score(name)[0] for name in evaluated}
+        run.save_results({"task": task.name, "before": before, "inherited_labels": inherited})
     state = fit(
         model, InMemoryBatches(features["train"], cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
         collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,

@@ -71,11 +71,13 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         train_blocks = list(pack_blocks(train_documents, tokenizer, cfg.trainer.max_length))
         batches = InMemoryBatches(train_blocks, cfg.trainer.batch_size, seed=cfg.seed, grouped=False)
         corpus = {"train": {"documents": len(train_documents), "blocks": len(train_blocks), "tokens": sum(len(b.input_ids) for b in train_blocks)}}
-        run.save_documents("train", train_documents)
     corpus["validation"] = {"documents": len(validation_documents), "blocks": len(validation), "tokens": sum(len(b.input_ids) for b in validation)}
     run.save_environment(environment(cfg.seed, str(runtime.device)))
-    run.save_documents("validation", validation_documents)
-    run.save_corpus({"name": data.name, **corpus})
+    if not resume:
+        if not data.streaming:
+            run.save_documents("train", train_documents)
+        run.save_documents("validation", validation_documents)
+        run.save_corpus({"name": data.name, **corpus})
 
     def evaluate(*_trained) -> dict[str, Any]:
         """Held-out loss of `model` (fit passes its wrapper, which shares the weights)."""

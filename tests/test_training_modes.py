@@ -182,3 +182,22 @@ def test_resume_command_completes_an_interrupted_run_and_audits_it(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert RunDir.open(stopped.path).load_results()["train"]["updates"] == 8
     assert (stopped.path / "report" / "report.json").is_file() and (stopped.path / "audit" / "bias.json").is_file()
+
+
+def test_adversarial_module_imports_on_its_own():
+    result = subprocess.run([sys.executable, "-c", "import fmtool.adversarial"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_streamed_pretraining_resumes_mid_epoch_exactly(tmp_path):
+    overrides = ["dataset.streaming=true", "dataset.shuffle_buffer=8", "trainer.max_steps=6", "trainer.eval_every_steps=3",
+                 "trainer.checkpoint_every_steps=2", "trainer.max_length=32", "dataset.max_train_examples=40", "audit=none"]
+    straight, expected = train_tiny(tmp_path / "straight", "mlm", *overrides)
+    cfg = tiny_config("mlm", *overrides)
+    stopped = RunDir.create(tmp_path / "stopped", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, stopped, StopAfter(3))
+    resumed = run_training(stopped.load_config(), RunDir.reopen(stopped.path), resume=True)
+    assert resumed["after"] == expected["after"] and _logged(stopped) == _logged(straight)
+    straight_weights, resumed_weights = _weights(straight), _weights(stopped)
+    assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)

@@ -181,8 +181,8 @@ class TrainerConfig:
 @dataclass
 class AdversarialConfig:
     name: AdversarialName = AdversarialName.none
-    epsilon: float = 1.0  # L2 radius of each example's embedding perturbation
-    step_size: float = 0.3
+    epsilon: float = 0.2  # L2 radius of each example's embedding perturbation
+    step_size: float = 0.08
     steps: int = 3  # ascent steps (pgd, freelb)
     init_magnitude: float = 0.0  # freelb: radius of the random starting perturbation
 
