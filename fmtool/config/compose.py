@@ -17,7 +17,7 @@ from fmtool.config.schema import TrainConfig, register_schemas
 from fmtool.errors import FmtoolError
 
 _NO_CONFIG_DIR = "fmtool's configs/ directory was not found next to the package or under {0}"
-_NO_TASK = "config: task.name is not set; choose a task with +task=ner or +task=classification"
+_NO_TASK = "config: task.name is not set; choose a task with +task=ner, +task=classification or +task=mlm"
 _PACKAGE_NOT_FOUND = "${{pkg_dir:{0},...}}: Python package '{0}' is not installed"
 
 
