@@ -53,7 +53,7 @@ def test_bad_enum_value_names_key_and_choices():
 
 
 def test_missing_task_says_how_to_choose_one():
-    with pytest.raises(FmtoolError, match=r"\+task=ner or \+task=classification"):
+    with pytest.raises(FmtoolError, match=r"\+task=ner, \+task=classification or \+task=mlm"):
         to_typed(compose_train_config([]))
 
 
