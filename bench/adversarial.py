@@ -85,7 +85,7 @@ def main() -> None:
             dev = run.load_split("validation")
             scores = [accuracy_under_attack(loaded, dev, 0.0, 0), *[accuracy_under_attack(loaded, dev, e, args.attack_steps) for e in args.attack_epsilon]]
             table.add_row(method, f"{seconds:.0f}", *[f"{s:.4f}" for s in scores])
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":

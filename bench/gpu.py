@@ -124,7 +124,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"environment": environment, "rows": rows}, indent=2) + "\n")
     (args.out / "results.md").write_text(f"{table.title}\n\n" + "\n".join(lines) + "\n")
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
