@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -68,7 +67,7 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
 
     table = Table(title=f"SST-2, default model, {args.train_examples} train examples, 1 epoch, seed 42; PGD-{args.attack_steps} attack on embeddings")
-    for column in ["adversarial", "train s", "clean acc", *[f"acc @ eps {e}" for e in args.attack_epsilon]]:
+    for column in ["adversarial", "train s", "train samples/s", "clean acc", *[f"acc @ eps {e}" for e in args.attack_epsilon]]:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
         for method in args.methods:
@@ -78,13 +77,11 @@ def main() -> None:
                 f"adversarial={method}", *args.overrides,
             ])))
             run = RunDir.create(Path(scratch) / method, cfg)
-            started = time.perf_counter()
-            run_training(cfg, run)
-            seconds = time.perf_counter() - started
+            trained = run_training(cfg, run)["train"]
             loaded = LoadedRun.load(run.path)
             dev = run.load_split("validation")
             scores = [accuracy_under_attack(loaded, dev, 0.0, 0), *[accuracy_under_attack(loaded, dev, e, args.attack_steps) for e in args.attack_epsilon]]
-            table.add_row(method, f"{seconds:.0f}", *[f"{s:.4f}" for s in scores])
+            table.add_row(method, f"{trained['seconds']:.0f}", f"{trained['samples_per_second']:.1f}", *[f"{s:.4f}" for s in scores])
     Console(width=160).print(table)
 
 
