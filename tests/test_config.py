@@ -83,6 +83,6 @@ def test_every_config_folder_ships_in_the_wheel():
 
 def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    result = fmtool_cli("train", "-m", "+task=ner", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
+    result = fmtool_cli("train", "+task=ner", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
     assert result.returncode == 0, result.stderr
     assert "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout and "gpus_per_node: 1" in result.stdout
