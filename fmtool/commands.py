@@ -56,6 +56,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     """Held-out masked-LM loss and perplexity on the run's validation documents or a text file (one per line)."""
+    from fmtool.config.schema import DataFormat, DatasetConfig
+    from fmtool.dataset.corpus import iter_documents
     from fmtool.dataset.mlm import Masking, pack_blocks
     from fmtool.report.console import print_metrics
     from fmtool.runs import write_json
@@ -65,10 +67,10 @@ def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     path = args.file or loaded.run.path / "data" / f"{args.split or 'validation'}.txt"
     if not Path(path).is_file():
         raise FmtoolError(f"eval: {path} not found")
-    documents = [line.strip() for line in open(path, encoding="utf-8") if line.strip()]
+    documents = list(iter_documents(DatasetConfig(name="eval", format=DataFormat.text, train_file=str(path)), "train_file"))
     tokenizer, cfg = loaded.tokenizer, loaded.cfg
-    masking = Masking(cfg.task.mask_probability, cfg.task.whole_word_masking, cfg.seed, tokenizer.mask_token_id, len(tokenizer), tokenizer.pad_token_id)
-    metrics = held_out_loss(loaded.model, list(pack_blocks(documents, tokenizer, cfg.trainer.max_length)), masking, loaded.runtime)
+    blocks = list(pack_blocks(documents, tokenizer, cfg.trainer.max_length))
+    metrics = held_out_loss(loaded.model, blocks, Masking.for_run(cfg.task, cfg.seed, tokenizer), loaded.runtime)
     name = Path(path).stem
     write_json(loaded.run.path / "eval" / f"{name}.json", {"source": str(path), "documents": len(documents), "metrics": metrics})
     print_metrics(f"{loaded.run.path} · {name} ({len(documents)} documents)", metrics)

@@ -53,10 +53,7 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     tokenizer = _tokenizer(cfg, run, resume)
     model = build_model(cfg.model, cfg.task.name, [], vocab_size=len(tokenizer))
     runtime, trainable = prepare_model(model, cfg)
-    masking = Masking(
-        probability=cfg.task.mask_probability, whole_word=cfg.task.whole_word_masking, seed=cfg.seed,
-        mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
-    )
+    masking = Masking.for_run(cfg.task, cfg.seed, tokenizer)
 
     validation_documents = list(_documents(cfg, "validation_file", data.max_eval_examples))
     validation = list(pack_blocks(validation_documents, tokenizer, cfg.trainer.max_length))

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from fmtool.config.schema import TaskConfig
 from fmtool.dataset.examples import TOKENIZE_CHUNK
 from fmtool.dataset.ner import IGNORE_INDEX
 
@@ -84,6 +85,11 @@ class Masking:
     mask_id: int
     vocab_size: int
     pad_id: int
+
+    @classmethod
+    def for_run(cls, task: TaskConfig, seed: int, tokenizer) -> "Masking":
+        """The masking a run's config asks for, with the tokenizer's special ids."""
+        return cls(task.mask_probability, task.whole_word_masking, seed, tokenizer.mask_token_id, len(tokenizer), tokenizer.pad_token_id)
 
     def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, torch.Tensor]:
         width = max(len(f.input_ids) for f in features)
