@@ -52,13 +52,17 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(partial, path)
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+def write_lines(path: Path, lines: Iterable[str]) -> None:
+    """One line per item, via a temporary file and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, default=str) + "\n")
+        handle.writelines(line + "\n" for line in lines)
     os.replace(partial, path)
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    write_lines(path, (json.dumps(record, default=str) for record in records))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -155,12 +159,7 @@ class RunDir:
         write_jsonl(self.split_file(split), (to_record(e) for e in examples))
 
     def save_documents(self, split: str, documents: Iterable[str]) -> None:
-        path = self.path / "data" / f"{split}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "w", encoding="utf-8") as handle:
-            handle.writelines(document.replace("\n", " ") + "\n" for document in documents)
-        os.replace(partial, path)
+        write_lines(self.path / "data" / f"{split}.txt", (document.replace("\n", " ") for document in documents))
 
     def save_tokenizer(self, tokenizer) -> None:
         tokenizer.save_pretrained(self.tokenizer_dir)
