@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from fmtool.adversarial import METHODS, attack, project, unit_direction
+from fmtool.adversarial import METHODS, attack, perturbed_embeddings, project, unit_direction
 from fmtool.config.schema import AdversarialName
 from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun
@@ -132,14 +132,10 @@ def test_pgd_attack_lowers_a_trained_classifiers_accuracy(classification_run):
     mask = batch["attention_mask"].unsqueeze(-1).float()
 
     def loss_with(delta):
-        from fmtool.adversarial import perturbed_embeddings
-
         with perturbed_embeddings(model, delta):
             return model(**batch).loss
 
     def accuracy(delta):
-        from fmtool.adversarial import perturbed_embeddings
-
         with torch.no_grad(), perturbed_embeddings(model, delta):
             return (model(**batch).logits.argmax(-1) == batch["labels"]).float().mean().item()
 
