@@ -20,6 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fmtool.trainer.runtime import cpu_has_native_bf16
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "conll2003"
 
@@ -45,7 +47,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--hf-precision", choices=["fp32", "bf16"], default="fp32")
+    # the peer's fastest setting measured here: bf16 autocast where the CPU runs bf16 natively (109 vs 84 samples/s)
+    parser.add_argument("--hf-precision", choices=["fp32", "bf16"], default="bf16" if cpu_has_native_bf16() else "fp32")
     parser.add_argument("--hf-sampler", choices=["group_by_length", "random"], default="group_by_length")
     parser.add_argument("--fmtool", nargs="*", default=[], help="extra fmtool overrides, e.g. trainer.precision=bf16")
     args = parser.parse_args()

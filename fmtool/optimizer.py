@@ -20,7 +20,6 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     groups = parameter_groups(model, cfg.weight_decay)
     if cfg.name == OptimizerName.adamw:
-        # fused kernels exist on CUDA and CPU in recent torch; foreach is the safe fallback
-        fused = True
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
+        # one fused kernel per parameter group instead of a dozen elementwise passes, on CUDA and CPU alike
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from fmtool.config.schema import DataFormat, DatasetConfig
-from fmtool.dataset.batching import collate, inference_batches, train_batches
+from fmtool.dataset.batching import collate, inference_batches, token_budget_pieces, train_batches
 from fmtool.dataset.examples import TokenExample
-from fmtool.dataset.ner import IGNORE_INDEX, encode_ner, plan_windows
+from fmtool.dataset.ner import IGNORE_INDEX, TokenFeature, encode_ner, plan_windows
 from fmtool.dataset.readers import read_conll, READERS
 from fmtool.dataset.splits import check_labels_known, label_list, load_splits
 from fmtool.dataset.tags import detect_scheme, to_iob2
@@ -139,7 +139,18 @@ def test_train_batches_repeat_per_seed_and_group_lengths():
     assert sorted(i for b in first for i in b) == list(range(len(lengths)))
     spread = max(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first)
     assert spread <= 3
+    for grouped in (True, False):
+        assert max(lengths[i] for i in train_batches(lengths, 4, seed=3, epoch=2, grouped=grouped)[0]) == 50
     assert inference_batches([3, 9, 1, 7], 2) == [[1, 3], [0, 2]]
+
+
+def test_token_budget_pieces_cap_padded_tokens_and_keep_every_row():
+    features = [TokenFeature(list(range(n)), None, i, []) for i, n in enumerate([30, 4, 12, 5, 29, 6])]
+    pieces = token_budget_pieces(features, 32)
+    assert all(len(p) * max(len(f.input_ids) for f in p) <= 32 or len(p) == 1 for p in pieces)
+    assert sorted(f.example_index for p in pieces for f in p) == list(range(6))
+    assert len(pieces) == 4
+    assert token_budget_pieces(features, None) == [features] and token_budget_pieces(features[1:4:2], 32) == [features[1:4:2]]
 
 
 def test_collate_pads_dynamically(tokenizer):

@@ -152,11 +152,21 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path):
     assert checkpointed["train"]["best_metric"] == pytest.approx(plain["train"]["best_metric"])
 
 
+def test_token_budget_splits_wide_batches_without_changing_the_update(tmp_path):
+    same = [*SHORT, "model.dropout=0.0", "trainer.max_steps=3", "trainer.max_length=32", "trainer.window_stride=8"]
+    _, whole = train_tiny(tmp_path / "whole", "ner", *same, "trainer.max_batch_tokens=100000")
+    _, split = train_tiny(tmp_path / "split", "ner", *same, "trainer.max_batch_tokens=32")
+    weights_whole, weights_split = _weights(RunDir.open(tmp_path / "whole")), _weights(RunDir.open(tmp_path / "split"))
+    assert all(torch.allclose(weights_whole[k], weights_split[k], atol=1e-6) for k in weights_whole)
+    assert split["train"]["samples"] == whole["train"]["samples"]
+
+
 def test_two_process_data_parallel_matches_one_process(tmp_path):
     # NER: the ranks' halves of a batch hold different numbers of labelled tokens; 29 examples in batches of 4 leave
-    # a 1-example batch that gives one rank nothing; accumulation exercises DDP's no_sync
+    # a 1-example batch that gives one rank nothing; accumulation and a token budget that splits some ranks' halves
+    # and not others exercise DDP's no_sync
     common = ["+task=ner", "debug=tiny", "model.dropout=0.0", "trainer.max_steps=4", "trainer.batch_size=4", "trainer.grad_accum_steps=2",
-              "dataset.max_train_examples=29", "audit=none"]
+              "dataset.max_train_examples=29", "audit=none", "trainer.max_length=32", "trainer.window_stride=8", "trainer.max_batch_tokens=32"]
     single = subprocess.run([sys.executable, "-m", "fmtool", "train", *common, f"hydra.run.dir={tmp_path / 'one'}"], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -156,6 +156,7 @@ class TrainerConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     grad_accum_steps: int = 1
+    max_batch_tokens: Optional[int] = None  # null: 2048 on CPU, no limit on GPU (see trainer/runtime.py)
     max_grad_norm: Optional[float] = 1.0
     max_length: int = 128
     window_stride: int = 32
@@ -170,6 +171,7 @@ class TrainerConfig:
     precision: Precision = Precision.auto
     device: str = "auto"
     compile: bool = False
+    fast_cpu_dropout: bool = True  # on CPU, dropout masks from numpy's SFC64 generator (trainer/dropout.py)
     gradient_checkpointing: bool = False
     checkpoint_every_steps: Optional[int] = None
     num_threads: Optional[int] = None

@@ -52,6 +52,8 @@ def _trainer_problems(cfg: TrainConfig) -> list[str]:
     for key in ("batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps"):
         if getattr(trainer, key) < 1:
             problems.append(f"trainer.{key}={getattr(trainer, key)} must be at least 1")
+    if trainer.max_batch_tokens is not None and trainer.max_batch_tokens < trainer.max_length:
+        problems.append(f"trainer.max_batch_tokens={trainer.max_batch_tokens} must be at least trainer.max_length={trainer.max_length} (one full row), or null")
     if trainer.epochs < 1 and not trainer.max_steps:
         problems.append(f"trainer.epochs={trainer.epochs} must be at least 1 (or set trainer.max_steps)")
     if not 8 <= trainer.max_length <= 8192:

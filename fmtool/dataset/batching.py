@@ -27,6 +27,10 @@ def train_batches(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: 
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     if grouped:
         rng.shuffle(batches)
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]), default=0)
+    # the widest batch first: its activations are allocated before anything fragments the heap, later batches
+    # reuse that memory (peak RSS stays near one batch's worth), and an out-of-memory error shows at step 1
+    batches[0], batches[longest] = batches[longest], batches[0]
     return batches
 
 
@@ -47,6 +51,23 @@ class InMemoryBatches:
     def epoch(self, epoch: int) -> Iterator[list]:
         for indices in train_batches(self.lengths, self.batch_size, seed=self.seed, epoch=epoch, grouped=self.grouped):
             yield [self.features[i] for i in indices]
+
+
+def token_budget_pieces(features: Sequence, max_tokens: Optional[int]) -> list[list]:
+    """One batch as micro-batches of at most max_tokens padded tokens each (a row wider than that goes alone).
+
+    Activation memory grows with rows x width, so the few batches of long sentences, not the typical
+    batch, set the peak; splitting them caps it without changing the update.
+    """
+    if not max_tokens or len(features) * max(len(f.input_ids) for f in features) <= max_tokens:
+        return [list(features)]
+    pieces: list[list] = []
+    for feature in sorted(features, key=lambda f: -len(f.input_ids)):
+        if pieces and (len(pieces[-1]) + 1) * len(pieces[-1][0].input_ids) <= max_tokens:
+            pieces[-1].append(feature)
+        else:
+            pieces.append([feature])
+    return pieces
 
 
 def inference_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -2,7 +2,8 @@
 
 Per optimizer update: each micro-batch goes through the adversarial method (plain forward/backward
 by default) under autocast, its loss weighted by its share of the update's loss units (so gradient
-accumulation and data parallelism give the one-batch gradient); then gradient clipping, optimizer
+accumulation, data parallelism and the splitting of batches wider than the token budget all give
+the one-batch gradient); then gradient clipping, optimizer
 and scheduler step. Evaluation runs every trainer.eval_every_steps updates (or at each epoch's end);
 the best weights by trainer.metric are kept and restored at the end, and training stops early once
 trainer.patience evaluations in a row bring no improvement. With trainer.checkpoint_every_steps the
@@ -22,7 +23,7 @@ import torch
 
 from fmtool.adversarial import METHODS, perturbed_embeddings
 from fmtool.config.schema import AdversarialConfig, OptimizerConfig, SchedulerConfig, TrainerConfig
-from fmtool.dataset.batching import BatchSource
+from fmtool.dataset.batching import BatchSource, token_budget_pieces
 from fmtool.dataset.ner import IGNORE_INDEX
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
@@ -31,6 +32,7 @@ from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
 from fmtool.trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from fmtool.trainer.distributed import Distributed, unwrap
+from fmtool.trainer.runtime import batch_token_budget
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ def fit(
     scheduler = build_scheduler(optimizer, scheduler_cfg, total)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
     method = METHODS.get(adversarial.name.value)
+    max_batch_tokens = batch_token_budget(trainer, runtime.device)
     trained = dist.wrap(model, runtime.device)
     forward = torch.compile(trained) if trainer.compile else trained
     state, best = TrainState(), {}
@@ -228,12 +231,18 @@ def fit(
                 continue
             mine = dist.shard(global_batch)
             # a rank left without examples by a batch smaller than the world still joins every collective, with weight 0
-            batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate(mine or global_batch[:1], epoch).items()}
-            units = batch["labels"].ne(IGNORE_INDEX).sum() * bool(mine)
+            pieces = [{k: v.to(runtime.device, non_blocking=True) for k, v in collate(piece, epoch).items()}
+                      for piece in token_budget_pieces(mine or global_batch[:1], max_batch_tokens)]
+            units = [piece["labels"].ne(IGNORE_INDEX).sum() * bool(mine) for piece in pieces]
+            batch_units = dist.all_sum(sum(units).clone()).clamp_min(1)
             end_of_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
-            weight = units / dist.all_sum(units.clone()).clamp_min(1) * dist.world_size / trainer.grad_accum_steps
-            step = _MicroStep(forward, batch, weight, runtime=runtime, scaler=scaler, dist=dist, last_of_update=end_of_update, replicated=trained)
-            position["running_loss"] += method(step, adversarial).item()
+            batch_loss = 0.0
+            for number, (piece, piece_units) in enumerate(zip(pieces, units)):
+                weight = piece_units / batch_units * dist.world_size / trainer.grad_accum_steps
+                step = _MicroStep(forward, piece, weight, runtime=runtime, scaler=scaler, dist=dist,
+                                  last_of_update=end_of_update and number == len(pieces) - 1, replicated=trained)
+                batch_loss += method(step, adversarial).item() * (piece_units / sum(units).clamp_min(1)).item()
+            position["running_loss"] += batch_loss
             position["running_batches"] += 1
             state.train_samples += len(global_batch)
             if not end_of_update:

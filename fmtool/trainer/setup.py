@@ -11,6 +11,7 @@ import torch
 
 from fmtool.config.schema import TrainConfig
 from fmtool.inference import Runtime
+from fmtool.trainer.dropout import use_sfc64_dropout
 from fmtool.trainer.freeze import apply_freeze
 from fmtool.trainer.loop import TrainState
 from fmtool.trainer.runtime import resolve_runtime
@@ -25,12 +26,14 @@ def set_seed(seed: int) -> None:
 
 
 def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, int]:
-    """Freeze, enable gradient checkpointing, move to the device: (runtime, trainable parameters)."""
+    """Freeze, enable gradient checkpointing, pick the dropout, move to the device: (runtime, trainable parameters)."""
     trainable = apply_freeze(model, cfg.trainer.freeze, cfg.trainer.freeze_layers)
     if cfg.trainer.gradient_checkpointing:
         # non-reentrant checkpointing is the variant that works with DDP and frozen inputs
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     runtime = resolve_runtime(cfg.trainer)
+    if cfg.trainer.fast_cpu_dropout and runtime.device.type == "cpu" and not cfg.trainer.compile:
+        use_sfc64_dropout(model)
     model.to(runtime.device)
     log.info("device=<%s> autocast=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, trainable)
     return runtime, trainable
