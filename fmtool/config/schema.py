@@ -64,6 +64,7 @@ class Precision(Choice):
 
 
 class Freeze(Choice):
+    auto = "auto"
     none = "none"
     embeddings = "embeddings"
     bottom_k = "bottom_k"
@@ -161,7 +162,7 @@ class TrainerConfig:
     max_length: int = 128
     window_stride: int = 32
     label_all_tokens: bool = False
-    freeze: Freeze = Freeze.none
+    freeze: Freeze = Freeze.auto
     freeze_layers: int = 0
     eval_every_steps: Optional[int] = None
     metric: str = MISSING
