@@ -153,7 +153,8 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path):
 
 
 def test_token_budget_splits_wide_batches_without_changing_the_update(tmp_path):
-    same = [*SHORT, "model.dropout=0.0", "trainer.max_steps=3", "trainer.max_length=32", "trainer.window_stride=8"]
+    # fp32: under bf16 the pieces' other widths change rounding, not the update
+    same = [*SHORT, "model.dropout=0.0", "trainer.max_steps=3", "trainer.max_length=32", "trainer.window_stride=8", "trainer.precision=fp32"]
     _, whole = train_tiny(tmp_path / "whole", "ner", *same, "trainer.max_batch_tokens=100000")
     _, split = train_tiny(tmp_path / "split", "ner", *same, "trainer.max_batch_tokens=32")
     weights_whole, weights_split = _weights(RunDir.open(tmp_path / "whole")), _weights(RunDir.open(tmp_path / "split"))
