@@ -234,14 +234,15 @@ def fit(
             pieces = [{k: v.to(runtime.device, non_blocking=True) for k, v in collate(piece, epoch).items()}
                       for piece in token_budget_pieces(mine or global_batch[:1], max_batch_tokens)]
             units = [piece["labels"].ne(IGNORE_INDEX).sum() * bool(mine) for piece in pieces]
-            batch_units = dist.all_sum(sum(units).clone()).clamp_min(1)
+            my_units = sum(units)
+            batch_units = dist.all_sum(my_units.clone()).clamp_min(1)
             end_of_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
             batch_loss = 0.0
             for number, (piece, piece_units) in enumerate(zip(pieces, units)):
                 weight = piece_units / batch_units * dist.world_size / trainer.grad_accum_steps
                 step = _MicroStep(forward, piece, weight, runtime=runtime, scaler=scaler, dist=dist,
                                   last_of_update=end_of_update and number == len(pieces) - 1, replicated=trained)
-                batch_loss += method(step, adversarial).item() * (piece_units / sum(units).clamp_min(1)).item()
+                batch_loss += method(step, adversarial).item() * (piece_units / my_units.clamp_min(1)).item()
             position["running_loss"] += batch_loss
             position["running_batches"] += 1
             state.train_samples += len(global_batch)

@@ -27,7 +27,8 @@ def set_seed(seed: int) -> None:
 
 def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, int]:
     """Freeze, enable gradient checkpointing, pick the dropout, move to the device: (runtime, trainable parameters)."""
-    trainable = apply_freeze(model, resolve_freeze(cfg), cfg.trainer.freeze_layers)
+    freeze = resolve_freeze(cfg)
+    trainable = apply_freeze(model, freeze, cfg.trainer.freeze_layers)
     if cfg.trainer.gradient_checkpointing:
         # non-reentrant checkpointing is the variant that works with DDP and frozen inputs
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -35,7 +36,7 @@ def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, in
     if cfg.trainer.fast_cpu_dropout and runtime.device.type == "cpu" and not cfg.trainer.compile:
         use_sfc64_dropout(model)
     model.to(runtime.device)
-    log.info("device=<%s> autocast=<%s> freeze=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, resolve_freeze(cfg).value, trainable)
+    log.info("device=<%s> autocast=<%s> freeze=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, freeze.value, trainable)
     return runtime, trainable
 
 
