@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--sampler", choices=["group_by_length", "random"], default="group_by_length")
+    parser.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa")
     args = parser.parse_args()
 
     train = read_sentences(args.train)[: args.limit_train]
@@ -56,7 +57,8 @@ def main() -> None:
     labels = sorted({t for s in train for t in s.tags}, key=lambda t: (t != "O", t[2:], t))
     label2id = {l: i for i, l in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForTokenClassification.from_pretrained(args.model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+    model = AutoModelForTokenClassification.from_pretrained(args.model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+                                                            attn_implementation=args.attention)
     training_args = TrainingArguments(
         output_dir="/tmp/fmtool-bench-hf", per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
         learning_rate=args.lr, num_train_epochs=args.epochs, weight_decay=0.01, seed=args.seed, report_to=[], save_strategy="no",

@@ -38,3 +38,56 @@ def test_training_on_cpu_replaces_every_dropout_module():
     prepare_model(model, cfg)
     assert before > 0 and sum(isinstance(m, SFC64Dropout) for m in model.modules()) == before
     assert use_sfc64_dropout(model) == 0
+
+
+def _tiny_model_with_padding():
+    from fmtool.model import build_model, load_tokenizer
+
+    cfg = tiny_config("classification")
+    model = build_model(cfg.model, cfg.task.name, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model)))
+    input_ids = torch.randint(5, 100, (3, 12))
+    attention_mask = torch.ones(3, 12, dtype=torch.long)
+    attention_mask[1, 7:] = 0
+    attention_mask[2, 3:] = 0
+    return model, {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def test_attention_composite_matches_torch_attention_with_padding():
+    from fmtool.trainer.dropout import SFC64_ATTENTION
+
+    model, batch = _tiny_model_with_padding()
+    model.eval()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    use_sfc64_dropout(model)
+    assert model.config._attn_implementation == SFC64_ATTENTION
+    composite = model(**batch).logits  # gradients on: the training composite, not the fused kernel
+    assert composite.requires_grad
+    torch.testing.assert_close(composite.detach(), reference, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_dropout_drops_probabilities_from_torch_seed():
+    from fmtool.trainer.dropout import sfc64_attention
+
+    module = torch.nn.Module()
+    query, key = torch.randn(2, 4, 64, 8), torch.randn(2, 4, 64, 8)
+    value = torch.eye(64).expand(2, 4, 64, 64).clone().requires_grad_(True)  # output rows are the probabilities
+    torch.manual_seed(5)
+    probabilities, _ = sfc64_attention(module, query, key, value, None, dropout=0.2)
+    torch.manual_seed(5)
+    again, _ = sfc64_attention(module, query, key, value, None, dropout=0.2)
+    assert torch.equal(probabilities, again)
+    assert abs((probabilities == 0).float().mean().item() - 0.2) < 0.01
+    assert torch.allclose(probabilities.sum() / probabilities.numel(), torch.tensor(1 / 64), rtol=0.05)
+    probabilities.sum().backward()
+    assert value.grad is not None
+
+
+def test_saved_model_loads_without_fmtool(tmp_path):
+    from transformers import AutoConfig
+
+    model, _ = _tiny_model_with_padding()
+    use_sfc64_dropout(model)
+    model.save_pretrained(tmp_path)
+    assert "fmtool" not in (tmp_path / "config.json").read_text()
+    assert AutoConfig.from_pretrained(tmp_path)._attn_implementation in (None, "sdpa", "eager")

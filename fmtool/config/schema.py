@@ -173,6 +173,7 @@ class TrainerConfig:
     device: str = "auto"
     compile: bool = False
     fast_cpu_dropout: bool = True  # on CPU, dropout masks from numpy's SFC64 generator (trainer/dropout.py)
+    bf16_residual: bool = True  # on CPU under bf16 autocast, LayerNorm outputs bf16 (trainer/layer_norm.py)
     gradient_checkpointing: bool = False
     checkpoint_every_steps: Optional[int] = None
     num_threads: Optional[int] = None

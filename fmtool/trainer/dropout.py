@@ -5,12 +5,20 @@ was a fifth of a MiniLM fine-tuning step. SFC64 fills the same mask several time
 seeds its generator from torch's, so torch.manual_seed, checkpoints (which save torch's RNG state),
 activation recomputation and data parallelism behave as with torch's dropout. Masks are Bernoulli
 with the module's p to 1/65536; the kept values are scaled by 1/(1-p), as torch does.
+
+Attention-probability dropout happens inside the attention function, not in a module, so it gets a
+registered transformers attention implementation of its own (SFC64_ATTENTION).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+SFC64_ATTENTION = "fmtool_sfc64"
 
 _LEVELS = 1 << 16
 
@@ -43,15 +51,40 @@ class SFC64Dropout(torch.nn.Dropout):
         return _ApplyMask.apply(inputs, scaled_keep)
 
 
-def use_sfc64_dropout(model: torch.nn.Module) -> int:
-    """Replace the model's torch.nn.Dropout modules in place; returns how many were replaced.
+def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs):
+    """Scaled dot-product attention with SFC64 dropout on the probabilities; (B, L, heads, dim) out, as transformers expects.
 
-    Attention-probability dropout inside fused attention kernels is left to torch.
+    Training uses the matmul-softmax-matmul composite: on CPU, torch's fused kernel falls back to it anyway
+    once dropout is on, and its own backward in bf16 is slower than the composite's. Without gradients the
+    fused kernel is the faster one, so inference goes there.
     """
+    if not torch.is_grad_enabled() or query.device.type != "cpu":
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    if dropout > 0.0:
+        probabilities = _ApplyMask.apply(probabilities, keep_mask(probabilities.shape, dropout).to(value.dtype).mul_(1.0 / (1.0 - dropout)))
+    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SFC64_ATTENTION, sfc64_attention)
+# an additive float mask, as the composite adds it to the scores
+AttentionMaskInterface.register(SFC64_ATTENTION, eager_mask)
+
+
+def use_sfc64_dropout(model: torch.nn.Module) -> int:
+    """Replace the model's torch.nn.Dropout modules in place, and its attention where transformers lets it be
+    swapped (sdpa or eager); returns how many dropout modules were replaced."""
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Dropout:
-                setattr(parent, name, SFC64Dropout(child.p, child.inplace))
+                setattr(parent, name, SFC64Dropout(child.p, child.inplace).train(child.training))
                 replaced += 1
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) in ("sdpa", "eager"):
+        model.set_attn_implementation(SFC64_ATTENTION)
     return replaced
