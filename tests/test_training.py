@@ -6,7 +6,7 @@ import json
 
 from fmtool.config.schema import Freeze
 from fmtool.model import build_model, load_tokenizer
-from fmtool.trainer.freeze import apply_freeze, resolve_freeze
+from fmtool.trainer.freeze import apply_freeze
 from tests.conftest import tiny_config, train_tiny
 
 
@@ -69,11 +69,3 @@ def test_freeze_strategies_leave_the_right_parameters_trainable():
     bottom = trainable(Freeze.bottom_k, 1)
     assert not any("encoder.layer.0." in n for n in bottom) and any("encoder.layer.1." in n for n in bottom)
 
-
-def test_auto_freeze_fixes_embeddings_only_when_fine_tuning_a_pretrained_model():
-    pretrained = ["model.random_init=false", "model.name=some/pretrained-bert"]
-    assert resolve_freeze(tiny_config("ner", *pretrained)) == Freeze.embeddings
-    assert resolve_freeze(tiny_config("classification", *pretrained)) == Freeze.embeddings
-    assert resolve_freeze(tiny_config("ner")) == Freeze.none  # random init
-    assert resolve_freeze(tiny_config("mlm", *pretrained)) == Freeze.none
-    assert resolve_freeze(tiny_config("ner", *pretrained, "trainer.freeze=none")) == Freeze.none

@@ -64,7 +64,6 @@ class Precision(Choice):
 
 
 class Freeze(Choice):
-    auto = "auto"
     none = "none"
     embeddings = "embeddings"
     bottom_k = "bottom_k"
@@ -162,7 +161,7 @@ class TrainerConfig:
     max_length: int = 128
     window_stride: int = 32
     label_all_tokens: bool = False
-    freeze: Freeze = Freeze.auto
+    freeze: Freeze = Freeze.none
     freeze_layers: int = 0
     eval_every_steps: Optional[int] = None
     metric: str = MISSING

@@ -43,12 +43,16 @@ def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
     return torch.from_numpy(levels.view(np.int16)).view(shape) >= round(p * _LEVELS) - _LEVELS // 2
 
 
+def sfc64_dropout(inputs: torch.Tensor, p: float) -> torch.Tensor:
+    scaled_keep = keep_mask(inputs.shape, p).to(inputs.dtype).mul_(1.0 / (1.0 - p))
+    return _ApplyMask.apply(inputs, scaled_keep)
+
+
 class SFC64Dropout(torch.nn.Dropout):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or inputs.device.type != "cpu":
             return super().forward(inputs)
-        scaled_keep = keep_mask(inputs.shape, self.p).to(inputs.dtype).mul_(1.0 / (1.0 - self.p))
-        return _ApplyMask.apply(inputs, scaled_keep)
+        return sfc64_dropout(inputs, self.p)
 
 
 def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -66,7 +70,7 @@ def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         scores = scores + attention_mask
     probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     if dropout > 0.0:
-        probabilities = _ApplyMask.apply(probabilities, keep_mask(probabilities.shape, dropout).to(value.dtype).mul_(1.0 / (1.0 - dropout)))
+        probabilities = sfc64_dropout(probabilities, dropout)
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
 

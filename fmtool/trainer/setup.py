@@ -12,7 +12,7 @@ import torch
 from fmtool.config.schema import TrainConfig
 from fmtool.inference import Runtime
 from fmtool.trainer.dropout import use_sfc64_dropout
-from fmtool.trainer.freeze import apply_freeze, resolve_freeze
+from fmtool.trainer.freeze import apply_freeze
 from fmtool.trainer.layer_norm import use_bf16_layer_norm
 from fmtool.trainer.loop import TrainState
 from fmtool.trainer.runtime import resolve_runtime
@@ -28,8 +28,7 @@ def set_seed(seed: int) -> None:
 
 def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, int]:
     """Freeze, enable gradient checkpointing, pick dropout and LayerNorm, move to the device: (runtime, trainable parameters)."""
-    freeze = resolve_freeze(cfg)
-    trainable = apply_freeze(model, freeze, cfg.trainer.freeze_layers)
+    trainable = apply_freeze(model, cfg.trainer.freeze, cfg.trainer.freeze_layers)
     if cfg.trainer.gradient_checkpointing:
         # non-reentrant checkpointing is the variant that works with DDP and frozen inputs
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -40,7 +39,7 @@ def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, in
     if cfg.trainer.bf16_residual and cpu_eager and runtime.autocast_dtype == torch.bfloat16:
         use_bf16_layer_norm(model)
     model.to(runtime.device)
-    log.info("device=<%s> autocast=<%s> freeze=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, freeze.value, trainable)
+    log.info("device=<%s> autocast=<%s> freeze=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, cfg.trainer.freeze.value, trainable)
     return runtime, trainable
 
 
