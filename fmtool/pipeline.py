@@ -26,6 +26,7 @@ from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
+from fmtool.trainer.embedding import merge_seen_rows, train_seen_rows_only
 from fmtool.trainer.loop import Progress, SilentProgress, fit
 from fmtool.trainer.setup import prepare_model, set_seed, training_figures
 
@@ -98,12 +99,15 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     else:
         before = {name: score(name)[0] for name in evaluated}
         run.save_results({"task": task.name, "before": before, "inherited_labels": inherited})
+    if cfg.trainer.skip_unseen_embedding_rows:
+        train_seen_rows_only(model, {tokenizer.pad_token_id, *(i for f in features["train"] for i in f.input_ids)})
     state = fit(
         model, InMemoryBatches(features["train"], cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
         collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
         scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=lambda m: score("validation")[0], dist=dist,
         checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress,
     )
+    merge_seen_rows(model)
     after = {}
     for name, examples in evaluated.items():
         after[name], predictions = score(name)

@@ -173,6 +173,7 @@ class TrainerConfig:
     compile: bool = False
     fast_cpu_dropout: bool = True  # on CPU, dropout masks from numpy's SFC64 generator (trainer/dropout.py)
     bf16_residual: bool = True  # on CPU under bf16 autocast, LayerNorm outputs bf16 (trainer/layer_norm.py)
+    skip_unseen_embedding_rows: bool = True  # word-embedding rows of ids absent from the training data stay out of the optimizer (trainer/embedding.py)
     gradient_checkpointing: bool = False
     checkpoint_every_steps: Optional[int] = None
     num_threads: Optional[int] = None
