@@ -26,9 +26,9 @@ from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
-from fmtool.trainer.embedding import merge_seen_rows, train_seen_rows_only
+from fmtool.trainer.embedding import train_seen_rows_only
 from fmtool.trainer.loop import Progress, SilentProgress, fit
-from fmtool.trainer.setup import prepare_model, set_seed, training_figures
+from fmtool.trainer.setup import finish_training, prepare_model, set_seed, training_figures
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=lambda m: score("validation")[0], dist=dist,
         checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress,
     )
-    merge_seen_rows(model)
+    finish_training(model)
     after = {}
     for name, examples in evaluated.items():
         after[name], predictions = score(name)

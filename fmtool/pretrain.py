@@ -25,7 +25,7 @@ from fmtool.trainer.loop import fit
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress
-from fmtool.trainer.setup import prepare_model, set_seed, training_figures
+from fmtool.trainer.setup import finish_training, prepare_model, set_seed, training_figures
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         adversarial=cfg.adversarial, runtime=runtime, evaluate=evaluate, dist=dist, checkpoint_dir=run.checkpoint_dir, resume=resume,
         on_log=run.append_metrics, progress=progress,
     )
+    finish_training(model)
     after = {"validation": evaluate()}
     if cfg.trainer.save_model:
         run.save_model(model, tokenizer)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 SFC64_ATTENTION = "fmtool_sfc64"
 
@@ -67,7 +67,7 @@ def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
     if attention_mask is not None:
-        scores = scores + attention_mask
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min) if attention_mask.dtype == torch.bool else scores + attention_mask
     probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     if dropout > 0.0:
         probabilities = sfc64_dropout(probabilities, dropout)
@@ -75,8 +75,8 @@ def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
 
 AttentionInterface.register(SFC64_ATTENTION, sfc64_attention)
-# an additive float mask, as the composite adds it to the scores
-AttentionMaskInterface.register(SFC64_ATTENTION, eager_mask)
+# sdpa's boolean mask: without gradients the fused kernel then sees exactly what a stock sdpa model gives it
+AttentionMaskInterface.register(SFC64_ATTENTION, sdpa_mask)
 
 
 def use_sfc64_dropout(model: torch.nn.Module) -> int:

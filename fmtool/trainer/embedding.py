@@ -31,8 +31,8 @@ class SeenRowsEmbedding(torch.nn.Module):
         self.register_buffer("row", row, persistent=False)
         weight = embedding.weight.detach()
         self.seen = torch.nn.Parameter(weight[is_seen].clone())
-        # never changes, so checkpoints and best-weight snapshots leave it out
-        self.register_buffer("unseen", weight[~is_seen].clone(), persistent=False)
+        # a parameter without gradient rather than a buffer: DistributedDataParallel re-broadcasts buffers every forward
+        self.unseen = torch.nn.Parameter(weight[~is_seen].clone(), requires_grad=False)
         self.padding_row = None if embedding.padding_idx is None or not is_seen[embedding.padding_idx] else int(row[embedding.padding_idx])
         self.embedding_dim, self.num_embeddings, self.padding_idx = embedding.embedding_dim, vocab, embedding.padding_idx
 

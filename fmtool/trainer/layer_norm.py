@@ -21,6 +21,13 @@ class BF16OutputLayerNorm(torch.nn.LayerNorm):
             return F.layer_norm(inputs.to(torch.bfloat16), self.normalized_shape, self.weight, self.bias, self.eps)
 
 
+def use_torch_layer_norm(model: torch.nn.Module) -> None:
+    """Undo use_bf16_layer_norm, so the trained model evaluates as it will when loaded from disk."""
+    for module in model.modules():
+        if type(module) is BF16OutputLayerNorm:
+            module.__class__ = torch.nn.LayerNorm
+
+
 def use_bf16_layer_norm(model: torch.nn.Module) -> int:
     """Turn the model's torch.nn.LayerNorm modules into BF16OutputLayerNorm in place; returns how many."""
     changed = 0

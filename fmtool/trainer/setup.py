@@ -12,8 +12,9 @@ import torch
 from fmtool.config.schema import TrainConfig
 from fmtool.inference import Runtime
 from fmtool.trainer.dropout import use_sfc64_dropout
+from fmtool.trainer.embedding import merge_seen_rows
 from fmtool.trainer.freeze import apply_freeze
-from fmtool.trainer.layer_norm import use_bf16_layer_norm
+from fmtool.trainer.layer_norm import use_bf16_layer_norm, use_torch_layer_norm
 from fmtool.trainer.loop import TrainState
 from fmtool.trainer.runtime import resolve_runtime
 
@@ -41,6 +42,16 @@ def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, in
     model.to(runtime.device)
     log.info("device=<%s> autocast=<%s> freeze=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, cfg.trainer.freeze.value, trainable)
     return runtime, trainable
+
+
+def finish_training(model: torch.nn.Module) -> None:
+    """Undo the training-only module changes, so the final evaluation sees what loading the saved model gives.
+
+    Dropout is inactive in evaluation and the attention function hands gradient-free calls to torch's fused
+    kernel with sdpa's mask, so those two need nothing here.
+    """
+    merge_seen_rows(model)
+    use_torch_layer_norm(model)
 
 
 def training_figures(state: TrainState, cfg: TrainConfig, trainable: int, world_size: int) -> dict[str, Any]:
