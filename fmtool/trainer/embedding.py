@@ -39,8 +39,6 @@ class SeenRowsEmbedding(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows, seen = self.row[input_ids], self.is_seen[input_ids]
         trained = F.embedding(rows.where(seen, 0), self.seen, self.padding_row)
-        if bool(seen.all()):
-            return trained
         return torch.where(seen.unsqueeze(-1), trained, F.embedding(rows.where(~seen, 0), self.unseen).to(trained.dtype))
 
     def merged(self) -> torch.nn.Embedding:
