@@ -68,4 +68,3 @@ def test_freeze_strategies_leave_the_right_parameters_trainable():
     assert not any("embeddings" in n for n in no_embeddings) and no_embeddings < everything
     bottom = trainable(Freeze.bottom_k, 1)
     assert not any("encoder.layer.0." in n for n in bottom) and any("encoder.layer.1." in n for n in bottom)
-

@@ -22,7 +22,7 @@ class SeenRowsEmbedding(torch.nn.Module):
         super().__init__()
         vocab = embedding.num_embeddings
         is_seen = torch.zeros(vocab, dtype=torch.bool)
-        is_seen[torch.tensor(sorted(set(seen_ids)), dtype=torch.long)] = True
+        is_seen[torch.tensor(list(set(seen_ids)), dtype=torch.long)] = True
         # id -> its row in whichever table holds it
         row = torch.empty(vocab, dtype=torch.long)
         row[is_seen] = torch.arange(int(is_seen.sum()))
