@@ -38,9 +38,10 @@ class _ApplyMask(torch.autograd.Function):
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
     """A boolean mask of `shape`, each element True with probability 1 - p."""
     seed = int(torch.randint(0, 2**62, (1,)))
-    levels = np.random.Generator(np.random.SFC64(seed)).integers(0, _LEVELS, int(np.prod(shape)), dtype=np.uint16)
-    # int16 comparison: torch has no ordering for uint16 on CPU
-    return torch.from_numpy(levels.view(np.int16)).view(shape) >= round(p * _LEVELS) - _LEVELS // 2
+    count = int(np.prod(shape))
+    # the generator's raw 64-bit words are four uniform 16-bit levels each: half the time of Generator.integers
+    levels = np.random.SFC64(seed).random_raw(-(-count // 4)).view(np.uint16)[:count]
+    return torch.from_numpy(levels >= round(p * _LEVELS)).view(shape)
 
 
 def sfc64_dropout(inputs: torch.Tensor, p: float) -> torch.Tensor:

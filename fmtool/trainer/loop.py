@@ -31,6 +31,7 @@ from fmtool.optimizer import build_optimizer
 from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
 from fmtool.trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from fmtool.trainer.clipping import clipped_step
 from fmtool.trainer.distributed import Distributed, unwrap
 from fmtool.trainer.runtime import batch_token_budget
 
@@ -248,17 +249,14 @@ def fit(
             state.train_samples += len(global_batch)
             if not end_of_update:
                 continue
-            if trainer.max_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+            grad_norm = clipped_step(optimizer, scaler, trainer.max_grad_norm)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             state.step += 1
             mean_loss = position["running_loss"] / position["running_batches"]
             if state.step % trainer.log_every_steps == 0 or state.step == total:
-                on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+                on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                        **({} if grad_norm is None else {"grad_norm": grad_norm.item()})})
                 position["running_loss"], position["running_batches"] = 0.0, 0
             if trainer.eval_every_steps and state.step % trainer.eval_every_steps == 0:
                 stop = evaluate_now()
