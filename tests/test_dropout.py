@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fmtool.trainer.dropout import SFC64Dropout, keep_mask, use_sfc64_dropout
+from fmtool.trainer.dropout import SFC64Dropout, scaled_keep_mask, use_sfc64_dropout
 from tests.conftest import tiny_config
 
 
@@ -22,9 +22,9 @@ def test_masks_keep_one_minus_p_and_scale_the_kept_values():
 
 def test_masks_follow_torch_seed_and_differ_between_calls():
     torch.manual_seed(3)
-    first, second = keep_mask(torch.Size([64, 64]), 0.1), keep_mask(torch.Size([64, 64]), 0.1)
+    first, second = scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32), scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32)
     torch.manual_seed(3)
-    assert torch.equal(keep_mask(torch.Size([64, 64]), 0.1), first)
+    assert torch.equal(scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32), first)
     assert not torch.equal(first, second)
 
 
@@ -91,3 +91,12 @@ def test_saved_model_loads_without_fmtool(tmp_path):
     model.save_pretrained(tmp_path)
     assert "fmtool" not in (tmp_path / "config.json").read_text()
     assert AutoConfig.from_pretrained(tmp_path)._attn_implementation in (None, "sdpa", "eager")
+
+
+def test_bf16_masks_hold_zero_or_the_rounded_scale():
+    torch.manual_seed(0)
+    mask = scaled_keep_mask(torch.Size([300, 300]), 0.1, torch.bfloat16)
+    assert mask.dtype == torch.bfloat16 and mask.shape == (300, 300)
+    scale = torch.tensor(1 / 0.9, dtype=torch.bfloat16)
+    assert set(mask.unique().tolist()) == {0.0, scale.item()}
+    assert abs(mask.ne(0).float().mean().item() - 0.9) < 0.005

@@ -21,6 +21,8 @@ def test_run_dir_holds_every_file(ner_run):
         assert (run.path / name).is_file(), name
     assert run.status()["state"] == "complete"
     assert not any(run.path.glob("**/*.partial"))
+    train_logs = [r for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    assert train_logs and all(r["grad_norm"] > 0 and r["loss"] > 0 for r in train_logs)
 
 
 def test_saved_model_reloads_in_plain_transformers_with_same_predictions(ner_run):
