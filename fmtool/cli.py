@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from fmtool.config.schema import Precision
 from fmtool.errors import FmtoolError
 
 log = logging.getLogger("fmtool")
@@ -23,6 +24,9 @@ log = logging.getLogger("fmtool")
 # Hydra's own flags that make `train` print or sweep instead of running a single job
 _HYDRA_INFO_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p")
 _MULTIRUN_FLAGS = ("-m", "--multirun")
+# the positional list each command takes after its options
+_TRAILING_LISTS = {"audit": "overrides", "predict": "texts"}
+_PRECISION_HELP = "default: the run's trainer.precision; fp32 gives a full-precision pipeline()'s entities, bf16 (auto on CPUs with AMX) is faster"
 
 
 def _quiet_libraries() -> None:
@@ -141,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
     evaluate.add_argument("--format", choices=["conll", "csv", "tsv", "jsonl"], default=None, help="default: the run's dataset format, else the file suffix")
     evaluate.add_argument("--batch-size", type=int, default=None)
+    evaluate.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
     predict = commands.add_parser("predict", help="label new text with a finished run's model, as JSONL")
     predict.add_argument("run_dir", type=Path)
@@ -148,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", default=None, help="one text per line; '-' for stdin")
     predict.add_argument("--output", type=Path, default=None, help="write JSONL here instead of stdout")
     predict.add_argument("--batch-size", type=int, default=None)
+    predict.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
     audit = commands.add_parser("audit", help="audit a finished run (or a model directory with --task) and write its report")
     audit.add_argument("path", type=Path, help="a run directory, or a Hugging Face model directory with --task")
@@ -174,9 +180,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return validate_command(argv[1:])
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
-        if args.command == "audit":
-            # overrides may come after options (--strict audit=[bias]): argparse leaves those in `extra`
-            args.overrides = [*args.overrides, *extra]
+        trailing = _TRAILING_LISTS.get(args.command)
+        if trailing and not any(word.startswith("-") for word in extra):
+            # list items after an option (--strict audit=[bias], --precision fp32 "text"): argparse leaves those in `extra`
+            setattr(args, trailing, [*getattr(args, trailing), *extra])
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         _quiet_libraries()

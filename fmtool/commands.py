@@ -34,7 +34,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from fmtool.runs import write_json
     from fmtool.task.base import headline
 
-    loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size)
+    loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision)
     if loaded.cfg.task.name.value == "mlm":
         return _eval_masked_lm(loaded, args)
     if args.file is not None:
@@ -93,7 +93,7 @@ def predict_command(args: argparse.Namespace) -> int:
             raise FmtoolError(f"predict: --file {path} not found")
         texts = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
     texts = [t for t in texts if t.strip()]
-    records = LoadedRun.load(args.run_dir, batch_size=args.batch_size).predict_texts(texts)
+    records = LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision).predict_texts(texts)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if args.output is None:
         sys.stdout.write(lines)

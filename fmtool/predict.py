@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.config.schema import ModelConfig, TaskConfig, TaskName, TrainConfig
+from fmtool.config.schema import ModelConfig, Precision, TaskConfig, TaskName, TrainConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
@@ -49,28 +49,30 @@ class LoadedRun:
     runtime: Runtime
 
     @classmethod
-    def load(cls, path: str | Path, *, batch_size: Optional[int] = None) -> "LoadedRun":
-        """A finished run's model, config and data."""
+    def load(cls, path: str | Path, *, batch_size: Optional[int] = None, precision: Optional[Precision] = None) -> "LoadedRun":
+        """A finished run's model, config and data; batch_size and precision default to the run's."""
         run = RunDir.open(path)
-        return cls._with_model(run, run.load_config(), run.require(run.model_dir), batch_size)
+        return cls._with_model(run, run.load_config(), run.require(run.model_dir), batch_size, precision)
 
     @classmethod
-    def from_model_dir(cls, path: str | Path, task: str, *, batch_size: Optional[int] = None) -> "LoadedRun":
+    def from_model_dir(cls, path: str | Path, task: str, *, batch_size: Optional[int] = None, precision: Optional[Precision] = None) -> "LoadedRun":
         """A plain Hugging Face model directory (save_pretrained output) for `task`, with no run around it."""
         if not (Path(path) / "config.json").is_file():
             raise FmtoolError(f"{path}: neither an fmtool run directory (status.json) nor a model directory (config.json)")
         cfg = TrainConfig(task=TaskConfig(name=TaskName(task)), model=ModelConfig(name=str(path)))
-        return cls._with_model(None, cfg, Path(path), batch_size)
+        return cls._with_model(None, cfg, Path(path), batch_size, precision)
 
     @classmethod
-    def _with_model(cls, run: Optional[RunDir], cfg: TrainConfig, model_dir: Path, batch_size: Optional[int]) -> "LoadedRun":
+    def _with_model(cls, run: Optional[RunDir], cfg: TrainConfig, model_dir: Path, batch_size: Optional[int],
+                    precision: Optional[Precision]) -> "LoadedRun":
         from transformers import AutoTokenizer
 
         from fmtool.model.build import AUTO_MODELS
 
         # a run trained on a GPU box may be evaluated on a laptop
         device = "auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device
-        runtime = resolve_runtime(replace(cfg.trainer, device=device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size))
+        runtime = resolve_runtime(replace(cfg.trainer, device=device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size,
+                                          precision=precision or cfg.trainer.precision))
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir).to(runtime.device)

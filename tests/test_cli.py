@@ -86,6 +86,13 @@ def test_predict_reads_arguments_stdin_and_files(ner_run, tmp_path):
     out = tmp_path / "out.jsonl"
     assert fmtool_cli("predict", str(run.path), "--file", str(source), "--output", str(out)).returncode == 0
     assert out.read_text() == args.stdout
+    full = fmtool_cli("predict", str(run.path), "--precision", "fp32", "Maria Lopez visited Berlin .")
+    assert full.returncode == 0, full.stderr
+    assert json.loads(full.stdout)["text"] == "Maria Lopez visited Berlin ."
+    bad = fmtool_cli("predict", str(run.path), "--precision", "fp8", "It rained .")
+    assert bad.returncode == 2 and "--precision" in bad.stderr
+    unknown = fmtool_cli("predict", str(run.path), "It rained .", "--bogus")
+    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
 
 
 def test_eval_scores_a_saved_split_and_a_new_file(ner_run, tmp_path):

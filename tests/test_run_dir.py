@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, pipeline
 
+from fmtool.config.schema import Precision
 from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun, split_words
 from fmtool.runs import RunDir
@@ -58,6 +59,24 @@ def test_incomplete_run_is_refused(tmp_path, ner_run):
         RunDir.open(partial.path)
     with pytest.raises(FmtoolError, match="not an fmtool run directory"):
         RunDir.open(tmp_path / "nowhere")
+
+
+def test_precision_override_gives_full_precision_scores(ner_run):
+    run, _ = ner_run
+    example = run.load_split("validation")[0]
+    model = AutoModelForTokenClassification.from_pretrained(run.model_dir).eval()
+    encoded = AutoTokenizer.from_pretrained(run.model_dir)(example.tokens, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        probabilities = model(**encoded).logits.softmax(-1)[0].max(-1).values
+    word_ids = encoded.word_ids(0)
+    firsts = [p for p, w in enumerate(word_ids) if w is not None and (p == 0 or word_ids[p - 1] != w)]
+    full = LoadedRun.load(run.path, precision=Precision.fp32)
+    assert full.runtime.autocast_dtype is None
+    [prediction] = full.predictions([example])
+    assert prediction.scores == pytest.approx(probabilities[firsts].tolist(), abs=1e-6)
+    half = LoadedRun.load(run.path, precision=Precision.bf16)
+    assert half.runtime.autocast_dtype == torch.bfloat16
+    assert half.predictions([example])[0].scores != pytest.approx(probabilities[firsts].tolist(), abs=1e-6)
 
 
 def test_ner_predict_gives_entities_with_character_offsets(ner_run):
