@@ -12,6 +12,8 @@ registered transformers attention implementation of its own (SFC64_ATTENTION).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from transformers import AttentionInterface
@@ -52,10 +54,16 @@ def scaled_keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.T
     numpy has no bfloat16, so the mask is written as the bit patterns of 0 and of the scale and viewed as
     `dtype`: half the time of converting a boolean mask and scaling it in torch.
     """
+    bits = _keep(int(np.prod(shape)), p).view(np.uint8) * _scale_bits(p, dtype)
+    return torch.from_numpy(bits).view(dtype).view(shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _scale_bits(p: float, dtype: torch.dtype) -> np.integer:
+    """1/(1-p) in `dtype`, as the numpy integer of the same size holding its bits (one per model's p and dtype)."""
     scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
     torch_int, numpy_int = _SAME_SIZE_INT[scale.element_size()]
-    bits = _keep(int(np.prod(shape)), p).view(np.uint8) * numpy_int(scale.view(torch_int).item())
-    return torch.from_numpy(bits).view(dtype).view(shape)
+    return numpy_int(scale.view(torch_int).item())
 
 
 def sfc64_dropout(inputs: torch.Tensor, p: float) -> torch.Tensor:
