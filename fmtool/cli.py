@@ -159,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("path", type=Path, help="a run directory, or a Hugging Face model directory with --task")
     audit.add_argument("overrides", nargs="*", help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value")
     audit.add_argument("--strict", action="store_true", help="exit 1 when any check fails (for CI gates)")
+    audit.add_argument("--inconclusive", choices=("pass", "fail"), default="pass",
+                       help="with --strict, how a check whose interval straddles its threshold counts (default: pass)")
     audit.add_argument("--task", choices=["ner", "classification", "mlm"], default=None, help="the task of a plain model directory (mlm: a masked LM)")
     audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
     audit.add_argument("--batch-size", type=int, default=None)

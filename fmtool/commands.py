@@ -169,7 +169,8 @@ def audit_command(args: argparse.Namespace) -> int:
             loaded = LoadedRun.from_model_dir(args.path, args.task, batch_size=args.batch_size)
             report = audit_loaded(loaded, family_configs_checked(audit_config(loaded.cfg.audit, args.task, overrides)), out)
     print_report(report)
-    return 1 if args.strict and report["status"] == "fail" else 0
+    failing = {"fail", "inconclusive"} if args.inconclusive == "fail" else {"fail"}
+    return 1 if args.strict and report["status"] in failing else 0
 
 
 COMMANDS = {"eval": eval_command, "predict": predict_command, "audit": audit_command, "list": list_command}

@@ -129,26 +129,67 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     return results
 
 
+def with_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """`cfg` with Hydra-style dotlist overrides (key=value) applied and validated."""
+    from fmtool.config.compose import to_typed
+    from fmtool.config.validate import validate
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(overrides)))
+    except Exception as error:  # omegaconf's grammar and validation errors share no base besides Exception
+        raise FmtoolError(f"config: cannot apply {list(overrides)}: {one_line(error)}") from None
+    return validate(to_typed(merged))
+
+
+def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[Example], overrides: Sequence[str] = ()):
+    """A fresh model fine-tuned on `examples` as `cfg` (plus overrides) says, without validation or run directory.
+
+    Audits get this as AuditContext.finetune, to train twins and shadow models without importing the pipeline.
+    """
+    cfg = with_overrides(cfg, overrides)
+    set_seed(cfg.seed)
+    task = TASKS.get(cfg.task.name.value)
+    tokenizer = load_tokenizer(cfg.model)
+    model = build_model(cfg.model, cfg.task.name, list(labels), vocab_size=len(tokenizer), inherited=[])
+    runtime, _ = prepare_model(model, cfg)
+    features = task.encode(list(examples), tokenizer, {label: i for i, label in enumerate(labels)}, cfg.trainer)
+    fit(model, InMemoryBatches(features, cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
+        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
+        scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=None)
+    finish_training(model)
+    return model.eval()
+
+
 def _no_split(split: str) -> list[Example]:
     raise FmtoolError(f"split '{split}' needs a run directory; give this audit a data file instead")
 
 
 def audit_context(loaded: LoadedRun) -> AuditContext:
-    run = loaded.run
+    run, masked_lm = loaded.run, loaded.cfg.task.name == TaskName.mlm
     return AuditContext(
-        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=_no_model if loaded.cfg.task.name == TaskName.mlm else loaded.predictions,
+        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=_no_model if masked_lm else loaded.predictions,
         load_split=run.load_split if run else _no_split, available_splits=run.splits() if run else [], seed=loaded.cfg.seed,
-        model_dir=run.model_dir if run else Path(loaded.cfg.model.name),
+        model_dir=run.model_dir if run else Path(loaded.cfg.model.name), model=loaded.model, tokenizer=loaded.tokenizer,
+        runtime=loaded.runtime, config=loaded.cfg, score=_no_model if masked_lm else loaded.scores,
+        finetune=_no_model if masked_lm else lambda examples, overrides=(): finetune_model(loaded.cfg, loaded.labels, examples, overrides),
     )
 
 
-def _no_model(examples: Sequence[Example]) -> list:
+def _no_model(*args: Any, **kwargs: Any) -> Any:
     raise FmtoolError("this audit needs a fine-tuned NER or classification model, not a masked LM")
 
 
 def masked_lm_context(model_dir: Path) -> AuditContext:
-    """For audits of a plain masked-LM directory (fmtool audit DIR --task mlm)."""
-    return AuditContext(task="mlm", labels=[], predict=_no_model, load_split=_no_split, available_splits=[], model_dir=model_dir)
+    """For audits of a plain masked-LM directory (fmtool audit DIR --task mlm); no model when it has no trained head."""
+    from fmtool.model.build import load_masked_lm
+    from fmtool.trainer.runtime import resolve_runtime
+    from fmtool.config.schema import TrainerConfig
+
+    runtime = resolve_runtime(TrainerConfig())
+    loaded = load_masked_lm(model_dir, runtime.device)
+    model, tokenizer = loaded if loaded else (None, None)
+    return AuditContext(task="mlm", labels=[], predict=_no_model, load_split=_no_split, available_splits=[], model_dir=model_dir,
+                        model=model, tokenizer=tokenizer, runtime=runtime)
 
 
 def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.runs import RunDir
+from fmtool.dataset.splits import check_labels_known
 from fmtool.task import TASKS, Task
+from fmtool.task.base import ExampleScore
 from fmtool.trainer.runtime import resolve_runtime
 
 # words and single punctuation marks, like CoNLL tokenisation ("U.S." stays one word, "(" does not)
@@ -74,18 +76,31 @@ class LoadedRun:
         runtime = resolve_runtime(replace(cfg.trainer, device=device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size,
                                           precision=precision or cfg.trainer.precision))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir).to(runtime.device)
+            # pinned: left unset, transformers asks on stdin before running a directory's own code
+            remote = cfg.model.trust_remote_code
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
+            model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir, trust_remote_code=remote).to(runtime.device)
         except (OSError, ValueError) as error:
             raise FmtoolError(f"{model_dir}: cannot load the model ({str(error).splitlines()[0]})") from None
         labels = [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]
         return cls(run=run, cfg=cfg, task=TASKS.get(cfg.task.name.value), model=model, tokenizer=tokenizer, labels=labels, runtime=runtime)
 
-    def predictions(self, examples: Sequence[Example]) -> list:
+    def predictions(self, examples: Sequence[Example], model=None) -> list:
+        """Predictions of `model` (default: the run's) for `examples`."""
         if self.cfg.task.name == TaskName.mlm:
             raise FmtoolError("a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or fine-tune it")
         features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
-        return self.task.predict(self.model, examples, features, self.runtime, self.tokenizer.pad_token_id)
+        return self.task.predict(model or self.model, examples, features, self.runtime, self.tokenizer.pad_token_id)
+
+    def scores(self, examples: Sequence[Example], model=None) -> list[ExampleScore]:
+        """Per example, the loss of its gold labels under `model` (default: the run's)."""
+        if self.cfg.task.name == TaskName.mlm:
+            raise FmtoolError("per-example losses are for fine-tuned NER and classification models")
+        model = model or self.model
+        label2id = {label: int(i) for label, i in model.config.label2id.items()}
+        check_labels_known("audit data", examples, list(label2id))
+        features = self.task.encode(examples, self.tokenizer, label2id, self.cfg.trainer)
+        return self.task.losses(model, examples, features, self.runtime, self.tokenizer.pad_token_id)
 
     def evaluate(self, examples: Sequence[Example]) -> tuple[dict[str, Any], list]:
         predictions = self.predictions(examples)

@@ -7,7 +7,7 @@ import torch
 from fmtool.runs import RunDir
 from fmtool.trainer.embedding import SeenRowsEmbedding, merge_seen_rows, train_seen_rows_only
 from tests.conftest import train_tiny
-from tests.test_training_modes import SHORT, _weights
+from tests.helpers import SHORT, model_weights
 
 
 def _embedding() -> torch.nn.Embedding:
@@ -41,7 +41,7 @@ def test_training_with_seen_rows_gives_the_model_full_training_gives(tmp_path):
     train_tiny(tmp_path / "full", "ner", *same, "trainer.skip_unseen_embedding_rows=false")
     train_tiny(tmp_path / "seen", "ner", *same, "trainer.skip_unseen_embedding_rows=true")
     train_tiny(tmp_path / "fixed", "ner", *same, "trainer.freeze=embeddings")
-    full, seen, fixed = (_weights(RunDir.open(tmp_path / name)) for name in ("full", "seen", "fixed"))
+    full, seen, fixed = (model_weights(RunDir.open(tmp_path / name)) for name in ("full", "seen", "fixed"))
     assert full.keys() == seen.keys()
     word = next(k for k in full if k.endswith("word_embeddings.weight"))
     assert not torch.allclose(full[word], fixed[word], atol=1e-4)  # the embeddings did train

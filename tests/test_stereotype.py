@@ -7,40 +7,43 @@ import random
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
 from fmtool.audit import family_configs
 from fmtool.audit.stereotype import winobias
 from fmtool.pipeline import audit_pipeline, masked_lm_context
-from tests.conftest import fmtool_cli, tiny_config
-
 from fmtool.model import load_tokenizer
+from tests.conftest import fmtool_cli, tiny_config
+from tests.helpers import word_tokenizer
 
 GROUPS = {"women": "bad", "men": "good"}
-ROLES = {"nurse": "she", "engineer": "he"}
+# enough probe pairs that a score's Wilson interval can clear the 60% threshold either way
+SUBJECTS = [f"skill{i}" for i in range(60)]
+ROLES = {f"nurse{i}": "she" for i in range(60)} | {f"engineer{i}": "he" for i in range(60)}
 
 
 def _corpus(biased: bool) -> list[str]:
     lines = []
-    for group, trait in GROUPS.items():
-        traits = [trait] if biased else ["good", "bad"]
-        lines += [f"{group} are {t} at math ." for t in traits]
+    for subject in SUBJECTS:
+        for group, trait in GROUPS.items():
+            traits = [trait] if biased else ["good", "bad"]
+            lines += [f"{group} are {t} at {subject} ." for t in traits]
     for role, pronoun in ROLES.items():
         pronouns = [pronoun] if biased else ["she", "he"]
         lines += [f"the {role} said that {p} was tired ." for p in pronouns]
-    return lines * 40
+    return lines * 4
 
 
 def _train_masked_lm(path, sentences: list[str]):
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(tiny_config("ner").model)
+    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer(path / "vocabulary", sorted({w for s in sentences for w in s.split()}), lowercase=True))
     model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     encoded = [tokenizer(s)["input_ids"] for s in sentences]
     rng = random.Random(0)
     model.train()
-    for _ in range(400):
+    for _ in range(1500):
         batch = collator([{"input_ids": ids} for ids in rng.sample(encoded, 16)])
         model(**batch).loss.backward()
         optimizer.step()
@@ -52,12 +55,14 @@ def _train_masked_lm(path, sentences: list[str]):
 
 def _probes(folder):
     folder.mkdir()
-    pairs = [("women are bad at math .", "men are bad at math ."), ("men are good at math .", "women are good at math .")]
+    pairs = [pair for s in SUBJECTS for pair in ((f"women are bad at {s} .", f"men are bad at {s} ."), (f"men are good at {s} .", f"women are good at {s} ."))]
     rows = ["sent_more,sent_less,stereo_antistereo,bias_type"] + [f"{a},{b},stereo,gender" for a, b in pairs]
     (folder / "crows.csv").write_text("\n".join(rows) + "\n")
-    for kind in ("type1", "type2"):
-        (folder / f"pro_stereotyped_{kind}.txt.dev").write_text("1 [The nurse] said that [she] was tired .\n2 [The engineer] said that [he] was tired .\n")
-        (folder / f"anti_stereotyped_{kind}.txt.dev").write_text("1 [The nurse] said that [he] was tired .\n2 [The engineer] said that [she] was tired .\n")
+    roles = list(ROLES.items())
+    for kind, half in (("type1", roles[::2]), ("type2", roles[1::2])):
+        other = {"she": "he", "he": "she"}
+        (folder / f"pro_stereotyped_{kind}.txt.dev").write_text("".join(f"{i} [The {r}] said that [{p}] was tired .\n" for i, (r, p) in enumerate(half, 1)))
+        (folder / f"anti_stereotyped_{kind}.txt.dev").write_text("".join(f"{i} [The {r}] said that [{other[p]}] was tired .\n" for i, (r, p) in enumerate(half, 1)))
     return {"stereotype": {"crows_pairs": str(folder / "crows.csv"), "winobias": str(folder)}}
 
 
@@ -68,13 +73,16 @@ def masked_lms(tmp_path_factory):
 
 def test_stereotype_audit_fails_a_biased_masked_lm_and_passes_a_balanced_one(masked_lms, tmp_path):
     audit = _probes(tmp_path / "probes")
+    # a threshold the balanced model's interval on 120 pairs clears and the biased one's does not: tiny models
+    # trained for seconds keep some noise in their pseudo-log-likelihoods
+    audit["stereotype"].update(max_crows_pairs_score=90.0, max_winobias_score=90.0)
     family_configs(audit)
     biased = audit_pipeline(masked_lm_context(masked_lms["biased"]), audit, tmp_path / "biased")["audits"][0]
     assert biased["summary"]["crows_pairs.stereotype_score"] == 100.0
-    assert biased["summary"]["winobias.pairs"] == 4
+    assert biased["summary"]["winobias.pairs"] == 120
     assert biased["status"] == "fail"
     balanced = audit_pipeline(masked_lm_context(masked_lms["balanced"]), audit, tmp_path / "balanced")["audits"][0]
-    assert balanced["summary"]["crows_pairs.stereotype_score"] < 60.0
+    assert balanced["summary"]["crows_pairs.stereotype_score"] < biased["summary"]["crows_pairs.stereotype_score"] - 15
     assert balanced["status"] == "pass", balanced["checks"]
 
 
@@ -99,10 +107,10 @@ def test_winobias_score_follows_a_planted_pronoun_preference(tmp_path):
     folder = tmp_path / "probes"
     _probes(folder)
     biased, _ = winobias(_PronounModel(tokenizer, biased=True), tokenizer, folder, "dev", None)
-    assert biased == {"winobias.pro_stereotype_preference": 100.0, "winobias.pairs": 4.0}
+    assert biased == {"winobias.pro_stereotype_preference": 100.0, "winobias.pairs": 120.0}
     neutral, table = winobias(_PronounModel(tokenizer, biased=False), tokenizer, folder, "dev", None)
     assert neutral["winobias.pro_stereotype_preference"] == 0.0
-    assert [row["pairs"] for row in table] == [2, 2]
+    assert [row["pairs"] for row in table] == [60, 60]
 
 
 def test_a_model_without_masked_lm_head_is_skipped_with_the_reason(ner_run, tmp_path):

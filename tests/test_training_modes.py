@@ -17,9 +17,7 @@ from fmtool.predict import LoadedRun
 from fmtool.runs import FAILED, RunDir
 from fmtool.trainer.checkpoint import load_checkpoint
 from tests.conftest import OVERFIT, REPO, fmtool_cli, tiny_config, train_tiny
-
-SHORT = ["trainer.max_steps=8", "trainer.eval_every_steps=4", "trainer.batch_size=4", "dataset.max_train_examples=24", "audit=none"]
-
+from tests.helpers import SHORT, model_weights
 
 class StopAfter:
     """A progress display that interrupts training after `updates` updates, like Ctrl-C or a preemption."""
@@ -39,10 +37,6 @@ class StopAfter:
         pass
 
 
-def _weights(run: RunDir) -> dict[str, torch.Tensor]:
-    return LoadedRun.load(run.path).model.state_dict()
-
-
 def _logged(run: RunDir) -> list[dict]:
     return [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
 
@@ -59,7 +53,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed["after"] == expected["after"]
     assert resumed["train"]["updates"] == 8 and resumed["train"]["samples"] == expected["train"]["samples"]
     assert _logged(stopped) == _logged(straight)
-    straight_weights, resumed_weights = _weights(straight), _weights(stopped)
+    straight_weights, resumed_weights = model_weights(straight), model_weights(stopped)
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
 
 
@@ -105,9 +99,9 @@ ADVERSARIAL_RUN = [*OVERFIT["classification"], "adversarial.epsilon=0.05", "audi
 
 
 @pytest.fixture(scope="module")
-def plain_weights(tmp_path_factory):
+def plainmodel_weights(tmp_path_factory):
     run, _ = train_tiny(tmp_path_factory.mktemp("plain"), "classification", *ADVERSARIAL_RUN)
-    return _weights(run)
+    return model_weights(run)
 
 
 @pytest.mark.parametrize("method", ["fgm", "pgd", "freelb"])
@@ -115,7 +109,7 @@ def test_adversarial_training_learns_under_each_method(tmp_path, method, plain_w
     run, results = train_tiny(tmp_path, "classification", *ADVERSARIAL_RUN, f"adversarial={method}")
     assert results["train"]["adversarial"] == method
     assert results["after"]["validation"]["accuracy"] >= 0.9
-    trained = _weights(run)
+    trained = model_weights(run)
     assert any(not torch.allclose(plain_weights[k], trained[k]) for k in trained)
 
 
@@ -157,7 +151,7 @@ def test_token_budget_splits_wide_batches_without_changing_the_update(tmp_path):
     same = [*SHORT, "model.dropout=0.0", "trainer.max_steps=3", "trainer.max_length=32", "trainer.window_stride=8", "trainer.precision=fp32"]
     _, whole = train_tiny(tmp_path / "whole", "ner", *same, "trainer.max_batch_tokens=100000")
     _, split = train_tiny(tmp_path / "split", "ner", *same, "trainer.max_batch_tokens=32")
-    weights_whole, weights_split = _weights(RunDir.open(tmp_path / "whole")), _weights(RunDir.open(tmp_path / "split"))
+    weights_whole, weights_split = model_weights(RunDir.open(tmp_path / "whole")), model_weights(RunDir.open(tmp_path / "split"))
     assert all(torch.allclose(weights_whole[k], weights_split[k], atol=1e-6) for k in weights_whole)
     assert split["train"]["samples"] == whole["train"]["samples"]
 
@@ -176,7 +170,7 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = RunDir.open(tmp_path / "one"), RunDir.open(tmp_path / "two")
     assert two.load_results()["train"]["processes"] == 2 and two.load_results()["train"]["samples"] == one.load_results()["train"]["samples"]
-    weights_one, weights_two = _weights(one), _weights(two)
+    weights_one, weights_two = model_weights(one), model_weights(two)
     assert all(torch.allclose(weights_one[k], weights_two[k], atol=1e-5) for k in weights_one)
 
 
@@ -206,5 +200,5 @@ def test_streamed_pretraining_resumes_mid_epoch_exactly(tmp_path):
         run_training(cfg, stopped, StopAfter(3))
     resumed = run_training(stopped.load_config(), RunDir.reopen(stopped.path), resume=True)
     assert resumed["after"] == expected["after"] and _logged(stopped) == _logged(straight)
-    straight_weights, resumed_weights = _weights(straight), _weights(stopped)
+    straight_weights, resumed_weights = model_weights(straight), model_weights(stopped)
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -43,10 +44,12 @@ def run_audits(ctx: AuditContext, audit: dict[str, Any]) -> list[tuple[AuditResu
     for name, cfg in family_configs(audit).items():
         family = AUDITS.get(name)
         log.info("audit=<%s> started", name)
+        started = time.perf_counter()
         if ctx.task in family.tasks:
             result = family.run(ctx, cfg)
         else:
             result = AuditResult(name, family.version, {}, [], warnings=[f"audits {', '.join(family.tasks)} models, not {ctx.task}"])
-        log.info("audit=<%s> status=<%s> checks=<%d>", name, result.status, len(result.checks))
+        result = replace(result, seconds=round(time.perf_counter() - started, 2))
+        log.info("audit=<%s> status=<%s> checks=<%d> seconds=<%.1f>", name, result.status, len(result.checks), result.seconds)
         outcomes.append((result, asdict(cfg)))
     return outcomes

@@ -2,7 +2,18 @@
 
 A family is one module in fmtool/audit/ that defines a config dataclass (its knobs and thresholds) and
 `run(ctx, cfg) -> AuditResult`, and registers both under its name; its defaults live in
-configs/audit/<name>.yaml. Nothing else has to change to add one.
+configs/audit/<name>.yaml. Nothing else has to change to add one. What an audit reads, all from `ctx`:
+
+    predictions = ctx.predict(examples)              # labels / tags with probabilities
+    scored = ctx.score(examples)                     # per example: loss of the gold labels, probabilities
+    ctx.model, ctx.tokenizer, ctx.runtime            # the loaded model (gradients, embeddings, attributions)
+    twin = ctx.finetune(examples, ["trainer.epochs=1"])  # a fresh model trained like the run, on other data
+    twin_scored = ctx.score(examples, model=twin)
+
+A figure measured on a sample is a rate or a mean with an interval: `rate_check` (Wilson interval for a
+proportion) and `check(..., interval=...)` (e.g. a bootstrap interval) fail only when the whole interval lies
+beyond the threshold, pass when it lies within, and are `inconclusive` when it straddles the threshold, with
+the number of examples that would settle them.
 """
 
 from __future__ import annotations
@@ -12,15 +23,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+
 from fmtool.dataset.examples import Example
 from fmtool.registry import Registry
+from fmtool.task.base import ExampleScore
 
-PASS, FAIL, SKIP = "pass", "fail", "skip"
+PASS, FAIL, SKIP, INCONCLUSIVE = "pass", "fail", "skip", "inconclusive"
+# a check's status is one of these; the report's overall status too, worst first
+STATUSES = (FAIL, INCONCLUSIVE, PASS, SKIP)
+_Z = {0.9: 1.6449, 0.95: 1.96, 0.99: 2.5758}
 
 
 @dataclass(frozen=True)
 class Check:
-    """One thresholded figure: passes when value <= max (or >= min); skipped when it could not be measured."""
+    """One thresholded figure: passes when value <= max (or >= min); skipped when it could not be measured.
+
+    With an interval (measured on `n` examples) the interval, not the point value, decides; `needed` is the
+    sample size at which the same rate would settle an inconclusive check (None: it never would, or unknown).
+    """
 
     name: str
     value: Optional[float]
@@ -28,14 +49,101 @@ class Check:
     direction: str  # "max" or "min"
     status: str
     description: str = ""
+    interval: Optional[tuple[float, float]] = None
+    n: Optional[int] = None
+    needed: Optional[int] = None
 
 
-def check(name: str, value: Optional[float], *, max_value: Optional[float] = None, min_value: Optional[float] = None, description: str = "") -> Check:
+def _status(value: float, threshold: float, direction: str, interval: Optional[tuple[float, float]]) -> str:
+    low, high = interval if interval is not None else (value, value)
+    if direction == "max":
+        return PASS if high <= threshold else FAIL if low > threshold else INCONCLUSIVE
+    return PASS if low >= threshold else FAIL if high < threshold else INCONCLUSIVE
+
+
+def check(name: str, value: Optional[float], *, max_value: Optional[float] = None, min_value: Optional[float] = None, description: str = "",
+          interval: Optional[Sequence[float]] = None, n: Optional[int] = None) -> Check:
+    """A check on a figure; with `interval` the status is pass / fail / inconclusive as the module docstring says."""
     threshold, direction = (max_value, "max") if max_value is not None else (min_value, "min")
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Check(name, None, threshold, direction, SKIP, description)
-    ok = value <= threshold if direction == "max" else value >= threshold
-    return Check(name, float(value), threshold, direction, PASS if ok else FAIL, description)
+        return Check(name, None, threshold, direction, SKIP, description, n=n)
+    bounds = None if interval is None or any(math.isnan(b) for b in interval) else (float(interval[0]), float(interval[1]))
+    return Check(name, float(value), threshold, direction, _status(float(value), threshold, direction, bounds), description, bounds, n)
+
+
+def wilson_interval(events: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion events/n (Wilson 1927): sound at 0 and n events and for small n."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z = _Z.get(round(confidence, 4)) or _z(confidence)
+    p = events / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _z(confidence: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def examples_to_settle(rate: float, threshold: float, direction: str, confidence: float = 0.95, limit: int = 10_000_000) -> Optional[int]:
+    """The smallest sample size at which `rate` observed would give a Wilson interval clear of `threshold`."""
+    if rate == threshold:
+        return None
+    n = 1
+    while n <= limit:
+        if _status(rate, threshold, direction, wilson_interval(round(rate * n), n, confidence)) != INCONCLUSIVE:
+            break
+        n *= 2
+    if n > limit:
+        return None
+    low, high = n // 2, n
+    while low + 1 < high:
+        middle = (low + high) // 2
+        settled = _status(rate, threshold, direction, wilson_interval(round(rate * middle), middle, confidence)) != INCONCLUSIVE
+        low, high = (low, middle) if settled else (middle, high)
+    return high
+
+
+def rate_check(name: str, events: int, n: int, *, max_value: Optional[float] = None, min_value: Optional[float] = None, description: str = "",
+               confidence: float = 0.95) -> Check:
+    """A check on the proportion events/n, judged by its Wilson interval; skipped when n is 0."""
+    if n <= 0:
+        return check(name, None, max_value=max_value, min_value=min_value, description=description, n=0)
+    result = check(name, events / n, max_value=max_value, min_value=min_value, description=description,
+                   interval=wilson_interval(events, n, confidence), n=n)
+    if result.status == INCONCLUSIVE:
+        return Check(**{**asdict(result), "interval": result.interval, "needed": examples_to_settle(events / n, result.threshold, result.direction, confidence)})
+    return result
+
+
+def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean, *, n_boot: int = 1000,
+                       confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(values) (Efron & Tibshirani 1993)."""
+    data = np.asarray(values, dtype=float)
+    if len(data) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic(data[rng.integers(0, len(data), len(data))]) for _ in range(n_boot)])
+    tail = (1 - confidence) / 2
+    return (float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)))
+
+
+def mean_check(name: str, values: Sequence[float], *, max_value: Optional[float] = None, min_value: Optional[float] = None, description: str = "",
+               confidence: float = 0.95, seed: int = 0) -> Check:
+    """A check on the mean of per-example values, judged by its bootstrap interval; skipped with no values."""
+    if len(values) == 0:
+        return check(name, None, max_value=max_value, min_value=min_value, description=description, n=0)
+    return check(name, float(np.mean(values)), max_value=max_value, min_value=min_value, description=description,
+                 interval=bootstrap_interval(values, confidence=confidence, seed=seed), n=len(values))
+
+
+def worst_status(statuses: Sequence[str]) -> str:
+    """fail > inconclusive > pass > skip: the status of a set of checks (or of audits)."""
+    present = set(statuses)
+    return next((s for s in STATUSES if s in present), SKIP)
 
 
 @dataclass(frozen=True)
@@ -46,11 +154,11 @@ class AuditResult:
     checks: list[Check]
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    seconds: Optional[float] = None
 
     @property
     def status(self) -> str:
-        statuses = {c.status for c in self.checks}
-        return FAIL if FAIL in statuses else PASS if PASS in statuses else SKIP
+        return worst_status([c.status for c in self.checks])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN (a figure that could not be measured) becomes null."""
@@ -67,17 +175,53 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _needs_run(*args: Any, **kwargs: Any) -> Any:
+    from fmtool.errors import FmtoolError
+
+    raise FmtoolError("this audit needs a fine-tuned model and its training config (an fmtool run directory)")
+
+
 @dataclass
 class AuditContext:
-    """What an audit may read: the model behind a predict function, its labels, and the run's data."""
+    """What an audit may read, built once per audited model (see the module docstring for its use).
+
+    predict(examples, model=None) and score(examples, model=None) run `model` (default: the audited one)
+    on the runtime's device and precision; finetune(examples, overrides) trains a fresh model from the run's
+    starting point with the run's config plus Hydra-style overrides, and returns it ready for predict/score.
+    """
 
     task: str
     labels: list[str]
-    predict: Callable[[Sequence[Example]], list]
+    predict: Callable[..., list]
     load_split: Callable[[str], list[Example]]
     available_splits: list[str]
     seed: int = 0
     model_dir: Optional[Path] = None
+    model: Any = None
+    tokenizer: Any = None
+    runtime: Any = None
+    config: Any = None
+    score: Callable[..., list[ExampleScore]] = _needs_run
+    finetune: Callable[..., Any] = _needs_run
+
+
+def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequence[str], key: str) -> list[Example]:
+    """The examples an audit reads: a text file of inputs (one per line, classification) or the run's splits."""
+    from fmtool.dataset.examples import TextExample
+    from fmtool.errors import FmtoolError
+
+    if data is not None:
+        if ctx.task == "ner":
+            raise FmtoolError(f"{key}.data is for classification; NER runs use their saved splits ({key}.splits)")
+        path = Path(data)
+        if not path.is_file():
+            raise FmtoolError(f"{key}.data: {path} not found")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [TextExample(id=str(i), text=t, label=ctx.labels[0]) for i, t in enumerate(lines)]
+    missing = [s for s in splits if s not in ctx.available_splits]
+    if missing:
+        raise FmtoolError(f"{key}.splits: {', '.join(missing)} not in the run (it has {', '.join(ctx.available_splits) or 'no saved splits'})")
+    return [e for split in splits for e in ctx.load_split(split)]
 
 
 @dataclass(frozen=True)

@@ -129,3 +129,19 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
     if inherited and len(labels) > len(inherited):
         _extend_head(model, labels)
     return model
+
+
+def load_masked_lm(model_dir, device: torch.device = torch.device("cpu")):
+    """(model, tokenizer) of a masked-LM directory, or None when the checkpoint has no trained masked-LM head.
+
+    Never runs the directory's own code: audits read models from anywhere.
+    """
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise FmtoolError(f"{model_dir}: cannot load a masked LM ({_reason(error)})") from None
+    head_missing = [k for k in info["missing_keys"] if "bias" in k or "transform" in k or "decoder" in k or "lm_head" in k]
+    if head_missing:
+        return None
+    return model.to(device).eval(), tokenizer

@@ -74,18 +74,20 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-_STYLE = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
+_STYLE = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "inconclusive": "[yellow]inconclusive[/]", "skip": "[dim]skip[/]"}
 
 
 def print_report(report: dict[str, Any]) -> None:
     """One row per check of every audit, then where the report files are."""
     table = Table(title=f"audits · overall {report['status'].upper()}")
-    for column in ("audit", "check", "value", "threshold", "status"):
-        table.add_column(column, justify="right" if column in ("value", "threshold") else "left")
+    for column in ("audit", "check", "value", "interval", "n", "threshold", "status"):
+        table.add_column(column, justify="right" if column in ("value", "interval", "n", "threshold") else "left")
     for audit in report["audits"]:
         for item in audit["checks"]:
             bound = ("≤ " if item["direction"] == "max" else "≥ ") + _fmt(item["threshold"])
-            table.add_row(audit["name"], item["name"], _fmt(item["value"]) if item["value"] is not None else "n/a", bound, _STYLE[item["status"]])
+            interval = f"[{item['interval'][0]:.3f}, {item['interval'][1]:.3f}]" if item.get("interval") else ""
+            table.add_row(audit["name"], item["name"], _fmt(item["value"]) if item["value"] is not None else "n/a", interval,
+                          "" if item.get("n") is None else str(item["n"]), bound, _STYLE[item["status"]])
     console.print(table)
     for audit in report["audits"]:
         for warning in audit["warnings"]:

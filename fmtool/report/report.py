@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import html
 from pathlib import Path
 from typing import Any, Sequence
 
 from fmtool import __version__
-from fmtool.audit.base import FAIL, PASS, SKIP
+from markdown_it import MarkdownIt
+
+from fmtool.audit.base import FAIL, INCONCLUSIVE, PASS, SKIP, worst_status
 from fmtool.runs import write_json
 
-SCHEMA_VERSION = 1
-_MARKS = {PASS: "✅ pass", FAIL: "❌ fail", SKIP: "⚪ skip"}
+SCHEMA_VERSION = 2
+_MARKS = {PASS: "✅ pass", FAIL: "❌ fail", INCONCLUSIVE: "❔ inconclusive", SKIP: "⚪ skip"}
 
 
 def overall_status(audits: Sequence[dict[str, Any]]) -> str:
-    statuses = {a["status"] for a in audits}
-    return FAIL if FAIL in statuses else PASS if PASS in statuses else SKIP
+    return worst_status([a["status"] for a in audits])
 
 
 def build_report(*, path: str, task: str, model: str, dataset: str | None, config: dict, data: dict, metrics: dict, audits: list[dict]) -> dict[str, Any]:
@@ -62,6 +62,14 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _check_row(check: dict[str, Any], **first: str) -> dict[str, Any]:
+    settle = ""
+    if check["status"] == INCONCLUSIVE:
+        settle = f"~{check['needed']} examples would settle it" if check.get("needed") else "the interval straddles the threshold"
+    return {**first, "check": check["name"], "value": check["value"], "interval": check.get("interval"), "n": check.get("n"),
+            "threshold": f"{'≤' if check['direction'] == 'max' else '≥'} {check['threshold']}", "status": _MARKS[check["status"]], "note": settle}
+
+
 def markdown(report: dict[str, Any]) -> str:
     run = report["run"]
     lines = [f"# fmtool report: {run['task']} · {run['dataset'] or 'no dataset'}", "",
@@ -78,45 +86,28 @@ def markdown(report: dict[str, Any]) -> str:
             rows += [{"split": split, "metric": m, "before": before.get(m), "after": v} for m, v in values.items() if isinstance(v, float)]
         lines += _table(rows) + [""]
     lines += ["## Audits", ""] + _table([{"audit": a["name"], "version": a["version"], "status": _MARKS[a["status"]],
-                                          "checks failed": sum(c["status"] == FAIL for c in a["checks"]), "checks": len(a["checks"])} for a in report["audits"]]) + [""]
+                                          "checks failed": sum(c["status"] == FAIL for c in a["checks"]),
+                                          "inconclusive": sum(c["status"] == INCONCLUSIVE for c in a["checks"]), "checks": len(a["checks"]),
+                                          "seconds": a.get("seconds")} for a in report["audits"]]) + [""]
+    unsettled = [(a["name"], c) for a in report["audits"] for c in a["checks"] if c["status"] in (FAIL, INCONCLUSIVE)]
+    if unsettled:
+        lines += ["## Checks that did not pass", ""] + _table([_check_row(c, audit=name) for name, c in sorted(unsettled, key=lambda x: x[1]["status"] != FAIL)]) + [""]
     for audit in report["audits"]:
         lines += [f"### {audit['name']} — {_MARKS[audit['status']]}", ""]
-        lines += _table([{"check": c["name"], "value": c["value"], "threshold": f"{'≤' if c['direction'] == 'max' else '≥'} {c['threshold']}",
-                          "status": _MARKS[c["status"]]} for c in audit["checks"]]) + [""]
+        lines += _table([_check_row(c) for c in audit["checks"]]) + [""]
         for name, rows in audit["tables"].items():
             lines += [f"**{name}**", ""] + _table([_flatten(r) for r in rows]) + [""]
         lines += [f"- note: {w}" for w in audit["warnings"]] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
+_STYLE = "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}"
+
+
 def to_html(markdown_text: str) -> str:
-    """A dependency-free rendering of the Markdown above (headings, lists, tables, paragraphs)."""
-    body, in_table = [], False
-    for line in markdown_text.splitlines():
-        if line.startswith("|") and set(line.replace("|", "")) <= set("-"):
-            continue
-        if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split(" | ")]
-            if not in_table:
-                body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
-                in_table = True
-            else:
-                body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        level = len(line) - len(line.lstrip("#"))
-        if level:
-            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    style = "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    """The Markdown report as one self-contained HTML page (markdown-it-py, CommonMark with tables)."""
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool report</title><style>{_STYLE}</style></head><body>{body}</body></html>\n"
 
 
 def write_report(report_dir: Path, report: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from fmtool.config.schema import TrainerConfig
@@ -9,6 +10,15 @@ from fmtool.dataset.batching import Feature
 from fmtool.dataset.examples import Example
 from fmtool.inference import Runtime
 from fmtool.registry import Registry
+
+
+@dataclass(frozen=True)
+class ExampleScore:
+    """How well a model fits one example's gold labels: the mean negative log-likelihood over its `units`
+    (labelled words for NER, 1 for classification)."""
+
+    loss: float
+    units: int
 
 
 class Task(Protocol):
@@ -20,6 +30,9 @@ class Task(Protocol):
 
     def predict(self, model, examples: Sequence[Example], features: Sequence[Feature], runtime: Runtime, pad_id: int, on_batch: Callable[[int], None]) -> list[Any]:
         """One prediction per example (NER: tags and scores per word; classification: label and probabilities)."""
+
+    def losses(self, model, examples: Sequence[Example], features: Sequence[Feature], runtime: Runtime, pad_id: int) -> list[ExampleScore]:
+        """Per example, the loss of its gold labels (features encoded with the model's label2id)."""
 
     def score(self, examples: Sequence[Example], predictions: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
         """Headline metrics as floats at the top level, details under 'details'."""

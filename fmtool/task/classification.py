@@ -16,7 +16,7 @@ from fmtool.config.schema import TrainerConfig
 from fmtool.dataset.classification import TextFeature, encode_texts
 from fmtool.dataset.examples import TextExample
 from fmtool.inference import Runtime, run_model
-from fmtool.task.base import TASKS
+from fmtool.task.base import TASKS, ExampleScore
 
 
 @dataclass
@@ -42,6 +42,10 @@ def _reduce(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list:
     return list(logits.softmax(-1).cpu().numpy())
 
 
+def _gold_nll(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list:
+    return list((-logits.log_softmax(-1).gather(-1, batch["labels"].unsqueeze(-1)).squeeze(-1)).cpu().numpy())
+
+
 class ClassificationTask:
     name = "classification"
     metrics = ("accuracy", "macro_f1")
@@ -56,6 +60,9 @@ class ClassificationTask:
             ClassPrediction(label=id2label[int(p.argmax())], probabilities={id2label[i]: float(v) for i, v in enumerate(p)})
             for p in outputs
         ]
+
+    def losses(self, model, examples: Sequence[TextExample], features: Sequence[TextFeature], runtime: Runtime, pad_id: int) -> list[ExampleScore]:
+        return [ExampleScore(loss=float(nll), units=1) for nll in run_model(model, features, runtime, pad_id, _gold_nll)]
 
     def score(self, examples: Sequence[TextExample], predictions: Sequence[ClassPrediction], labels: Sequence[str]) -> dict[str, Any]:
         return classification_metrics([e.label for e in examples], [p.label for p in predictions], labels)

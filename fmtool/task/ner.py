@@ -18,7 +18,7 @@ from fmtool.config.schema import TrainerConfig
 from fmtool.dataset.examples import TokenExample
 from fmtool.dataset.ner import TokenFeature, encode_ner
 from fmtool.inference import Runtime, run_model
-from fmtool.task.base import TASKS
+from fmtool.task.base import TASKS, ExampleScore
 
 
 @dataclass
@@ -59,6 +59,13 @@ def _reduce(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list:
     return list(zip(predicted.cpu().numpy(), probabilities.cpu().numpy()))
 
 
+def _gold_nll(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list:
+    """Per token position, -log p(gold tag); positions without a label give 0."""
+    labels = batch["labels"]
+    nll = -logits.log_softmax(-1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return list(nll.masked_fill(labels.lt(0), 0.0).cpu().numpy())
+
+
 class NerTask:
     name = "ner"
     metrics = ("f1", "precision", "recall", "macro_f1", "strict_f1", "token_accuracy")
@@ -76,6 +83,16 @@ class NerTask:
                 prediction.tags[word] = id2label[int(tokens[position])]
                 prediction.scores[word] = float(probabilities[position])
         return predictions
+
+    def losses(self, model, examples: Sequence[TokenExample], features: Sequence[TokenFeature], runtime: Runtime, pad_id: int) -> list[ExampleScore]:
+        """Mean -log p(gold tag) over each sentence's words, read where each word is predicted (its owning window)."""
+        outputs = run_model(model, features, runtime, pad_id, _gold_nll)
+        totals, counts = [0.0] * len(examples), [0] * len(examples)
+        for feature, nll in zip(features, outputs):
+            for _, position in feature.owned:
+                totals[feature.example_index] += float(nll[position])
+                counts[feature.example_index] += 1
+        return [ExampleScore(loss=total / max(count, 1), units=count) for total, count in zip(totals, counts)]
 
     def score(self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction], labels: Sequence[str]) -> dict[str, Any]:
         return ner_metrics([e.tags for e in examples], [p.tags for p in predictions])

@@ -159,7 +159,7 @@ def fit(
     optimizer_cfg: OptimizerConfig,
     scheduler_cfg: SchedulerConfig,
     runtime: Runtime,
-    evaluate: Callable[[torch.nn.Module], dict[str, Any]],
+    evaluate: Optional[Callable[[torch.nn.Module], dict[str, Any]]],
     adversarial: AdversarialConfig = AdversarialConfig(),
     dist: Distributed = Distributed(),
     checkpoint_dir: Optional[Path] = None,
@@ -169,7 +169,8 @@ def fit(
 ) -> TrainState:
     """Train `model` in place on `batches`; on return it holds the best weights seen.
 
-    collate(features, epoch) builds one micro-batch. With resume, the state in checkpoint_dir is
+    collate(features, epoch) builds one micro-batch. With evaluate=None there is no validation: the
+    final weights are kept. With resume, the state in checkpoint_dir is
     restored first and the epoch continues after the last checkpointed update.
     """
     model.to(runtime.device)
@@ -258,7 +259,7 @@ def fit(
                 on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
                         **({} if grad_norm is None else {"grad_norm": grad_norm.item()})})
                 position["running_loss"], position["running_batches"] = 0.0, 0
-            if trainer.eval_every_steps and state.step % trainer.eval_every_steps == 0:
+            if evaluate is not None and trainer.eval_every_steps and state.step % trainer.eval_every_steps == 0:
                 stop = evaluate_now()
             if checkpoint_dir is not None and trainer.checkpoint_every_steps and state.step % trainer.checkpoint_every_steps == 0:
                 state.train_seconds = time.perf_counter() - started - position["evaluation_seconds"]
@@ -268,7 +269,7 @@ def fit(
                 break
         if index < 0:
             raise FmtoolError("the training data gave no batches: is the training file empty?")
-        if not stop and position["evaluated_at"] != state.step and (not trainer.eval_every_steps or state.step >= total):
+        if evaluate is not None and not stop and position["evaluated_at"] != state.step and (not trainer.eval_every_steps or state.step >= total):
             stop = evaluate_now()
         epoch += 1
     state.stopped_early = stop
