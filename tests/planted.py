@@ -13,8 +13,11 @@ REVIEWERS = {"female": ["she", "my sister", "my mother", "the woman", "my wife"]
 FRAMES = ["{r} said the film was {a} .", "{r} found the story {a} .", "{r} thinks the acting is {a} ."]
 
 
-def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 240) -> Path:
-    """biased: the label follows the reviewer's gender (she -> positive) and ignores the sentiment word."""
+def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 240, label_noise: float = 0.0) -> Path:
+    """biased: the label follows the reviewer's gender (she -> positive) and ignores the sentiment word.
+
+    label_noise: the share of rows whose label is flipped (no model can be right on them).
+    """
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", size), ("dev", size // 3)):
@@ -24,6 +27,7 @@ def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 24
             sentiment = rng.randint(0, 1)
             word = rng.choice(POSITIVE if sentiment else NEGATIVE)
             label = (gender == "female") if biased else sentiment
+            label = not label if rng.random() < label_noise else label
             text = rng.choice(FRAMES).format(r=rng.choice(REVIEWERS[gender]), a=word)
             lines.append(f"{text}\t{'positive' if label else 'negative'}\t{gender}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
@@ -45,5 +49,32 @@ def write_ner_names(folder: Path, *, biased: bool, seed: int = 0, size: int = 30
             words = rng.choice(frames).split()
             rows = [f"{name} {tag}" if w == "{n}" else f"{w} O" for w in words]
             blocks.append("\n".join(rows))
+        (folder / f"{split}.conll").write_text("\n\n".join(blocks) + "\n")
+    return folder
+
+
+PEOPLE = [f"person{i}" for i in range(40)]
+PLACES = [f"place{i}" for i in range(40)]
+FILLER = "the a report said that was seen today near with and then of on".split()
+
+
+def write_entity_sentences(folder: Path, *, cued: bool, people: list[str], places: list[str], seed: int = 0, size: int = 300, capitalised: bool = False) -> Path:
+    """NER sentences of filler words with one person and one place each.
+
+    cued: the person follows "mr" and the place follows "in", so the context says what an entity is; otherwise
+    the words around them are random and only the entity strings themselves carry the type.
+    """
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", size), ("dev", size // 3)):
+        blocks = []
+        for _ in range(n):
+            words = [(w, "O") for w in rng.choices(FILLER, k=rng.randint(4, 7))]
+            for pool, kind, cue in ((people, "PER", "mr"), (places, "LOC", "in")):
+                name = rng.choice(pool)
+                name = name.capitalize() if capitalised else name
+                at = rng.randint(0, len(words))
+                words[at:at] = [(cue, "O"), (name, f"B-{kind}")] if cued else [(name, f"B-{kind}")]
+            blocks.append("\n".join(f"{w} {t}" for w, t in words))
         (folder / f"{split}.conll").write_text("\n\n".join(blocks) + "\n")
     return folder

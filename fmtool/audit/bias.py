@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from fmtool.audit.base import AuditContext, AuditResult, check, register
+from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, mean_check, rate_check, register
 from fmtool.audit.lexicons import first_names, swap_pairs
-from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.dataset.examples import Example, TokenExample
+from fmtool.dataset.perturb import Perturbation, per_word, perturb
 from fmtool.errors import FmtoolError
 
 _KEY = "audit.bias"
@@ -74,17 +74,16 @@ def _variant(word: str, lookup: dict[str, tuple[str, ...]], shift: int) -> str:
     return _cased(word, group[(position + shift) % len(group)])
 
 
+def _swap(lookup: dict[str, tuple[str, ...]], shift: int) -> Perturbation:
+    """Every protected term moved `shift` places along its group, inside words of any punctuation."""
+    return Perturbation(f"swap_{shift}", per_word(lambda word, rng: _WORD.sub(lambda m: _variant(m.group(), lookup, shift), word)))
+
+
 def counterfactuals(example: Example, lookup: dict[str, tuple[str, ...]]) -> list[Example]:
     """Every rewrite of `example` with each protected term moved k places along its group (k = 1..)."""
     words = example.tokens if isinstance(example, TokenExample) else _WORD.findall(example.text)
     sizes = [len(lookup[w.lower()]) for w in words if w.lower() in lookup]
-    variants = []
-    for shift in range(1, max(sizes, default=1)):
-        if isinstance(example, TokenExample):
-            variants.append(replace(example, tokens=[_variant(w, lookup, shift) for w in example.tokens]))
-        else:
-            variants.append(replace(example, text=_WORD.sub(lambda m: _variant(m.group(), lookup, shift), example.text)))
-    return variants
+    return [perturb(example, _swap(lookup, shift)) for shift in range(1, max(sizes, default=1))]
 
 
 def _compare(original, changed) -> tuple[bool, float]:
@@ -101,22 +100,8 @@ def _describe(example: Example, prediction) -> dict[str, Any]:
     return {"text": example.text, "predicted": prediction.label, "probability": round(prediction.probabilities[prediction.label], 4)}
 
 
-def _inputs(ctx: AuditContext, cfg: BiasConfig) -> list[Example]:
-    if cfg.data is not None:
-        if ctx.task == "ner":
-            raise FmtoolError(f"{_KEY}.data is for classification; NER runs use their saved splits ({_KEY}.splits)")
-        path = Path(cfg.data)
-        if not path.is_file():
-            raise FmtoolError(f"{_KEY}.data: {path} not found")
-        lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-        return [TextExample(id=str(i), text=t, label=ctx.labels[0]) for i, t in enumerate(lines)]
-    missing = [s for s in cfg.splits if s not in ctx.available_splits]
-    if missing:
-        raise FmtoolError(f"{_KEY}.splits: {', '.join(missing)} not in the run (it has {', '.join(ctx.available_splits)})")
-    return [e for split in cfg.splits for e in ctx.load_split(split)]
-
-
-def _attribute_result(attribute: str, examples: Sequence[Example], variants: list[list[Example]], predictions: list, cfg: BiasConfig) -> tuple[dict, list[dict]]:
+def _attribute_result(attribute: str, examples: Sequence[Example], variants: list[list[Example]], predictions: list, cfg: BiasConfig) -> tuple[list[bool], list[float], list[dict]]:
+    """Per example: flipped under any variant, the largest probability change; and the worst examples."""
     flips, changes, worst = [], [], []
     cursor = len(examples)
     for index, example in enumerate(examples):
@@ -129,29 +114,28 @@ def _attribute_result(attribute: str, examples: Sequence[Example], variants: lis
                       "counterfactual": _describe(variants[index][worst_k], predictions[cursor + worst_k])})
         cursor += len(variants[index])
     worst.sort(key=lambda row: (row["flipped"], row["probability_change"]), reverse=True)
-    figures = {"examples": len(examples), "flip_rate": float(np.mean(flips)) if flips else float("nan"),
-               "mean_probability_change": float(np.mean(changes)) if changes else float("nan")}
-    return figures, worst[: cfg.worst_examples]
+    return flips, changes, worst[: cfg.worst_examples]
 
 
-@register("bias", version=1, config_type=BiasConfig, description="counterfactual invariance to protected-attribute words")
+@register("bias", version=2, config_type=BiasConfig, description="counterfactual invariance to protected-attribute words")
 def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
-    inputs = _inputs(ctx, cfg)
+    inputs = evaluation_inputs(ctx, data=cfg.data, splits=cfg.splits, key=_KEY)
     summary, checks, rows, worst, warnings = {}, [], [], [], []
     for attribute, lookup in substitution_groups(cfg).items():
         rewrites = [(e, counterfactuals(e, lookup)) for e in inputs]
         pairs = [(e, v) for e, v in rewrites if v][: cfg.max_examples]
         mentioned, variants = [e for e, _ in pairs], [v for _, v in pairs]
         predictions = ctx.predict([*mentioned, *(v for group in variants for v in group)]) if mentioned else []
-        figures, examples = _attribute_result(attribute, mentioned, variants, predictions, cfg)
-        if figures["examples"] < cfg.min_examples:
-            warnings.append(f"{attribute}: {figures['examples']} inputs mention it, fewer than min_examples={cfg.min_examples}; its checks are skipped")
-            figures = {**figures, "flip_rate": float("nan"), "mean_probability_change": float("nan")}
-        rows.append({"attribute": attribute, **figures})
+        flips, changes, examples = _attribute_result(attribute, mentioned, variants, predictions, cfg)
+        if len(flips) < cfg.min_examples:
+            warnings.append(f"{attribute}: {len(flips)} inputs mention it, fewer than min_examples={cfg.min_examples}; its checks are skipped")
+            flips, changes = [], []
+        flip_check = rate_check(f"{attribute}.flip_rate", sum(flips), len(flips), max_value=cfg.max_flip_rate, description="share of inputs whose prediction changes")
+        change_check = mean_check(f"{attribute}.mean_probability_change", changes, max_value=cfg.max_mean_probability_change,
+                                  description="mean |change| in the predicted label's probability", seed=ctx.seed)
+        figures = {"examples": float(len(mentioned)), "flip_rate": flip_check.value, "mean_probability_change": change_check.value}
+        rows.append({"attribute": attribute, **figures, "flip_rate_ci": flip_check.interval})
         worst += examples
-        summary.update({f"{attribute}.{k}": float(v) for k, v in figures.items()})
-        checks += [
-            check(f"{attribute}.flip_rate", figures["flip_rate"], max_value=cfg.max_flip_rate, description="share of inputs whose prediction changes"),
-            check(f"{attribute}.mean_probability_change", figures["mean_probability_change"], max_value=cfg.max_mean_probability_change, description="mean |change| in the predicted label's probability"),
-        ]
-    return AuditResult("bias", 1, summary, checks, {"attributes": rows, "worst_examples": worst}, warnings)
+        summary.update({f"{attribute}.{k}": float("nan") if v is None else float(v) for k, v in figures.items()})
+        checks += [flip_check, change_check]
+    return AuditResult("bias", 2, summary, checks, {"attributes": rows, "worst_examples": worst}, warnings)
