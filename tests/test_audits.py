@@ -129,6 +129,7 @@ def test_report_validates_against_its_schema(sentiment_runs):
     assert json.loads((run.path / "audit" / "fairness.json").read_text())["name"] == "fairness"
 
 
+@pytest.mark.slow
 def test_strict_exit_code_gates_on_failing_checks(sentiment_runs):
     failing = fmtool_cli("audit", str(sentiment_runs["biased"].path), "audit=[fairness]", *FAST, "--strict")
     assert failing.returncode == 1, failing.stderr
@@ -138,6 +139,7 @@ def test_strict_exit_code_gates_on_failing_checks(sentiment_runs):
     assert typo.returncode == 2 and "max_dpd" in typo.stderr
 
 
+@pytest.mark.slow
 def test_audit_of_a_plain_model_directory(sentiment_runs, tmp_path):
     model_dir = sentiment_runs["biased"].model_dir
     texts = tmp_path / "texts.txt"

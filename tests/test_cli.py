@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import yaml
@@ -11,6 +13,7 @@ from tests.conftest import fmtool_cli
 _TINY = ["+task=ner", "debug=tiny"]
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_dir(tmp_path):
     result = fmtool_cli("train", *_TINY, f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 0, result.stderr
@@ -20,6 +23,7 @@ def test_train_writes_a_complete_run_dir(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["config_overrides"]["hidden_size"] == 32
 
 
+@pytest.mark.slow
 def test_default_run_dir_is_runs_task_timestamp(tmp_path):
     result = fmtool_cli("train", *_TINY, "audit=none", f"paths.runs_dir={tmp_path}")
     assert result.returncode == 0, result.stderr
@@ -47,6 +51,7 @@ def test_bad_data_file_exits_2_naming_the_file(tmp_path):
     assert status["state"] == "failed" and "train.conll:2" in status["error"]
 
 
+@pytest.mark.slow
 def test_multirun_sweep_writes_one_run_dir_per_job(tmp_path):
     result = fmtool_cli("train", "-m", *_TINY, "optimizer.lr=1e-3,1e-4", f"hydra.sweep.dir={tmp_path}/sweep")
     assert result.returncode == 0, result.stderr
@@ -72,6 +77,7 @@ def test_validate_and_list():
     assert listing.stdout.split() == ["adamw", "sgd"]
 
 
+@pytest.mark.slow
 def test_predict_reads_arguments_stdin_and_files(ner_run, tmp_path):
     run, _ = ner_run
     args = fmtool_cli("predict", str(run.path), "Maria Lopez visited Berlin .", "It rained .")
@@ -95,6 +101,7 @@ def test_predict_reads_arguments_stdin_and_files(ner_run, tmp_path):
     assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_eval_scores_a_saved_split_and_a_new_file(ner_run, tmp_path):
     run, results = ner_run
     saved = fmtool_cli("eval", str(run.path), "--split", "validation")

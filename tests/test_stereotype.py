@@ -120,6 +120,7 @@ def test_a_model_without_masked_lm_head_is_skipped_with_the_reason(ner_run, tmp_
     assert "no trained masked-LM head" in report["audits"][0]["warnings"][0]
 
 
+@pytest.mark.slow
 def test_cli_audits_a_masked_lm_directory(masked_lms, tmp_path):
     probes = _probes(tmp_path / "probes")["stereotype"]
     result = fmtool_cli("audit", str(masked_lms["biased"]), "--task", "mlm", "--output", str(tmp_path / "out"), "audit=[stereotype]",

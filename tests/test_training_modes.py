@@ -99,7 +99,7 @@ ADVERSARIAL_RUN = [*OVERFIT["classification"], "adversarial.epsilon=0.05", "audi
 
 
 @pytest.fixture(scope="module")
-def plainmodel_weights(tmp_path_factory):
+def plain_weights(tmp_path_factory):
     run, _ = train_tiny(tmp_path_factory.mktemp("plain"), "classification", *ADVERSARIAL_RUN)
     return model_weights(run)
 
@@ -156,6 +156,7 @@ def test_token_budget_splits_wide_batches_without_changing_the_update(tmp_path):
     assert split["train"]["samples"] == whole["train"]["samples"]
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_matches_one_process(tmp_path):
     # NER: the ranks' halves of a batch hold different numbers of labelled tokens; 29 examples in batches of 4 leave
     # a 1-example batch that gives one rank nothing; accumulation and a token budget that splits some ranks' halves
@@ -174,6 +175,7 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     assert all(torch.allclose(weights_one[k], weights_two[k], atol=1e-5) for k in weights_one)
 
 
+@pytest.mark.slow
 def test_resume_command_completes_an_interrupted_run_and_audits_it(tmp_path):
     cfg = tiny_config("classification", *SHORT[:-1], "trainer.checkpoint_every_steps=2", "audit=[bias]")
     stopped = RunDir.create(tmp_path / "run", cfg)
