@@ -14,7 +14,7 @@ Liang et al. 2022, "Holistic Evaluation of Language Models" (HELM), Sec. fairnes
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
 
 import numpy as np

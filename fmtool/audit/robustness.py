@@ -167,16 +167,14 @@ def run(ctx: AuditContext, cfg: RobustnessConfig) -> AuditResult:
             summary[f"{test}.{metric}_drop"] = clean - noisy
         rows.append(row)
         summary[f"{test}.pass_rate"] = float("nan") if result.value is None else result.value
+        failures = 0
         for (i, c, _), p, ok in zip(variants, outcome, passed):
             tested_any[i] = True
             failed_any[i] |= not ok
-            if not ok and len(worst) < cfg.worst_examples * len(tests):
+            if not ok and failures < cfg.worst_examples:
+                failures += 1
                 worst.append({"test": test, "original": _describe(inputs[i], original[i]), "perturbed": _describe(c, p)})
     tested = sum(tested_any)
     summary["worst_case_pass_rate"] = (tested - sum(failed_any)) / tested if tested else float("nan")
     summary["examples"] = float(len(inputs))
-    by_test = {}
-    for row in worst:
-        by_test.setdefault(row["test"], []).append(row)
-    worst = [r for rows_of_test in by_test.values() for r in rows_of_test[: cfg.worst_examples]]
     return AuditResult("robustness", 1, summary, checks, {"tests": rows, "worst_examples": worst}, warnings)

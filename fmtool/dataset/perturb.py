@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
-from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.dataset.examples import Example, TokenExample
 
 
 @dataclass(frozen=True)
