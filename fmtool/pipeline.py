@@ -52,6 +52,20 @@ def _training_labels(cfg: TrainConfig, splits: Splits) -> tuple[list[str], list[
     return [*inherited, *added], inherited
 
 
+def fit_features(model, tokenizer, runtime: Runtime, features: Sequence, cfg: TrainConfig, *, evaluate, **loop: Any):
+    """Train `model` on encoded training features as cfg says (fit's other options in `loop`), then undo the
+    training-only module changes so the model is what saving and loading it gives."""
+    if cfg.trainer.skip_unseen_embedding_rows:
+        train_seen_rows_only(model, {tokenizer.pad_token_id, *(i for f in features for i in f.input_ids)})
+    state = fit(
+        model, InMemoryBatches(features, cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
+        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
+        scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=evaluate, **loop,
+    )
+    finish_training(model)
+    return state
+
+
 def _saved_splits(run: RunDir) -> Splits:
     named = {name: run.load_split(name) for name in run.splits()}
     return Splits(train=named["train"], validation=named["validation"], test=named.get("test"))
@@ -99,15 +113,8 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     else:
         before = {name: score(name)[0] for name in evaluated}
         run.save_results({"task": task.name, "before": before, "inherited_labels": inherited})
-    if cfg.trainer.skip_unseen_embedding_rows:
-        train_seen_rows_only(model, {tokenizer.pad_token_id, *(i for f in features["train"] for i in f.input_ids)})
-    state = fit(
-        model, InMemoryBatches(features["train"], cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
-        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
-        scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=lambda m: score("validation")[0], dist=dist,
-        checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress,
-    )
-    finish_training(model)
+    state = fit_features(model, tokenizer, runtime, features["train"], cfg, evaluate=lambda m: score("validation")[0], dist=dist,
+                         checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress)
     after = {}
     for name, examples in evaluated.items():
         after[name], predictions = score(name)
@@ -153,10 +160,7 @@ def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[E
     model = build_model(cfg.model, cfg.task.name, list(labels), vocab_size=len(tokenizer), inherited=[])
     runtime, _ = prepare_model(model, cfg)
     features = task.encode(list(examples), tokenizer, {label: i for i, label in enumerate(labels)}, cfg.trainer)
-    fit(model, InMemoryBatches(features, cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
-        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
-        scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=None)
-    finish_training(model)
+    fit_features(model, tokenizer, runtime, features, cfg, evaluate=None)
     return model.eval()
 
 
@@ -181,9 +185,9 @@ def _no_model(*args: Any, **kwargs: Any) -> Any:
 
 def masked_lm_context(model_dir: Path) -> AuditContext:
     """For audits of a plain masked-LM directory (fmtool audit DIR --task mlm); no model when it has no trained head."""
+    from fmtool.config.schema import TrainerConfig
     from fmtool.model.build import load_masked_lm
     from fmtool.trainer.runtime import resolve_runtime
-    from fmtool.config.schema import TrainerConfig
 
     runtime = resolve_runtime(TrainerConfig())
     loaded = load_masked_lm(model_dir, runtime.device)
