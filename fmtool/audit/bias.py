@@ -22,7 +22,7 @@ import numpy as np
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, mean_check, rate_check, register
 from fmtool.audit.lexicons import first_names, swap_pairs
 from fmtool.dataset.examples import Example, TokenExample
-from fmtool.dataset.perturb import Perturbation, per_word, perturb
+from fmtool.dataset.perturb import Perturbation, match_case, per_word, perturb
 from fmtool.errors import FmtoolError
 
 _KEY = "audit.bias"
@@ -58,20 +58,12 @@ def substitution_groups(cfg: BiasConfig) -> dict[str, dict[str, tuple[str, ...]]
     return {a: {term.lower(): tuple(g) for g in groups[a] for term in g} for a in cfg.attributes}
 
 
-def _cased(template: str, word: str) -> str:
-    if template.isupper() and len(template) > 1:
-        return word.upper()
-    if template[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word.lower()
-
-
 def _variant(word: str, lookup: dict[str, tuple[str, ...]], shift: int) -> str:
     group = lookup.get(word.lower())
     if group is None:
         return word
     position = [t.lower() for t in group].index(word.lower())
-    return _cased(word, group[(position + shift) % len(group)])
+    return match_case(word, group[(position + shift) % len(group)])
 
 
 def _swap(lookup: dict[str, tuple[str, ...]], shift: int) -> Perturbation:

@@ -28,11 +28,10 @@ from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.dataset.noise import NAMES, NER_ONLY, entity_pool, perturbation
 from fmtool.dataset.perturb import perturb, perturb_aligned
 from fmtool.errors import FmtoolError
+from fmtool.task import TASKS
 
 _KEY = "audit.robustness"
 MULTIPLE = "multiple_perturbations"
-_DEFAULT_TESTS = ["uppercase", "lowercase", "titlecase", "add_typo", "add_ocr_typo", "add_punctuation", "strip_punctuation", "add_contraction",
-                  "number_to_word", "american_to_british", "add_whitespace", "unicode_confusables", "zero_width", "swap_entities", MULTIPLE]
 
 
 @dataclass
@@ -40,7 +39,7 @@ class RobustnessConfig:
     # a text file, one input per line (classification only); null: the run's evaluation splits
     data: Optional[str] = None
     splits: List[str] = field(default_factory=lambda: ["validation"])
-    tests: List[str] = field(default_factory=lambda: list(_DEFAULT_TESTS))
+    tests: List[str] = field(default_factory=lambda: [*NAMES, MULTIPLE])
     # the edits multiple_perturbations applies one after another
     multiple: List[str] = field(default_factory=lambda: ["lowercase", "add_typo", "strip_punctuation"])
     default_min_pass_rate: float = 0.75
@@ -115,11 +114,9 @@ def _describe(example: Example, prediction) -> dict[str, Any]:
 
 
 def _metric(ctx: AuditContext, examples: Sequence[Example], predictions: Sequence) -> tuple[str, float]:
-    if ctx.task == "ner":
-        from fmtool.task.ner import ner_metrics
-
-        return "f1", ner_metrics([e.tags for e in examples], [p.tags for p in predictions])["f1"]
-    return "accuracy", sum(e.label == p.label for e, p in zip(examples, predictions)) / max(len(examples), 1)
+    """The task's first headline metric (NER: entity F1; classification: accuracy)."""
+    task = TASKS.get(ctx.task)
+    return task.metrics[0], task.score(examples, predictions, ctx.labels)[task.metrics[0]]
 
 
 def _entity_pool(ctx: AuditContext, cfg: RobustnessConfig) -> dict[str, list[tuple[str, ...]]]:

