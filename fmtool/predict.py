@@ -15,10 +15,10 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.config.schema import ModelConfig, Precision, TaskConfig, TaskName, TrainConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.dataset.splits import check_labels_known
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.runs import RunDir
-from fmtool.dataset.splits import check_labels_known
 from fmtool.task import TASKS, Task
 from fmtool.task.base import ExampleScore
 from fmtool.trainer.runtime import resolve_runtime
@@ -90,13 +90,13 @@ class LoadedRun:
         if self.cfg.task.name == TaskName.mlm:
             raise FmtoolError("a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or fine-tune it")
         features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
-        return self.task.predict(model or self.model, examples, features, self.runtime, self.tokenizer.pad_token_id)
+        return self.task.predict(self.model if model is None else model, examples, features, self.runtime, self.tokenizer.pad_token_id)
 
     def scores(self, examples: Sequence[Example], model=None) -> list[ExampleScore]:
         """Per example, the loss of its gold labels under `model` (default: the run's)."""
         if self.cfg.task.name == TaskName.mlm:
             raise FmtoolError("per-example losses are for fine-tuned NER and classification models")
-        model = model or self.model
+        model = self.model if model is None else model
         label2id = {label: int(i) for label, i in model.config.label2id.items()}
         check_labels_known("audit data", examples, list(label2id))
         features = self.task.encode(examples, self.tokenizer, label2id, self.cfg.trainer)

@@ -19,7 +19,7 @@ the number of examples that would settle them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -115,13 +115,13 @@ def rate_check(name: str, events: int, n: int, *, max_value: Optional[float] = N
     result = check(name, events / n, max_value=max_value, min_value=min_value, description=description,
                    interval=wilson_interval(events, n, confidence), n=n)
     if result.status == INCONCLUSIVE:
-        return Check(**{**asdict(result), "interval": result.interval, "needed": examples_to_settle(events / n, result.threshold, result.direction, confidence)})
+        return replace(result, needed=examples_to_settle(events / n, result.threshold, result.direction, confidence))
     return result
 
 
-def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean, *, n_boot: int = 1000,
+def bootstrap_interval(values: Sequence[Any], statistic: Callable[[np.ndarray], float] = np.mean, *, n_boot: int = 1000,
                        confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of statistic(values) (Efron & Tibshirani 1993)."""
+    """Percentile bootstrap interval of statistic(values) (Efron & Tibshirani 1993); rows of a 2-D array resample together."""
     data = np.asarray(values, dtype=float)
     if len(data) == 0:
         return (float("nan"), float("nan"))

@@ -71,7 +71,7 @@ def fit_temperature(probabilities: np.ndarray, gold: np.ndarray) -> float:
     return float(grid[int(np.argmin(nll))])
 
 
-def _classification(ctx: AuditContext, examples, predictions) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+def _classification(examples, predictions) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     labels = list(predictions[0].probabilities)
     probabilities = np.array([[p.probabilities[label] for label in labels] for p in predictions])
     gold = np.array([labels.index(e.label) for e in examples])
@@ -98,15 +98,14 @@ def _ner(examples, predictions) -> tuple[np.ndarray, np.ndarray, dict[str, float
 def run(ctx: AuditContext, cfg: CalibrationConfig) -> AuditResult:
     examples = evaluation_inputs(ctx, data=None, splits=cfg.splits, key=_KEY)[: cfg.max_examples]
     predictions = ctx.predict(examples)
-    confidence, correct, extra = _ner(examples, predictions) if ctx.task == "ner" else _classification(ctx, examples, predictions)
+    confidence, correct, extra = _ner(examples, predictions) if ctx.task == "ner" else _classification(examples, predictions)
     unit = "predicted entities" if ctx.task == "ner" else "examples"
     if len(confidence) < cfg.min_examples:
         warning = f"{len(confidence)} {unit}, fewer than min_examples={cfg.min_examples}: ECE is unreliable on so few (HELM); the check is skipped"
         return AuditResult("calibration", 1, {"count": float(len(confidence))}, [check("ece", None, max_value=cfg.max_ece, n=len(confidence))], warnings=[warning])
     ece, mce, reliability = calibration_error(confidence, correct, cfg.bins)
     ece_mass, _, _ = calibration_error(confidence, correct, cfg.bins, equal_mass=True)
-    pairs = np.stack([confidence, correct], axis=1)
-    interval = bootstrap_interval(np.arange(len(pairs)), lambda idx: calibration_error(pairs[idx.astype(int), 0], pairs[idx.astype(int), 1], cfg.bins)[0],
+    interval = bootstrap_interval(np.stack([confidence, correct], axis=1), lambda rows: calibration_error(rows[:, 0], rows[:, 1], cfg.bins)[0],
                                   n_boot=cfg.n_boot, seed=ctx.seed)
     summary = {"ece": ece, "ece_equal_mass": ece_mass, "mce": mce, "accuracy": float(correct.mean()), "mean_confidence": float(confidence.mean()),
                "count": float(len(confidence)), **extra}
