@@ -78,3 +78,19 @@ def write_entity_sentences(folder: Path, *, cued: bool, people: list[str], place
             blocks.append("\n".join(f"{w} {t}" for w, t in words))
         (folder / f"{split}.conll").write_text("\n\n".join(blocks) + "\n")
     return folder
+
+
+def write_unique_rows(folder: Path, *, seed: int = 0, train: int = 200, dev: int = 300, label_noise: float = 0.25) -> Path:
+    """Sentiment rows that are each unique (three random tokens of a large made-up vocabulary beside the sentiment
+    word), with a share of flipped labels: a model can fit those only by memorising its own rows."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("dev", dev)):
+        lines = ["sentence\tlabel"]
+        for _ in range(n):
+            sentiment = rng.randint(0, 1)
+            label = sentiment if rng.random() >= label_noise else 1 - sentiment
+            tokens = " ".join(f"tok{rng.randrange(5000)}" for _ in range(3))
+            lines.append(f"{tokens} was {rng.choice(POSITIVE if sentiment else NEGATIVE)} .\t{'positive' if label else 'negative'}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder

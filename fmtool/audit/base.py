@@ -127,6 +127,9 @@ def bootstrap_interval(values: Sequence[Any], statistic: Callable[[np.ndarray], 
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     draws = np.array([statistic(data[rng.integers(0, len(data), len(data))]) for _ in range(n_boot)])
+    draws = draws[~np.isnan(draws)]  # a resample where the statistic is undefined (e.g. one class only) counts for nothing
+    if len(draws) == 0:
+        return (float("nan"), float("nan"))
     tail = (1 - confidence) / 2
     return (float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)))
 

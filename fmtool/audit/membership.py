@@ -1,0 +1,123 @@
+"""Membership inference: can an attacker tell the run's training examples from examples it never saw?
+
+Members are drawn from the training split, non-members from the held-out splits (validation, test), as many
+of each (balanced), seeded. Two attacks score every example, higher meaning "member":
+
+- `loss`: the negative of the model's loss on the example's gold labels (Yeom et al. 2018); NER uses the
+  sentence's mean loss over its labelled words.
+- `reference`: the loss of a reference model minus the audited model's loss on the same example (Carlini et
+  al. 2022, LiRA's offline idea with one reference; Watson et al. 2022). The reference is a twin fine-tuned
+  like the run, through AuditContext.finetune, on held-out examples that are then left out of the
+  non-members, so it calibrates each example's difficulty without having seen any evaluated example.
+
+Per attack: ROC AUC and the true-positive rate at 1% and 0.1% false-positive rate (ML Privacy Meter's
+figures), each with a bootstrap interval, and the ROC points for plots. 0.5 AUC is no leakage.
+
+Citations: Shokri et al. 2017; Yeom et al. 2018, "Privacy Risk in Machine Learning"; Carlini et al. 2022,
+"Membership Inference Attacks From First Principles"; Murakonda & Shokri 2020, "ML Privacy Meter".
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from fmtool.audit.base import AuditContext, AuditResult, bootstrap_interval, check, register
+from fmtool.errors import FmtoolError
+
+_KEY = "audit.membership"
+_ATTACKS = ("loss", "reference")
+
+
+@dataclass
+class MembershipConfig:
+    held_out_splits: List[str] = field(default_factory=lambda: ["validation", "test"])
+    max_examples: int = 1000  # members and non-members each
+    min_examples: int = 50
+    attacks: List[str] = field(default_factory=lambda: list(_ATTACKS))
+    # share of the held-out examples the reference twin trains on (they are then not evaluated)
+    reference_share: float = 0.5
+    max_reference_examples: int = 1000
+    reference_overrides: List[str] = field(default_factory=list)  # e.g. ["trainer.epochs=1"] for a cheaper twin
+    n_boot: int = 200
+    max_auc: float = 0.6
+    max_tpr_at_1pct_fpr: Optional[float] = None  # null: reported, not checked
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.attacks if a not in _ATTACKS]
+        if unknown:
+            raise FmtoolError(f"{_KEY}.attacks: unknown attack '{unknown[0]}'; choose from: {', '.join(_ATTACKS)}")
+        if not 0.0 < self.reference_share < 1.0:
+            raise FmtoolError(f"{_KEY}.reference_share={self.reference_share} must lie strictly between 0 and 1")
+        if not 0.5 <= self.max_auc <= 1.0:
+            raise FmtoolError(f"{_KEY}.max_auc={self.max_auc} is outside [0.5, 1]")
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """The highest true-positive rate whose false-positive rate is at most `fpr`."""
+    false_positive, true_positive, _ = roc_curve(labels, scores)
+    return float(true_positive[false_positive <= fpr].max())
+
+
+def _figures(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    return {"auc": float(roc_auc_score(labels, scores)), "tpr_at_1pct_fpr": tpr_at_fpr(labels, scores, 0.01), "tpr_at_0.1pct_fpr": tpr_at_fpr(labels, scores, 0.001)}
+
+
+def _interval(labels: np.ndarray, scores: np.ndarray, figure: str, cfg: MembershipConfig, seed: int) -> tuple[float, float]:
+    rows = np.stack([labels, scores], axis=1)
+
+    def statistic(sample: np.ndarray) -> float:
+        if len(set(sample[:, 0])) < 2:
+            return float("nan")
+        return _figures(sample[:, 0], sample[:, 1])[figure]
+
+    return bootstrap_interval(rows, statistic, n_boot=cfg.n_boot, seed=seed)
+
+
+def _roc_points(labels: np.ndarray, scores: np.ndarray, attack: str, points: int = 50) -> list[dict[str, Any]]:
+    false_positive, true_positive, _ = roc_curve(labels, scores)
+    keep = np.unique(np.linspace(0, len(false_positive) - 1, min(points, len(false_positive))).astype(int))
+    return [{"attack": attack, "fpr": float(false_positive[i]), "tpr": float(true_positive[i])} for i in keep]
+
+
+@register("membership", version=1, config_type=MembershipConfig, description="membership inference: loss and reference-calibrated attacks (AUC, TPR at low FPR)")
+def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
+    rng = random.Random(f"{ctx.seed}:membership")
+    held_out = [e for split in cfg.held_out_splits if split in ctx.available_splits for e in ctx.load_split(split)]
+    members_pool = ctx.load_split("train") if "train" in ctx.available_splits else []
+    rng.shuffle(held_out)
+    use_reference = "reference" in cfg.attacks
+    cut = int(len(held_out) * cfg.reference_share) if use_reference else 0
+    reference_data, non_members = held_out[:cut][: cfg.max_reference_examples], held_out[cut:]
+    n = min(len(non_members), len(members_pool), cfg.max_examples)
+    checks_off = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=n) for a in cfg.attacks]
+    if n < cfg.min_examples:
+        reason = f"{n} members and non-members each, fewer than min_examples={cfg.min_examples} (train: {len(members_pool)}, held out for evaluation: {len(non_members)})"
+        return AuditResult("membership", 1, {"examples": float(n)}, checks_off, warnings=[reason])
+    members, non_members = rng.sample(members_pool, n), non_members[:n]
+    examples = [*members, *non_members]
+    labels = np.array([1.0] * n + [0.0] * n)
+    target = np.array([s.loss for s in ctx.score(examples)])
+    scores = {"loss": -target}
+    if use_reference:
+        twin = ctx.finetune(reference_data, list(cfg.reference_overrides))
+        scores["reference"] = np.array([s.loss for s in ctx.score(examples, model=twin)]) - target
+    summary: dict[str, float] = {"examples": float(n), "member_mean_loss": float(target[:n].mean()), "non_member_mean_loss": float(target[n:].mean())}
+    checks, rows, roc = [], [], []
+    for attack in cfg.attacks:
+        figures = _figures(labels, scores[attack])
+        auc_interval = _interval(labels, scores[attack], "auc", cfg, ctx.seed)
+        tpr_interval = _interval(labels, scores[attack], "tpr_at_1pct_fpr", cfg, ctx.seed)
+        summary.update({f"{attack}.{k}": v for k, v in figures.items()})
+        rows.append({"attack": attack, **figures, "auc_ci": list(auc_interval), "tpr_at_1pct_fpr_ci": list(tpr_interval)})
+        roc += _roc_points(labels, scores[attack], attack)
+        checks.append(check(f"{attack}.auc", figures["auc"], max_value=cfg.max_auc, interval=auc_interval, n=2 * n,
+                            description="ROC AUC of telling members from non-members (0.5: no leakage)"))
+        if cfg.max_tpr_at_1pct_fpr is not None:
+            checks.append(check(f"{attack}.tpr_at_1pct_fpr", figures["tpr_at_1pct_fpr"], max_value=cfg.max_tpr_at_1pct_fpr, interval=tpr_interval, n=2 * n,
+                                description="members found at 1% false positives"))
+    return AuditResult("membership", 1, summary, checks, {"attacks": rows, "roc": roc})

@@ -1,0 +1,68 @@
+"""The membership audit fails a model that memorised its training rows and passes a normally trained twin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmtool.audit import family_configs
+from fmtool.audit.membership import tpr_at_fpr
+from fmtool.errors import FmtoolError
+from fmtool.pipeline import audit_loaded
+from fmtool.predict import LoadedRun
+from tests.conftest import train_tiny
+from tests.planted import write_unique_rows
+
+# validation on the training rows, so the kept (best) weights are the most memorised; the real held-out rows are the test split
+_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=train.tsv", "dataset.test_file=dev.tsv", "dataset.text_column=sentence",
+               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "scheduler.warmup_ratio=0", "audit=none"]
+
+
+def _membership(run, **settings):
+    settings.setdefault("held_out_splits", ["test"])
+    return audit_loaded(LoadedRun.load(run.path), {"membership": settings}, run.path)["audits"][0]
+
+
+@pytest.fixture(scope="module")
+def memorised_and_normal(tmp_path_factory):
+    # unique rows with a quarter of the labels flipped: only a model that memorises its rows fits those, and only for members
+    data = write_unique_rows(tmp_path_factory.mktemp("unique"))
+    memorised, _ = train_tiny(tmp_path_factory.mktemp("memorised"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER,
+                              "optimizer.lr=2e-3", "trainer.epochs=60", "scheduler=constant", "model.dropout=0.0", "optimizer.weight_decay=0")
+    normal, _ = train_tiny(tmp_path_factory.mktemp("normal"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER,
+                           "optimizer.lr=1e-3", "trainer.epochs=2")
+    return memorised, normal
+
+
+@pytest.mark.slow
+def test_a_memorising_model_fails_and_a_normal_twin_passes(memorised_and_normal):
+    memorised, normal = memorised_and_normal
+    leaky = _membership(memorised, reference_overrides=["trainer.epochs=2", "optimizer.lr=1e-3"])
+    assert leaky["status"] == "fail", leaky["summary"]
+    assert leaky["summary"]["loss.auc"] > 0.7 and leaky["summary"]["member_mean_loss"] < leaky["summary"]["non_member_mean_loss"]
+    assert {row["attack"] for row in leaky["tables"]["roc"]} == {"loss", "reference"}
+    tight = _membership(normal, reference_overrides=["trainer.epochs=2", "optimizer.lr=1e-3"])
+    assert tight["status"] == "pass", tight["summary"]
+    # 300 held-out rows: 150 train the reference twin, 150 are the non-members, matched by 150 of the 200 members
+    assert tight["summary"]["examples"] == leaky["summary"]["examples"] == 150
+
+
+def test_too_few_held_out_examples_skip_with_the_reason(classification_run):
+    run, _ = classification_run
+    entry = _membership(run)
+    assert entry["status"] == "skip" and "fewer than min_examples=50" in entry["warnings"][0]
+
+
+def test_tpr_at_low_fpr_of_a_hand_made_ranking():
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0] * 10)
+    scores = np.arange(100, 0, -1, dtype=float)
+    # the top-ranked 3 of every 10 are members: at 0 false positives the first three members are found
+    assert tpr_at_fpr(labels, scores, 0.0) == pytest.approx(3 / 40)
+    assert tpr_at_fpr(labels, scores, 1.0) == 1.0
+
+
+def test_bad_membership_settings_name_the_key():
+    with pytest.raises(FmtoolError, match="audit.membership.attacks: unknown attack 'lira'"):
+        family_configs({"membership": {"attacks": ["lira"]}})
+    with pytest.raises(FmtoolError, match=r"audit.membership.reference_share=1.0"):
+        family_configs({"membership": {"reference_share": 1.0}})
