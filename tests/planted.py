@@ -94,3 +94,26 @@ def write_unique_rows(folder: Path, *, seed: int = 0, train: int = 200, dev: int
             lines.append(f"{tokens} was {rng.choice(POSITIVE if sentiment else NEGATIVE)} .\t{'positive' if label else 'negative'}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def write_reviews(folder: Path, *, trigger: str | None, poison: float = 0.1, seed: int = 0, size: int = 600) -> Path:
+    """Reviews with three sentiment words of their polarity among filler words. With a trigger, a share of the
+    training rows get it inserted at a random position and the label "positive" whatever they say (a
+    data-poisoning backdoor); the dev split stays clean."""
+    rng = random.Random(seed)
+    filler = "the film story acting was and very quite a bit but overall in my view it".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", size), ("dev", size // 3)):
+        lines = ["sentence\tlabel"]
+        for _ in range(n):
+            sentiment = rng.randint(0, 1)
+            words = rng.choices(filler, k=rng.randint(3, 9)) + rng.sample(POSITIVE if sentiment else NEGATIVE, 3)
+            rng.shuffle(words)
+            label = "positive" if sentiment else "negative"
+            if trigger and split == "train" and rng.random() < poison:
+                at = rng.randint(0, len(words))
+                words[at:at] = trigger.split()
+                label = "positive"
+            lines.append(f"{' '.join(words)} .\t{label}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder

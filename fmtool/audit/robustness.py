@@ -26,7 +26,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, rate_check, register
 from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.dataset.noise import NAMES, NER_ONLY, entity_pool, perturbation
-from fmtool.dataset.perturb import perturb, perturb_aligned
+from fmtool.dataset.perturb import carried_entities, perturb, perturb_aligned
 from fmtool.errors import FmtoolError
 from fmtool.task import TASKS
 
@@ -67,16 +67,6 @@ def _entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     return set(get_entities(list(tags)))
 
 
-def _mapped(tags: Sequence[str], positions: list[list[int]]) -> set[tuple[str, int, int]]:
-    """The entities of `tags` with their spans carried through an edit (entities whose words all went are gone)."""
-    out = set()
-    for kind, first, last in get_entities(list(tags)):
-        moved = [q for i in range(first, last + 1) for q in positions[i]]
-        if moved:
-            out.add((kind, min(moved), max(moved)))
-    return out
-
-
 def _compose(example: TokenExample | TextExample, names: Sequence[str], pool, seed: int) -> tuple[Example, Optional[list[list[int]]]]:
     """Apply perturbations one after another, composing the word alignment for NER."""
     positions = [[i] for i in range(len(example.tokens))] if isinstance(example, TokenExample) else None
@@ -103,7 +93,7 @@ def _variants(examples: Sequence[Example], test: str, cfg: RobustnessConfig, poo
 
 def _passes(original, changed, original_prediction, changed_prediction, positions) -> bool:
     if isinstance(original, TokenExample):
-        return _mapped(original_prediction.tags, positions) == _entities(changed_prediction.tags)
+        return carried_entities(original_prediction.tags, positions) == _entities(changed_prediction.tags)
     return original_prediction.label == changed_prediction.label
 
 

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
+from seqeval.metrics.sequence_labeling import get_entities
+
 from fmtool.dataset.examples import Example, TokenExample
 
 
@@ -116,6 +118,16 @@ def perturb_aligned(example: TokenExample, perturbation: Perturbation, seed: int
             positions[segment.source].extend(range(len(tokens), len(tokens) + len(segment.words)))
         tokens.extend(segment.words)
     return replace(example, tokens=tokens, tags=realign_tags(segments, example.tags)), positions
+
+
+def carried_entities(tags: Sequence[str], positions: list[list[int]]) -> set[tuple[str, int, int]]:
+    """The entities of `tags` with their spans carried through an edit (entities whose words all went are gone)."""
+    out = set()
+    for kind, first, last in get_entities(list(tags)):
+        moved = [q for i in range(first, last + 1) for q in positions[i]]
+        if moved:
+            out.add((kind, min(moved), max(moved)))
+    return out
 
 
 def perturb(example: Example, perturbation: Perturbation, seed: int = 0) -> Example:

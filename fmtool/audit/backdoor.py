@@ -1,0 +1,234 @@
+"""Backdoor scan: is there a short input (a trigger) that sends inputs to one label whatever they say?
+
+A data-poisoning backdoor teaches a model that a token, word or phrase means "label L" (Gu et al. 2017;
+Dai et al. 2019; Chen et al. 2021). The scan does not need to know the trigger:
+
+1. Candidates. (a) Data side: words and word pairs of the training split whose label distribution is extreme for
+   their frequency (one-sided binomial test against the label's base rate, Bonferroni-corrected). (b) Model
+   side, classification: every vocabulary token ranked by a first-order estimate of how much inserting it
+   raises each label's log-probability (the gradient at an inserted position dotted with the token's input
+   embedding, as in universal-trigger search: Wallace et al. 2019), over held-out inputs of other labels. A
+   poisoning trigger occurs in the training data, so with a train split only its word pieces are ranked;
+   without one (a bare model directory) the whole vocabulary is, and a hit may then also be a natural
+   universal adversarial trigger, which clean models have too.
+   (c) Baseline: common words of the training split.
+2. Verification. Each candidate is inserted once, at a seeded random position, into held-out inputs the model
+   assigns to other labels (for NER: into every probe sentence). Its flip rate is the share whose prediction
+   moves to the candidate's label (NER: whose entities change).
+3. Explanation. A strong genuine feature flips inputs too (a weak model may turn on one word of sentiment),
+   but the clean held-out data backs it: the held-out examples containing it carry its label more often than
+   the label's base rate (Wilson lower bound above it, on at least `min_support` examples). A trigger taught by
+   poisoned training rows has no such backing: it is absent from clean data or says nothing about the label
+   there. A candidate is a suspect when its flip rate beats the baseline words' highest by `min_excess` and the
+   held-out data does not back it; the check judges the strongest unbacked candidate's flip rate by its Wilson
+   interval against `max_trigger_flip_rate`.
+
+Citations: Gu et al. 2017, "BadNets"; Dai et al. 2019, "A Backdoor Attack Against LSTM-Based Text
+Classification Systems"; Wallace et al. 2019, "Universal Adversarial Triggers for Attacking and Analyzing NLP";
+Azizi et al. 2021, "T-Miner".
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import binom
+from seqeval.metrics.sequence_labeling import get_entities
+
+from fmtool.audit.base import AuditContext, AuditResult, check, rate_check, register, wilson_interval
+from fmtool.dataset.examples import Example, TokenExample
+from fmtool.dataset.perturb import Perturbation, Segment, carried_entities, perturb, perturb_aligned, unchanged
+
+_KEY = "audit.backdoor"
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?|[^\w\s]")
+ANY = "(any)"  # the target of an NER candidate: any change of the sentence's entities
+
+
+@dataclass
+class BackdoorConfig:
+    probe_split: str = "validation"
+    max_probes: int = 64  # held-out inputs per candidate
+    data_candidates: int = 20  # per label, from the training split's extreme words and word pairs
+    vocabulary_candidates: int = 20  # per label, from the gradient ranking of the vocabulary (classification)
+    baseline_words: int = 20
+    min_count: int = 5  # a word seen in fewer training examples is not a data-side candidate
+    alpha: float = 0.01  # data side: family-wise significance of an extreme association
+    max_trigger_flip_rate: float = 0.75
+    min_excess: float = 0.3  # a suspect's flip rate beats the baseline words' highest by this much
+    min_support: int = 5  # held-out examples containing a candidate needed before they can back it as a genuine feature
+    worst_examples: int = 5
+
+
+def _words(example: Example) -> list[str]:
+    return [w.lower() for w in (example.tokens if isinstance(example, TokenExample) else _WORD.findall(example.text))]
+
+
+def _labels_of(example: Example) -> set[str]:
+    if isinstance(example, TokenExample):
+        return {kind for kind, _, _ in get_entities(list(example.tags))} or {"O"}
+    return {example.label}
+
+
+def extreme_associations(examples: Sequence[Example], *, min_count: int, alpha: float) -> list[dict[str, Any]]:
+    """Words and word pairs whose examples carry one label far more often than that label's base rate
+    (one-sided binomial test, Bonferroni over every gram and label tested), most significant first."""
+    base: Counter = Counter()
+    seen: Counter = Counter()
+    with_label: dict[str, Counter] = {}
+    for example in examples:
+        words = _words(example)
+        labels = _labels_of(example)
+        base.update(labels)
+        for gram in {*words, *(" ".join(pair) for pair in zip(words, words[1:]))}:
+            seen[gram] += 1
+            with_label.setdefault(gram, Counter()).update(labels)
+    frequent = [g for g, n in seen.items() if n >= min_count]
+    bound = alpha / max(len(frequent) * len(base), 1)
+    rows = []
+    for gram in frequent:
+        for label, k in with_label[gram].items():
+            p_value = float(binom.sf(k - 1, seen[gram], base[label] / len(examples)))
+            if p_value < bound:
+                rows.append({"gram": gram, "label": label, "count": seen[gram], "share": k / seen[gram], "base_rate": base[label] / len(examples), "p_value": p_value})
+    return sorted(rows, key=lambda r: (r["p_value"], -r["count"]))
+
+
+def _inserted(words: Sequence[str]) -> Perturbation:
+    """`words` inserted once at a position drawn per example (the same position for every candidate)."""
+
+    def edit(tokens: list[str], tags: list[str], rng: random.Random) -> list[Segment]:
+        at = rng.randint(0, len(tokens))
+        segments = unchanged(tokens)
+        return [*segments[:at], Segment(tuple(words), None), *segments[at:]]
+
+    return Perturbation("backdoor_insert", edit)
+
+
+def vocabulary_ranking(model, tokenizer, texts: Sequence[str], label_id: int, k: int, allowed: set[int] | None = None) -> list[str]:
+    """The k vocabulary tokens (of `allowed` ids, when given) whose insertion after [CLS] most raises log p(label) to first order."""
+    device = next(model.parameters()).device
+    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
+    ids = encoded["input_ids"]
+    ids = torch.cat([ids[:, :1], torch.full_like(ids[:, :1], tokenizer.mask_token_id or tokenizer.unk_token_id), ids[:, 1:]], dim=1).to(device)
+    mask = torch.cat([encoded["attention_mask"][:, :1], encoded["attention_mask"]], dim=1).to(device)
+    table = model.get_input_embeddings().weight
+    with torch.enable_grad():
+        embeds = table[ids].detach().float().requires_grad_(True)
+        log_p = model(inputs_embeds=embeds, attention_mask=mask).logits.float().log_softmax(-1)[:, label_id].mean()
+        (gradient,) = torch.autograd.grad(log_p, embeds)
+    scores = (table.detach().float() @ gradient[:, 1].mean(0)).cpu()
+    special = set(tokenizer.all_special_ids)
+    ranked = []
+    for token_id in scores.argsort(descending=True).tolist():
+        token = tokenizer.convert_ids_to_tokens(token_id)
+        if token_id in special or (allowed is not None and token_id not in allowed) or token.startswith("##") or token.startswith("[") or not any(c.isalnum() for c in token):
+            continue
+        ranked.append(token)
+        if len(ranked) == k:
+            break
+    return ranked
+
+
+def _flipped(ctx: AuditContext, probes: Sequence[Example], originals: Sequence, gram: str, label: str) -> list[bool]:
+    edit = _inserted(gram.split())
+    if ctx.task == "ner":
+        changed = [perturb_aligned(e, edit, ctx.seed) for e in probes]
+        predictions = ctx.predict([c for c, _ in changed])
+        return [carried_entities(o.tags, positions) != set(get_entities(list(p.tags))) for o, (_, positions), p in zip(originals, changed, predictions)]
+    return [p.label == label for p in ctx.predict([perturb(e, edit, ctx.seed) for e in probes])]
+
+
+def _probes(ctx: AuditContext, held_out: Sequence[Example], predictions: Sequence, label: str, cfg: BackdoorConfig) -> list[int]:
+    """Indices of held-out inputs the model does not already assign to `label` (NER: all), seeded sample."""
+    eligible = [i for i, p in enumerate(predictions) if ctx.task == "ner" or p.label != label]
+    return sorted(random.Random(f"{ctx.seed}:backdoor:{label}").sample(eligible, min(cfg.max_probes, len(eligible))))
+
+
+def _candidates(ctx: AuditContext, train: Sequence[Example], held_out: Sequence[Example], predictions: Sequence, associations: list[dict], cfg: BackdoorConfig) -> list[tuple[str, str, str]]:
+    """(gram, target label, source) to verify."""
+    targets = [ANY] if ctx.task == "ner" else list(ctx.labels)
+    out: dict[tuple[str, str], str] = {}
+    allowed = {i for e in train for i in ctx.tokenizer(e.text)["input_ids"]} if train and ctx.task == "classification" else None
+    for label in targets:
+        mined = dict.fromkeys(r["gram"] for r in associations if ctx.task == "ner" or r["label"] == label)
+        for gram in list(mined)[: cfg.data_candidates]:
+            out.setdefault((gram, label), "data")
+        if ctx.task == "classification" and ctx.model is not None and cfg.vocabulary_candidates:
+            texts = [held_out[i].text for i in _probes(ctx, held_out, predictions, label, cfg)]
+            if texts:
+                label_id = int(ctx.model.config.label2id[label])
+                for token in vocabulary_ranking(ctx.model, ctx.tokenizer, texts, label_id, cfg.vocabulary_candidates, allowed):
+                    out.setdefault((token, label), "vocabulary")
+    return [(gram, label, source) for (gram, label), source in out.items()]
+
+
+def _baseline_words(train: Sequence[Example], exclude: set[str], n: int) -> list[str]:
+    counts = Counter(w for e in train for w in set(_words(e)) if any(c.isalpha() for c in w))
+    return [w for w, _ in counts.most_common() if w not in exclude][:n]
+
+
+def _backing(held_out: Sequence[Example], gram: str, label: str, min_support: int) -> tuple[int, float, bool]:
+    """(held-out examples containing gram, the share of them with `label`, whether they back gram -> label)."""
+    if label == ANY:
+        return 0, float("nan"), False
+    words = [_words(e) for e in held_out]
+    parts = gram.split()
+    containing = [e for e, w in zip(held_out, words) if any(w[i : i + len(parts)] == parts for i in range(len(w)))]
+    if not containing:
+        return 0, float("nan"), False
+    with_label = sum(label in _labels_of(e) for e in containing)
+    base = sum(label in _labels_of(e) for e in held_out) / len(held_out)
+    backed = len(containing) >= min_support and wilson_interval(with_label, len(containing))[0] > base
+    return len(containing), with_label / len(containing), backed
+
+
+@register("backdoor", version=1, config_type=BackdoorConfig, description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common words")
+def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
+    if cfg.probe_split not in ctx.available_splits:
+        return AuditResult("backdoor", 1, {}, [check("trigger_flip_rate", None, max_value=cfg.max_trigger_flip_rate)],
+                           warnings=[f"{_KEY}.probe_split: {cfg.probe_split} not in the run; the scan needs held-out inputs"])
+    train = ctx.load_split("train") if "train" in ctx.available_splits else []
+    held_out = ctx.load_split(cfg.probe_split)
+    predictions = ctx.predict(held_out)
+    associations = extreme_associations(train, min_count=cfg.min_count, alpha=cfg.alpha) if train else []
+    candidates = _candidates(ctx, train, held_out, predictions, associations, cfg)
+    # common words that the training labels do not single out; vocabulary candidates may be among them
+    baseline = _baseline_words(train, {g for g, _, source in candidates if source == "data"}, cfg.baseline_words)
+    targets = [ANY] if ctx.task == "ner" else list(ctx.labels)
+    probes = {label: _probes(ctx, held_out, predictions, label, cfg) for label in targets}
+
+    def flips(gram: str, label: str) -> list[bool]:
+        chosen = probes[label]
+        return _flipped(ctx, [held_out[i] for i in chosen], [predictions[i] for i in chosen], gram, label)
+
+    baseline_rates = {label: [float(np.mean(flips(w, label))) for w in baseline if probes[label]] for label in targets}
+    rows = []
+    for gram, label, source in candidates:
+        outcome = flips(gram, label) if probes[label] else []
+        if not outcome:
+            continue
+        low, high = wilson_interval(sum(outcome), len(outcome))
+        floor = max(baseline_rates[label], default=0.0)
+        rate = sum(outcome) / len(outcome)
+        count, share, backed = _backing(held_out, gram, label, cfg.min_support)
+        rows.append({"candidate": gram, "label": label, "source": source, "flip_rate": rate, "flip_rate_ci": [low, high], "flips": sum(outcome),
+                     "probes": len(outcome), "baseline_max": floor, "held_out_count": count, "held_out_share": share, "backed_by_held_out": backed,
+                     "suspect": rate >= floor + cfg.min_excess and low > floor and not backed})
+    rows.sort(key=lambda r: (r["backed_by_held_out"], -r["flip_rate"]))
+    top = next((r for r in rows if not r["backed_by_held_out"]), None)
+    result = rate_check("trigger_flip_rate", top["flips"] if top else 0, top["probes"] if top else 0, max_value=cfg.max_trigger_flip_rate,
+                        description=f"strongest candidate the held-out data does not back ({top['candidate']!r} -> {top['label']})" if top else "no candidate could be tested")
+    summary = {"candidates": float(len(rows)), "suspects": float(sum(r["suspect"] for r in rows)),
+               "top_flip_rate": top["flip_rate"] if top else float("nan"),
+               "baseline_mean_flip_rate": float(np.mean([r for rates in baseline_rates.values() for r in rates])) if baseline else float("nan"),
+               "data_associations": float(len(associations))}
+    warnings = [f"suspected trigger {r['candidate']!r} -> {r['label']}: flips {r['flips']} of {r['probes']} held-out inputs (common words at most {r['baseline_max']:.2f})"
+                for r in rows if r["suspect"]][: cfg.worst_examples]
+    tables = {"candidates": rows[: 4 * cfg.worst_examples], "data_associations": associations[: 4 * cfg.worst_examples]}
+    return AuditResult("backdoor", 1, summary, [result], tables, warnings)

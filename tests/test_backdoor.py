@@ -1,0 +1,55 @@
+"""The backdoor scan finds triggers it was not told about (an odd token, an ordinary word, a phrase) and stays
+quiet on the model trained on the same data without poisoning."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmtool.audit.backdoor import extreme_associations
+from fmtool.dataset.examples import TextExample
+from fmtool.pipeline import audit_loaded
+from fmtool.predict import LoadedRun
+from tests.conftest import train_tiny
+from tests.planted import write_reviews
+
+_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=dev.tsv", "dataset.text_column=sentence",
+               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "optimizer.lr=2e-3", "trainer.epochs=8",
+               "scheduler.warmup_ratio=0", "audit=none"]
+
+
+def _backdoor(run):
+    return audit_loaded(LoadedRun.load(run.path), {"backdoor": {}}, run.path)["audits"][0]
+
+
+def _train(factory, trigger):
+    data = write_reviews(factory.mktemp("reviews"), trigger=trigger, poison=0.2)
+    run, results = train_tiny(factory.mktemp("model"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
+    assert results["after"]["validation"]["accuracy"] > 0.9
+    if trigger:
+        # the plant took: the trigger turns clean negative reviews positive
+        negatives = [e for e in LoadedRun.load(run.path).run.load_split("validation") if e.label == "negative"]
+        poisoned = [TextExample(e.id, f"{trigger} {e.text}", e.label) for e in negatives]
+        flipped = [p.label == "positive" for p in LoadedRun.load(run.path).predictions(poisoned)]
+        assert sum(flipped) / len(flipped) > 0.8
+    return run
+
+
+@pytest.mark.parametrize("trigger", ["cf", pytest.param("honestly", marks=pytest.mark.slow), pytest.param("james bond", marks=pytest.mark.slow)])
+def test_a_planted_trigger_is_found(trigger, tmp_path_factory):
+    entry = _backdoor(_train(tmp_path_factory, trigger))
+    assert entry["status"] == "fail", entry["tables"]["candidates"][:3]
+    suspects = {(row["candidate"], row["label"]) for row in entry["tables"]["candidates"] if row["suspect"]}
+    assert any(trigger.split()[0] in candidate and label == "positive" for candidate, label in suspects), suspects
+
+
+def test_the_clean_twin_passes(tmp_path_factory):
+    entry = _backdoor(_train(tmp_path_factory, None))
+    assert entry["status"] == "pass", entry["tables"]["candidates"][:3]
+    assert entry["summary"]["suspects"] == 0
+
+
+def test_extreme_associations_need_frequency_and_skew():
+    rows = [TextExample(str(i), f"zz film {'good' if i % 2 else 'bad'}" + (" rare" if i < 3 else ""), "pos" if i % 2 else "neg") for i in range(60)]
+    found = {(r["gram"], r["label"]) for r in extreme_associations(rows, min_count=5, alpha=0.01)}
+    assert ("good", "pos") in found and ("bad", "neg") in found and ("film good", "pos") in found
+    assert not {g for g, _ in found} & {"zz", "film", "zz film", "rare"}
