@@ -194,3 +194,34 @@ def test_hugging_face_dataset_from_disk(tmp_path):
     cfg = DatasetConfig(name="disk", format=DataFormat.hf_disk, data_dir=str(tmp_path))
     splits = load_splits(cfg)
     assert splits.train[0].tokens == ["Ann", "Lee", "ran"] and splits.train[0].tags == ["B-PER", "I-PER", "O"]
+
+
+def _table(tmp_path, name: str, content: bytes | str, fmt: str):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    cfg = DatasetConfig(name="t", format=DataFormat(fmt), train_file=str(path), text_column="text", label_column="label")
+    return path, lambda: READERS.get(fmt)(cfg, "train_file")
+
+
+@pytest.mark.parametrize("name, content, fmt, message", [
+    ("short.csv", "text,label\ngood film,1\nno label here\n", "csv", r"short.csv:3: no value in column 'label' \(dataset.label_column\)"),
+    ("null.jsonl", '{"text": "a", "label": "1"}\n{"text": "b", "label": null}\n', "jsonl", r"null.jsonl:2: no value in column 'label'"),
+    ("number.jsonl", '{"text": "a", "label": "1"}\n7\n', "jsonl", r"number.jsonl:2: expected a JSON object per line, found int"),
+    ("latin1.csv", b"text,label\ncaf\xe9 ok,1\n", "csv", r"latin1.csv:2: not UTF-8 text \(byte 0xe9\)"),
+    ("huge.csv", "text,label\n" + "x" * 140_000 + ",1\n", "csv", r"huge.csv:2: field larger than field limit"),
+])
+def test_table_rows_without_a_label_or_not_text_fail_naming_the_line(tmp_path, name, content, fmt, message):
+    _, read = _table(tmp_path, name, content, fmt)
+    with pytest.raises(FmtoolError, match=message):
+        read()
+
+
+def test_a_conll_line_missing_its_tag_column_fails_instead_of_reading_the_chunk_tag(tmp_path):
+    path = tmp_path / "short.conll"
+    path.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ I-NP\n")
+    with pytest.raises(FmtoolError, match=rf"{path}:3: 3 columns, but the file's first token line has 4"):
+        read_conll(path)
+    latin = tmp_path / "latin.conll"
+    latin.write_bytes(b"Caf\xe9 B-LOC\n")
+    with pytest.raises(FmtoolError, match=rf"{latin}:1: not UTF-8 text"):
+        read_conll(latin)

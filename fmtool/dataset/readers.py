@@ -22,6 +22,10 @@ READERS: Registry[Reader] = Registry("dataset format")
 _FILE_MISSING = "{0}: file not found (dataset.{1})"
 _COLUMNS = "{0}:{1}: expected a token in column {2} and a tag in column {3}, found {4} column(s)"
 _NO_COLUMN = "{0}: column '{1}' (dataset.{2}) not found; columns are: {3}"
+_NO_VALUE = "{0}:{1}: no value in column '{2}' (dataset.{3})"
+_COLUMN_COUNT = "{0}:{1}: {2} columns, but the file's first token line has {3}; every token line needs the same columns"
+_NOT_UTF8 = "{0}:{1}: not UTF-8 text (byte {2:#x}); convert the file to UTF-8"
+_NOT_OBJECT = "{0}:{1}: expected a JSON object per line, found {2}"
 
 
 def resolve_file(cfg: DatasetConfig, key: str) -> Path:
@@ -32,43 +36,63 @@ def resolve_file(cfg: DatasetConfig, key: str) -> Path:
     return path
 
 
+def _lines(path: Path):
+    """(line number, text) of a UTF-8 file; a byte that is not UTF-8 is an error naming its line."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise FmtoolError(_NOT_UTF8.format(path, number, raw[error.start])) from None
+
+
 def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1, tag_scheme: str = "auto") -> list[TokenExample]:
-    """Sentences from a CoNLL column file; -DOCSTART- lines are skipped, blank lines end sentences."""
+    """Sentences from a CoNLL column file; -DOCSTART- lines are skipped, blank lines end sentences.
+
+    Every token line must have as many columns as the first: a line missing its tag column would otherwise
+    read another column (a chunk tag such as I-NP) as the entity tag.
+    """
     sentences: list[tuple[list[str], list[str]]] = []
     tokens: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            columns = line.split()
-            if not columns:
-                if tokens:
-                    sentences.append((tokens, tags))
-                    tokens, tags = [], []
-                continue
-            if columns[0] == "-DOCSTART-":
-                continue
-            try:
-                if len(columns) < 2:
-                    raise IndexError
-                token, tag = columns[token_column], columns[tag_column]
-                check_tag(tag)
-            except IndexError:
-                raise FmtoolError(_COLUMNS.format(path, number, token_column, tag_column, len(columns))) from None
-            except ValueError as error:
-                raise FmtoolError(f"{path}:{number}: {error}") from None
-            tokens.append(token)
-            tags.append(tag)
+    width = None
+    for number, line in _lines(path):
+        columns = line.split()
+        if not columns:
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        if columns[0] == "-DOCSTART-":
+            continue
+        try:
+            if len(columns) < 2:
+                raise IndexError
+            width = width or len(columns)
+            if len(columns) != width:
+                raise FmtoolError(_COLUMN_COUNT.format(path, number, len(columns), width))
+            token, tag = columns[token_column], columns[tag_column]
+            check_tag(tag)
+        except IndexError:
+            raise FmtoolError(_COLUMNS.format(path, number, token_column, tag_column, len(columns))) from None
+        except ValueError as error:
+            raise FmtoolError(f"{path}:{number}: {error}") from None
+        tokens.append(token)
+        tags.append(tag)
     if tokens:
         sentences.append((tokens, tags))
     scheme = detect_scheme([t for _, t in sentences]) if tag_scheme == "auto" else tag_scheme
     return [TokenExample(id=f"{path.name}:{i}", tokens=w, tags=to_iob2(t, scheme)) for i, (w, t) in enumerate(sentences)]
 
 
-def _text_example(path: Path, row_id: str, row: dict, cfg: DatasetConfig) -> TextExample:
+def _text_example(path: Path, line: int | str, row: dict, cfg: DatasetConfig, row_id: str) -> TextExample:
     used = {cfg.text_column, cfg.label_column, cfg.text_pair_column}
     for key, column in (("text_column", cfg.text_column), ("label_column", cfg.label_column), ("text_pair_column", cfg.text_pair_column)):
         if column is not None and column not in row:
             raise FmtoolError(_NO_COLUMN.format(path, column, key, ", ".join(map(str, row))))
+        # a short CSV row leaves its last fields None, and JSON may say null: neither is a label or a text
+        if column is not None and (row[column] is None or (key == "label_column" and not str(row[column]).strip())):
+            raise FmtoolError(_NO_VALUE.format(path, line, column, key))
     return TextExample(
         id=row_id,
         text=str(row[cfg.text_column]).strip(),
@@ -82,24 +106,32 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, dict]]:
     """(line number, row) pairs of a CSV, TSV or JSONL file."""
     if fmt == "jsonl":
         rows = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((number, json.loads(line)))
-                except json.JSONDecodeError as error:
-                    raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+        for number, line in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise FmtoolError(_NOT_OBJECT.format(path, number, type(row).__name__))
+            rows.append((number, row))
         return rows
     delimiter = "\t" if fmt == "tsv" else ","
-    with open(path, encoding="utf-8", newline="") as handle:
-        # TSV files such as GLUE's hold bare quote characters inside sentences
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        return list(enumerate(csv.DictReader(handle, delimiter=delimiter, quoting=quoting), start=2))
+    # TSV files such as GLUE's hold bare quote characters inside sentences
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader((line for _, line in _lines(path)), delimiter=delimiter, quoting=quoting)
+    rows = []
+    try:
+        for row in reader:
+            rows.append((reader.line_num, row))
+    except csv.Error as error:
+        raise FmtoolError(f"{path}:{reader.line_num + 1}: {error}") from None
+    return rows
 
 
 def read_table(path: Path, cfg: DatasetConfig, fmt: str) -> list[TextExample]:
-    return [_text_example(path, f"{path.name}:{line}", row, cfg) for line, row in read_rows(path, fmt)]
+    return [_text_example(path, line, row, cfg, f"{path.name}:{line}") for line, row in read_rows(path, fmt)]
 
 
 @READERS.register("conll")
@@ -165,7 +197,7 @@ def _hf_examples(cfg: DatasetConfig, file_key: str, from_disk: bool) -> list[Exa
     for i, row in enumerate(rows):
         if names is not None:
             row[cfg.label_column] = names[row[cfg.label_column]]
-        examples.append(_text_example(Path(cfg.hf_path or cfg.data_dir), f"{split}:{i}", row, cfg))
+        examples.append(_text_example(Path(cfg.hf_path or cfg.data_dir), f"{split}:{i}", row, cfg, f"{split}:{i}"))
     return examples
 
 
