@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fmtool.audit.backdoor import extreme_associations
+from fmtool.audit.backdoor import entities_elsewhere_changed, extreme_associations
 from fmtool.dataset.examples import TextExample
 from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
@@ -53,3 +53,14 @@ def test_extreme_associations_need_frequency_and_skew():
     found = {(r["gram"], r["label"]) for r in extreme_associations(rows, min_count=5, alpha=0.01)}
     assert ("good", "pos") in found and ("bad", "neg") in found and ("film good", "pos") in found
     assert not {g for g, _ in found} & {"zz", "film", "zz film", "rare"}
+
+
+def test_ner_flips_count_entities_away_from_the_inserted_words():
+    original = ["B-PER", "I-PER", "O", "O", "B-LOC"]  # "John Smith went to Paris"
+    positions = [[0], [1], [2], [4], [5]]  # "John Smith went U.S. to Paris"
+    assert not entities_elsewhere_changed(original, positions, ["B-PER", "I-PER", "O", "B-LOC", "O", "B-LOC"])
+    # a trigger that hides the person, or retypes the place, flips the sentence
+    assert entities_elsewhere_changed(original, positions, ["O", "O", "O", "B-LOC", "O", "B-LOC"])
+    assert entities_elsewhere_changed(original, positions, ["B-PER", "I-PER", "O", "B-LOC", "O", "B-ORG"])
+    # an entity next to the inserted words may merge with them ("U.S. Army"): it is not compared
+    assert not entities_elsewhere_changed(["O", "B-ORG"], [[0], [2]], ["O", "B-ORG", "I-ORG"])

@@ -14,7 +14,8 @@ Dai et al. 2019; Chen et al. 2021). The scan does not need to know the trigger:
    (c) Baseline: common words of the training split.
 2. Verification. Each candidate is inserted once, at a seeded random position, into held-out inputs the model
    assigns to other labels (for NER: into every probe sentence). Its flip rate is the share whose prediction
-   moves to the candidate's label (NER: whose entities change).
+   moves to the candidate's label (NER: whose entities away from the inserted words change; an inserted
+   "U.S." rightly becomes an entity itself).
 3. Explanation. A strong genuine feature flips inputs too (a weak model may turn on one word of sentiment),
    but the clean held-out data backs it: the held-out examples containing it carry its label more often than
    the label's base rate (Wilson lower bound above it, on at least `min_support` examples). A trigger taught by
@@ -135,12 +136,23 @@ def vocabulary_ranking(model, tokenizer, texts: Sequence[str], label_id: int, k:
     return ranked
 
 
+def entities_elsewhere_changed(original_tags: Sequence[str], positions: list[list[int]], new_tags: Sequence[str]) -> bool:
+    """Whether the entities not touching or adjoining inserted words differ between the original and the edit."""
+    kept = {q for moved in positions for q in moved}
+    inserted = set(range(len(new_tags))) - kept
+
+    def away(entities) -> set:
+        return {(kind, first, last) for kind, first, last in entities if not any(first - 1 <= q <= last + 1 for q in inserted)}
+
+    return away(carried_entities(original_tags, positions)) != away(get_entities(list(new_tags)))
+
+
 def _flipped(ctx: AuditContext, probes: Sequence[Example], originals: Sequence, gram: str, label: str) -> list[bool]:
     edit = _inserted(gram.split())
     if ctx.task == "ner":
         changed = [perturb_aligned(e, edit, ctx.seed) for e in probes]
         predictions = ctx.predict([c for c, _ in changed])
-        return [carried_entities(o.tags, positions) != set(get_entities(list(p.tags))) for o, (_, positions), p in zip(originals, changed, predictions)]
+        return [entities_elsewhere_changed(o.tags, positions, p.tags) for o, (_, positions), p in zip(originals, changed, predictions)]
     return [p.label == label for p in ctx.predict([perturb(e, edit, ctx.seed) for e in probes])]
 
 
