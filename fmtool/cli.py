@@ -95,11 +95,19 @@ def train(argv: Sequence[str]) -> int:
     from fmtool.config import to_typed
 
     setup()
+    # --overwrite reads like a command-line flag; it is the config key overwrite=true, so sweeps can set it too
+    argv = ["overwrite=true" if arg == "--overwrite" else arg for arg in argv]
     wants_info = any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in argv)
     device = "auto"
     if not wants_info and not any(arg in _MULTIRUN_FLAGS for arg in argv) and not any(a.startswith(("--config-dir", "-cd", "--config-name", "-cn")) for a in argv):
-        # fail in a second, with exit code 2, before Hydra creates a run directory
-        device = validate(to_typed(compose_train_config(argv))).trainer.device
+        # fail in a second, with exit code 2, before Hydra creates a run directory or writes .hydra/ into one
+        typed = validate(to_typed(compose_train_config(argv)))
+        device = typed.trainer.device
+        chosen = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
+        if chosen and not typed.overwrite:
+            from fmtool.runs import RunDir
+
+            RunDir(chosen[-1]).refuse_if_occupied()
     _quiet_libraries()
     sys.argv = ["fmtool train", *argv, *_distributed_overrides(argv, device)]
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_train_job)()

@@ -20,11 +20,13 @@ a streamed training corpus is recorded by its source only.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
 import shutil
 import subprocess
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,6 +43,14 @@ _NOT_A_RUN = "{0}: not an fmtool run directory (no status.json)"
 _INCOMPLETE = "{0}: the run is {1}, not complete; its model and results cannot be trusted (see {0}/train.log)"
 _NOT_RESUMABLE = "{0}: the run is already complete; start a new run (model.name={0}/model continues from its weights)"
 _MISSING = "{0}: missing; was this run made with trainer.save_model=false or by an older fmtool?"
+_OCCUPIED = "{0}: already holds a run ({1}); pass overwrite=true (or --overwrite) to replace it, or choose another hydra.run.dir"
+_LOCKED = "{0}: another fmtool process is writing this run directory"
+_FOREIGN_CHECKPOINT = "{0}: the checkpoint belongs to another run ({1}, not {2}); it cannot continue this one"
+_CANNOT_RESUME = "{0}: cannot resume: {1}"
+# what a run writes; Hydra's own .hydra/ and train.log, written before the run starts, are not among them
+_ARTEFACTS = ("status.json", "config.yaml", "env.json", "labels.json", "data", "model", "model.partial", "metrics.jsonl", "results.json",
+              "predictions", "checkpoint", "audit", "report", "tokenizer", "eval")
+_LOCKS: dict[Path, Any] = {}
 _PACKAGES = ("fmtool", "torch", "transformers", "hydra-core", "seqeval", "fairlearn", "scikit-learn")
 
 
@@ -123,24 +133,80 @@ class RunDir:
 
     # writing, in the order training does it
 
+    owner_file = property(lambda self: self.path / "checkpoint" / "owner.json")
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the directory until finish(): a second writer fails at once."""
+        handle = open(self.path / ".lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise FmtoolError(_LOCKED.format(self.path)) from None
+        _LOCKS[self.path.resolve()] = handle
+
+    def _unlock(self) -> None:
+        handle = _LOCKS.pop(self.path.resolve(), None)
+        if handle is not None:
+            handle.close()
+
+    def artefacts(self) -> list[Path]:
+        """The files and folders of a run already in this directory."""
+        return [self.path / name for name in _ARTEFACTS if (self.path / name).exists()]
+
+    def refuse_if_occupied(self) -> None:
+        """A one-line error when the directory already holds a run (what `overwrite` would delete)."""
+        existing = self.artefacts()
+        if existing:
+            state = self.status().get("state", "unknown state") if self.status_file.is_file() else f"{existing[0].name} exists"
+            raise FmtoolError(_OCCUPIED.format(self.path, state))
+
     @classmethod
     def create(cls, path: str | os.PathLike, cfg: TrainConfig) -> "RunDir":
+        """A directory for a new run: refused if it holds another run, unless cfg.overwrite clears that run first."""
         run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
-        write_json(run.status_file, {"state": RUNNING, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        run._lock()
+        existing = run.artefacts()
+        if not cfg.overwrite:
+            try:
+                run.refuse_if_occupied()
+            except FmtoolError:
+                run._unlock()
+                raise
+        for artefact in existing:
+            shutil.rmtree(artefact) if artefact.is_dir() else artefact.unlink()
+        run_id = uuid.uuid4().hex
+        write_json(run.status_file, {"state": RUNNING, "run_id": run_id, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
         run.config_file.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
-        run.metrics_file.unlink(missing_ok=True)
+        if cfg.trainer.checkpoint_every_steps:
+            write_json(run.owner_file, {"run_id": run_id})
         return run
 
     @classmethod
     def reopen(cls, path: str | os.PathLike) -> "RunDir":
-        """An interrupted or failed run, marked running again for fmtool resume."""
+        """An interrupted or failed run with a checkpoint of its own, marked running again for fmtool resume.
+
+        Every refusal leaves status.json as it was, with the original error.
+        """
+        from fmtool.trainer.checkpoint import load_checkpoint_path
+
         run = cls(path)
         if not run.status_file.is_file():
             raise FmtoolError(_NOT_A_RUN.format(run.path))
-        if run.status()["state"] == COMPLETE:
+        status = run.status()
+        if status["state"] == COMPLETE:
             raise FmtoolError(_NOT_RESUMABLE.format(run.path))
-        status = {k: v for k, v in run.status().items() if k not in ("error", "finished")}
+        try:
+            load_checkpoint_path(run.checkpoint_dir)
+        except FmtoolError as error:
+            earlier = f" (it stopped with: {status['error']})" if status.get("error") else ""
+            raise FmtoolError(_CANNOT_RESUME.format(run.path, f"{error}{earlier}")) from None
+        owner = json.loads(run.owner_file.read_text(encoding="utf-8")).get("run_id") if run.owner_file.is_file() else None
+        if status.get("run_id") and owner != status["run_id"]:
+            raise FmtoolError(_FOREIGN_CHECKPOINT.format(run.checkpoint_dir, owner or "no owner recorded", status["run_id"]))
+        run._lock()
+        status = {k: v for k, v in status.items() if k not in ("error", "finished")}
         write_json(run.status_file, {**status, "state": RUNNING, "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
         return run
 
@@ -193,6 +259,7 @@ class RunDir:
         if error:
             status["error"] = error
         write_json(self.status_file, status)
+        self._unlock()
 
     # reading, for eval / predict / audit
 

@@ -114,3 +114,42 @@ def test_split_words_keeps_offsets():
     spans = split_words(text)
     assert [w for w, _, _ in spans] == ["Dr", ".", "Smith", "visited", "the", "U.S.", "(", "again", ")", ",", "didn't", "he", "?"]
     assert all(text[s:e] == w for w, s, e in spans)
+
+
+def test_a_run_directory_belongs_to_one_run(tmp_path):
+    from tests.conftest import fmtool_cli, tiny_config, train_tiny
+
+    first, _ = train_tiny(tmp_path / "run", "ner", "audit=none")
+    results, first_id = first.results_file.read_text(), first.status()["run_id"]
+    with pytest.raises(FmtoolError, match=r"already holds a run \(complete\); pass overwrite=true \(or --overwrite\) to replace it"):
+        RunDir.create(first.path, tiny_config("ner", "seed=7"))
+    refused = fmtool_cli("train", "+task=ner", "debug=tiny", "audit=none", f"hydra.run.dir={first.path}")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "already holds a run" in refused.stderr
+    assert first.results_file.read_text() == results and first.status() == {**first.status(), "state": "complete", "run_id": first_id}
+    (first.path / "predictions" / "stale.jsonl").write_text("{}\n")
+    second = RunDir.create(first.path, tiny_config("ner", "seed=7", "overwrite=true"))
+    assert second.status()["run_id"] != first_id and not (first.path / "predictions").exists() and not first.results_file.exists()
+    with pytest.raises(FmtoolError, match="another fmtool process is writing this run directory"):
+        RunDir.create(first.path, tiny_config("ner", "overwrite=true"))
+    second.finish("failed", error="stopped by the test")
+    RunDir.create(first.path, tiny_config("ner", "overwrite=true")).finish("failed")
+
+
+def test_resume_keeps_the_original_error_and_refuses_another_runs_checkpoint(tmp_path):
+    import shutil
+
+    from tests.conftest import tiny_config
+
+    failed = RunDir.create(tmp_path / "failed", tiny_config("ner"))
+    failed.finish("failed", error="KeyError: 'train'")
+    with pytest.raises(FmtoolError, match=r"cannot resume: .*no checkpoint to resume from.*\(it stopped with: KeyError: 'train'\)"):
+        RunDir.reopen(failed.path)
+    assert failed.status()["state"] == "failed" and failed.status()["error"] == "KeyError: 'train'"
+    donor = RunDir.create(tmp_path / "donor", tiny_config("ner", "trainer.checkpoint_every_steps=1"))
+    (donor.checkpoint_dir / "state.pt").write_bytes(b"x")
+    (donor.checkpoint_dir / "step.json").write_text('{"step": 1}')
+    donor.finish("failed", error="interrupted")
+    shutil.copytree(donor.checkpoint_dir, failed.checkpoint_dir)
+    with pytest.raises(FmtoolError, match=r"checkpoint belongs to another run"):
+        RunDir.reopen(failed.path)
+    assert failed.status()["error"] == "KeyError: 'train'"

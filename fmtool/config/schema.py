@@ -209,6 +209,8 @@ class TrainConfig:
     # audit family name -> its settings; each family's own dataclass types them (fmtool/audit/<name>.py)
     audit: Dict[str, Any] = field(default_factory=dict)
     seed: int = 42
+    # replace the run a run directory already holds (its files are deleted first); false: refuse such a directory
+    overwrite: bool = False
 
 
 def register_schemas() -> None:
