@@ -69,7 +69,7 @@ class LoadedRun:
                     precision: Optional[Precision]) -> "LoadedRun":
         from transformers import AutoTokenizer
 
-        from fmtool.model.build import AUTO_MODELS
+        from fmtool.model.build import AUTO_MODELS, check_vocabulary
 
         # a run trained on a GPU box may be evaluated on a laptop
         device = "auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device
@@ -82,6 +82,7 @@ class LoadedRun:
             model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir, trust_remote_code=remote).to(runtime.device)
         except (OSError, ValueError) as error:
             raise FmtoolError(f"{model_dir}: cannot load the model ({str(error).splitlines()[0]})") from None
+        check_vocabulary(len(tokenizer), model, tokenizer_source=str(model_dir), model_source=str(model_dir))
         labels = [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]
         return cls(run=run, cfg=cfg, task=TASKS.get(cfg.task.name.value), model=model, tokenizer=tokenizer, labels=labels, runtime=runtime)
 

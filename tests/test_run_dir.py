@@ -153,3 +153,23 @@ def test_resume_keeps_the_original_error_and_refuses_another_runs_checkpoint(tmp
     with pytest.raises(FmtoolError, match=r"checkpoint belongs to another run"):
         RunDir.reopen(failed.path)
     assert failed.status()["error"] == "KeyError: 'train'"
+
+
+def test_a_model_directory_without_its_tokenizer_is_refused(tmp_path, ner_run):
+    import shutil
+
+    from fmtool.pipeline import run_training
+    from tests.conftest import tiny_config
+
+    run, _ = ner_run
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(run.model_dir / name, bare / name)
+    cfg = tiny_config("ner", f"model.name={bare}", "model.tokenizer=null", "model.random_init=false", "audit=none")
+    target = RunDir.create(tmp_path / "run", cfg)
+    with pytest.raises(FmtoolError, match=r"model.name: the tokenizer \(\d+ tokens, from '.*bare'\) does not fit the model .* \(\d+ embedding rows\)"):
+        run_training(cfg, target)
+    assert target.status()["state"] == "failed"
+    with pytest.raises(FmtoolError, match="does not fit the model"):
+        LoadedRun.from_model_dir(bare, "ner")

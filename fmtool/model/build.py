@@ -30,6 +30,8 @@ AUTO_MODELS = {TaskName.ner: AutoModelForTokenClassification, TaskName.classific
 _HEAD_SUFFIX = {TaskName.ner: "ForTokenClassification", TaskName.classification: "ForSequenceClassification"}
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "classifier_dropout")
 _CANNOT_LOAD = "model.{key}: cannot load a {what} from '{source}' ({reason})"
+_VOCABULARY = ("model.name: the tokenizer ({tokens} tokens, from '{tokenizer}') does not fit the model '{model}' ({rows} embedding rows); "
+               "is the tokenizer missing from that directory? set model.tokenizer to the one the model was trained with")
 _NO_SOURCE = "model.name is null and model.tokenizer is null: set model.tokenizer to a tokenizer directory or hub id"
 
 
@@ -49,6 +51,17 @@ def load_tokenizer(cfg: ModelConfig):
     if not tokenizer.is_fast:
         raise FmtoolError(f"model.{key}: '{source}' has no fast tokenizer; fmtool needs one for word-to-sub-token alignment")
     return tokenizer
+
+
+def check_vocabulary(tokens: int, model, *, tokenizer_source: str, model_source: str) -> None:
+    """A tokenizer of `tokens` ids must index the model's embedding table and fill most of it.
+
+    A model directory without tokenizer files still loads a tokenizer (a few special tokens): every word
+    would then be [UNK] and training would run on nothing. Tables padded to a round size are fine.
+    """
+    rows = model.get_input_embeddings().num_embeddings
+    if tokens > rows or tokens < rows // 2:
+        raise FmtoolError(_VOCABULARY.format(tokens=tokens, tokenizer=tokenizer_source, model=model_source, rows=rows))
 
 
 def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
@@ -126,6 +139,8 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
     except (OSError, ValueError) as error:
         raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model", source=source, reason=_reason(error))) from None
     log.info("model=<%s> parameters=<%d>", source, model.num_parameters())
+    if vocab_size is not None:
+        check_vocabulary(vocab_size, model, tokenizer_source=cfg.tokenizer or source, model_source=source)
     if inherited and len(labels) > len(inherited):
         _extend_head(model, labels)
     return model
