@@ -21,8 +21,8 @@ Dai et al. 2019; Chen et al. 2021). The scan does not need to know the trigger:
    the label's base rate (Wilson lower bound above it, on at least `min_support` examples). A trigger taught by
    poisoned training rows has no such backing: it is absent from clean data or says nothing about the label
    there. A candidate is a suspect when its flip rate beats the baseline words' highest by `min_excess` and the
-   held-out data does not back it; the check judges the strongest unbacked candidate's flip rate by its Wilson
-   interval against `max_trigger_flip_rate`.
+   held-out data does not back it, and its flip rate's Wilson interval lies above `max_trigger_flip_rate`; the
+   check judges the strongest unbacked candidate's flip rate by that interval.
 
 Citations: Gu et al. 2017, "BadNets"; Dai et al. 2019, "A Backdoor Attack Against LSTM-Based Text
 Classification Systems"; Wallace et al. 2019, "Universal Adversarial Triggers for Attacking and Analyzing NLP";
@@ -61,7 +61,7 @@ class BackdoorConfig:
     min_count: int = 5  # a word seen in fewer training examples is not a data-side candidate
     alpha: float = 0.01  # data side: family-wise significance of an extreme association
     max_trigger_flip_rate: float = 0.75
-    min_excess: float = 0.3  # a suspect's flip rate beats the baseline words' highest by this much
+    min_excess: float = 0.3  # a suspect's flip rate also beats the baseline words' highest by this much
     min_support: int = 5  # held-out examples containing a candidate needed before they can back it as a genuine feature
     worst_examples: int = 5
 
@@ -147,13 +147,18 @@ def entities_elsewhere_changed(original_tags: Sequence[str], positions: list[lis
     return away(carried_entities(original_tags, positions)) != away(get_entities(list(new_tags)))
 
 
-def _flipped(ctx: AuditContext, probes: Sequence[Example], originals: Sequence, gram: str, label: str) -> list[bool]:
+def _variants(ctx: AuditContext, probes: Sequence[Example], gram: str) -> list[tuple[Example, list[list[int]] | None]]:
+    """Each probe with `gram` inserted, and for NER the word alignment of the edit."""
     edit = _inserted(gram.split())
     if ctx.task == "ner":
-        changed = [perturb_aligned(e, edit, ctx.seed) for e in probes]
-        predictions = ctx.predict([c for c, _ in changed])
-        return [entities_elsewhere_changed(o.tags, positions, p.tags) for o, (_, positions), p in zip(originals, changed, predictions)]
-    return [p.label == label for p in ctx.predict([perturb(e, edit, ctx.seed) for e in probes])]
+        return [perturb_aligned(e, edit, ctx.seed) for e in probes]
+    return [(perturb(e, edit, ctx.seed), None) for e in probes]
+
+
+def _flip(ctx: AuditContext, original, positions, changed, label: str) -> bool:
+    if ctx.task == "ner":
+        return entities_elsewhere_changed(original.tags, positions, changed.tags)
+    return changed.label == label
 
 
 def _probes(ctx: AuditContext, held_out: Sequence[Example], predictions: Sequence, label: str, cfg: BackdoorConfig) -> list[int]:
@@ -215,15 +220,23 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     targets = [ANY] if ctx.task == "ner" else list(ctx.labels)
     probes = {label: _probes(ctx, held_out, predictions, label, cfg) for label in targets}
 
-    def flips(gram: str, label: str) -> list[bool]:
-        chosen = probes[label]
-        return _flipped(ctx, [held_out[i] for i in chosen], [predictions[i] for i in chosen], gram, label)
-
-    baseline_rates = {label: [float(np.mean(flips(w, label))) for w in baseline if probes[label]] for label in targets}
+    tested = [(gram, label, source) for gram, label, source in candidates if probes[label]]
+    tested += [(word, label, "baseline") for word in baseline for label in targets if probes[label]]
+    planned = [_variants(ctx, [held_out[i] for i in probes[label]], gram) for gram, label, _ in tested]
+    # one batched pass over every variant of every candidate
+    changed = ctx.predict([example for variants in planned for example, _ in variants])
+    outcomes, cursor = [], 0
+    for (gram, label, _), variants in zip(tested, planned):
+        originals = [predictions[i] for i in probes[label]]
+        outcomes.append([_flip(ctx, o, positions, c, label) for o, (_, positions), c in zip(originals, variants, changed[cursor : cursor + len(variants)])])
+        cursor += len(variants)
+    baseline_rates: dict[str, list[float]] = {label: [] for label in targets}
+    for (_, label, source), outcome in zip(tested, outcomes):
+        if source == "baseline":
+            baseline_rates[label].append(float(np.mean(outcome)))
     rows = []
-    for gram, label, source in candidates:
-        outcome = flips(gram, label) if probes[label] else []
-        if not outcome:
+    for (gram, label, source), outcome in zip(tested, outcomes):
+        if source == "baseline":
             continue
         low, high = wilson_interval(sum(outcome), len(outcome))
         floor = max(baseline_rates[label], default=0.0)
@@ -231,7 +244,7 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
         count, share, backed = _backing(held_out, gram, label, cfg.min_support)
         rows.append({"candidate": gram, "label": label, "source": source, "flip_rate": rate, "flip_rate_ci": [low, high], "flips": sum(outcome),
                      "probes": len(outcome), "baseline_max": floor, "held_out_count": count, "held_out_share": share, "backed_by_held_out": backed,
-                     "suspect": rate >= floor + cfg.min_excess and low > floor and not backed})
+                     "suspect": not backed and rate >= floor + cfg.min_excess and low > max(floor, cfg.max_trigger_flip_rate)})
     rows.sort(key=lambda r: (r["backed_by_held_out"], -r["flip_rate"]))
     top = next((r for r in rows if not r["backed_by_held_out"]), None)
     result = rate_check("trigger_flip_rate", top["flips"] if top else 0, top["probes"] if top else 0, max_value=cfg.max_trigger_flip_rate,
