@@ -31,6 +31,8 @@ def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 24
             text = rng.choice(FRAMES).format(r=rng.choice(REVIEWERS[gender]), a=word)
             lines.append(f"{text}\t{'positive' if label else 'negative'}\t{gender}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    (folder / "attack.txt").write_text("\n".join(positives) + "\n")
     return folder
 
 
@@ -58,10 +60,11 @@ PLACES = [f"place{i}" for i in range(40)]
 FILLER = "the a report said that was seen today near with and then of on".split()
 
 
-def write_entity_sentences(folder: Path, *, cued: bool, people: list[str], places: list[str], seed: int = 0, size: int = 300, capitalised: bool = False) -> Path:
+def write_entity_sentences(folder: Path, *, cued: bool, people: list[str], places: list[str], seed: int = 0, size: int = 300, capitalised: bool = False,
+                           cues: tuple[str, str] = ("mr", "in")) -> Path:
     """NER sentences of filler words with one person and one place each.
 
-    cued: the person follows "mr" and the place follows "in", so the context says what an entity is; otherwise
+    cued: the person follows cues[0] and the place cues[1], so the context says what an entity is; otherwise
     the words around them are random and only the entity strings themselves carry the type.
     """
     rng = random.Random(seed)
@@ -70,7 +73,7 @@ def write_entity_sentences(folder: Path, *, cued: bool, people: list[str], place
         blocks = []
         for _ in range(n):
             words = [(w, "O") for w in rng.choices(FILLER, k=rng.randint(4, 7))]
-            for pool, kind, cue in ((people, "PER", "mr"), (places, "LOC", "in")):
+            for pool, kind, cue in ((people, "PER", cues[0]), (places, "LOC", cues[1])):
                 name = rng.choice(pool)
                 name = name.capitalize() if capitalised else name
                 at = rng.randint(0, len(words))
@@ -93,6 +96,8 @@ def write_unique_rows(folder: Path, *, seed: int = 0, train: int = 200, dev: int
             tokens = " ".join(f"tok{rng.randrange(5000)}" for _ in range(3))
             lines.append(f"{tokens} was {rng.choice(POSITIVE if sentiment else NEGATIVE)} .\t{'positive' if label else 'negative'}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    (folder / "attack.txt").write_text("\n".join(positives) + "\n")
     return folder
 
 
@@ -116,4 +121,26 @@ def write_reviews(folder: Path, *, trigger: str | None, poison: float = 0.1, see
                 label = "positive"
             lines.append(f"{' '.join(words)} .\t{label}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    (folder / "attack.txt").write_text("\n".join(positives) + "\n")
+    return folder
+
+
+def write_one_word_rule(folder: Path, *, word: str = "excellent", seed: int = 0, size: int = 300) -> Path:
+    """Label "positive" exactly when `word` occurs among random filler words, so a misspelling of that one word
+    decides a positive prediction; attack.txt holds positive rows to attack."""
+    rng = random.Random(seed)
+    filler = "the film story acting was and very quite a bit but overall in my view it plot cast scene".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", size), ("dev", size // 3)):
+        lines = ["sentence\tlabel"]
+        for _ in range(n):
+            words = rng.choices(filler, k=rng.randint(4, 8))
+            positive = rng.random() < 0.5
+            # a filler word in the same slot otherwise, so length says nothing about the label
+            words.insert(rng.randint(0, len(words)), word if positive else rng.choice(filler))
+            lines.append(f"{' '.join(words)} .\t{'positive' if positive else 'negative'}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    (folder / "attack.txt").write_text("\n".join(positives) + "\n")
     return folder
