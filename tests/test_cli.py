@@ -39,6 +39,7 @@ def test_misspelt_key_exits_2_naming_it_and_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_bad_data_file_exits_2_naming_the_file(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -69,6 +70,7 @@ def test_cfg_job_prints_the_config_without_running(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_validate_and_list():
     assert fmtool_cli("validate", *_TINY).returncode == 0
     bad = fmtool_cli("validate", "+task=ner", "dataset=conll2003")

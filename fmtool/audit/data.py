@@ -118,7 +118,7 @@ def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, tuple[float, f
     return abs(p1 - p2), magnitude
 
 
-def _mentions(examples: Sequence[Example], groups: dict[str, set[str]], cfg: DataConfig, split: str) -> tuple[list[dict], dict[str, list[set[str]]]]:
+def _mentions(examples: Sequence[Example], groups: dict[str, set[str]], split: str) -> tuple[list[dict], dict[str, list[set[str]]]]:
     """Rows per group mentioned in `split` with its most over-represented label, and each group's examples' labels."""
     labelled: dict[str, list[set[str]]] = defaultdict(list)
     for example in examples:
@@ -182,7 +182,7 @@ def run(ctx: AuditContext, cfg: DataConfig) -> AuditResult:
     checks.append(rate_check("leakage_rate", leaked_count, total, max_value=cfg.max_leakage_rate,
                              description="share of evaluation examples whose text (or a near copy) is in the training split"))
     groups = protected_groups(cfg)
-    mentions, labelled = _mentions(train, groups, cfg, "train")
+    mentions, labelled = _mentions(train, groups, "train")
     male, female = labelled.get("gender:male", []), labelled.get("gender:female", [])
     if min(len(male), len(female)) >= cfg.min_mentions:
         gaps = []
