@@ -8,11 +8,10 @@ with dataset.streaming=true) or hf_disk (a save_to_disk folder).
 from __future__ import annotations
 
 import csv
-import json
 from typing import Callable, Iterator
 
 from fmtool.config.schema import DatasetConfig
-from fmtool.dataset.readers import SPLIT_KEYS, resolve_file
+from fmtool.dataset.readers import SPLIT_KEYS, iter_jsonl, resolve_file
 from fmtool.errors import FmtoolError
 from fmtool.registry import Registry
 
@@ -31,17 +30,10 @@ def _text(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
 @CORPUS_READERS.register("jsonl")
 def _jsonl(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
     path = resolve_file(cfg, file_key)
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-            if cfg.text_column not in row:
-                raise FmtoolError(f"{path}:{number}: no field '{cfg.text_column}' (dataset.text_column)")
-            yield str(row[cfg.text_column])
+    for number, row in iter_jsonl(path):
+        if cfg.text_column not in row:
+            raise FmtoolError(f"{path}:{number}: no field '{cfg.text_column}' (dataset.text_column)")
+        yield str(row[cfg.text_column])
 
 
 def _table(cfg: DatasetConfig, file_key: str, delimiter: str) -> Iterator[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from fmtool.config.schema import DatasetConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
@@ -102,21 +102,24 @@ def _text_example(path: Path, line: int | str, row: dict, cfg: DatasetConfig, ro
     )
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL file, read lazily; anything else names its line."""
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise FmtoolError(_NOT_OBJECT.format(path, number, type(row).__name__))
+        yield number, row
+
+
 def read_rows(path: Path, fmt: str) -> list[tuple[int, dict]]:
     """(line number, row) pairs of a CSV, TSV or JSONL file."""
     if fmt == "jsonl":
-        rows = []
-        for number, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise FmtoolError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise FmtoolError(_NOT_OBJECT.format(path, number, type(row).__name__))
-            rows.append((number, row))
-        return rows
+        return list(iter_jsonl(path))
     delimiter = "\t" if fmt == "tsv" else ","
     # TSV files such as GLUE's hold bare quote characters inside sentences
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
