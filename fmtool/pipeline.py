@@ -208,9 +208,18 @@ def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, r
         path=str(out_dir), task=ctx.task, model=results.get("model", str(ctx.model_dir)), dataset=results.get("dataset"),
         config=config or {"audit": audit}, data=results.get("data", {}),
         metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")}, audits=entries,
+        provenance=_provenance(ctx, run),
     )
     write_report(out_dir / "report", report)
     return report
+
+
+def _provenance(ctx: AuditContext, run: RunDir | None) -> dict[str, Any]:
+    from fmtool.runs import sha256_digests
+
+    loaded = run.provenance() if run else {"model_files": sha256_digests(p for p in Path(ctx.model_dir).glob("*") if p.is_file()) if ctx.model_dir else {}}
+    model_cfg = ctx.config.model if ctx.config is not None else None
+    return {**loaded, "trust_remote_code": bool(model_cfg and model_cfg.trust_remote_code), "allow_pickle": bool(model_cfg and model_cfg.allow_pickle)}
 
 
 def audit_loaded(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path) -> dict[str, Any]:

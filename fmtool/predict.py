@@ -69,7 +69,7 @@ class LoadedRun:
                     precision: Optional[Precision]) -> "LoadedRun":
         from transformers import AutoTokenizer
 
-        from fmtool.model.build import AUTO_MODELS, check_vocabulary
+        from fmtool.model.build import AUTO_MODELS, check_vocabulary, weights_format
 
         # a run trained on a GPU box may be evaluated on a laptop
         device = "auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device
@@ -79,7 +79,8 @@ class LoadedRun:
             # pinned: left unset, transformers asks on stdin before running a directory's own code
             remote = cfg.model.trust_remote_code
             tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
-            model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir, trust_remote_code=remote).to(runtime.device)
+            model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir, trust_remote_code=remote,
+                                                               use_safetensors=weights_format(model_dir, cfg.model.allow_pickle)).to(runtime.device)
         except (OSError, ValueError) as error:
             raise FmtoolError(f"{model_dir}: cannot load the model ({str(error).splitlines()[0]})") from None
         check_vocabulary(len(tokenizer), model, tokenizer_source=str(model_dir), model_source=str(model_dir))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -78,6 +79,18 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def sha256_digests(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """name -> {sha256, bytes} of each file, read in blocks (model weights can be gigabytes)."""
+    digests = {}
+    for path in sorted(paths):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests[path.name] = {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+    return digests
 
 
 def _git_commit() -> str | None:
@@ -293,6 +306,12 @@ class RunDir:
 
     def load_results(self) -> dict[str, Any]:
         return json.loads(self.require(self.results_file).read_text(encoding="utf-8"))
+
+    def provenance(self) -> dict[str, Any]:
+        """What the run was made of: digests of its model files and data splits, and its environment."""
+        return {"model_files": sha256_digests(p for p in self.model_dir.glob("*") if p.is_file()),
+                "data_files": sha256_digests(p for p in (self.path / "data").glob("*") if p.is_file()),
+                "environment": json.loads(self.env_file.read_text(encoding="utf-8")) if self.env_file.is_file() else {}}
 
     def splits(self) -> list[str]:
         return sorted(p.stem for p in (self.path / "data").glob("*.jsonl"))

@@ -173,3 +173,40 @@ def test_a_model_directory_without_its_tokenizer_is_refused(tmp_path, ner_run):
     assert target.status()["state"] == "failed"
     with pytest.raises(FmtoolError, match="does not fit the model"):
         LoadedRun.from_model_dir(bare, "ner")
+
+
+def test_pickle_weights_are_refused_unless_allowed(tmp_path, ner_run):
+    import shutil
+
+    from fmtool.pipeline import run_training
+    from tests.conftest import tiny_config
+
+    run, _ = ner_run
+    pickled = tmp_path / "pickled"
+    shutil.copytree(run.model_dir, pickled)
+    model = LoadedRun.load(run.path).model
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(FmtoolError, match=r"holds only pickle-format weights \(pytorch_model.bin\), which can run code .* model.allow_pickle=true"):
+        LoadedRun.from_model_dir(pickled, "ner")
+    refused = RunDir.create(tmp_path / "refused", tiny_config("ner", f"model.name={pickled}", "model.random_init=false", "audit=none"))
+    with pytest.raises(FmtoolError, match="holds only pickle-format weights"):
+        run_training(refused.load_config(), refused)
+    allowed = RunDir.create(tmp_path / "allowed", tiny_config("ner", f"model.name={pickled}", "model.random_init=false", "model.allow_pickle=true", "audit=none"))
+    assert run_training(allowed.load_config(), allowed)["after"]["validation"]["f1"] >= 0
+
+
+def test_report_records_the_digests_of_what_was_audited(ner_run):
+    import hashlib
+
+    from fmtool.pipeline import audit_loaded
+
+    run, _ = ner_run
+    report = audit_loaded(LoadedRun.load(run.path), {"robustness": {"tests": ["lowercase"]}}, run.path)
+    provenance = report["provenance"]
+    weights = (run.model_dir / "model.safetensors").read_bytes()
+    assert provenance["model_files"]["model.safetensors"] == {"sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)}
+    assert {"train.jsonl", "validation.jsonl"} <= set(provenance["data_files"])
+    assert provenance["trust_remote_code"] is False and provenance["allow_pickle"] is False and provenance["environment"]["packages"]["torch"]
+    markdown = (run.path / "report" / "report.md").read_text()
+    assert "## Provenance and loading" in markdown and provenance["model_files"]["model.safetensors"]["sha256"] in markdown

@@ -97,6 +97,8 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    # load weights stored with pickle (pytorch_model.bin, *.pt), which can run code; false: safetensors only
+    allow_pickle: bool = False
     random_init: bool = False
     model_type: str = "bert"
     config_overrides: Dict[str, Any] = field(default_factory=dict)

@@ -8,6 +8,7 @@ architecture from a config instead, which is how the tests get a tiny BERT witho
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -32,6 +33,8 @@ _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout
 _CANNOT_LOAD = "model.{key}: cannot load a {what} from '{source}' ({reason})"
 _VOCABULARY = ("model.name: the tokenizer ({tokens} tokens, from '{tokenizer}') does not fit the model '{model}' ({rows} embedding rows); "
                "is the tokenizer missing from that directory? set model.tokenizer to the one the model was trained with")
+_PICKLE = ("model.{key}: '{source}' holds only pickle-format weights ({files}), which can run code when loaded; convert them to "
+           "safetensors, or set model.allow_pickle=true if you trust where they come from")
 _NO_SOURCE = "model.name is null and model.tokenizer is null: set model.tokenizer to a tokenizer directory or hub id"
 
 
@@ -51,6 +54,22 @@ def load_tokenizer(cfg: ModelConfig):
     if not tokenizer.is_fast:
         raise FmtoolError(f"model.{key}: '{source}' has no fast tokenizer; fmtool needs one for word-to-sub-token alignment")
     return tokenizer
+
+
+def weights_format(source, allow_pickle: bool, key: str = "name") -> Optional[bool]:
+    """transformers' use_safetensors for `source`: True (safetensors only) unless pickle weights are allowed.
+
+    A local directory with only pickle weights is refused here with the fix, rather than by transformers'
+    "no file named model.safetensors".
+    """
+    path = Path(str(source))
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in path.glob(pattern))
+        if pickled and not allow_pickle:
+            raise FmtoolError(_PICKLE.format(key=key, source=source, files=", ".join(pickled)))
+        if pickled:
+            log.warning("loading pickle-format weights from %s (model.allow_pickle=true): they can run code", source)
+    return None if allow_pickle else True
 
 
 def check_vocabulary(tokens: int, model, *, tokenizer_source: str, model_source: str) -> None:
@@ -135,7 +154,8 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
         return auto_model.from_config(config, trust_remote_code=cfg.trust_remote_code)
     try:
         # a previous run's model may have a head of another size: it is replaced, the encoder kept
-        model = auto_model.from_pretrained(source, config=config, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True)
+        model = auto_model.from_pretrained(source, config=config, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True,
+                                           use_safetensors=weights_format(source, cfg.allow_pickle))
     except (OSError, ValueError) as error:
         raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model", source=source, reason=_reason(error))) from None
     log.info("model=<%s> parameters=<%d>", source, model.num_parameters())
@@ -152,7 +172,8 @@ def load_masked_lm(model_dir, device: torch.device = torch.device("cpu")):
     Never runs the directory's own code: audits read models from anywhere.
     """
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False)
+        model, info = AutoModelForMaskedLM.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False,
+                                                           use_safetensors=weights_format(model_dir, False, "name"))
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise FmtoolError(f"{model_dir}: cannot load a masked LM ({_reason(error)})") from None

@@ -20,7 +20,8 @@ def overall_status(audits: Sequence[dict[str, Any]]) -> str:
     return worst_status([a["status"] for a in audits])
 
 
-def build_report(*, path: str, task: str, model: str, dataset: str | None, config: dict, data: dict, metrics: dict, audits: list[dict]) -> dict[str, Any]:
+def build_report(*, path: str, task: str, model: str, dataset: str | None, config: dict, data: dict, metrics: dict, audits: list[dict],
+                 provenance: dict) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "fmtool_version": __version__,
@@ -31,6 +32,7 @@ def build_report(*, path: str, task: str, model: str, dataset: str | None, confi
         "data": data,
         "metrics": metrics,
         "audits": audits,
+        "provenance": provenance,
     }
 
 
@@ -70,6 +72,18 @@ def _check_row(check: dict[str, Any], **first: str) -> dict[str, Any]:
             "threshold": f"{'≤' if check['direction'] == 'max' else '≥'} {check['threshold']}", "status": _MARKS[check["status"]], "note": settle}
 
 
+def _provenance(provenance: dict[str, Any]) -> list[str]:
+    """The security section: what was loaded and how, with digests a reviewer can check."""
+    files = [{"kind": kind.split("_")[0], "file": name, **digest} for kind in ("model_files", "data_files") for name, digest in provenance.get(kind, {}).items()]
+    environment = provenance.get("environment", {})
+    lines = ["## Provenance and loading", "",
+             f"- weights: {'safetensors only' if not provenance.get('allow_pickle') else 'pickle allowed (model.allow_pickle=true)'}; "
+             f"trust_remote_code: {provenance.get('trust_remote_code', False)}",
+             f"- fmtool git commit: {environment.get('git_commit') or 'unknown'}; packages: "
+             + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v), ""]
+    return lines + _table(files, ["kind", "file", "bytes", "sha256"]) + [""]
+
+
 def markdown(report: dict[str, Any]) -> str:
     run = report["run"]
     lines = [f"# fmtool report: {run['task']} · {run['dataset'] or 'no dataset'}", "",
@@ -92,6 +106,7 @@ def markdown(report: dict[str, Any]) -> str:
     unsettled = [(a["name"], c) for a in report["audits"] for c in a["checks"] if c["status"] in (FAIL, INCONCLUSIVE)]
     if unsettled:
         lines += ["## Checks that did not pass", ""] + _table([_check_row(c, audit=name) for name, c in sorted(unsettled, key=lambda x: x[1]["status"] != FAIL)]) + [""]
+    lines += _provenance(report["provenance"])
     for audit in report["audits"]:
         lines += [f"### {audit['name']} — {_MARKS[audit['status']]}", ""]
         lines += _table([_check_row(c) for c in audit["checks"]]) + [""]
