@@ -139,6 +139,17 @@ def validate_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for a count: a whole number of at least 1 (argparse turns the error into exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmtool", description="Train BERT-style NER / classification models and audit them.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--split", default=None, help="a split saved in the run (validation, test); default: validation")
     source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
     evaluate.add_argument("--format", choices=["conll", "csv", "tsv", "jsonl"], default=None, help="default: the run's dataset format, else the file suffix")
-    evaluate.add_argument("--batch-size", type=int, default=None)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=None)
     evaluate.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
     predict = commands.add_parser("predict", help="label new text with a finished run's model, as JSONL")
@@ -160,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to label; none: read --file, or stdin")
     predict.add_argument("--file", default=None, help="one text per line; '-' for stdin")
     predict.add_argument("--output", type=Path, default=None, help="write JSONL here instead of stdout")
-    predict.add_argument("--batch-size", type=int, default=None)
+    predict.add_argument("--batch-size", type=_positive_int, default=None)
     predict.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
     audit = commands.add_parser("audit", help="audit a finished run (or a model directory with --task) and write its report")
@@ -171,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --strict, how a check whose interval straddles its threshold counts (default: pass)")
     audit.add_argument("--task", choices=["ner", "classification", "mlm"], default=None, help="the task of a plain model directory (mlm: a masked LM)")
     audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
-    audit.add_argument("--batch-size", type=int, default=None)
+    audit.add_argument("--batch-size", type=_positive_int, default=None)
 
     listing = commands.add_parser("list", help="list config groups and their options")
     listing.add_argument("group", nargs="?", default=None)

@@ -93,6 +93,11 @@ def predict_command(args: argparse.Namespace) -> int:
             raise FmtoolError(f"predict: --file {path} not found")
         texts = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
     texts = [t for t in texts if t.strip()]
+    if not texts:
+        source = f"--file {args.file}" if args.file not in (None, "-") else "standard input"
+        raise FmtoolError(f"predict: no text given ({source} held none)")
+    if args.output is not None and args.output.is_dir():
+        raise FmtoolError(f"predict: --output {args.output} is a directory; give a file path")
     records = LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision).predict_texts(texts)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if args.output is None:

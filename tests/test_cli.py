@@ -116,3 +116,16 @@ def test_eval_scores_a_saved_split_and_a_new_file(ner_run, tmp_path):
     assert (run.path / "eval" / "other.json").is_file()
     missing = fmtool_cli("eval", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "not an fmtool run directory" in missing.stderr
+
+
+@pytest.mark.slow
+def test_predict_and_eval_refuse_bad_counts_empty_input_and_directory_outputs(ner_run, tmp_path):
+    run, _ = ner_run
+    for size in ("-3", "0", "many"):
+        result = fmtool_cli("predict", str(run.path), "--batch-size", size, "It rained .")
+        assert result.returncode == 2 and "--batch-size" in result.stderr, size
+    assert fmtool_cli("eval", str(run.path), "--batch-size", "0").returncode == 2
+    empty = fmtool_cli("predict", str(run.path), stdin="\n  \n")
+    assert empty.returncode == 2 and empty.stderr.strip() == "fmtool: error: predict: no text given (standard input held none)"
+    into_dir = fmtool_cli("predict", str(run.path), "--output", str(tmp_path), "It rained .")
+    assert into_dir.returncode == 2 and "is a directory" in into_dir.stderr and len(into_dir.stderr.strip().splitlines()) == 1
