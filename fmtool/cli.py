@@ -5,6 +5,7 @@
     fmtool validate +task=ner [overrides]
     fmtool eval RUN_DIR [--split NAME | --file PATH]
     fmtool predict RUN_DIR [TEXT ...] [--file PATH|-] [--output PATH]
+    fmtool explain RUN_DIR [TEXT ...] [--file PATH|-] [--method M] [--output PATH|-] [--html PATH]
     fmtool list [groups|GROUP]
 """
 
@@ -18,6 +19,7 @@ from typing import Optional, Sequence
 
 from fmtool.config.schema import Precision
 from fmtool.errors import FmtoolError
+from fmtool.explain import METHODS
 
 log = logging.getLogger("fmtool")
 
@@ -25,7 +27,7 @@ log = logging.getLogger("fmtool")
 _HYDRA_INFO_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p")
 _MULTIRUN_FLAGS = ("-m", "--multirun")
 # the positional list each command takes after its options
-_TRAILING_LISTS = {"audit": "overrides", "predict": "texts"}
+_TRAILING_LISTS = {"audit": "overrides", "predict": "texts", "explain": "texts"}
 _PRECISION_HELP = "default: the run's trainer.precision; fp32 gives a full-precision pipeline()'s entities, bf16 (auto on CPUs with AMX) is faster"
 
 
@@ -173,6 +175,17 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, default=None, help="write JSONL here instead of stdout")
     predict.add_argument("--batch-size", type=_positive_int, default=None)
     predict.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
+
+    explain = commands.add_parser("explain", help="which words drove each prediction (Captum attributions): terminal, JSONL, HTML")
+    explain.add_argument("run_dir", type=Path)
+    explain.add_argument("texts", nargs="*", help="texts to explain; none: read --file, or stdin")
+    explain.add_argument("--file", default=None, help="one text per line; '-' for stdin")
+    explain.add_argument("--method", choices=METHODS, default=METHODS[0])
+    explain.add_argument("--steps", type=_positive_int, default=32, help="integration steps of integrated gradients (default: 32)")
+    explain.add_argument("--output", type=Path, default=None, help="write word attributions as JSONL here ('-': to stdout, instead of the coloured text)")
+    explain.add_argument("--html", type=Path, default=None, help="write an HTML fragment of the coloured text here")
+    explain.add_argument("--batch-size", type=_positive_int, default=None)
+    explain.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help="default: fp32 (bf16 gradients blur the attributions)")
 
     audit = commands.add_parser("audit", help="audit a finished run (or a model directory with --task) and write its report")
     audit.add_argument("path", type=Path, help="a run directory, or a Hugging Face model directory with --task")

@@ -1,4 +1,4 @@
-"""The non-Hydra subcommands (eval, predict, list): argument handling and output at the edge."""
+"""The non-Hydra subcommands (eval, predict, explain, audit, list): argument handling and output at the edge."""
 
 from __future__ import annotations
 
@@ -78,11 +78,10 @@ def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    from fmtool.predict import LoadedRun
-
+def _texts(args: argparse.Namespace, command: str) -> list[str]:
+    """The texts to run: positional arguments, --file PATH, or standard input (--file - or nothing)."""
     if args.texts and args.file:
-        raise FmtoolError("predict: give texts as arguments or --file, not both")
+        raise FmtoolError(f"{command}: give texts as arguments or --file, not both")
     if args.texts:
         texts = list(args.texts)
     elif args.file in (None, "-"):
@@ -90,21 +89,66 @@ def predict_command(args: argparse.Namespace) -> int:
     else:
         path = Path(args.file)
         if not path.is_file():
-            raise FmtoolError(f"predict: --file {path} not found")
+            raise FmtoolError(f"{command}: --file {path} not found")
         texts = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
     texts = [t for t in texts if t.strip()]
     if not texts:
         source = f"--file {args.file}" if args.file not in (None, "-") else "standard input"
-        raise FmtoolError(f"predict: no text given ({source} held none)")
+        raise FmtoolError(f"{command}: no text given ({source} held none)")
     if args.output is not None and args.output.is_dir():
-        raise FmtoolError(f"predict: --output {args.output} is a directory; give a file path")
-    records = LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision).predict_texts(texts)
+        raise FmtoolError(f"{command}: --output {args.output} is a directory; give a file path")
+    return texts
+
+
+def _write_jsonl(records, output: Path | None) -> None:
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if args.output is None:
+    if output is None:
         sys.stdout.write(lines)
     else:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(lines, encoding="utf-8")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(lines, encoding="utf-8")
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from fmtool.predict import LoadedRun
+
+    texts = _texts(args, "predict")
+    _write_jsonl(LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision).predict_texts(texts), args.output)
+    return 0
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    """Word attributions for each prediction: coloured in the terminal, JSONL with --output (- for stdout only), HTML with --html."""
+    from rich.console import Console
+
+    from fmtool.dataset.examples import TextExample, TokenExample
+    from fmtool.config.schema import Precision
+    from fmtool.explain import explainer_for, targets_for, to_html, to_rich
+    from fmtool.predict import LoadedRun, split_words
+
+    texts = _texts(args, "explain")
+    # full precision unless asked: integrated gradients add up many small gradients, which bf16 blurs
+    loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision or Precision.fp32)
+    explainer = explainer_for(loaded)
+    task = loaded.cfg.task.name.value
+    if task == "classification":
+        examples = [TextExample(id=str(i), text=t, label=loaded.labels[0]) for i, t in enumerate(texts)]
+    else:
+        examples = [TokenExample(id=str(i), tokens=[w for w, _, _ in split_words(t)], tags=["O"] * len(split_words(t))) for i, t in enumerate(texts)]
+    targets = targets_for(examples, loaded.predictions(examples), task, explainer.label2id)
+    explanations = explainer.explain(targets, method=args.method, steps=args.steps)
+    to_stdout = args.output is not None and str(args.output) == "-"
+    if not to_stdout:
+        console = Console()
+        for explanation in explanations:
+            console.print(to_rich(explanation))
+        if not explanations:
+            console.print("no entities found: nothing to explain")
+    if args.output is not None:
+        _write_jsonl([e.to_dict() for e in explanations], None if to_stdout else args.output)
+    if args.html is not None:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(to_html(explanations) + "\n", encoding="utf-8")
     return 0
 
 
@@ -178,4 +222,4 @@ def audit_command(args: argparse.Namespace) -> int:
     return 1 if args.strict and report["status"] in failing else 0
 
 
-COMMANDS = {"eval": eval_command, "predict": predict_command, "audit": audit_command, "list": list_command}
+COMMANDS = {"eval": eval_command, "predict": predict_command, "explain": explain_command, "audit": audit_command, "list": list_command}

@@ -66,6 +66,17 @@ def fit_features(model, tokenizer, runtime: Runtime, features: Sequence, cfg: Tr
     return state
 
 
+def redact_splits(splits: Splits) -> tuple[Splits, dict[str, dict[str, int]]]:
+    """dataset.redact_pii: every split with its personal data replaced by <TYPE>, and the counts replaced per split."""
+    from fmtool.dataset.pii import PiiScanner, redact_examples
+
+    scanner, counts, redacted = PiiScanner(), {}, {}
+    for name, examples in splits.named().items():
+        redacted[name], counts[name] = redact_examples(examples, scanner)
+        log.info("redacted %s: %s", name, ", ".join(f"{kind}=<{n}>" for kind, n in counts[name].items()) or "nothing found")
+    return Splits(**redacted), counts
+
+
 def _saved_splits(run: RunDir) -> Splits:
     named = {name: run.load_split(name) for name in run.splits()}
     return Splits(train=named["train"], validation=named["validation"], test=named.get("test"))
@@ -81,9 +92,10 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     task = TASKS.get(cfg.task.name.value)
     if resume:
         splits, labels, started = _saved_splits(run), run.load_labels(), run.load_results()
-        inherited = started["inherited_labels"]
+        inherited, redacted = started["inherited_labels"], started.get("redacted")
     else:
         splits = load_splits(cfg.dataset)
+        splits, redacted = redact_splits(splits) if cfg.dataset.redact_pii else (splits, None)
         labels, inherited = _training_labels(cfg, splits)
     for name, examples in splits.named().items():
         check_labels_known(name, examples, labels)
@@ -112,7 +124,7 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
     else:
         before = {name: score(name)[0] for name in evaluated}
-        run.save_results({"task": task.name, "before": before, "inherited_labels": inherited})
+        run.save_results({"task": task.name, "before": before, "inherited_labels": inherited, "redacted": redacted})
     state = fit_features(model, tokenizer, runtime, features["train"], cfg, evaluate=lambda m: score("validation")[0], dist=dist,
                          checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress)
     after = {}
@@ -127,7 +139,9 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         "dataset": cfg.dataset.name,
         "labels": labels,
         "inherited_labels": inherited,
-        "data": {name: {"examples": len(splits.named()[name]), "features": len(f)} for name, f in features.items()},
+        "data": {name: {"examples": len(splits.named()[name]), "features": len(f), **({"pii_redacted": sum(redacted[name].values())} if redacted else {})}
+                 for name, f in features.items()},
+        "redacted": redacted,
         "before": before,
         "after": after,
         "train": training_figures(state, cfg, trainable, dist.world_size),

@@ -31,7 +31,7 @@ from scipy.stats import binom
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, check, rate_check, register, wilson_interval
-from fmtool.audit.lexicons import first_names, swap_pairs
+from fmtool.audit.lexicons import protected_groups
 from fmtool.dataset.examples import Example, TokenExample
 
 _KEY = "audit.data"
@@ -92,21 +92,6 @@ def leaked(train: Sequence[Example], evaluation: Sequence[Example], jaccard: flo
         if best is not None and len(words & word_sets[best]) / len(words | word_sets[best]) >= jaccard:
             found.append((j, best, "near"))
     return found
-
-
-def protected_groups(cfg: DataConfig) -> dict[str, set[str]]:
-    """group name -> its lower-case terms: both sides of the gender pairs, first names, nationalities, religions."""
-    pairs = swap_pairs(cfg.swaps, f"{_KEY}.swaps")
-    groups: dict[str, set[str]] = {"gender:male": {a for a, _ in pairs.get("gender", [])}, "gender:female": {b for _, b in pairs.get("gender", [])}}
-    groups["gender:female"] -= groups["gender:male"]
-    for attribute in ("nationality", "religion"):
-        for term in sorted({t for pair in pairs.get(attribute, []) for t in pair}):
-            groups[f"{attribute}:{term}"] = {term}
-    for gender, origins in first_names(cfg.first_names, f"{_KEY}.first_names").items():
-        groups[f"first_name:{gender}"] = {n.lower() for names in origins.values() for n in names}
-        for origin, names in origins.items():
-            groups.setdefault(f"first_name_origin:{origin}", set()).update(n.lower() for n in names)
-    return groups
 
 
 def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, tuple[float, float]]:
@@ -181,7 +166,7 @@ def run(ctx: AuditContext, cfg: DataConfig) -> AuditResult:
         lengths.append(_lengths(split, examples, ctx))
     checks.append(rate_check("leakage_rate", leaked_count, total, max_value=cfg.max_leakage_rate,
                              description="share of evaluation examples whose text (or a near copy) is in the training split"))
-    groups = protected_groups(cfg)
+    groups = protected_groups(cfg.swaps, cfg.first_names, _KEY)
     mentions, labelled = _mentions(train, groups, "train")
     male, female = labelled.get("gender:male", []), labelled.get("gender:female", [])
     if min(len(male), len(female)) >= cfg.min_mentions:

@@ -38,3 +38,18 @@ def ner_templates(path: Optional[str] = None, key: str = "audit") -> list[str]:
     if bad:
         raise FmtoolError(f"{key}: template '{bad[0]}' must contain {{name}} exactly once, as a word of its own")
     return templates
+
+
+def protected_groups(swaps: Optional[str] = None, names_file: Optional[str] = None, key: str = "audit") -> dict[str, set[str]]:
+    """group name -> its lower-case terms: both sides of the gender pairs, first names, nationalities, religions."""
+    pairs = swap_pairs(swaps, f"{key}.swaps")
+    groups: dict[str, set[str]] = {"gender:male": {a for a, _ in pairs.get("gender", [])}, "gender:female": {b for _, b in pairs.get("gender", [])}}
+    groups["gender:female"] -= groups["gender:male"]
+    for attribute in ("nationality", "religion"):
+        for term in sorted({t for pair in pairs.get(attribute, []) for t in pair}):
+            groups[f"{attribute}:{term}"] = {term}
+    for gender, origins in first_names(names_file, f"{key}.first_names").items():
+        groups[f"first_name:{gender}"] = {n.lower() for listed in origins.values() for n in listed}
+        for origin, listed in origins.items():
+            groups.setdefault(f"first_name_origin:{origin}", set()).update(n.lower() for n in listed)
+    return groups

@@ -131,6 +131,8 @@ class DatasetConfig:
     # task=mlm: read the training corpus lazily (needs trainer.max_steps); shuffled within a buffer of this many blocks
     streaming: bool = False
     shuffle_buffer: int = 10000
+    # replace e-mails, phone numbers, card numbers, IBANs, IPs, SSNs, credentials and keys with <TYPE> before training
+    redact_pii: bool = False
 
 
 @dataclass

@@ -35,6 +35,8 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
         problems.append(f"dataset.format={data.format.value} is raw text for task=mlm; {cfg.task.name.value} needs labelled data")
     if data.streaming and cfg.task.name != TaskName.mlm:
         problems.append("dataset.streaming=true is for task=mlm corpora; fine-tuning data is read into memory")
+    if data.redact_pii and cfg.task.name == TaskName.mlm:
+        problems.append("dataset.redact_pii=true is for NER and classification data; pre-training corpora are not redacted")
     if data.streaming and not cfg.trainer.max_steps:
         problems.append("dataset.streaming=true needs trainer.max_steps: a streamed corpus has no known length")
     if data.format == DataFormat.hf and not data.hf_path:

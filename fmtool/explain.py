@@ -1,0 +1,246 @@
+"""Word attributions: which input words drove a fine-tuned model's prediction, and by how much.
+
+What is explained is the log-probability of the model's own prediction: the predicted label (classification),
+or for each predicted entity the mean log-probability of its words' predicted tags (NER; each word is read at
+its first sub-token, as the task predicts). A logit alone shifts freely across labels; the log-probability is what
+the decision depends on. Attributions are computed on the input word embeddings with Captum and summed over each
+word's sub-tokens:
+
+- `integrated_gradients`: LayerIntegratedGradients from an all-[PAD] baseline ([CLS] and [SEP] kept), with
+  Captum's convergence delta (how far the attributions' sum is from the change in output; small is faithful to
+  the integral). Sundararajan et al. 2017, "Axiomatic Attribution for Deep Networks".
+- `gradient_x_input`: gradient times input embedding in one backward pass; cheaper, noisier.
+
+Positive attribution supports the prediction, negative argues against it.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from seqeval.metrics.sequence_labeling import get_entities
+
+from fmtool.dataset.examples import Example, TokenExample
+from fmtool.errors import FmtoolError
+
+if TYPE_CHECKING:
+    import torch
+
+METHODS = ("integrated_gradients", "gradient_x_input")
+# torch is imported where it is used: the CLI reads METHODS for its help without loading torch
+# rows of one attribution call; Captum multiplies them by the step count internally
+_ROWS_PER_CALL = 16
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prediction to explain: the words it is read from, the label, and (NER) the entity's word span."""
+
+    example_id: str
+    words: tuple[str, ...]
+    label: str
+    label_id: int
+    span: Optional[tuple[int, int]] = None  # first and last word of an entity (inclusive); None: the whole input
+
+    @property
+    def span_words(self) -> range:
+        return range(0) if self.span is None else range(self.span[0], self.span[1] + 1)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    target: Target
+    probability: float  # of the explained prediction (NER: geometric mean over the entity's words)
+    attributions: tuple[float, ...]  # one per word; 0 for a word cut off by max_length
+    delta: Optional[float] = None  # integrated gradients' convergence delta
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"id": self.target.example_id, "label": self.target.label, "probability": round(self.probability, 4)}
+        if self.target.span is not None:
+            first, last = self.target.span
+            record["entity"] = {"text": " ".join(self.target.words[first : last + 1]), "first_word": first, "last_word": last}
+        record["words"] = [{"word": w, "attribution": round(a, 5)} for w, a in zip(self.target.words, self.attributions)]
+        if self.delta is not None:
+            record["convergence_delta"] = round(self.delta, 5)
+        return record
+
+    def ranked(self, *, outside_span: bool = False) -> list[int]:
+        """Word positions by attribution, most supporting first; with outside_span, the entity's own words left out."""
+        skip = set(self.target.span_words) if outside_span else set()
+        return sorted((i for i in range(len(self.target.words)) if i not in skip), key=lambda i: -self.attributions[i])
+
+
+def words_of(example: Example) -> list[str]:
+    if isinstance(example, TokenExample):
+        return list(example.tokens)
+    from fmtool.predict import split_words
+
+    return [w for w, _, _ in split_words(example.text)]
+
+
+def targets_for(examples: Sequence[Example], predictions: Sequence, task: str, label2id: dict[str, int]) -> list[Target]:
+    """What to explain for each example: its predicted label, or each entity it was predicted to contain."""
+    targets = []
+    for example, prediction in zip(examples, predictions):
+        words = tuple(words_of(example))
+        if not words:
+            continue
+        if task == "classification":
+            targets.append(Target(example.id, words, prediction.label, label2id[prediction.label]))
+            continue
+        for kind, first, last in get_entities(list(prediction.tags)):
+            targets.append(Target(example.id, words, kind, -1, (first, last)))
+    return targets
+
+
+class Explainer:
+    """Attributions and target probabilities for one model; `tags` are the model's labels in id order."""
+
+    def __init__(self, model, tokenizer, runtime, *, task: str, max_length: int) -> None:
+        self.model, self.tokenizer, self.runtime, self.task, self.max_length = model, tokenizer, runtime, task, max_length
+        self.label2id = {label: int(i) for label, i in model.config.label2id.items()}
+
+    def explain(self, targets: Sequence[Target], *, method: str = "integrated_gradients", steps: int = 32,
+                on_batch=lambda n: None) -> list[Explanation]:
+        if method not in METHODS:
+            raise FmtoolError(f"explain: unknown method '{method}'; choose from: {', '.join(METHODS)}")
+        if steps < 1:
+            raise FmtoolError(f"explain: steps={steps} must be at least 1")
+        order = sorted(range(len(targets)), key=lambda i: len(targets[i].words))
+        out: list[Optional[Explanation]] = [None] * len(targets)
+        self.model.eval()
+        for start in range(0, len(order), _ROWS_PER_CALL):
+            chunk = [targets[i] for i in order[start : start + _ROWS_PER_CALL]]
+            for index, explanation in zip(order[start : start + _ROWS_PER_CALL], self._explain_chunk(chunk, method, steps)):
+                out[index] = explanation
+            on_batch(len(chunk))
+        return out  # type: ignore[return-value]
+
+    def probabilities(self, targets: Sequence[Target], word_lists: Sequence[Sequence[str]]) -> list[float]:
+        """Probability of each target's prediction when the model reads `word_lists[i]` instead of its words."""
+        import torch
+
+        out: list[float] = []
+        self.model.eval()
+        with torch.inference_mode(), self.runtime.autocast():
+            for start in range(0, len(targets), self.runtime.batch_size):
+                encoded = self._encode(targets[start : start + self.runtime.batch_size], word_lists[start : start + self.runtime.batch_size])
+                out += self._log_probability(encoded["input_ids"], encoded["attention_mask"], encoded["select"]).float().exp().tolist()
+        return out
+
+    def _explain_chunk(self, chunk: Sequence[Target], method: str, steps: int) -> list[Explanation]:
+        import torch
+        from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+
+        encoded = self._encode(chunk, [t.words for t in chunk])
+        ids, mask, select = encoded["input_ids"], encoded["attention_mask"], encoded["select"]
+        layer = self.model.get_input_embeddings()
+        with torch.enable_grad(), self.runtime.autocast():
+            if method == "integrated_gradients":
+                special = torch.tensor([[i in self.tokenizer.all_special_ids for i in row] for row in ids.tolist()], device=ids.device)
+                baseline = torch.where(special, ids, torch.full_like(ids, self.tokenizer.pad_token_id))
+                attributions, delta = LayerIntegratedGradients(self._log_probability, layer).attribute(
+                    ids, baselines=baseline, additional_forward_args=(mask, select), n_steps=steps,
+                    internal_batch_size=max(len(chunk), self.runtime.batch_size), return_convergence_delta=True)
+                deltas = delta.detach().float().abs().tolist()
+            else:
+                attributions = LayerGradientXActivation(self._log_probability, layer).attribute(ids, additional_forward_args=(mask, select))
+                deltas = [None] * len(chunk)
+            with torch.no_grad():
+                probabilities = self._log_probability(ids, mask, select).float().exp().tolist()
+        per_token = attributions.detach().float().sum(-1).cpu()
+        return [Explanation(t, p, self._per_word(per_token[row], encoded.word_ids(row), len(t.words)), d)
+                for row, (t, p, d) in enumerate(zip(chunk, probabilities, deltas))]
+
+    def _encode(self, targets: Sequence[Target], word_lists: Sequence[Sequence[str]]):
+        import torch
+
+        encoded = self.tokenizer([list(w) for w in word_lists], is_split_into_words=True, truncation=True, max_length=self.max_length,
+                                 padding=True, return_tensors="pt")
+        n_labels = len(self.label2id)
+        if self.task == "classification":
+            select = torch.zeros(len(targets), n_labels)
+            for row, target in enumerate(targets):
+                select[row, target.label_id] = 1.0
+        else:
+            select = torch.zeros(len(targets), encoded["input_ids"].shape[1], n_labels)
+            for row, target in enumerate(targets):
+                starts = _word_starts(encoded.word_ids(row))
+                for offset, word in enumerate(target.span_words):
+                    tag = f"{'B' if offset == 0 else 'I'}-{target.label}"
+                    if word in starts and tag in self.label2id:
+                        select[row, starts[word], self.label2id[tag]] = 1.0
+        encoded["select"] = select
+        return encoded.to(self.runtime.device)
+
+    def _log_probability(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+        """Per row: log-probability of the label (classification) or mean over the entity's words of their tags' (NER)."""
+        import torch
+
+        log_p = torch.log_softmax(self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)
+        if log_p.dim() == 2:
+            return (log_p * select).sum(-1)
+        return (log_p * select).sum((1, 2)) / select.sum((1, 2)).clamp(min=1.0)
+
+    @staticmethod
+    def _per_word(per_token: torch.Tensor, word_ids: list[Optional[int]], n_words: int) -> tuple[float, ...]:
+        words = [0.0] * n_words
+        for position, word in enumerate(word_ids):
+            if word is not None:
+                words[word] += float(per_token[position])
+        return tuple(words)
+
+
+def _word_starts(word_ids: list[Optional[int]]) -> dict[int, int]:
+    starts: dict[int, int] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in starts:
+            starts[word] = position
+    return starts
+
+
+def explainer_for(loaded) -> Explainer:
+    """An Explainer for a LoadedRun (fmtool/predict.py)."""
+    if loaded.cfg.task.name.value == "mlm":
+        raise FmtoolError("explain: a masked-LM run predicts no labels to explain; fine-tune it for NER or classification")
+    return Explainer(loaded.model, loaded.tokenizer, loaded.runtime, task=loaded.cfg.task.name.value, max_length=loaded.cfg.trainer.max_length)
+
+
+def _shade(attribution: float, scale: float) -> float:
+    return 0.0 if scale <= 0 else max(-1.0, min(1.0, attribution / scale))
+
+
+def to_rich(explanation: Explanation):
+    """The words on a background that is green where they support the prediction and red where they oppose it."""
+    from rich.text import Text
+
+    scale = max((abs(a) for a in explanation.attributions), default=0.0)
+    target = explanation.target
+    what = target.label if target.span is None else f"{target.label} {' '.join(target.words[target.span[0]:target.span[1] + 1])!r}"
+    text = Text(f"{what} ({explanation.probability:.2f}): ", style="bold")
+    for index, (word, attribution) in enumerate(zip(target.words, explanation.attributions)):
+        level = _shade(attribution, scale)
+        colour = f"rgb({255 - int(155 * level)},255,{255 - int(155 * level)})" if level >= 0 else f"rgb(255,{255 + int(155 * level)},{255 + int(155 * level)})"
+        style = f"black on {colour}" + (" underline" if index in target.span_words else "")
+        text.append(word, style=style)
+        text.append(" ")
+    return text
+
+
+def to_html(explanations: Sequence[Explanation]) -> str:
+    """An HTML fragment (no scripts, no external styles) the report embeds: one line per explanation."""
+    lines = []
+    for explanation in explanations:
+        target = explanation.target
+        scale = max((abs(a) for a in explanation.attributions), default=0.0)
+        spans = []
+        for index, (word, attribution) in enumerate(zip(target.words, explanation.attributions)):
+            level = _shade(attribution, scale)
+            colour = f"rgba(22,163,74,{level:.2f})" if level >= 0 else f"rgba(220,38,38,{-level:.2f})"
+            border = "border-bottom:2px solid #111;" if index in target.span_words else ""
+            spans.append(f'<span title="{attribution:+.4f}" style="background:{colour};{border}padding:0 2px">{html.escape(word)}</span>')
+        label = html.escape(target.label)
+        lines.append(f'<p class="attribution"><b>{label}</b> ({explanation.probability:.2f}) {" ".join(spans)}</p>')
+    return "\n".join(lines)
