@@ -8,3 +8,11 @@ class FmtoolError(Exception):
     """
 
     exit_code = 2
+
+
+class TrainingStopped(FmtoolError):
+    """Training could not go on: a non-finite loss, or a stop signal (exit code 128 + the signal's number)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

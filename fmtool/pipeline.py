@@ -15,15 +15,16 @@ from fmtool.config.schema import Batching, TaskName, TrainConfig
 from fmtool.dataset.batching import InMemoryBatches, collate
 from fmtool.dataset.examples import Example
 from fmtool.dataset.splits import Splits, check_labels_known, label_list, load_splits
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import inherited_labels
 from fmtool.predict import LoadedRun
 from fmtool.report.report import build_report, write_report
-from fmtool.runs import COMPLETE, FAILED, RunDir, environment, write_json
+from fmtool.runs import COMPLETE, FAILED, INTERRUPTED, RunDir, environment, write_json
 from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
+from fmtool.trainer import signals
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.embedding import train_seen_rows_only
@@ -247,9 +248,11 @@ def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgr
 
     recipe = pretrain_pipeline if cfg.task.name == TaskName.mlm else finetune_pipeline
     try:
-        results = recipe(cfg, run, progress, resume=resume)
+        with signals.stop_between_updates():
+            results = recipe(cfg, run, progress, resume=resume)
     except BaseException as error:
-        run.finish(FAILED, error=one_line(error) or type(error).__name__)
+        interrupted = isinstance(error, TrainingStopped) and error.exit_code > 128
+        run.finish(INTERRUPTED if interrupted else FAILED, error=one_line(error) or type(error).__name__)
         raise
     run.finish(COMPLETE)
     return results

@@ -6,7 +6,7 @@ its words' top-label probabilities); classification gives the label and every la
 
 from __future__ import annotations
 
-import re
+import regex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -23,8 +23,9 @@ from fmtool.task import TASKS, Task
 from fmtool.task.base import ExampleScore
 from fmtool.trainer.runtime import resolve_runtime
 
-# words and single punctuation marks, like CoNLL tokenisation ("U.S." stays one word, "(" does not)
-_WORD = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:[.'’\-]\w+)*|[^\w\s]")
+# words and single punctuation marks, like CoNLL tokenisation ("U.S." stays one word, "(" does not); combining
+# marks (\p{M}: accents in NFD text, Indic vowel signs and viramas) stay with their letter, so no word is cut
+_WORD = regex.compile(r"(?:[^\W\d_]\p{M}*\.){2,}|[\w\p{M}]+(?:[.'’\-][\w\p{M}]+)*|[^\w\s\p{M}]\p{M}*")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
@@ -69,7 +70,7 @@ class LoadedRun:
                     precision: Optional[Precision]) -> "LoadedRun":
         from transformers import AutoTokenizer
 
-        from fmtool.model.build import AUTO_MODELS, check_vocabulary, weights_format
+        from fmtool.model.build import AUTO_MODELS, LOAD_ERRORS, check_vocabulary, weights_format
 
         # a run trained on a GPU box may be evaluated on a laptop
         device = "auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device
@@ -81,7 +82,7 @@ class LoadedRun:
             tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
             model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir, trust_remote_code=remote,
                                                                use_safetensors=weights_format(model_dir, cfg.model.allow_pickle)).to(runtime.device)
-        except (OSError, ValueError) as error:
+        except LOAD_ERRORS as error:
             raise FmtoolError(f"{model_dir}: cannot load the model ({str(error).splitlines()[0]})") from None
         check_vocabulary(len(tokenizer), model, tokenizer_source=str(model_dir), model_source=str(model_dir))
         labels = [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -39,11 +39,13 @@ from fmtool.config.schema import TrainConfig
 from fmtool.dataset.examples import Example, from_record, to_record
 from fmtool.errors import FmtoolError
 
-RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
 _NOT_A_RUN = "{0}: not an fmtool run directory (no status.json)"
 _INCOMPLETE = "{0}: the run is {1}, not complete; its model and results cannot be trusted (see {0}/train.log)"
 _NOT_RESUMABLE = "{0}: the run is already complete; start a new run (model.name={0}/model continues from its weights)"
-_MISSING = "{0}: missing; was this run made with trainer.save_model=false or by an older fmtool?"
+_MISSING = "{0}: missing from the run directory"
+_NO_MODEL = "{0}: missing; was this run made with trainer.save_model=false, or did it not finish?"
+_NO_SPLIT = "{0}: the run has no '{1}' split (it has {2})"
 _OCCUPIED = "{0}: already holds a run ({1}); pass overwrite=true (or --overwrite) to replace it, or choose another hydra.run.dir"
 _LOCKED = "{0}: another fmtool process is writing this run directory"
 _FOREIGN_CHECKPOINT = "{0}: the checkpoint belongs to another run ({1}, not {2}); it cannot continue this one"
@@ -76,9 +78,24 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     write_lines(path, (json.dumps(record, default=str) for record in records))
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file the run wrote; a damaged one is a one-line error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FmtoolError(f"{path}: damaged, not JSON ({error}); the run directory cannot be trusted") from None
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise FmtoolError(f"{path}:{number}: damaged, not JSON ({error}); the run directory cannot be trusted") from None
+    return records
 
 
 def sha256_digests(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
@@ -215,7 +232,7 @@ class RunDir:
         except FmtoolError as error:
             earlier = f" (it stopped with: {status['error']})" if status.get("error") else ""
             raise FmtoolError(_CANNOT_RESUME.format(run.path, f"{error}{earlier}")) from None
-        owner = json.loads(run.owner_file.read_text(encoding="utf-8")).get("run_id") if run.owner_file.is_file() else None
+        owner = read_json(run.owner_file).get("run_id") if run.owner_file.is_file() else None
         if status.get("run_id") and owner != status["run_id"]:
             raise FmtoolError(_FOREIGN_CHECKPOINT.format(run.checkpoint_dir, owner or "no owner recorded", status["run_id"]))
         run._lock()
@@ -267,7 +284,7 @@ class RunDir:
         write_json(self.results_file, results)
 
     def finish(self, state: str, error: str | None = None) -> None:
-        status = json.loads(self.status_file.read_text()) if self.status_file.exists() else {}
+        status = read_json(self.status_file) if self.status_file.exists() else {}
         status.update(state=state, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         if error:
             status["error"] = error
@@ -288,30 +305,34 @@ class RunDir:
         return run
 
     def status(self) -> dict[str, Any]:
-        return json.loads(self.status_file.read_text(encoding="utf-8"))
+        return read_json(self.status_file)
 
     def require(self, path: Path) -> Path:
+        if not self.status_file.is_file():
+            raise FmtoolError(_NOT_A_RUN.format(self.path))
         if not path.exists():
-            raise FmtoolError(_MISSING.format(path))
+            raise FmtoolError((_NO_MODEL if path == self.model_dir else _MISSING).format(path))
         return path
 
     def load_config(self) -> TrainConfig:
         return to_typed(OmegaConf.load(self.require(self.config_file)))
 
     def load_labels(self) -> list[str]:
-        return json.loads(self.require(self.labels_file).read_text(encoding="utf-8"))
+        return read_json(self.require(self.labels_file))
 
     def load_split(self, split: str) -> list[Example]:
+        if self.status_file.is_file() and not self.split_file(split).is_file():
+            raise FmtoolError(_NO_SPLIT.format(self.path, split, ", ".join(self.splits()) or "none"))
         return [from_record(r) for r in read_jsonl(self.require(self.split_file(split)))]
 
     def load_results(self) -> dict[str, Any]:
-        return json.loads(self.require(self.results_file).read_text(encoding="utf-8"))
+        return read_json(self.require(self.results_file))
 
     def provenance(self) -> dict[str, Any]:
         """What the run was made of: digests of its model files and data splits, and its environment."""
         return {"model_files": sha256_digests(p for p in self.model_dir.glob("*") if p.is_file()),
                 "data_files": sha256_digests(p for p in (self.path / "data").glob("*") if p.is_file()),
-                "environment": json.loads(self.env_file.read_text(encoding="utf-8")) if self.env_file.is_file() else {}}
+                "environment": read_json(self.env_file) if self.env_file.is_file() else {}}
 
     def splits(self) -> list[str]:
         return sorted(p.stem for p in (self.path / "data").glob("*.jsonl"))

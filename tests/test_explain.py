@@ -76,6 +76,7 @@ def test_explain_cli_gives_ner_entities_their_word_attributions(ner_run, tmp_pat
     assert html.read_text().count('class="attribution"') == len(records) and "<script" not in html.read_text()
 
 
+@pytest.mark.slow
 def test_explain_cli_colours_classification_in_the_terminal(classification_run):
     run, _ = classification_run
     text = run.load_split("validation")[0].text

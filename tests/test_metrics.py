@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+import torch
+
+from fmtool.dataset.examples import TokenExample
+from fmtool.dataset.ner import encode_ner
+from fmtool.inference import Runtime
+from fmtool.model import load_tokenizer
+from fmtool.task import TASKS
 
 from fmtool.task.classification import classification_metrics
 from fmtool.task.ner import ner_metrics
+from tests.conftest import tiny_config
 
 
 def test_entity_f1_by_hand():
@@ -34,9 +44,28 @@ def test_strict_mode_rejects_entities_opening_with_inside():
 
 
 def test_subword_labelling_does_not_count_extra_entities():
-    # a word-level evaluation: one PER entity stays one entity whatever the sub-token labels were
-    m = ner_metrics([["B-PER", "O"]], [["B-PER", "O"]])
-    assert m["details"]["default"]["per_type"]["PER"]["support"] == 1
+    # a name split into several sub-tokens, every one of them predicted B-PER (label_all_tokens encoding): read per
+    # word at the first sub-token, that is one PER entity; counted per sub-token it would be one per piece
+    tokenizer = load_tokenizer(tiny_config("ner").model)
+    example = TokenExample("s", ["he", "met", "Blackburnshire", "today"], ["O", "O", "B-PER", "O"])
+    features = encode_ner([example], tokenizer, {"O": 0, "B-PER": 1, "I-PER": 2}, max_length=32, stride=0, label_all_tokens=True)
+    pieces = tokenizer("blackburnshire", add_special_tokens=False)["input_ids"]
+    assert len(pieces) > 1 and features[0].labels.count(1) + features[0].labels.count(2) == len(pieces)
+
+    class EveryPieceIsAPerson(torch.nn.Module):
+        config = SimpleNamespace(id2label={0: "O", 1: "B-PER", 2: "I-PER"})
+
+        def forward(self, input_ids, attention_mask, **unused):
+            logits = torch.zeros(*input_ids.shape, 3)
+            logits[..., 0] = 1.0
+            logits[torch.isin(input_ids, torch.tensor(pieces)), 1] = 5.0
+            return SimpleNamespace(logits=logits)
+
+    task = TASKS.get("ner")
+    predictions = task.predict(EveryPieceIsAPerson(), [example], features, Runtime(torch.device("cpu")), tokenizer.pad_token_id)
+    assert predictions[0].tags == example.tags
+    m = task.score([example], predictions, ["O", "B-PER", "I-PER"])
+    assert m["precision"] == 1.0 and m["details"]["default"]["per_type"]["PER"]["support"] == 1
 
 
 def test_classification_metrics_by_hand():

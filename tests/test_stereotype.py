@@ -71,6 +71,7 @@ def masked_lms(tmp_path_factory):
     return {kind: _train_masked_lm(tmp_path_factory.mktemp(kind), _corpus(kind == "biased")) for kind in ("biased", "balanced")}
 
 
+@pytest.mark.slow
 def test_stereotype_audit_fails_a_biased_masked_lm_and_passes_a_balanced_one(masked_lms, tmp_path):
     audit = _probes(tmp_path / "probes")
     # a threshold the balanced model's interval on 120 pairs clears and the biased one's does not: tiny models

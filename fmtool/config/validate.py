@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Optional
 
 from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig
 from fmtool.errors import FmtoolError
@@ -11,6 +13,8 @@ _FILE_FORMATS = (DataFormat.conll, DataFormat.csv, DataFormat.tsv, DataFormat.js
 _CORPUS_ONLY = (DataFormat.text,)
 _NOT_CORPORA = (DataFormat.clinc_json,)
 _FILE_KEYS = ("train_file", "validation_file", "test_file")
+# position ids start after the padding index in these architectures
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 
 
 def _dataset_problems(cfg: TrainConfig) -> list[str]:
@@ -27,7 +31,9 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
             if data.data_dir is None and not path.is_absolute() and not path.is_file():
                 problems.append(f"dataset.data_dir is not set for dataset '{data.name}'; pass dataset.data_dir=/path/to/{data.name}")
                 break
-            if not path.is_file():
+            if path.is_dir():
+                problems.append(f"dataset.{key}: {path} is a directory; give the data file in it")
+            elif not path.is_file():
                 problems.append(f"dataset.{key}: {path} not found")
     if cfg.task.name == TaskName.mlm and data.format in _NOT_CORPORA:
         problems.append(f"dataset.format={data.format.value} holds labelled examples, not a pre-training corpus; use text, jsonl, csv, tsv, conll or hf")
@@ -84,7 +90,38 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
         problems.append("model.name is null: give a hub id or local directory, or set model.random_init=true")
     if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
         problems.append(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
+    for key in ("name", "tokenizer"):
+        source = getattr(cfg.model, key)
+        if source is not None and _is_local_path(source) and not Path(source).expanduser().exists():
+            problems.append(f"model.{key}: {source} not found (a local directory; a hub id looks like org/name)")
+    positions = _usable_positions(cfg)
+    if positions is not None and cfg.trainer.max_length > positions:
+        problems.append(f"trainer.max_length={cfg.trainer.max_length} is longer than the model's {positions} position embeddings")
     return problems
+
+
+def _is_local_path(source: str) -> bool:
+    """A hub id is name or org/name; anything with more parts, or rooted, is a path on this machine."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).is_dir()
+
+
+def _usable_positions(cfg: TrainConfig) -> Optional[int]:
+    """How many tokens the model can read: its max_position_embeddings (RoBERTa-style models offset theirs by 2).
+
+    Read from config.json of a local model or the random-init overrides; None when unknown here (a hub id).
+    """
+    settings: dict = {}
+    if cfg.model.random_init:
+        settings = {"model_type": cfg.model.model_type, **cfg.model.config_overrides}
+    elif cfg.model.name is not None and (Path(cfg.model.name).expanduser() / "config.json").is_file():
+        try:
+            settings = json.loads((Path(cfg.model.name).expanduser() / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # loading the model reports the damaged file with its reason
+    if "max_position_embeddings" not in settings:
+        return None
+    offset = 2 if settings.get("model_type") in _OFFSET_POSITIONS else 0
+    return int(settings["max_position_embeddings"]) - offset
 
 
 def _task_problems(cfg: TrainConfig) -> list[str]:

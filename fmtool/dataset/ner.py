@@ -88,9 +88,20 @@ def encode_ner(
         chunk = examples[first : first + TOKENIZE_CHUNK]
         encoded = tokenizer([list(e.tokens) for e in chunk], is_split_into_words=True, add_special_tokens=False)
         for offset, example in enumerate(chunk):
-            features += _windows(first + offset, example, encoded["input_ids"][offset], encoded.word_ids(offset), prefix, suffix,
-                                 budget, stride, label2id, label_all_tokens)
+            ids, word_ids = encoded["input_ids"][offset], encoded.word_ids(offset)
+            if len({w for w in word_ids if w is not None}) < len(example.tokens):
+                ids, word_ids = _unknown_for_empty_words(example.tokens, word_ids, tokenizer)
+            features += _windows(first + offset, example, ids, word_ids, prefix, suffix, budget, stride, label2id, label_all_tokens)
     return features
+
+
+def _unknown_for_empty_words(words: Sequence[str], word_ids: list[Optional[int]], tokenizer) -> tuple[list[int], list[Optional[int]]]:
+    """A word the tokenizer turns into nothing (a lone combining mark, a zero-width space) becomes its unknown
+    token, so it still gets a position, a label and a prediction."""
+    present = {w for w in word_ids if w is not None}
+    words = [word if index in present else tokenizer.unk_token for index, word in enumerate(words)]
+    encoded = tokenizer([words], is_split_into_words=True, add_special_tokens=False)
+    return encoded["input_ids"][0], encoded.word_ids(0)
 
 
 def _windows(index: int, example: TokenExample, ids: list[int], word_ids: list[Optional[int]], prefix: list[int], suffix: list[int],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -37,10 +39,19 @@ def load_splits(cfg: DatasetConfig) -> Splits:
     reader = READERS.get(cfg.format.value)
     if not _requested(cfg, "validation_file"):
         raise FmtoolError(_NO_VALIDATION.format(cfg.name))
-    train = reader(cfg, "train_file")[: cfg.max_train_examples]
-    validation = reader(cfg, "validation_file")[: cfg.max_eval_examples]
-    test = reader(cfg, "test_file")[: cfg.max_eval_examples] if _requested(cfg, "test_file") else None
+    train = _non_empty(cfg, "train_file", reader(cfg, "train_file")[: cfg.max_train_examples])
+    validation = _non_empty(cfg, "validation_file", reader(cfg, "validation_file")[: cfg.max_eval_examples])
+    test = _non_empty(cfg, "test_file", reader(cfg, "test_file")[: cfg.max_eval_examples]) if _requested(cfg, "test_file") else None
     return Splits(train=train, validation=validation, test=test)
+
+
+def _non_empty(cfg: DatasetConfig, file_key: str, examples: list[Example]) -> list[Example]:
+    if not examples:
+        key = SPLIT_KEYS[file_key] if cfg.format in _HF_FORMATS else file_key
+        source = getattr(cfg, key)
+        where = source if cfg.data_dir is None or cfg.format in _HF_FORMATS else Path(cfg.data_dir) / source
+        raise FmtoolError(f"dataset.{key}: {where} holds no examples")
+    return examples
 
 
 def example_labels(example: Example) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
@@ -38,6 +39,10 @@ _PICKLE = ("model.{key}: '{source}' holds only pickle-format weights ({files}), 
 _NO_SOURCE = "model.name is null and model.tokenizer is null: set model.tokenizer to a tokenizer directory or hub id"
 
 
+# what loading a damaged or foreign model directory raises: missing files, bad config, truncated safetensors
+LOAD_ERRORS = (OSError, ValueError, SafetensorError)
+
+
 def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -49,7 +54,7 @@ def load_tokenizer(cfg: ModelConfig):
     key = "tokenizer" if cfg.tokenizer else "name"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise FmtoolError(_CANNOT_LOAD.format(key=key, what="tokenizer", source=source, reason=_reason(error))) from None
     if not tokenizer.is_fast:
         raise FmtoolError(f"model.{key}: '{source}' has no fast tokenizer; fmtool needs one for word-to-sub-token alignment")
@@ -91,7 +96,7 @@ def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
 def _load_config(cfg: ModelConfig):
     try:
         return AutoConfig.for_model(cfg.model_type) if cfg.name is None else AutoConfig.from_pretrained(cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model config", source=cfg.name, reason=_reason(error))) from None
 
 
@@ -156,7 +161,7 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
         # a previous run's model may have a head of another size: it is replaced, the encoder kept
         model = auto_model.from_pretrained(source, config=config, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True,
                                            use_safetensors=weights_format(source, cfg.allow_pickle))
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model", source=source, reason=_reason(error))) from None
     log.info("model=<%s> parameters=<%d>", source, model.num_parameters())
     if vocab_size is not None:
@@ -175,7 +180,7 @@ def load_masked_lm(model_dir, device: torch.device = torch.device("cpu")):
         model, info = AutoModelForMaskedLM.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False,
                                                            use_safetensors=weights_format(model_dir, False, "name"))
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise FmtoolError(f"{model_dir}: cannot load a masked LM ({_reason(error)})") from None
     head_missing = [k for k in info["missing_keys"] if "bias" in k or "transform" in k or "decoder" in k or "lm_head" in k]
     if head_missing:

@@ -25,7 +25,7 @@ from fmtool.adversarial import METHODS, perturbed_embeddings
 from fmtool.config.schema import AdversarialConfig, OptimizerConfig, SchedulerConfig, TrainerConfig
 from fmtool.dataset.batching import BatchSource, token_budget_pieces
 from fmtool.dataset.ner import IGNORE_INDEX
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
 from fmtool.optimizer import build_optimizer
 from fmtool.scheduler import build_scheduler
@@ -33,6 +33,7 @@ from fmtool.task.base import headline
 from fmtool.trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from fmtool.trainer.clipping import clipped_step
 from fmtool.trainer.distributed import Distributed, unwrap
+from fmtool.trainer import signals
 from fmtool.trainer.runtime import batch_token_budget
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,14 @@ class _MicroStep:
         return loss.detach(), grad
 
 
+def _stop_on_signal(signum: int, step: int, write_checkpoint: Optional[Callable[[int, int], None]], epoch: int, batches_done: int) -> None:
+    """Checkpoint the finished update (when the run has a checkpoint folder), then stop with exit code 128 + signum."""
+    if write_checkpoint is not None:
+        write_checkpoint(epoch, batches_done)
+    saved = "checkpoint saved; continue with fmtool resume" if write_checkpoint is not None else "nothing to resume without trainer.checkpoint_every_steps"
+    raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {step}: {saved}", exit_code=128 + signum)
+
+
 def _with_last(batches: Iterator[list]) -> Iterator[tuple[list, bool]]:
     """Each batch with whether it is the epoch's last (streamed epochs have no length to check)."""
     previous = next(batches, None)
@@ -245,6 +254,10 @@ def fit(
                 step = _MicroStep(forward, piece, weight, runtime=runtime, scaler=scaler, dist=dist,
                                   last_of_update=end_of_update and number == len(pieces) - 1, replicated=trained)
                 batch_loss += method(step, adversarial).item() * (piece_units / my_units.clamp_min(1)).item()
+            if not math.isfinite(batch_loss):
+                kept = f"; the last checkpoint ({checkpoint_dir}) is from before it" if checkpoint_dir is not None and trainer.checkpoint_every_steps else ""
+                raise TrainingStopped(f"training stopped: the loss is {batch_loss} at update {state.step + 1} (epoch {epoch}); "
+                                      f"lower optimizer.lr or check the data{kept}")
             position["running_loss"] += batch_loss
             position["running_batches"] += 1
             state.train_samples += len(global_batch)
@@ -265,6 +278,9 @@ def fit(
                 state.train_seconds = time.perf_counter() - started - position["evaluation_seconds"]
                 write_checkpoint(epoch, index + 1)
             progress.advance(1, loss=mean_loss)
+            if signals.requested() is not None:
+                _stop_on_signal(signals.requested(), state.step, write_checkpoint if checkpoint_dir is not None and trainer.checkpoint_every_steps else None,
+                                epoch, index + 1)
             if stop or state.step >= total:
                 break
         if index < 0:

@@ -1,0 +1,132 @@
+"""Faults and bad input end in one line naming the file, key or split (exit 2) or in a resumable `interrupted`
+run, never in a traceback or a run that looks complete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unicodedata
+
+import pytest
+import torch
+
+from fmtool.errors import FmtoolError, TrainingStopped
+from fmtool.pipeline import run_training
+from fmtool.predict import LoadedRun, split_words
+from fmtool.runs import RunDir
+from tests.conftest import REPO, fmtool_cli, tiny_config, train_tiny
+
+
+def test_a_truncated_safetensors_file_is_named(tmp_path, ner_run):
+    run, _ = ner_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    weights = copy / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(FmtoolError, match=r"model: cannot load the model \(Error while deserializing header"):
+        LoadedRun.load(copy)
+
+
+def test_a_damaged_status_file_is_named(tmp_path, ner_run):
+    run, _ = ner_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / "status.json").write_text("{bad", encoding="utf-8")
+    with pytest.raises(FmtoolError, match=r"status.json: damaged, not JSON"):
+        LoadedRun.load(copy)
+
+
+@pytest.mark.parametrize("key", ["train_file", "validation_file"])
+def test_an_empty_data_file_is_named(tmp_path, key):
+    empty = tmp_path / "empty.conll"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(FmtoolError, match=rf"dataset.{key}: {empty} holds no examples"):
+        train_tiny(tmp_path / "run", "ner", f"dataset.{key}={empty}", "audit=none")
+
+
+def test_a_directory_given_as_a_data_file_is_called_one(tmp_path):
+    with pytest.raises(FmtoolError, match=rf"dataset.train_file: {tmp_path} is a directory"):
+        tiny_config("ner", f"dataset.train_file={tmp_path}")
+
+
+def test_max_length_beyond_the_position_embeddings_fails_at_config_time():
+    with pytest.raises(FmtoolError, match=r"trainer.max_length=1024 is longer than the model's 512 position embeddings"):
+        tiny_config("ner", "trainer.max_length=1024")
+    with pytest.raises(FmtoolError, match=r"trainer.max_length=600 is longer than the model's 512"):
+        tiny_config("ner", "model=minilm", "trainer.max_length=600")
+
+
+def test_a_missing_local_model_is_named_before_any_run_directory_exists(tmp_path):
+    with pytest.raises(FmtoolError, match=r"model.name: /no/such/model not found \(a local directory"):
+        tiny_config("ner", "model=minilm", "model.name=/no/such/model")
+
+
+def test_missing_runs_and_splits_say_what_is_missing(ner_run, tmp_path):
+    run, _ = ner_run
+    with pytest.raises(FmtoolError, match=r"has no 'test' split \(it has train, validation\)"):
+        run.load_split("test")
+    with pytest.raises(FmtoolError, match=r"not an fmtool run directory"):
+        RunDir(tmp_path / "nothing").load_config()
+
+
+def test_words_keep_their_combining_marks_and_offsets():
+    for text in [unicodedata.normalize("NFD", "Zoé and Ça met in Paris."), "नमस्ते दुनिया, मेरा नाम राम है।", "தமிழ் நாடு"]:
+        spans = split_words(text)
+        assert all(text[start:end] == word for word, start, end in spans)
+        assert [w for w, _, _ in spans if w not in ",.।"] == [w.strip(",.।") for w in text.split()]
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import fmtool.pipeline as pipeline
+
+    build = pipeline.build_model
+
+    def poisoned(*args, **kwargs):
+        model = build(*args, **kwargs)
+        calls = {"n": 0}
+
+        def nan_after_six(module, inputs, output):
+            calls["n"] += module.training
+            return output * float("nan") if calls["n"] > 6 else output
+
+        model.classifier.register_forward_hook(nan_after_six)
+        return model
+
+    monkeypatch.setattr(pipeline, "build_model", poisoned)
+    cfg = tiny_config("ner", "trainer.max_steps=20", "trainer.batch_size=4", "trainer.checkpoint_every_steps=2", "audit=none")
+    run = RunDir.create(tmp_path / "run", cfg)
+    with pytest.raises(TrainingStopped, match=r"the loss is nan at update 7"):
+        run_training(cfg, run)
+    assert run.status()["state"] == "failed" and "the loss is nan" in run.status()["error"]
+    saved = torch.load(next((tmp_path / "run" / "checkpoint").glob("*.pt")), weights_only=False)
+    assert saved["state"]["step"] == 6 and all(torch.isfinite(t).all() for t in saved["model"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_checkpoints_marks_the_run_interrupted_and_resume_finishes_it(tmp_path, signum, code):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "fmtool", "train", "+task=ner", "debug=tiny", "audit=none", "trainer.max_steps=100000",
+                                "trainer.checkpoint_every_steps=100000", "trainer.eval_every_steps=100000", "trainer.batch_size=2",
+                                f"hydra.run.dir={run_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() is not None else "no progress"
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"fmtool: error: interrupted by {signal.Signals(signum).name} after update ")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted" and list((run_dir / "checkpoint").glob("*.pt"))
+    stopped_at = int(stderr.strip().splitlines()[-1].split("after update ")[1].split(":")[0])
+    # continue to a short end: the saved config asks for 100,000 updates, so edit it as a user would
+    config = (run_dir / "config.yaml").read_text().replace("max_steps: 100000", f"max_steps: {stopped_at + 5}")
+    (run_dir / "config.yaml").write_text(config)
+    result = fmtool_cli("resume", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "complete"
