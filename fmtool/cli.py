@@ -6,6 +6,7 @@
     fmtool eval RUN_DIR [--split NAME | --file PATH]
     fmtool predict RUN_DIR [TEXT ...] [--file PATH|-] [--output PATH]
     fmtool explain RUN_DIR [TEXT ...] [--file PATH|-] [--method M] [--output PATH|-] [--html PATH]
+    fmtool compare RUN_DIR... | SWEEP_DIR [--sort KEY] [--csv F] [--html F] [--gate]
     fmtool list [groups|GROUP]
 """
 
@@ -196,6 +197,16 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--task", choices=["ner", "classification", "mlm"], default=None, help="the task of a plain model directory (mlm: a masked LM)")
     audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
     audit.add_argument("--batch-size", type=_positive_int, default=None)
+
+    comparing = commands.add_parser("compare", help="compare finished runs or a sweep: table, Pareto front, --gate PARENT CHILD")
+    comparing.add_argument("runs", type=Path, nargs="+", help="run directories, or a sweep folder standing for the runs in it")
+    comparing.add_argument("--sort", default=None, help="a metric, objective or family.check to sort by (default: f1 or accuracy)")
+    comparing.add_argument("--csv", type=Path, default=None)
+    comparing.add_argument("--html", type=Path, default=None)
+    comparing.add_argument("--markdown", type=Path, default=None)
+    comparing.add_argument("--gate", action="store_true", help="exit 1 when the second run regresses on the first")
+    comparing.add_argument("--metric-tolerance", type=float, default=0.01, help="--gate: how much lower a validation metric may be (default 0.01)")
+    comparing.add_argument("--check-tolerance", type=float, default=0.02, help="--gate: how much worse an audit figure may be (default 0.02)")
 
     listing = commands.add_parser("list", help="list config groups and their options")
     listing.add_argument("group", nargs="?", default=None)

@@ -1,4 +1,4 @@
-"""The non-Hydra subcommands (eval, predict, explain, audit, list): argument handling and output at the edge."""
+"""The non-Hydra subcommands (eval, predict, explain, audit, compare, list): argument handling and output at the edge."""
 
 from __future__ import annotations
 
@@ -222,4 +222,34 @@ def audit_command(args: argparse.Namespace) -> int:
     return 1 if args.strict and report["status"] in failing else 0
 
 
-COMMANDS = {"eval": eval_command, "predict": predict_command, "explain": explain_command, "audit": audit_command, "list": list_command}
+def compare_command(args: argparse.Namespace) -> int:
+    """A table of runs (a sweep folder stands for its runs) with the Pareto front; --gate PARENT CHILD exits 1 on a regression."""
+    from fmtool.report import compare
+    from fmtool.report.console import print_comparison, print_regressions
+
+    runs = [compare.summarise(path) for path in compare.run_dirs(args.runs)]
+    if args.gate:
+        if len(runs) != 2:
+            raise FmtoolError(f"compare --gate: give exactly two runs, the parent then the child (got {len(runs)})")
+        regressions = compare.gate(runs[0], runs[1], metric_tolerance=args.metric_tolerance, check_tolerance=args.check_tolerance)
+        print_regressions(runs[0].path, runs[1].path, regressions)
+        return 1 if regressions else 0
+    used = compare.pareto_front(runs)
+    runs = compare.sort_runs(runs, args.sort)
+    table = compare.rows(runs)
+    print_comparison(table, used)
+    for path, text in ((args.csv, lambda: compare.to_csv(table)), (args.html, lambda: compare.html_page(table, used, runs)),
+                       (args.markdown, lambda: "\n".join(_markdown_table(table)) + "\n")):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text(), encoding="utf-8")
+    return 0
+
+
+def _markdown_table(table):
+    from fmtool.report.report import _table
+
+    return _table(table)
+
+
+COMMANDS = {"eval": eval_command, "predict": predict_command, "explain": explain_command, "compare": compare_command, "audit": audit_command, "list": list_command}

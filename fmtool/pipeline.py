@@ -20,8 +20,8 @@ from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import inherited_labels
 from fmtool.predict import LoadedRun
-from fmtool.report.report import build_report, write_report
-from fmtool.runs import COMPLETE, FAILED, INTERRUPTED, RunDir, environment, write_json
+from fmtool.report.report import RunCurves, build_report, write_report
+from fmtool.runs import COMPLETE, FAILED, INTERRUPTED, RunDir, environment, read_jsonl, write_json
 from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
 from fmtool.trainer import signals
@@ -56,6 +56,12 @@ def _training_labels(cfg: TrainConfig, splits: Splits) -> tuple[list[str], list[
 def fit_features(model, tokenizer, runtime: Runtime, features: Sequence, cfg: TrainConfig, *, evaluate, **loop: Any):
     """Train `model` on encoded training features as cfg says (fit's other options in `loop`), then undo the
     training-only module changes so the model is what saving and loading it gives."""
+    if cfg.trainer.dp.enabled:
+        from fmtool.trainer.private import fit_private
+
+        return fit_private(model, features, collate=lambda batch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
+                           scheduler_cfg=cfg.scheduler, runtime=runtime, seed=cfg.seed, evaluate=evaluate,
+                           on_log=loop.get("on_log", lambda record: None), progress=loop.get("progress", SilentProgress()))
     if cfg.trainer.skip_unseen_embedding_rows:
         train_seen_rows_only(model, {tokenizer.pad_token_id, *(i for f in features for i in f.input_ids)})
     state = fit(
@@ -223,10 +229,21 @@ def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, r
         path=str(out_dir), task=ctx.task, model=results.get("model", str(ctx.model_dir)), dataset=results.get("dataset"),
         config=config or {"audit": audit}, data=results.get("data", {}),
         metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")}, audits=entries,
+        privacy=results.get("train", {}).get("privacy"),
         provenance=_provenance(ctx, run),
     )
-    write_report(out_dir / "report", report)
+    write_report(out_dir / "report", report, _curves(run, results, config))
     return report
+
+
+def _curves(run: RunDir | None, results: dict[str, Any], config: dict | None) -> RunCurves | None:
+    """The training records and confusion matrix the HTML report plots (absent for a plain model directory)."""
+    if run is None:
+        return None
+    records = read_jsonl(run.metrics_file) if run.metrics_file.is_file() else []
+    details = results.get("after", {}).get("validation", {}).get("details", {})
+    metric = ((config or {}).get("trainer") or {}).get("metric")
+    return RunCurves(records=records, metric=metric, confusion=details.get("confusion_matrix"))
 
 
 def _provenance(ctx: AuditContext, run: RunDir | None) -> dict[str, Any]:

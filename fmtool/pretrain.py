@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 
 from fmtool.config.schema import TrainConfig
 from fmtool.dataset.batching import InMemoryBatches
+from fmtool.dataset.canaries import make_canaries, with_canaries
 from fmtool.dataset.corpus import iter_documents
 from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
 from fmtool.model import build_model, load_tokenizer
@@ -65,9 +66,14 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         corpus = {"train": {"source": data.train_file or data.hf_path, "streamed": True}}
     else:
         train_documents = list(_documents(cfg, "train_file", data.max_train_examples))
+        if cfg.task.canaries.repetitions:
+            canaries = make_canaries(cfg.task.canaries, cfg.seed)
+            train_documents = with_canaries(train_documents, canaries, cfg.seed)
+            log.info("canaries=<%s> planted for the canary audit", ", ".join(f"x{c.repetitions}" for c in canaries))
         train_blocks = list(pack_blocks(train_documents, tokenizer, cfg.trainer.max_length))
         batches = InMemoryBatches(train_blocks, cfg.trainer.batch_size, seed=cfg.seed, grouped=False)
-        corpus = {"train": {"documents": len(train_documents), "blocks": len(train_blocks), "tokens": sum(len(b.input_ids) for b in train_blocks)}}
+        corpus = {"train": {"documents": len(train_documents), "blocks": len(train_blocks), "tokens": sum(len(b.input_ids) for b in train_blocks),
+                            "canary_repetitions": list(cfg.task.canaries.repetitions)}}
     corpus["validation"] = {"documents": len(validation_documents), "blocks": len(validation), "tokens": sum(len(b.input_ids) for b in validation)}
     run.save_environment(environment(cfg.seed, str(runtime.device)))
     if not resume:

@@ -83,11 +83,21 @@ class Batching(Choice):
 
 
 @dataclass
+class CanaryConfig:
+    """Secrets planted in a pre-training corpus to measure memorisation (fmtool/dataset/canaries.py)."""
+
+    repetitions: List[int] = field(default_factory=list)  # one canary per entry, inserted that many times; empty: none
+    template: str = "my secret number is {secret}"
+    digits: int = 6
+
+
+@dataclass
 class TaskConfig:
     name: TaskName = MISSING
     # masked-LM pre-training only (task=mlm)
     mask_probability: float = 0.15
     whole_word_masking: bool = False
+    canaries: CanaryConfig = field(default_factory=CanaryConfig)
 
 
 @dataclass
@@ -138,7 +148,7 @@ class DatasetConfig:
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = OptimizerName.adamw
-    lr: float = 5e-5
+    lr: float = 1e-4  # suits the small default model (MiniLM-L6); BERT-base-sized models prefer 2e-5 to 5e-5
     weight_decay: float = 0.01
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -149,8 +159,26 @@ class OptimizerConfig:
 @dataclass
 class SchedulerConfig:
     name: SchedulerName = SchedulerName.linear
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.1
     warmup_steps: int = 0
+
+
+class Accountant(Choice):
+    prv = "prv"
+    rdp = "rdp"
+    gdp = "gdp"
+
+
+@dataclass
+class PrivacyConfig:
+    """DP-SGD through Opacus (trainer/private.py): per-example clipping and Gaussian noise, with an accountant."""
+
+    enabled: bool = False
+    noise_multiplier: Optional[float] = None  # give this or target_epsilon
+    target_epsilon: Optional[float] = None  # the noise is chosen so the whole run spends this epsilon
+    max_grad_norm: float = 1.0  # each example's gradient is clipped to this L2 norm
+    delta: float = 1e-5
+    accountant: Accountant = Accountant.prv
 
 
 @dataclass
@@ -184,6 +212,7 @@ class TrainerConfig:
     log_every_steps: int = 50
     progress: bool = True
     save_model: bool = True
+    dp: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 @dataclass

@@ -124,8 +124,41 @@ def _usable_positions(cfg: TrainConfig) -> Optional[int]:
     return int(settings["max_position_embeddings"]) - offset
 
 
+def _privacy_problems(cfg: TrainConfig) -> list[str]:
+    """DP-SGD's accounting holds for its own loop only: options that change the loop are refused, by name."""
+    dp, trainer = cfg.trainer.dp, cfg.trainer
+    if not dp.enabled:
+        return []
+    problems = []
+    if (dp.noise_multiplier is None) == (dp.target_epsilon is None):
+        problems.append("trainer.dp: give exactly one of trainer.dp.noise_multiplier and trainer.dp.target_epsilon")
+    if dp.noise_multiplier is not None and dp.noise_multiplier <= 0 or dp.target_epsilon is not None and dp.target_epsilon <= 0:
+        problems.append("trainer.dp.noise_multiplier and trainer.dp.target_epsilon must be positive")
+    if not 0 < dp.delta < 1 or dp.max_grad_norm <= 0:
+        problems.append("trainer.dp.delta must be in (0, 1) and trainer.dp.max_grad_norm positive")
+    conflicts = {"task=mlm": cfg.task.name == TaskName.mlm, f"adversarial={cfg.adversarial.name.value}": cfg.adversarial.name != AdversarialName.none,
+                 "trainer.compile": trainer.compile, "trainer.gradient_checkpointing": trainer.gradient_checkpointing,
+                 "trainer.checkpoint_every_steps": trainer.checkpoint_every_steps is not None, "trainer.max_steps": trainer.max_steps is not None,
+                 f"trainer.grad_accum_steps={trainer.grad_accum_steps}": trainer.grad_accum_steps != 1,
+                 "trainer.eval_every_steps": trainer.eval_every_steps is not None}
+    refused = [name for name, present in conflicts.items() if present]
+    if refused:
+        problems.append(f"trainer.dp.enabled=true cannot be combined with {', '.join(refused)} (DP-SGD runs its own epoch-based loop)")
+    return problems
+
+
 def _task_problems(cfg: TrainConfig) -> list[str]:
     problems = []
+    canaries = cfg.task.canaries
+    if canaries.repetitions:
+        if cfg.task.name != TaskName.mlm or cfg.dataset.streaming:
+            problems.append("task.canaries are planted in an in-memory pre-training corpus: task=mlm without dataset.streaming")
+        if any(r < 1 for r in canaries.repetitions):
+            problems.append(f"task.canaries.repetitions={list(canaries.repetitions)}: each must be at least 1")
+        if canaries.template.count("{secret}") != 1 or "{" in canaries.template.replace("{secret}", ""):
+            problems.append(f"task.canaries.template='{canaries.template}' must contain {{secret}} exactly once and no other braces")
+        if not 1 <= canaries.digits <= 12:
+            problems.append(f"task.canaries.digits={canaries.digits} must be in [1, 12]")
     if not 0 < cfg.task.mask_probability < 1:
         problems.append(f"task.mask_probability={cfg.task.mask_probability} must be in (0, 1)")
     if cfg.model.tokenizer_vocab_size is not None:
@@ -156,7 +189,7 @@ def _audit_problems(cfg: TrainConfig) -> list[str]:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
-    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _audit_problems(cfg)
+    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _privacy_problems(cfg) + _audit_problems(cfg)
     if problems:
         raise FmtoolError("config: " + "; ".join(problems))
     return cfg

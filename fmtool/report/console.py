@@ -93,3 +93,29 @@ def print_report(report: dict[str, Any]) -> None:
         for warning in audit["warnings"]:
             console.print(f"[dim]{audit['name']}: {warning}[/]")
     console.print(f"report: {report['run']['path']}/report/report.md")
+
+
+def print_comparison(rows: list[dict[str, Any]], objectives: list[str]) -> None:
+    """One row per run; a star marks the Pareto front over the shared objectives."""
+    # metrics and objectives; every audit check is in the CSV and HTML
+    shown = [c for c in (rows[0] if rows else {}) if c not in ("run", "pareto_front") and "." not in c]
+    table = Table(title=f"{len(rows)} runs · Pareto front (★) over {', '.join(objectives) or 'no shared objective'}")
+    table.add_column("run")
+    table.add_column("★")
+    for column in shown:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row("/".join(row["run"].split("/")[-2:]), "★" if row["pareto_front"] else "", *[_fmt(row.get(c)) if row.get(c) is not None else "" for c in shown])
+    Console().print(table)
+
+
+def print_regressions(parent, child, regressions) -> None:
+    if not regressions:
+        Console().print(f"gate: {child} does not regress on {parent}")
+        return
+    table = Table(title=f"gate: {child} regresses on {parent}")
+    for column in ("figure", "parent", "child", "why"):
+        table.add_column(column)
+    for r in regressions:
+        table.add_row(r.figure, _fmt(r.parent), _fmt(r.child), r.reason)
+    Console().print(table)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from fmtool import __version__
 from markdown_it import MarkdownIt
 
 from fmtool.audit.base import FAIL, INCONCLUSIVE, PASS, SKIP, worst_status
+from fmtool.report import plots
 from fmtool.runs import write_json
 
 SCHEMA_VERSION = 2
@@ -21,7 +24,7 @@ def overall_status(audits: Sequence[dict[str, Any]]) -> str:
 
 
 def build_report(*, path: str, task: str, model: str, dataset: str | None, config: dict, data: dict, metrics: dict, audits: list[dict],
-                 provenance: dict) -> dict[str, Any]:
+                 provenance: dict, privacy: dict | None = None) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "fmtool_version": __version__,
@@ -33,6 +36,7 @@ def build_report(*, path: str, task: str, model: str, dataset: str | None, confi
         "metrics": metrics,
         "audits": audits,
         "provenance": provenance,
+        "privacy": privacy,
     }
 
 
@@ -99,6 +103,11 @@ def markdown(report: dict[str, Any]) -> str:
             before = report["metrics"].get("before", {}).get(split, {})
             rows += [{"split": split, "metric": m, "before": before.get(m), "after": v} for m, v in values.items() if isinstance(v, float)]
         lines += _table(rows) + [""]
+    if report.get("privacy"):
+        dp = report["privacy"]
+        lines += ["## Privacy", "", f"Trained with DP-SGD (Opacus): **epsilon {dp['epsilon']:.2f}** at delta {dp['delta']:g} ({dp['accountant']} accountant), "
+                  f"noise multiplier {dp['noise_multiplier']:.3f}, per-example clipping norm {dp['max_grad_norm']}, sampling rate {dp['sample_rate']:.4f}, "
+                  f"{dp['steps']} steps.", ""]
     lines += ["## Audits", ""] + _table([{"audit": a["name"], "version": a["version"], "status": _MARKS[a["status"]],
                                           "checks failed": sum(c["status"] == FAIL for c in a["checks"]),
                                           "inconclusive": sum(c["status"] == INCONCLUSIVE for c in a["checks"]), "checks": len(a["checks"]),
@@ -116,17 +125,77 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-_STYLE = "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}"
+_STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
+          "td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}figure{margin:.5em 0}figcaption{font-size:85%;color:#555}"
+          "svg{max-width:100%;height:auto}.attribution span{padding:0 2px}")
 
 
-def to_html(markdown_text: str) -> str:
-    """The Markdown report as one self-contained HTML page (markdown-it-py, CommonMark with tables)."""
+@dataclass(frozen=True)
+class RunCurves:
+    """What the HTML report plots besides report.json: the run's metrics.jsonl records and its confusion matrix."""
+
+    records: list[dict[str, Any]]
+    metric: Optional[str] = None
+    confusion: Optional[dict[str, Any]] = None
+
+
+def _figure(caption: str, svg: str, kind: str) -> str:
+    return f'<figure class="plot" data-plot="{kind}">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _highlights(rows: Sequence[dict[str, Any]]) -> str:
+    """The explain audit's listed predictions, their three most supporting words shaded by attribution."""
+    lines = []
+    for row in rows:
+        weights = {}
+        for item in str(row.get("top_words", "")).split(", "):
+            word, _, value = item.rpartition(" ")
+            try:
+                weights[word] = max(weights.get(word, 0.0), float(value))
+            except ValueError:
+                continue
+        scale = max(weights.values(), default=0.0) or 1.0
+        words = []
+        for word in str(row.get("text", "")).split():
+            level = max(0.0, weights.get(word, 0.0) / scale)
+            words.append(f'<span style="background:rgba(22,163,74,{level:.2f})">{html.escape(word)}</span>' if level else html.escape(word))
+        target = html.escape(str(row.get("label", ""))) + (f" · {html.escape(str(row['entity']))}" if row.get("entity") else "")
+        lines.append(f'<p class="attribution"><b>{target}</b> ({row.get("probability", 0):.2f}): {" ".join(words)}</p>')
+    return f'<figure class="plot" data-plot="attributions">{"".join(lines)}<figcaption>top-attributed words</figcaption></figure>' if lines else ""
+
+
+def _run_figures(report: dict[str, Any], curves: Optional[RunCurves]) -> str:
+    parts = []
+    if curves is not None and (drawn := plots.training_curves(curves.records, curves.metric)):
+        parts.append(_figure("training loss and validation metric by update", drawn, "curves"))
+    if drawn := plots.before_after(report["metrics"]):
+        parts.append(_figure("metrics before and after training", drawn, "before_after"))
+    if curves is not None and curves.confusion and (drawn := plots.confusion_matrix(curves.confusion["labels"], curves.confusion["matrix"])):
+        parts.append(_figure("validation confusion matrix", drawn, "confusion"))
+    return "".join(parts)
+
+
+def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves: Optional[RunCurves] = None) -> str:
+    """The Markdown report as one self-contained HTML page (markdown-it-py, CommonMark with tables), with the
+    figures of the run and of each audit (inline SVG) under their sections."""
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+    if report is not None:
+        metrics_heading = "<h2>Metrics (before → after training)</h2>"
+        figures = _run_figures(report, curves)
+        body = body.replace(metrics_heading, metrics_heading + figures, 1) if metrics_heading in body else figures + body
+        for audit in report["audits"]:
+            heading = f"<h3>{html.escape(audit['name'])} — {_MARKS[audit['status']]}</h3>"
+            extra = ""
+            if drawn := plots.audit_figure(audit):
+                extra = _figure(drawn[0], drawn[1], audit["name"])
+            if audit["name"] == "explain":
+                extra = _highlights(audit["tables"].get("explanations", []))
+            body = body.replace(heading, heading + extra, 1)
     return f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool report</title><style>{_STYLE}</style></head><body>{body}</body></html>\n"
 
 
-def write_report(report_dir: Path, report: dict[str, Any]) -> None:
+def write_report(report_dir: Path, report: dict[str, Any], curves: Optional[RunCurves] = None) -> None:
     write_json(report_dir / "report.json", report)
     text = markdown(report)
     (report_dir / "report.md").write_text(text, encoding="utf-8")
-    (report_dir / "report.html").write_text(to_html(text), encoding="utf-8")
+    (report_dir / "report.html").write_text(to_html(text, report, curves), encoding="utf-8")

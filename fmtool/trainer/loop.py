@@ -69,6 +69,7 @@ class TrainState:
     train_samples: int = 0
     train_seconds: float = 0.0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    privacy: Optional[dict[str, Any]] = None  # DP-SGD runs: epsilon spent, delta, noise (trainer/private.py)
 
 
 def updates_per_epoch(batches_per_epoch: Optional[int], cfg: TrainerConfig) -> Optional[int]:

@@ -34,7 +34,8 @@ def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, in
         # non-reentrant checkpointing is the variant that works with DDP and frozen inputs
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     runtime = resolve_runtime(cfg.trainer)
-    cpu_eager = runtime.device.type == "cpu" and not cfg.trainer.compile
+    # DP-SGD's per-example gradient hooks know torch's own modules only
+    cpu_eager = runtime.device.type == "cpu" and not cfg.trainer.compile and not cfg.trainer.dp.enabled
     if cfg.trainer.fast_cpu_dropout and cpu_eager:
         use_sfc64_dropout(model)
     if cfg.trainer.bf16_residual and cpu_eager and runtime.autocast_dtype == torch.bfloat16:
@@ -60,4 +61,5 @@ def training_figures(state: TrainState, cfg: TrainConfig, trainable: int, world_
         "seconds": round(state.train_seconds, 2), "samples_per_second": round(state.train_samples / max(state.train_seconds, 1e-9), 2),
         "best_step": state.best_step, "best_metric": {cfg.trainer.metric: state.best_metric}, "stopped_early": state.stopped_early,
         "trainable_parameters": trainable, "adversarial": cfg.adversarial.name.value, "processes": world_size,
+        **({"privacy": state.privacy} if state.privacy else {}),
     }

@@ -1,0 +1,193 @@
+"""Comparing finished runs: one row per run, the Pareto front over quality, fairness, robustness and privacy,
+and the gate a team runs before replacing a deployed model with a re-fine-tuned one.
+
+A run's figures come from its results.json (validation metrics after training) and report/report.json (every
+audit check's value, threshold and direction). The four objectives of the front, each where every run has it:
+
+- quality: the task's headline validation metric (f1, accuracy; higher is better);
+- fairness: the worst fairness or bias check as a share of its threshold (a gap of 0.05 under a 0.1 limit is
+  0.5; lower is better);
+- robustness: the lowest pass rate of the robustness tests (higher is better);
+- privacy: the highest membership-inference AUC (lower is better).
+
+A run is on the front when no other run is at least as good in every objective and better in one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from fmtool.errors import FmtoolError
+
+QUALITY_METRICS = ("f1", "accuracy", "loss")
+# a difference equal to the tolerance passes whatever the float rounding (0.51 - 0.50 > 0.01 in binary)
+_ROUNDING = 1e-9
+# objective -> (higher is better)
+OBJECTIVES = {"quality": True, "fairness": False, "robustness": True, "privacy": False}
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    task: str
+    metrics: dict[str, float]
+    checks: dict[str, dict[str, Any]]  # "family.check" -> the check's record
+    objectives: dict[str, Optional[float]] = field(default_factory=dict)
+    on_front: bool = False
+
+    def figure(self, column: str) -> Optional[float]:
+        if column in self.metrics:
+            return self.metrics[column]
+        if column in self.objectives:
+            return self.objectives[column]
+        check = self.checks.get(column)
+        return None if check is None else check.get("value")
+
+
+def run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """The run directories named, a sweep folder standing for the runs in it (Hydra's multirun layout)."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / "status.json").is_file():
+            found.append(path)
+            continue
+        inside = sorted((p for p in path.rglob("status.json")), key=lambda p: str(p)) if path.is_dir() else []
+        if not inside:
+            raise FmtoolError(f"compare: {path} is neither a run directory nor a folder of runs (no status.json)")
+        found += [p.parent for p in inside]
+    return found
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FmtoolError(f"compare: {path} missing; is the run complete and audited?") from None
+    except json.JSONDecodeError as error:
+        raise FmtoolError(f"compare: {path}: damaged, not JSON ({error})") from None
+
+
+def summarise(path: Path) -> RunSummary:
+    results = _read(path / "results.json")
+    report = _read(path / "report" / "report.json")
+    validation = results.get("after", {}).get("validation", {})
+    metrics = {k: float(v) for k, v in validation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    checks = {f"{audit['name']}.{check['name']}": check for audit in report.get("audits", []) for check in audit.get("checks", [])}
+    summary = RunSummary(path=path, task=results.get("task", report["run"]["task"]), metrics=metrics, checks=checks)
+    summary.objectives = objectives(summary)
+    return summary
+
+
+def _relative(check: dict[str, Any]) -> Optional[float]:
+    value, threshold = check.get("value"), check.get("threshold")
+    if value is None or not threshold:
+        return None
+    return value / threshold if check.get("direction") == "max" else threshold / max(value, 1e-12)
+
+
+def objectives(run: RunSummary) -> dict[str, Optional[float]]:
+    quality = next((run.metrics[m] for m in QUALITY_METRICS if m in run.metrics), None)
+    fairness = [_relative(c) for name, c in run.checks.items() if name.split(".")[0] in ("fairness", "bias") and _relative(c) is not None]
+    robustness = [c["value"] for name, c in run.checks.items() if name.startswith("robustness.") and c.get("value") is not None]
+    privacy = [c["value"] for name, c in run.checks.items() if name.startswith("membership.") and name.endswith(".auc") and c.get("value") is not None]
+    return {"quality": quality, "fairness": max(fairness) if fairness else None, "robustness": min(robustness) if robustness else None,
+            "privacy": max(privacy) if privacy else None}
+
+
+def pareto_front(runs: Sequence[RunSummary]) -> list[str]:
+    """Marks each run's on_front; returns the objectives used (those every run has)."""
+    used = [name for name in OBJECTIVES if runs and all(r.objectives.get(name) is not None for r in runs)]
+
+    def score(run: RunSummary) -> list[float]:
+        return [run.objectives[name] if OBJECTIVES[name] else -run.objectives[name] for name in used]
+
+    for run in runs:
+        mine = score(run)
+        run.on_front = bool(used) and not any(
+            all(o >= m for o, m in zip(score(other), mine)) and any(o > m for o, m in zip(score(other), mine)) for other in runs if other is not run)
+    return used
+
+
+def columns_of(runs: Sequence[RunSummary]) -> list[str]:
+    metrics = list(dict.fromkeys(m for r in runs for m in r.metrics))
+    checks = list(dict.fromkeys(c for r in runs for c in r.checks))
+    return [*metrics, *[o for o in OBJECTIVES if any(r.objectives.get(o) is not None for r in runs)], *checks]
+
+
+def sort_runs(runs: list[RunSummary], by: Optional[str]) -> list[RunSummary]:
+    key = by or next((m for m in QUALITY_METRICS if all(m in r.metrics for r in runs)), None)
+    if key is None:
+        return runs
+    if not any(r.figure(key) is not None for r in runs):
+        raise FmtoolError(f"compare: --sort {key}: no run has that figure; choose from: {', '.join(columns_of(runs))}")
+    descending = OBJECTIVES.get(key, key != "loss" and not key.endswith(("auc", "_difference", "flip_rate")))
+    present = [r for r in runs if r.figure(key) is not None]
+    return sorted(present, key=lambda r: r.figure(key), reverse=descending) + [r for r in runs if r.figure(key) is None]
+
+
+def rows(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
+    columns = columns_of(runs)
+    return [{"run": str(r.path), "pareto_front": r.on_front, **{c: r.figure(c) for c in columns}} for r in runs]
+
+
+def to_csv(table: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else ["run"])
+    writer.writeheader()
+    writer.writerows(table)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Regression:
+    figure: str
+    parent: Optional[float]
+    child: Optional[float]
+    reason: str
+
+
+def gate(parent: RunSummary, child: RunSummary, *, metric_tolerance: float, check_tolerance: float) -> list[Regression]:
+    """What the child does worse than the parent: a validation metric lower by more than metric_tolerance (higher
+    for loss), an audit figure worse by more than check_tolerance in its check's direction, or a check that
+    passed for the parent and fails for the child."""
+    found = []
+    for name, before in parent.metrics.items():
+        after = child.metrics.get(name)
+        if after is None or name in ("token_accuracy",):
+            continue
+        worse = (after - before) if name == "loss" else (before - after)
+        if worse > metric_tolerance + _ROUNDING:
+            found.append(Regression(name, before, after, f"{worse:.4f} worse (tolerance {metric_tolerance})"))
+    for name, before in parent.checks.items():
+        after = child.checks.get(name)
+        if after is None or before.get("value") is None or after.get("value") is None:
+            continue
+        worse = (after["value"] - before["value"]) if before.get("direction") == "max" else (before["value"] - after["value"])
+        if before.get("status") == "pass" and after.get("status") == "fail":
+            found.append(Regression(name, before["value"], after["value"], "passed for the parent, fails for the child"))
+        elif worse > check_tolerance + _ROUNDING:
+            found.append(Regression(name, before["value"], after["value"], f"{worse:.4f} worse (tolerance {check_tolerance})"))
+    return found
+
+
+def html_page(table: Sequence[dict[str, Any]], used: Sequence[str], runs: Sequence[RunSummary]) -> str:
+    """A self-contained page: the table and, with two objectives or more, quality against each other one."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    from fmtool.report.plots import pareto_scatter
+    from fmtool.report.report import _STYLE, _table
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render("\n".join(_table(table)))
+    figures = "".join(f'<figure class="plot" data-plot="pareto">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
+                      for caption, svg in pareto_scatter(runs, used))
+    front = ", ".join(html.escape(str(r.path)) for r in runs if r.on_front) or "none"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool compare</title><style>{_STYLE}</style></head><body>"
+            f"<h1>fmtool compare: {len(runs)} runs</h1><p>Pareto front over {html.escape(', '.join(used) or 'no shared objective')}: {front}</p>"
+            f"{figures}{body}</body></html>\n")

@@ -1,0 +1,109 @@
+"""DP-SGD fine-tuning through Opacus: each example's gradient clipped to trainer.dp.max_grad_norm, Gaussian
+noise added to their sum, batches drawn by Poisson sampling, and the privacy spent tracked by an accountant.
+
+Abadi et al. 2016, "Deep Learning with Differential Privacy"; Yousefpour et al. 2021, "Opacus". A loop of its
+own, epoch by epoch, because the guarantee holds only for exactly this procedure: no gradient accumulation,
+token-budget splitting, adversarial steps or the CPU training changes of the default loop, and full precision
+(the per-example gradients are what the noise is calibrated to). The loss is each example's mean over its
+labelled tokens, averaged over the batch, so every example weighs the same whatever its length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from fmtool.config.schema import OptimizerConfig, SchedulerConfig, TrainerConfig
+from fmtool.dataset.ner import IGNORE_INDEX
+from fmtool.inference import Runtime
+from fmtool.scheduler import build_scheduler
+from fmtool.task.base import headline
+from fmtool.trainer.loop import Progress, SilentProgress, TrainState
+
+log = logging.getLogger(__name__)
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of each example's mean cross-entropy over its labelled positions."""
+    if logits.dim() == 2:
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
+    token = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    counts = labels.ne(IGNORE_INDEX).sum(1).clamp_min(1)
+    return (token.sum(1) / counts).mean()
+
+
+def _per_example_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Position and segment ids given per row: left to the model, they are one shared row, and the per-example
+    gradients of their embeddings would have a batch of one."""
+    rows, width = batch["input_ids"].shape
+    batch.setdefault("token_type_ids", torch.zeros_like(batch["input_ids"]))
+    batch.setdefault("position_ids", torch.arange(width, device=batch["input_ids"].device).expand(rows, width))
+    return batch
+
+
+def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]], trainer: TrainerConfig,
+                optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, runtime: Runtime, seed: int,
+                evaluate: Optional[Callable[[torch.nn.Module], dict[str, Any]]], on_log: Callable[[dict[str, Any]], None] = lambda record: None,
+                progress: Progress = SilentProgress()) -> TrainState:
+    """Train `model` in place with DP-SGD for trainer.epochs; the returned state's `privacy` holds the epsilon spent."""
+    from opacus import PrivacyEngine
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    dp = trainer.dp
+    model.to(runtime.device).train()
+    generator = torch.Generator().manual_seed(seed)
+    sample_rate = min(1.0, trainer.batch_size / len(features))
+    loader = torch.utils.data.DataLoader(features, collate_fn=collate, generator=generator,
+                                         batch_sampler=UniformWithReplacementSampler(num_samples=len(features), sample_rate=sample_rate, generator=generator))
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=optimizer_cfg.lr, betas=tuple(optimizer_cfg.betas), eps=optimizer_cfg.eps, weight_decay=optimizer_cfg.weight_decay)
+    engine = PrivacyEngine(accountant=dp.accountant.value)
+    common = dict(module=model, optimizer=optimizer, data_loader=loader, max_grad_norm=dp.max_grad_norm, poisson_sampling=False,
+                  noise_generator=torch.Generator(device=runtime.device).manual_seed(seed + 1))
+    if dp.target_epsilon is not None:
+        private, optimizer, loader = engine.make_private_with_epsilon(**common, target_epsilon=dp.target_epsilon, target_delta=dp.delta, epochs=trainer.epochs)
+    else:
+        private, optimizer, loader = engine.make_private(**common, noise_multiplier=dp.noise_multiplier)
+    scheduler = build_scheduler(optimizer, scheduler_cfg, trainer.epochs * len(loader))
+    state = TrainState()
+    progress.start("train (DP-SGD)", trainer.epochs * len(loader))
+    started = time.perf_counter()
+    evaluation_seconds = 0.0
+    for epoch in range(trainer.epochs):
+        state.epoch, losses = epoch, []
+        for batch in loader:
+            labels = batch.pop("labels")
+            if len(labels) == 0:  # Poisson sampling can draw no example; the step still counts for the accountant
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            batch = _per_example_inputs({k: v.to(runtime.device) for k, v in batch.items()})
+            loss = per_example_loss(private(**batch).logits, labels.to(runtime.device))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            state.step += 1
+            state.train_samples += len(labels)
+            losses.append(loss.item())
+            progress.advance(1, loss=losses[-1])
+        epsilon = engine.get_epsilon(dp.delta)
+        record = {"split": "train", "step": state.step, "epoch": epoch, "loss": sum(losses) / max(len(losses), 1), "epsilon": epsilon}
+        on_log(record)
+        log.info("epoch=<%d> loss=<%.4f> epsilon=<%.3f> delta=<%g>", epoch, record["loss"], epsilon, dp.delta)
+        if evaluate is not None:
+            began = time.perf_counter()
+            metrics = headline(evaluate(model))
+            evaluation_seconds += time.perf_counter() - began
+            state.evaluations.append({"step": state.step, "epoch": epoch, **metrics})
+            state.best_metric, state.best_step = metrics.get(trainer.metric), state.step
+            on_log({"split": "validation", "step": state.step, "epoch": epoch, **metrics})
+            model.train()
+    progress.stop()
+    state.train_seconds = time.perf_counter() - started - evaluation_seconds
+    private._close()  # hooks and per-example gradients off: the model is a plain one again
+    state.privacy = {"epsilon": engine.get_epsilon(dp.delta), "delta": dp.delta, "noise_multiplier": optimizer.noise_multiplier,
+                     "max_grad_norm": dp.max_grad_norm, "sample_rate": sample_rate, "accountant": dp.accountant.value, "steps": state.step}
+    return state

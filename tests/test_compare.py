@@ -1,0 +1,83 @@
+"""fmtool compare: a table over runs or a sweep folder, the Pareto front of hand-made runs whose front is known,
+and --gate exiting 1 on a planted regression and 0 without one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fmtool.errors import FmtoolError
+from fmtool.report import compare
+from tests.conftest import fmtool_cli
+
+# name: (accuracy, demographic parity difference (limit 0.1), worst robustness pass rate, membership AUC)
+RUNS = {"a": (0.90, 0.08, 0.80, 0.55), "b": (0.85, 0.02, 0.90, 0.52), "c": (0.80, 0.09, 0.70, 0.60), "d": (0.95, 0.15, 0.60, 0.70)}
+FRONT = {"a", "b", "d"}  # c is worse than a in every objective
+
+
+def _check(name, value, threshold, direction):
+    status = "pass" if (value <= threshold if direction == "max" else value >= threshold) else "fail"
+    return {"name": name, "value": value, "threshold": threshold, "direction": direction, "status": status}
+
+
+def _run(folder, accuracy, gap, pass_rate, auc):
+    folder.mkdir(parents=True)
+    (folder / "status.json").write_text(json.dumps({"state": "complete"}))
+    (folder / "results.json").write_text(json.dumps({"task": "classification", "after": {"validation": {"accuracy": accuracy, "macro_f1": accuracy - 0.05}}}))
+    audits = [{"name": "fairness", "checks": [_check("gender.demographic_parity_difference", gap, 0.1, "max")]},
+              {"name": "robustness", "checks": [_check("add_typo.pass_rate", pass_rate, 0.75, "min"), _check("uppercase.pass_rate", 1.0, 0.75, "min")]},
+              {"name": "membership", "checks": [_check("loss.auc", auc, 0.6, "max")]}]
+    (folder / "report").mkdir()
+    (folder / "report" / "report.json").write_text(json.dumps({"run": {"task": "classification"}, "audits": audits}))
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    for index, (name, figures) in enumerate(RUNS.items()):
+        _run(tmp_path / "sweep" / f"{index}_{name}", *figures)
+    return tmp_path / "sweep"
+
+
+def test_the_pareto_front_of_known_runs(sweep):
+    runs = [compare.summarise(p) for p in compare.run_dirs([sweep])]
+    used = compare.pareto_front(runs)
+    assert used == ["quality", "fairness", "robustness", "privacy"]
+    assert {r.path.name.split("_")[1] for r in runs if r.on_front} == FRONT
+    c = next(r for r in runs if r.path.name.endswith("_c"))
+    assert c.objectives == pytest.approx({"quality": 0.80, "fairness": 0.9, "robustness": 0.70, "privacy": 0.60})
+    assert [r.path.name for r in compare.sort_runs(runs, None)] == ["3_d", "0_a", "1_b", "2_c"]
+    assert [r.path.name for r in compare.sort_runs(runs, "privacy")][0] == "1_b"
+
+
+def test_compare_cli_writes_table_csv_and_html(sweep, tmp_path):
+    result = fmtool_cli("compare", str(sweep), "--csv", str(tmp_path / "out.csv"), "--html", str(tmp_path / "out.html"))
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front" in result.stdout and result.stdout.count("★") == len(FRONT) + 2  # and the title and the column header
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("run,pareto_front,accuracy")
+    page = (tmp_path / "out.html").read_text()
+    assert page.count('data-plot="pareto"') == 3 and "<script" not in page
+
+
+def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
+    parent, worse = sweep / "0_a", sweep / "2_c"
+    regressions = compare.gate(compare.summarise(parent), compare.summarise(worse), metric_tolerance=0.01, check_tolerance=0.02)
+    assert {r.figure for r in regressions} == {"accuracy", "macro_f1", "robustness.add_typo.pass_rate", "membership.loss.auc"}
+    assert fmtool_cli("compare", str(parent), str(worse), "--gate").returncode == 1
+    twin = _run(tmp_path / "twin", *RUNS["a"])
+    assert fmtool_cli("compare", str(parent), str(twin), "--gate").returncode == 0
+    # a check that passed and now fails regresses whatever the tolerance
+    failing = _run(tmp_path / "failing", 0.90, 0.101, 0.80, 0.55)
+    assert [r.figure for r in compare.gate(compare.summarise(parent), compare.summarise(failing), metric_tolerance=1, check_tolerance=1)] == [
+        "fairness.gender.demographic_parity_difference"]
+
+
+def test_compare_names_what_it_cannot_read(tmp_path):
+    with pytest.raises(FmtoolError, match="neither a run directory nor a folder of runs"):
+        compare.run_dirs([tmp_path])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "status.json").write_text("{}")
+    with pytest.raises(FmtoolError, match=r"results.json missing"):
+        compare.summarise(tmp_path / "run")
