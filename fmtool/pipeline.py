@@ -4,6 +4,7 @@ then audits of a finished run (fmtool/pretrain.py is the masked-LM recipe)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,8 +21,9 @@ from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import inherited_labels
 from fmtool.predict import LoadedRun
+from fmtool.report.model_card import model_card
 from fmtool.report.report import RunCurves, build_report, write_report
-from fmtool.runs import COMPLETE, FAILED, INTERRUPTED, RunDir, environment, read_jsonl, write_json
+from fmtool.runs import COMPLETE, FAILED, INTERRUPTED, RunDir, environment, read_json, read_jsonl, write_json
 from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
 from fmtool.trainer import signals
@@ -84,6 +86,17 @@ def redact_splits(splits: Splits) -> tuple[Splits, dict[str, dict[str, int]]]:
     return Splits(**redacted), counts
 
 
+def augment_split(splits: Splits, cfg: TrainConfig) -> tuple[Splits, dict[str, int] | None]:
+    """dataset.augment: the training split with the edited copies added, and how many each perturbation added."""
+    if not cfg.dataset.augment.perturbations:
+        return splits, None
+    from fmtool.dataset.augment import augment
+
+    train, added = augment(splits.train, cfg.dataset.augment, cfg.seed)
+    log.info("augmented train: %s", ", ".join(f"{name}=<+{n}>" for name, n in added.items()))
+    return replace(splits, train=train), added
+
+
 def _saved_splits(run: RunDir) -> Splits:
     named = {name: run.load_split(name) for name in run.splits()}
     return Splits(train=named["train"], validation=named["validation"], test=named.get("test"))
@@ -99,10 +112,11 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     task = TASKS.get(cfg.task.name.value)
     if resume:
         splits, labels, started = _saved_splits(run), run.load_labels(), run.load_results()
-        inherited, redacted = started["inherited_labels"], started.get("redacted")
+        inherited, redacted, augmented = started["inherited_labels"], started.get("redacted"), started.get("augmented")
     else:
         splits = load_splits(cfg.dataset)
         splits, redacted = redact_splits(splits) if cfg.dataset.redact_pii else (splits, None)
+        splits, augmented = augment_split(splits, cfg)
         labels, inherited = _training_labels(cfg, splits)
     for name, examples in splits.named().items():
         check_labels_known(name, examples, labels)
@@ -131,7 +145,7 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
     else:
         before = {name: score(name)[0] for name in evaluated}
-        run.save_results({"task": task.name, "before": before, "inherited_labels": inherited, "redacted": redacted})
+        run.save_results({"task": task.name, "before": before, "inherited_labels": inherited, "redacted": redacted, "augmented": augmented})
     state = fit_features(model, tokenizer, runtime, features["train"], cfg, evaluate=lambda m: score("validation")[0], dist=dist,
                          checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress)
     after = {}
@@ -149,6 +163,7 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         "data": {name: {"examples": len(splits.named()[name]), "features": len(f), **({"pii_redacted": sum(redacted[name].values())} if redacted else {})}
                  for name, f in features.items()},
         "redacted": redacted,
+        "augmented": augmented,
         "before": before,
         "after": after,
         "train": training_figures(state, cfg, trainable, dist.world_size),
@@ -233,7 +248,17 @@ def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, r
         provenance=_provenance(ctx, run),
     )
     write_report(out_dir / "report", report, _curves(run, results, config))
+    if run is not None:
+        write_model_card(out_dir / "report", run, report, results)
     return report
+
+
+def write_model_card(report_dir: Path, run: RunDir, report: dict[str, Any], results: dict[str, Any]) -> None:
+    """report/model_card.md, and the same card as model/README.md so it travels with the shared model directory."""
+    card = model_card(report, results, read_json(run.env_file) if run.env_file.is_file() else {})
+    (report_dir / "model_card.md").write_text(card, encoding="utf-8")
+    if run.model_dir.is_dir():
+        (run.model_dir / "README.md").write_text(card, encoding="utf-8")
 
 
 def _curves(run: RunDir | None, results: dict[str, Any], config: dict | None) -> RunCurves | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from fmtool.audit.lexicons import first_names
+from fmtool.dataset.lexicons import first_names
 
 POSITIVE = ["wonderful", "brilliant", "charming", "superb", "delightful", "moving"]
 NEGATIVE = ["dull", "awful", "tedious", "boring", "clumsy", "shallow"]

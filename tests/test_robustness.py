@@ -96,3 +96,30 @@ def test_bad_robustness_settings_name_the_key(settings, key):
 def test_cli_rejects_a_bad_test_name_with_exit_2():
     result = fmtool_cli("validate", "+task=ner", "debug=tiny", "audit=[robustness]", "audit.robustness.tests=[add_tpyo]")
     assert result.returncode == 2 and "audit.robustness.tests" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_augmenting_with_the_failed_perturbation_raises_its_pass_rate(tmp_path_factory, case_taggers):
+    data = write_entity_sentences(tmp_path_factory.mktemp("cased_again"), cued=True, people=PEOPLE, places=PLACES, capitalised=True)
+    words = [*FILLER, "mr", "in", *(w.capitalize() for w in PEOPLE + PLACES)]
+    tokenizer = word_tokenizer(tmp_path_factory.mktemp("augmented_tokenizer"), words, lowercase=False)
+    run, results = train_tiny(tmp_path_factory.mktemp("augmented"), "ner", f"dataset.data_dir={data}", f"model.tokenizer={tokenizer}", *_TAGGER,
+                              "dataset.augment.perturbations=[lowercase]", "dataset.augment.share=1.0")
+    assert results["augmented"]["lowercase"] > 0
+    before = _robustness(case_taggers["cased"], tests=["lowercase"])["summary"]["lowercase.pass_rate"]
+    after = _robustness(run, tests=["lowercase"])
+    assert after["summary"]["lowercase.pass_rate"] > before + 0.15, (before, after["summary"])
+
+
+def test_augmentation_adds_aligned_copies_and_records_them():
+    from fmtool.config.schema import AugmentConfig
+    from fmtool.dataset.augment import augment
+    from fmtool.dataset.examples import TokenExample
+
+    train = [TokenExample(str(i), ["Alice", "lives", "in", "Paris", "."], ["B-PER", "O", "O", "B-LOC", "O"]) for i in range(10)]
+    out, added = augment(train, AugmentConfig(perturbations=["lowercase", "swap_gender", "add_whitespace"], share=0.5), seed=1)
+    assert added["lowercase"] == 5 and added["swap_gender"] == 0  # no gendered word to swap
+    copies = out[len(train):]
+    assert len(out) == len(train) + sum(added.values()) and all(len(c.tokens) == len(c.tags) for c in copies)
+    assert all(c.id.endswith(("+lowercase", "+add_whitespace")) for c in copies)
+    assert out == augment(train, AugmentConfig(perturbations=["lowercase", "swap_gender", "add_whitespace"], share=0.5), seed=1)[0]

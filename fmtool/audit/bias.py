@@ -13,20 +13,16 @@ Liang et al. 2022, "Holistic Evaluation of Language Models" (HELM), Sec. fairnes
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, mean_check, rate_check, register
-from fmtool.audit.lexicons import first_names, swap_pairs
+from fmtool.dataset.counterfactual import ATTRIBUTES, counterfactual_groups, counterfactuals
 from fmtool.dataset.examples import Example, TokenExample
-from fmtool.dataset.perturb import Perturbation, match_case, per_word, perturb
-from fmtool.errors import FmtoolError
 
 _KEY = "audit.bias"
-_WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*")
 
 
 @dataclass
@@ -34,7 +30,7 @@ class BiasConfig:
     # a text file, one input per line (classification only); null: the run's evaluation splits
     data: Optional[str] = None
     splits: List[str] = field(default_factory=lambda: ["validation"])
-    attributes: List[str] = field(default_factory=lambda: ["gender", "first_name_gender", "first_name_origin", "nationality", "religion"])
+    attributes: List[str] = field(default_factory=lambda: list(ATTRIBUTES))
     swaps: Optional[str] = None
     first_names: Optional[str] = None
     max_examples: Optional[int] = 2000
@@ -45,37 +41,7 @@ class BiasConfig:
 
 
 def substitution_groups(cfg: BiasConfig) -> dict[str, dict[str, tuple[str, ...]]]:
-    """attribute -> {lower-case term: the tuple of interchangeable terms it belongs to}."""
-    names = first_names(cfg.first_names, f"{_KEY}.first_names")
-    genders = list(names)
-    origins = list(names[genders[0]])
-    groups: dict[str, list[tuple[str, ...]]] = {attribute: pairs for attribute, pairs in swap_pairs(cfg.swaps, f"{_KEY}.swaps").items()}
-    groups["first_name_gender"] = [tuple(names[g][o][i] for g in genders) for o in origins for i in range(len(names[genders[0]][o]))]
-    groups["first_name_origin"] = [tuple(names[g][o][i] for o in origins) for g in genders for i in range(len(names[g][origins[0]]))]
-    unknown = sorted(set(cfg.attributes) - set(groups))
-    if unknown:
-        raise FmtoolError(f"{_KEY}.attributes: unknown attribute(s) {', '.join(unknown)}; choose from: {', '.join(sorted(groups))}")
-    return {a: {term.lower(): tuple(g) for g in groups[a] for term in g} for a in cfg.attributes}
-
-
-def _variant(word: str, lookup: dict[str, tuple[str, ...]], shift: int) -> str:
-    group = lookup.get(word.lower())
-    if group is None:
-        return word
-    position = [t.lower() for t in group].index(word.lower())
-    return match_case(word, group[(position + shift) % len(group)])
-
-
-def _swap(lookup: dict[str, tuple[str, ...]], shift: int) -> Perturbation:
-    """Every protected term moved `shift` places along its group, inside words of any punctuation."""
-    return Perturbation(f"swap_{shift}", per_word(lambda word, rng: _WORD.sub(lambda m: _variant(m.group(), lookup, shift), word)))
-
-
-def counterfactuals(example: Example, lookup: dict[str, tuple[str, ...]]) -> list[Example]:
-    """Every rewrite of `example` with each protected term moved k places along its group (k = 1..)."""
-    words = example.tokens if isinstance(example, TokenExample) else _WORD.findall(example.text)
-    sizes = [len(lookup[w.lower()]) for w in words if w.lower() in lookup]
-    return [perturb(example, _swap(lookup, shift)) for shift in range(1, max(sizes, default=1))]
+    return counterfactual_groups(cfg.attributes, swaps=cfg.swaps, names_file=cfg.first_names, key=_KEY)
 
 
 def _compare(original, changed) -> tuple[bool, float]:

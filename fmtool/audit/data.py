@@ -31,7 +31,7 @@ from scipy.stats import binom
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, check, rate_check, register, wilson_interval
-from fmtool.audit.lexicons import protected_groups
+from fmtool.dataset.lexicons import protected_groups
 from fmtool.dataset.examples import Example, TokenExample
 
 _KEY = "audit.data"

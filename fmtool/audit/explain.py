@@ -28,7 +28,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, mean_check, rate_check, register, wilson_interval
-from fmtool.audit.lexicons import protected_groups
+from fmtool.dataset.lexicons import protected_groups
 from fmtool.errors import FmtoolError
 from fmtool.explain import METHODS, Explainer, Explanation, targets_for
 

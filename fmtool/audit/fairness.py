@@ -26,7 +26,7 @@ from fairlearn.metrics import MetricFrame, equalized_odds_difference, false_nega
 from sklearn.metrics import accuracy_score, f1_score
 
 from fmtool.audit.base import AuditContext, AuditResult, check, register
-from fmtool.audit.lexicons import first_names, ner_templates
+from fmtool.dataset.lexicons import first_names, ner_templates
 from fmtool.dataset.examples import TextExample, TokenExample
 from fmtool.dataset.readers import read_rows
 from fmtool.errors import FmtoolError

@@ -118,6 +118,14 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training examples edited by the audits' perturbations and counterfactual swaps (fmtool/dataset/augment.py)."""
+
+    perturbations: List[str] = field(default_factory=list)  # empty: no augmentation
+    share: float = 0.2  # of the training examples, sampled per perturbation
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     format: DataFormat = DataFormat.conll
@@ -143,6 +151,7 @@ class DatasetConfig:
     shuffle_buffer: int = 10000
     # replace e-mails, phone numbers, card numbers, IBANs, IPs, SSNs, credentials and keys with <TYPE> before training
     redact_pii: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass

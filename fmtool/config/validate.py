@@ -41,6 +41,16 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
         problems.append(f"dataset.format={data.format.value} is raw text for task=mlm; {cfg.task.name.value} needs labelled data")
     if data.streaming and cfg.task.name != TaskName.mlm:
         problems.append("dataset.streaming=true is for task=mlm corpora; fine-tuning data is read into memory")
+    if data.augment.perturbations:
+        from fmtool.dataset.augment import CHOICES
+
+        unknown = [p for p in data.augment.perturbations if p not in CHOICES]
+        if unknown:
+            problems.append(f"dataset.augment.perturbations: unknown '{unknown[0]}'; choose from: {', '.join(CHOICES)}")
+        if cfg.task.name == TaskName.mlm:
+            problems.append("dataset.augment is for NER and classification training data")
+        if not 0 < data.augment.share <= 1:
+            problems.append(f"dataset.augment.share={data.augment.share} must be in (0, 1]")
     if data.redact_pii and cfg.task.name == TaskName.mlm:
         problems.append("dataset.redact_pii=true is for NER and classification data; pre-training corpora are not redacted")
     if data.streaming and not cfg.trainer.max_steps:
