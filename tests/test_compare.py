@@ -51,6 +51,7 @@ def test_the_pareto_front_of_known_runs(sweep):
     assert [r.path.name for r in compare.sort_runs(runs, "privacy")][0] == "1_b"
 
 
+@pytest.mark.slow
 def test_compare_cli_writes_table_csv_and_html(sweep, tmp_path):
     result = fmtool_cli("compare", str(sweep), "--csv", str(tmp_path / "out.csv"), "--html", str(tmp_path / "out.html"))
     assert result.returncode == 0, result.stderr
@@ -61,6 +62,7 @@ def test_compare_cli_writes_table_csv_and_html(sweep, tmp_path):
     assert page.count('data-plot="pareto"') == 3 and "<script" not in page
 
 
+@pytest.mark.slow
 def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
     parent, worse = sweep / "0_a", sweep / "2_c"
     regressions = compare.gate(compare.summarise(parent), compare.summarise(worse), metric_tolerance=0.01, check_tolerance=0.02)

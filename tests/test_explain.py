@@ -61,6 +61,7 @@ def test_a_gendered_shortcut_fails_and_a_clean_twin_passes(tmp_path_factory):
     assert clean["status"] == "pass"
 
 
+@pytest.mark.slow
 def test_explain_cli_gives_ner_entities_their_word_attributions(ner_run, tmp_path):
     run, _ = ner_run
     text = " ".join(run.load_split("validation")[0].tokens)

@@ -20,6 +20,7 @@ _MEMORISE = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.vali
              "trainer.freeze=embeddings", "audit=none"]
 
 
+@pytest.mark.slow
 def test_a_dp_run_spends_the_epsilon_it_was_given_and_reports_it(tmp_path):
     run, results = train_tiny(tmp_path / "run", "classification", "trainer.dp.enabled=true", "trainer.dp.target_epsilon=4", "trainer.epochs=2",
                               "trainer.freeze=embeddings", "audit=none")

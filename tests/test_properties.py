@@ -18,6 +18,9 @@ from fmtool.errors import FmtoolError
 from fmtool.model import load_tokenizer
 from tests.conftest import tiny_config
 
+# thousands of generated cases: the full tier (CI) runs them
+pytestmark = pytest.mark.slow
+
 # letters of several scripts, combining marks, digits, punctuation, zero-width and confusable characters
 _ALPHABET = st.sampled_from(list("abcXYZéü0129.,;:'\"-()[]ßøДжअआक्षি中文ｶﾅ\u0301\u0308\u200b\u00a0\u2019\U0001F600"))
 _WORD = st.text(_ALPHABET, min_size=1, max_size=12).filter(lambda w: w.strip() == w and w.split() == [w])

@@ -25,6 +25,7 @@ def page(classification_run, tmp_path_factory):
     return out / "report" / "report.html"
 
 
+@pytest.mark.slow
 def test_every_section_with_data_has_its_figure_and_nothing_is_fetched(page):
     text = page.read_text()
     assert set(re.findall(r'data-plot="(\w+)"', text)) == _PLOTS
@@ -34,6 +35,7 @@ def test_every_section_with_data_has_its_figure_and_nothing_is_fetched(page):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+@pytest.mark.slow
 def test_headless_chromium_renders_every_figure(page, tmp_path):
     dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout

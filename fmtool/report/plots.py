@@ -42,7 +42,7 @@ def training_curves(records: Sequence[dict[str, Any]], metric: Optional[str]) ->
         return None
     figure, axes = _figure()
     if train:
-        axes.plot([r["step"] for r in train], [r["loss"] for r in train], color="#2563eb", label="train loss")
+        axes.plot([r["step"] for r in train], [r["loss"] for r in train], "o-", markersize=3, color="#2563eb", label="train loss")
         axes.set_ylabel("train loss")
     axes.set_xlabel("update")
     if evaluations:
