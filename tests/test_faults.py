@@ -130,3 +130,10 @@ def test_a_stop_signal_checkpoints_marks_the_run_interrupted_and_resume_finishes
     result = fmtool_cli("resume", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "status.json").read_text())["state"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_config_error_inside_a_sweep_is_one_line_and_exit_2(tmp_path):
+    result = fmtool_cli("train", "-m", "+task=ner", "debug=tiny", "audit=none", "trainer.max_length=1024", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=1,2")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "fmtool: error: config: trainer.max_length=1024 is longer than the model's 512 position embeddings"
