@@ -42,6 +42,7 @@ def test_a_planted_trigger_is_found(trigger, tmp_path_factory):
     assert any(trigger.split()[0] in candidate and label == "positive" for candidate, label in suspects), suspects
 
 
+@pytest.mark.slow
 def test_the_clean_twin_passes(tmp_path_factory):
     entry = _backdoor(_train(tmp_path_factory, None))
     assert entry["status"] == "pass", entry["tables"]["candidates"][:3]

@@ -64,6 +64,7 @@ def entity_taggers(tmp_path_factory):
     return {**runs, "pool": pool}
 
 
+@pytest.mark.slow
 def test_a_tagger_keyed_on_exact_entity_strings_fails_swap_entities_and_a_contextual_one_passes(entity_taggers):
     pool = str(entity_taggers["pool"])
     memorised = _robustness(entity_taggers["memorised"], tests=["swap_entities"], entity_pool=pool)
