@@ -102,8 +102,7 @@ class Explainer:
         self.model, self.tokenizer, self.runtime, self.task, self.max_length = model, tokenizer, runtime, task, max_length
         self.label2id = {label: int(i) for label, i in model.config.label2id.items()}
 
-    def explain(self, targets: Sequence[Target], *, method: str = "integrated_gradients", steps: int = 32,
-                on_batch=lambda n: None) -> list[Explanation]:
+    def explain(self, targets: Sequence[Target], *, method: str = "integrated_gradients", steps: int = 32) -> list[Explanation]:
         if method not in METHODS:
             raise FmtoolError(f"explain: unknown method '{method}'; choose from: {', '.join(METHODS)}")
         if steps < 1:
@@ -115,7 +114,6 @@ class Explainer:
             chunk = [targets[i] for i in order[start : start + _ROWS_PER_CALL]]
             for index, explanation in zip(order[start : start + _ROWS_PER_CALL], self._explain_chunk(chunk, method, steps)):
                 out[index] = explanation
-            on_batch(len(chunk))
         return out  # type: ignore[return-value]
 
     def probabilities(self, targets: Sequence[Target], word_lists: Sequence[Sequence[str]]) -> list[float]:

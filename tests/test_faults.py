@@ -18,6 +18,7 @@ from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun, split_words
 from fmtool.runs import RunDir
+from fmtool.trainer.checkpoint import load_checkpoint
 from tests.conftest import REPO, fmtool_cli, tiny_config, train_tiny
 
 
@@ -102,7 +103,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     with pytest.raises(TrainingStopped, match=r"the loss is nan at update 7"):
         run_training(cfg, run)
     assert run.status()["state"] == "failed" and "the loss is nan" in run.status()["error"]
-    saved = torch.load(next((tmp_path / "run" / "checkpoint").glob("*.pt")), weights_only=False)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert saved["state"]["step"] == 6 and all(torch.isfinite(t).all() for t in saved["model"].values())
 
 
