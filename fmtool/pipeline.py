@@ -124,7 +124,8 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
 
     tokenizer = load_tokenizer(cfg.model)
     # a resumed run's head gets its trained rows from the checkpoint
-    model = build_model(cfg.model, cfg.task.name, labels, vocab_size=len(tokenizer), inherited=[] if resume else inherited)
+    model = build_model(cfg.model, cfg.task.name, labels, vocab_size=len(tokenizer), inherited=[] if resume else inherited,
+                        max_length=cfg.trainer.max_length)
     runtime, trainable = prepare_model(model, cfg)
 
     run.save_environment(environment(cfg.seed, str(runtime.device)))

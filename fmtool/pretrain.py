@@ -52,7 +52,7 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     dist = from_env()
     data = cfg.dataset
     tokenizer = _tokenizer(cfg, run, resume)
-    model = build_model(cfg.model, cfg.task.name, [], vocab_size=len(tokenizer))
+    model = build_model(cfg.model, cfg.task.name, [], vocab_size=len(tokenizer), max_length=cfg.trainer.max_length)
     runtime, trainable = prepare_model(model, cfg)
     masking = Masking.for_run(cfg.task, cfg.seed, tokenizer)
 

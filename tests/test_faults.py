@@ -138,3 +138,17 @@ def test_a_config_error_inside_a_sweep_is_one_line_and_exit_2(tmp_path):
     result = fmtool_cli("train", "-m", "+task=ner", "debug=tiny", "audit=none", "trainer.max_length=1024", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=1,2")
     assert result.returncode == 2
     assert result.stderr.strip() == "fmtool: error: config: trainer.max_length=1024 is longer than the model's 512 position embeddings"
+
+
+def test_position_embeddings_shorter_than_max_length_are_refused_when_the_config_arrives(tmp_path, ner_run):
+    # a hub model's config is read only when the model is built; validate cannot see it earlier
+    from fmtool.config.schema import ModelConfig, TaskName
+    from fmtool.model import build_model
+
+    run, _ = ner_run
+    short = tmp_path / "short"
+    shutil.copytree(run.model_dir, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    with pytest.raises(FmtoolError, match=r"trainer.max_length=128 is longer than the model's 64 position embeddings"):
+        build_model(ModelConfig(name=str(short)), TaskName.ner, ["O"], max_length=128)

@@ -128,10 +128,14 @@ def _usable_positions(cfg: TrainConfig) -> Optional[int]:
             settings = json.loads((Path(cfg.model.name).expanduser() / "config.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None  # loading the model reports the damaged file with its reason
-    if "max_position_embeddings" not in settings:
+    return usable_positions(settings.get("model_type"), settings.get("max_position_embeddings"))
+
+
+def usable_positions(model_type: Optional[str], max_position_embeddings: Optional[int]) -> Optional[int]:
+    """Tokens a model can read given its config's max_position_embeddings (None: unknown)."""
+    if max_position_embeddings is None:
         return None
-    offset = 2 if settings.get("model_type") in _OFFSET_POSITIONS else 0
-    return int(settings["max_position_embeddings"]) - offset
+    return int(max_position_embeddings) - (2 if model_type in _OFFSET_POSITIONS else 0)
 
 
 def _privacy_problems(cfg: TrainConfig) -> list[str]:

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from fmtool.config.schema import ModelConfig, TaskName
+from fmtool.config.validate import usable_positions
 from fmtool.errors import FmtoolError
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ def _overrides(cfg: ModelConfig, config) -> dict:
     return overrides
 
 
-def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, vocab_size: Optional[int] = None, inherited: Sequence[str] = ()) -> PreTrainedModel:
+def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, vocab_size: Optional[int] = None, inherited: Sequence[str] = (),
+                max_length: Optional[int] = None) -> PreTrainedModel:
     """A model for `task` whose head outputs `labels` (none for mlm); the label maps go into its config.
 
     With `inherited` (the labels of a checkpoint fine-tuned for the same task, a prefix of `labels`)
@@ -150,6 +152,10 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
     auto_model = AUTO_MODELS[task]
     source = cfg.name
     config = _load_config(cfg)
+    # a hub model's config is only known here; local ones were checked with the rest of the config
+    positions = usable_positions(config.model_type, getattr(config, "max_position_embeddings", None))
+    if max_length is not None and positions is not None and max_length > positions:
+        raise FmtoolError(f"trainer.max_length={max_length} is longer than the model's {positions} position embeddings ({source or cfg.model_type})")
     for key, value in {**_overrides(cfg, config), **(label_maps if task != TaskName.mlm else {})}.items():
         setattr(config, key, value)
     if cfg.random_init or source is None:
