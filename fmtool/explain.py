@@ -137,7 +137,7 @@ class Explainer:
         layer = self.model.get_input_embeddings()
         with torch.enable_grad(), self.runtime.autocast():
             if method == "integrated_gradients":
-                special = torch.tensor([[i in self.tokenizer.all_special_ids for i in row] for row in ids.tolist()], device=ids.device)
+                special = torch.isin(ids, torch.tensor(self.tokenizer.all_special_ids, device=ids.device))
                 baseline = torch.where(special, ids, torch.full_like(ids, self.tokenizer.pad_token_id))
                 attributions, delta = LayerIntegratedGradients(self._log_probability, layer).attribute(
                     ids, baselines=baseline, additional_forward_args=(mask, select), n_steps=steps,

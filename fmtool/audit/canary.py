@@ -34,11 +34,11 @@ class CanaryAuditConfig:
 def secret_log_likelihoods(model, tokenizer, template: str, secrets: Sequence[str], batch_size: int) -> list[float]:
     """For each secret: sum over its tokens of log P(token | the filled template with that token masked)."""
     rows, owners, positions, targets = [], [], [], []
+    # after [CLS] and the template's words before the secret
+    start = 1 + len(tokenizer(template.split("{secret}")[0].strip(), add_special_tokens=False)["input_ids"])
     for index, secret in enumerate(secrets):
-        prefix = tokenizer(template.split("{secret}")[0].strip(), add_special_tokens=False)["input_ids"]
         ids = tokenizer(template.format(secret=secret))["input_ids"]
         secret_ids = tokenizer(secret, add_special_tokens=False)["input_ids"]
-        start = 1 + len(prefix)  # after [CLS] and the template's words before the secret
         for offset in range(len(secret_ids)):
             masked = list(ids)
             masked[start + offset] = tokenizer.mask_token_id

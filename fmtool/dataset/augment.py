@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from fmtool.config.schema import AugmentConfig
 from fmtool.dataset import noise
@@ -23,11 +23,19 @@ SWAPS = tuple(f"swap_{attribute}" for attribute in ATTRIBUTES)
 CHOICES = (*noise.NAMES, *SWAPS)
 
 
-def _edited(example: Example, name: str, pool, seed: int) -> Example:
+def _editor(name: str, pool, seed: int) -> Callable[[Example], Example]:
+    """The edit `name` makes to one example (the swap lexicon and the perturbation are built once)."""
     if name in SWAPS:
-        variants = counterfactuals(example, counterfactual_groups([name[len("swap_"):]], key="dataset.augment")[name[len("swap_"):]])
-        return random.Random(f"{seed}:{name}:{example.id}").choice(variants) if variants else example
-    return perturb(example, noise.perturbation(name, entity_pool=pool), seed)
+        attribute = name[len("swap_"):]
+        lookup = counterfactual_groups([attribute], key="dataset.augment")[attribute]
+
+        def swapped(example: Example) -> Example:
+            variants = counterfactuals(example, lookup)
+            return random.Random(f"{seed}:{name}:{example.id}").choice(variants) if variants else example
+
+        return swapped
+    edit = noise.perturbation(name, entity_pool=pool)
+    return lambda example: perturb(example, edit, seed)
 
 
 def augment(train: Sequence[Example], cfg: AugmentConfig, seed: int) -> tuple[list[Example], dict[str, int]]:
@@ -38,7 +46,8 @@ def augment(train: Sequence[Example], cfg: AugmentConfig, seed: int) -> tuple[li
     for name in cfg.perturbations:
         rng = random.Random(f"{seed}:augment:{name}")
         sample = rng.sample(list(train), round(cfg.share * len(train)))
-        copies = [replace(e, id=f"{e.id}+{name}") for e in (_edited(e, name, pool, seed) for e in sample)]
+        edited = _editor(name, pool, seed)
+        copies = [replace(e, id=f"{e.id}+{name}") for e in map(edited, sample)]
         changed = [c for c, e in zip(copies, sample) if _content(c) != _content(e)]
         counts[name] = len(changed)
         added += changed

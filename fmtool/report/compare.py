@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fmtool.errors import FmtoolError
+from fmtool.runs import read_json
 
 QUALITY_METRICS = ("f1", "accuracy", "loss")
 # a difference equal to the tolerance passes whatever the float rounding (0.51 - 0.50 > 0.01 in binary)
@@ -64,12 +64,9 @@ def run_dirs(paths: Sequence[Path]) -> list[Path]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FmtoolError(f"compare: {path} missing; is the run complete and audited?") from None
-    except json.JSONDecodeError as error:
-        raise FmtoolError(f"compare: {path}: damaged, not JSON ({error})") from None
+    if not path.is_file():
+        raise FmtoolError(f"compare: {path} missing; is the run complete and audited?")
+    return read_json(path)
 
 
 def summarise(path: Path) -> RunSummary:
