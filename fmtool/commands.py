@@ -239,17 +239,11 @@ def compare_command(args: argparse.Namespace) -> int:
     table = compare.rows(runs)
     print_comparison(table, used)
     for path, text in ((args.csv, lambda: compare.to_csv(table)), (args.html, lambda: compare.html_page(table, used, runs)),
-                       (args.markdown, lambda: "\n".join(_markdown_table(table)) + "\n")):
+                       (args.markdown, lambda: compare.to_markdown(table))):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text(), encoding="utf-8")
     return 0
-
-
-def _markdown_table(table):
-    from fmtool.report.report import _table
-
-    return _table(table)
 
 
 COMMANDS = {"eval": eval_command, "predict": predict_command, "explain": explain_command, "compare": compare_command, "audit": audit_command, "list": list_command}

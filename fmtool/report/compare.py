@@ -140,6 +140,12 @@ def to_csv(table: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def to_markdown(table: Sequence[dict[str, Any]]) -> str:
+    from fmtool.report.report import markdown_table
+
+    return "\n".join(markdown_table(table)) + "\n"
+
+
 @dataclass(frozen=True)
 class Regression:
     figure: str
@@ -179,12 +185,12 @@ def html_page(table: Sequence[dict[str, Any]], used: Sequence[str], runs: Sequen
     from markdown_it import MarkdownIt
 
     from fmtool.report.plots import pareto_scatter
-    from fmtool.report.report import _STYLE, _table
+    from fmtool.report.report import PAGE_STYLE
 
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render("\n".join(_table(table)))
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(to_markdown(table))
     figures = "".join(f'<figure class="plot" data-plot="pareto">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
                       for caption, svg in pareto_scatter(runs, used))
     front = ", ".join(html.escape(str(r.path)) for r in runs if r.on_front) or "none"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool compare</title><style>{_STYLE}</style></head><body>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool compare</title><style>{PAGE_STYLE}</style></head><body>"
             f"<h1>fmtool compare: {len(runs)} runs</h1><p>Pareto front over {html.escape(', '.join(used) or 'no shared objective')}: {front}</p>"
             f"{figures}{body}</body></html>\n")

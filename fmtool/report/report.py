@@ -48,7 +48,7 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> list[str]:
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> list[str]:
     if not rows:
         return ["(none)"]
     columns = list(columns or dict.fromkeys(k for row in rows for k in row))
@@ -85,7 +85,7 @@ def _provenance(provenance: dict[str, Any]) -> list[str]:
              f"trust_remote_code: {provenance.get('trust_remote_code', False)}",
              f"- fmtool git commit: {environment.get('git_commit') or 'unknown'}; packages: "
              + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v), ""]
-    return lines + _table(files, ["kind", "file", "bytes", "sha256"]) + [""]
+    return lines + markdown_table(files, ["kind", "file", "bytes", "sha256"]) + [""]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -94,7 +94,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"- run: `{run['path']}`", f"- model: `{run['model']}`", f"- overall: **{_MARKS[report['status']]}**",
              f"- fmtool {report['fmtool_version']}, report schema {report['schema_version']}, {report['created']}", ""]
     if report["data"]:
-        lines += ["## Data", ""] + _table([{"split": k, **v} for k, v in report["data"].items()]) + [""]
+        lines += ["## Data", ""] + markdown_table([{"split": k, **v} for k, v in report["data"].items()]) + [""]
     after = report["metrics"].get("after", {})
     if after:
         lines += ["## Metrics (before → after training)", ""]
@@ -102,30 +102,30 @@ def markdown(report: dict[str, Any]) -> str:
         for split, values in after.items():
             before = report["metrics"].get("before", {}).get(split, {})
             rows += [{"split": split, "metric": m, "before": before.get(m), "after": v} for m, v in values.items() if isinstance(v, float)]
-        lines += _table(rows) + [""]
+        lines += markdown_table(rows) + [""]
     if report.get("privacy"):
         dp = report["privacy"]
         lines += ["## Privacy", "", f"Trained with DP-SGD (Opacus): **epsilon {dp['epsilon']:.2f}** at delta {dp['delta']:g} ({dp['accountant']} accountant), "
                   f"noise multiplier {dp['noise_multiplier']:.3f}, per-example clipping norm {dp['max_grad_norm']}, sampling rate {dp['sample_rate']:.4f}, "
                   f"{dp['steps']} steps.", ""]
-    lines += ["## Audits", ""] + _table([{"audit": a["name"], "version": a["version"], "status": _MARKS[a["status"]],
+    lines += ["## Audits", ""] + markdown_table([{"audit": a["name"], "version": a["version"], "status": _MARKS[a["status"]],
                                           "checks failed": sum(c["status"] == FAIL for c in a["checks"]),
                                           "inconclusive": sum(c["status"] == INCONCLUSIVE for c in a["checks"]), "checks": len(a["checks"]),
                                           "seconds": a.get("seconds")} for a in report["audits"]]) + [""]
     unsettled = [(a["name"], c) for a in report["audits"] for c in a["checks"] if c["status"] in (FAIL, INCONCLUSIVE)]
     if unsettled:
-        lines += ["## Checks that did not pass", ""] + _table([_check_row(c, audit=name) for name, c in sorted(unsettled, key=lambda x: x[1]["status"] != FAIL)]) + [""]
+        lines += ["## Checks that did not pass", ""] + markdown_table([_check_row(c, audit=name) for name, c in sorted(unsettled, key=lambda x: x[1]["status"] != FAIL)]) + [""]
     lines += _provenance(report["provenance"])
     for audit in report["audits"]:
         lines += [f"### {audit['name']} — {_MARKS[audit['status']]}", ""]
-        lines += _table([_check_row(c) for c in audit["checks"]]) + [""]
+        lines += markdown_table([_check_row(c) for c in audit["checks"]]) + [""]
         for name, rows in audit["tables"].items():
-            lines += [f"**{name}**", ""] + _table([_flatten(r) for r in rows]) + [""]
+            lines += [f"**{name}**", ""] + markdown_table([_flatten(r) for r in rows]) + [""]
         lines += [f"- note: {w}" for w in audit["warnings"]] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-_STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
+PAGE_STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
           "td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}figure{margin:.5em 0}figcaption{font-size:85%;color:#555}"
           "svg{max-width:100%;height:auto}.attribution span{padding:0 2px}")
 
@@ -191,7 +191,7 @@ def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves:
             if audit["name"] == "explain":
                 extra = _highlights(audit["tables"].get("explanations", []))
             body = body.replace(heading, heading + extra, 1)
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool report</title><style>{_STYLE}</style></head><body>{body}</body></html>\n"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool report</title><style>{PAGE_STYLE}</style></head><body>{body}</body></html>\n"
 
 
 def write_report(report_dir: Path, report: dict[str, Any], curves: Optional[RunCurves] = None) -> None:
