@@ -42,6 +42,14 @@ def test_misspelt_key_fails_naming_it():
         compose_train_config(["+task=ner", "trainer.lrr=1"])
 
 
+def test_audit_settings_are_typed_by_their_family():
+    cfg = to_typed(compose_train_config(["+task=ner", "audit=[explain,membership]", "audit.explain.steps=16", "audit.membership.attacks=[loss]"]))
+    assert cfg.audit["explain"]["steps"] == 16 and cfg.audit["membership"]["attacks"] == ["loss"]
+    assert cfg.audit["explain"]["max_examples"] == 100, "the family's dataclass default fills the composed config"
+    with pytest.raises(FmtoolError, match=r"^config: Could not override 'audit.explain.stepz'. Key 'stepz' not in 'ExplainConfig'"):
+        compose_train_config(["+task=ner", "audit.explain.stepz=16"])
+
+
 def test_unknown_group_option_lists_the_choices():
     with pytest.raises(FmtoolError, match=r"Could not find 'optimizer/adamx'.*adamw sgd"):
         compose_train_config(["+task=ner", "optimizer=adamx"])

@@ -65,7 +65,9 @@ def one_line(error: BaseException) -> str:
         if text and text not in parts:
             parts.append(text)
         error = error.__cause__
-    return re.sub(r"\s+", " ", ": ".join(parts)).replace(":;", ":").strip()
+    text = re.sub(r"\s+", " ", ": ".join(parts)).replace(":;", ":").strip()
+    # a typed node has no room for new keys: Hydra's advice to append with '+' would only fail again
+    return re.sub(r"To append to your config use \+\S+: (?=Key '[^']+' not in ')", "", text)
 
 
 def compose_train_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:

@@ -256,4 +256,11 @@ class TrainConfig:
 
 
 def register_schemas() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    from fmtool.audit import AUDITS  # importing the package registers every family
+
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    # each configs/audit/<family>.yaml extends its family's dataclass, so `audit.<family>.<key>=value` needs no '+'
+    # and a mistyped key fails with its name when the config is composed
+    for name in AUDITS.names():
+        store.store(group="audit_schema", name=name, node={name: AUDITS.get(name).config_type})
