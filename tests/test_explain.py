@@ -9,8 +9,9 @@ import json
 import pytest
 
 from fmtool.audit import family_configs
+from fmtool.config.schema import Precision
 from fmtool.errors import FmtoolError
-from fmtool.explain import explainer_for, targets_for
+from fmtool.explain import Target, explainer_for, targets_for
 from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import fmtool_cli, train_tiny
@@ -93,6 +94,45 @@ def test_explain_cli_colours_classification_in_the_terminal(classification_run):
 def test_bad_explain_settings_name_the_key(settings, key):
     with pytest.raises(FmtoolError, match=key):
         family_configs({"explain": settings})
+
+
+def _captum_reference(explainer, target, method, steps):
+    """Word attributions and delta of one target by Captum's own layer attributions, one call per target."""
+    import torch
+    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+
+    encoded = explainer._encode([target], [target.words])
+    ids, mask, select = encoded["input_ids"], encoded["attention_mask"], encoded["select"][:, None]
+
+    def score(input_ids, attention_mask):
+        return explainer._scores(input_ids, attention_mask, select.expand(len(input_ids), *select.shape[1:]))[:, 0]
+
+    layer = explainer.model.get_input_embeddings()
+    if method == "gradient_x_input":
+        attributions, delta = LayerGradientXActivation(score, layer).attribute(ids, additional_forward_args=(mask,)), None
+    else:
+        special = torch.isin(ids, torch.tensor(explainer.tokenizer.all_special_ids))
+        baseline = torch.where(special, ids, torch.full_like(ids, explainer.tokenizer.pad_token_id))
+        attributions, delta = LayerIntegratedGradients(score, layer).attribute(ids, baselines=baseline, additional_forward_args=(mask,),
+                                                                               n_steps=steps, return_convergence_delta=True)
+        delta = float(delta.abs())
+    return explainer._per_word(attributions.detach().sum(-1)[0], encoded.word_ids(0), len(target.words)), delta
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "gradient_x_input"])
+def test_shared_forward_attributions_equal_captums_for_every_entity_of_a_sentence(ner_run, method):
+    run, _ = ner_run
+    explainer = explainer_for(LoadedRun.load(run.path, precision=Precision.fp32))
+    sentences = [tuple(e.tokens) for e in run.load_split("validation")[:3] if len(e.tokens) >= 4]
+    # several entities per sentence (the shared forward pass) and one alone, with labels the model may not predict
+    targets = [Target(f"s{i}", words, label, -1, span) for i, words in enumerate(sentences)
+               for label, span in (("PER", (0, 0)), ("LOC", (1, 2)), ("ORG", (len(words) - 1, len(words) - 1)))][:-2]
+    explanations = explainer.explain(targets, method=method, steps=6)
+    for target, explanation in zip(targets, explanations):
+        assert explanation.target == target
+        expected, delta = _captum_reference(explainer, target, method, 6)
+        assert explanation.attributions == pytest.approx(expected, abs=1e-4)
+        assert (explanation.delta is None) == (delta is None) and (delta is None or explanation.delta == pytest.approx(delta, abs=1e-4))
 
 
 def test_explain_audit_runs_on_a_ner_run(ner_run):
