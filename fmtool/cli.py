@@ -40,7 +40,11 @@ def _quiet_libraries() -> None:
 
 
 def train_and_audit(cfg, run, *, resume: bool = False) -> None:
-    """Train (or resume) into `run`, then audit it; on data-parallel ranks other than 0, train only."""
+    """Train (or resume) into `run`, then audit it; on data-parallel ranks other than 0, train only. The configured
+    tracker (logger=...) follows training as it goes and receives the report."""
+    from omegaconf import OmegaConf
+
+    from fmtool.logger import open_tracker
     from fmtool.pipeline import audit_loaded, run_training
     from fmtool.predict import LoadedRun
     from fmtool.report.console import RichProgress, print_report, print_results
@@ -48,14 +52,22 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
     from fmtool.trainer.loop import SilentProgress
 
     main_rank = from_env().is_main
-    results = run_training(cfg, run, RichProgress() if cfg.trainer.progress and main_rank else SilentProgress(), resume=resume)
     if not main_rank:
+        run_training(cfg, run, SilentProgress(), resume=resume)
         return
-    print_results(results, str(run.path))
-    if cfg.trainer.save_model:
-        print_report(audit_loaded(LoadedRun.load(run.path), cfg.audit, run.path))
-    else:
-        log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
+    tracker = open_tracker(cfg.logger, run, OmegaConf.to_container(OmegaConf.structured(cfg)))
+    try:
+        results = run_training(cfg, run, RichProgress() if cfg.trainer.progress else SilentProgress(), resume=resume, on_log=tracker.log_metrics)
+        print_results(results, str(run.path))
+        report = None
+        if cfg.trainer.save_model:
+            report = audit_loaded(LoadedRun.load(run.path), cfg.audit, run.path)
+            print_report(report)
+        else:
+            log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
+        tracker.log_outcome(run, report)
+    finally:
+        tracker.close(run.status()["state"] if run.status_file.is_file() else "failed")
 
 
 def _train_job(cfg) -> None:

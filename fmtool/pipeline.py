@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -102,7 +102,8 @@ def _saved_splits(run: RunDir) -> Splits:
     return Splits(train=named["train"], validation=named["validation"], test=named.get("test"))
 
 
-def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False) -> dict[str, Any]:
+def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False,
+                      on_log: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
     """Fine-tune as `cfg` says and fill `run` with the model, data, metrics and predictions.
 
     With resume, the data are the splits saved in `run` and training continues from its checkpoint.
@@ -148,7 +149,7 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         before = {name: score(name)[0] for name in evaluated}
         run.save_results({"task": task.name, "before": before, "inherited_labels": inherited, "redacted": redacted, "augmented": augmented})
     state = fit_features(model, tokenizer, runtime, features["train"], cfg, evaluate=lambda m: score("validation")[0], dist=dist,
-                         checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.append_metrics, progress=progress)
+                         checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.metrics_writer(on_log), progress=progress)
     after = {}
     for name, examples in evaluated.items():
         after[name], predictions = score(name)
@@ -285,14 +286,16 @@ def audit_loaded(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path) -> dic
     return audit_pipeline(audit_context(loaded), audit, out_dir, run=loaded.run, config=config)
 
 
-def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False) -> dict[str, Any]:
-    """The task's training recipe, with the run marked complete only when every file is written."""
+def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False,
+                 on_log: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+    """The task's training recipe, with the run marked complete only when every file is written; `on_log` also
+    receives each metrics.jsonl record (a tracker)."""
     from fmtool.pretrain import pretrain_pipeline
 
     recipe = pretrain_pipeline if cfg.task.name == TaskName.mlm else finetune_pipeline
     try:
         with signals.stop_between_updates():
-            results = recipe(cfg, run, progress, resume=resume)
+            results = recipe(cfg, run, progress, resume=resume, on_log=on_log)
     except BaseException as error:
         interrupted = isinstance(error, TrainingStopped) and error.exit_code > 128
         run.finish(INTERRUPTED if interrupted else FAILED, error=one_line(error) or type(error).__name__)

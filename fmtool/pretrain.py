@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any
+from typing import Any, Callable, Optional
 
 from transformers import AutoTokenizer
 
@@ -47,7 +47,8 @@ def _tokenizer(cfg: TrainConfig, run: RunDir, resume: bool):
     return tokenizer
 
 
-def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False) -> dict[str, Any]:
+def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False,
+                      on_log: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
     set_seed(cfg.seed)
     dist = from_env()
     data = cfg.dataset
@@ -98,7 +99,7 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     state = fit(
         MaskedPositionsLM(model), batches, collate=masking.collate, trainer=cfg.trainer, optimizer_cfg=cfg.optimizer, scheduler_cfg=cfg.scheduler,
         adversarial=cfg.adversarial, runtime=runtime, evaluate=evaluate, dist=dist, checkpoint_dir=run.checkpoint_dir, resume=resume,
-        on_log=run.append_metrics, progress=progress,
+        on_log=run.metrics_writer(on_log), progress=progress,
     )
     finish_training(model)
     after = {"validation": evaluate()}

@@ -11,6 +11,8 @@
       results.json       before/after metrics, training figures
       predictions/<split>.jsonl
       checkpoint/        with trainer.checkpoint_every_steps: the full training state, for fmtool resume
+      tensorboard/       with logger=tensorboard: the event files
+      mlflow.json        with logger=mlflow: the tracking URI and run id (fmtool resume continues that run)
       train.log          Hydra's job log
 
 A masked-LM run keeps its corpus as data/<split>.txt (one document per line) and data/corpus.json;
@@ -30,7 +32,7 @@ import subprocess
 import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -52,7 +54,7 @@ _FOREIGN_CHECKPOINT = "{0}: the checkpoint belongs to another run ({1}, not {2})
 _CANNOT_RESUME = "{0}: cannot resume: {1}"
 # what a run writes; Hydra's own .hydra/ and train.log, written before the run starts, are not among them
 _ARTEFACTS = ("status.json", "config.yaml", "env.json", "labels.json", "data", "model", "model.partial", "metrics.jsonl", "results.json",
-              "predictions", "checkpoint", "audit", "report", "tokenizer", "eval")
+              "predictions", "checkpoint", "audit", "report", "tokenizer", "eval", "tensorboard", "mlflow.json")
 _LOCKS: dict[Path, Any] = {}
 _PACKAGES = ("fmtool", "torch", "transformers", "hydra-core", "seqeval", "fairlearn", "scikit-learn")
 
@@ -267,6 +269,17 @@ class RunDir:
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
+
+    def metrics_writer(self, also: Optional[Callable[[dict[str, Any]], None]] = None) -> Callable[[dict[str, Any]], None]:
+        """append_metrics, and `also` (a tracker) after each record is on disk."""
+        if also is None:
+            return self.append_metrics
+
+        def write(record: dict[str, Any]) -> None:
+            self.append_metrics(record)
+            also(record)
+
+        return write
 
     def save_model(self, model, tokenizer) -> None:
         """save_pretrained into model.partial/, then rename: a crash never leaves a half model/."""

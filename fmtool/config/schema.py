@@ -238,6 +238,21 @@ class PathsConfig:
     runs_dir: str = "runs"
 
 
+class LoggerName(Choice):
+    none = "none"
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking beside metrics.jsonl (fmtool/logger.py)."""
+
+    name: LoggerName = LoggerName.none
+    experiment: str = "fmtool"  # MLflow experiment; a sweep's jobs become runs of it
+    tracking_uri: Optional[str] = None  # MLflow; null: a file store in ./mlruns
+
+
 @dataclass
 class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -248,6 +263,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     # audit family name -> its settings; each family's own dataclass types them (fmtool/audit/<name>.py)
     audit: Dict[str, Any] = field(default_factory=dict)
     seed: int = 42

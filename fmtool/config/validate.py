@@ -201,9 +201,17 @@ def _audit_problems(cfg: TrainConfig) -> list[str]:
     return []
 
 
+def _logger_problems(cfg: TrainConfig) -> list[str]:
+    from fmtool.logger import check_installed
+
+    problem = check_installed(cfg.logger)
+    return [problem] if problem else []
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
-    problems = _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _privacy_problems(cfg) + _audit_problems(cfg)
+    problems = (_dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _privacy_problems(cfg) + _audit_problems(cfg)
+                + _logger_problems(cfg))
     if problems:
         raise FmtoolError("config: " + "; ".join(problems))
     return cfg
