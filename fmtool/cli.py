@@ -8,6 +8,7 @@
     fmtool explain RUN_DIR [TEXT ...] [--file PATH|-] [--method M] [--output PATH|-] [--html PATH]
     fmtool compare RUN_DIR... | SWEEP_DIR [--sort KEY] [--csv F] [--html F] [--gate]
     fmtool list [groups|GROUP]
+    fmtool data [list | install NAME PATH]
 """
 
 from __future__ import annotations
@@ -219,6 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     comparing.add_argument("--gate", action="store_true", help="exit 1 when the second run regresses on the first")
     comparing.add_argument("--metric-tolerance", type=float, default=0.01, help="--gate: how much lower a validation metric may be (default 0.01)")
     comparing.add_argument("--check-tolerance", type=float, default=0.02, help="--gate: how much worse an audit figure may be (default 0.02)")
+
+    data = commands.add_parser("data", help="the audit probes: where each lives and its licence; install one fmtool cannot ship")
+    data.add_argument("action", nargs="?", choices=["list", "install"], default="list")
+    data.add_argument("name", nargs="?", default=None, help="install: the probe (see fmtool data list)")
+    data.add_argument("source", nargs="?", type=Path, default=None, help="install: your copy of its file, or a folder holding its files")
 
     listing = commands.add_parser("list", help="list config groups and their options")
     listing.add_argument("group", nargs="?", default=None)

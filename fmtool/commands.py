@@ -246,4 +246,19 @@ def compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": eval_command, "predict": predict_command, "explain": explain_command, "compare": compare_command, "audit": audit_command, "list": list_command}
+def data_command(args: argparse.Namespace) -> int:
+    from fmtool.dataset import probes
+    from fmtool.report.console import print_probes
+
+    if args.action == "install":
+        if args.name is None or args.source is None:
+            raise FmtoolError("data install: give the probe and your copy of it: fmtool data install NAME PATH")
+        location = probes.install(args.name, args.source)
+        print(f"{args.name}: verified and installed at {location}")
+        return 0
+    print_probes([{"probe": p.name, "problem": probes.problem(p), "location": str(p.location()), "licence": p.licence,
+                   "description": p.description} for p in probes.PROBES.values()])
+    return 0
+
+
+COMMANDS = {"eval": eval_command, "predict": predict_command, "explain": explain_command, "compare": compare_command, "audit": audit_command, "list": list_command, "data": data_command}

@@ -45,6 +45,11 @@ def register_resolvers() -> None:
     # pkg_dir lets YAML point at files shipped inside installed packages (the default model, demo data).
     if not OmegaConf.has_resolver("pkg_dir"):
         OmegaConf.register_new_resolver("pkg_dir", _package_dir)
+    # probe finds an audit probe shipped with fmtool or installed with `fmtool data install` (fmtool/dataset/probes.py)
+    if not OmegaConf.has_resolver("probe"):
+        from fmtool.dataset.probes import resolve
+
+        OmegaConf.register_new_resolver("probe", resolve)
 
 
 def setup() -> None:
@@ -66,6 +71,8 @@ def one_line(error: BaseException) -> str:
             parts.append(text)
         error = error.__cause__
     text = re.sub(r"\s+", " ", ": ".join(parts)).replace(":;", ":").strip()
+    # our own resolvers' errors (a missing probe) already say what to do
+    text = text.replace("FmtoolError raised while resolving interpolation: ", "")
     # a typed node has no room for new keys: Hydra's advice to append with '+' would only fail again
     return re.sub(r"To append to your config use \+\S+: (?=Key '[^']+' not in ')", "", text)
 

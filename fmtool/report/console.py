@@ -109,6 +109,21 @@ def print_comparison(rows: list[dict[str, Any]], objectives: list[str]) -> None:
     Console().print(table)
 
 
+def print_probes(rows: list[dict[str, Any]]) -> None:
+    """One row per probe; below the table, what to do about each one that cannot be read."""
+    table = Table(title="audit probes")
+    for column in ("probe", "status", "licence", "location"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        status = "[red]not ready[/red]" if row["problem"] else "[green]ready[/green]"
+        table.add_row(f"{row['probe']}\n[dim]{row['description']}[/dim]", status, row["licence"], row["location"])
+    console = Console()
+    console.print(table)
+    for row in rows:
+        if row["problem"]:
+            console.print(row["problem"], markup=False)
+
+
 def print_regressions(parent, child, regressions) -> None:
     if not regressions:
         Console().print(f"gate: {child} does not regress on {parent}")

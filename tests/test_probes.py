@@ -1,0 +1,108 @@
+"""Audit probes: the shipped ones are the published files; one fmtool cannot ship is installed from the user's copy
+only when its sha256 matches, and configs find it through ${probe:...}; a built wheel installed in a fresh
+environment runs the probe audits from an unrelated folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from fmtool.config import compose_train_config, to_typed
+from fmtool.dataset import probes
+from fmtool.errors import FmtoolError
+from tests.conftest import OVERFIT, REPO, train_tiny
+
+EEC = REPO.parent / "shared" / "data" / "eec" / "Equity-Evaluation-Corpus.csv"
+needs_eec = pytest.mark.skipif(not EEC.is_file(), reason="the EEC corpus is not beside the repository")
+
+
+@pytest.fixture
+def data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMTOOL_DATA_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_shipped_probes_are_the_published_files():
+    for probe in probes.PROBES.values():
+        if probe.shipped:
+            assert probes.problem(probe) is None, probe.name
+    cfg = to_typed(compose_train_config(["+task=mlm", "audit=[stereotype]"]))
+    assert Path(cfg.audit["stereotype"]["crows_pairs"]).is_file() and Path(cfg.audit["stereotype"]["winobias"]).is_dir()
+
+
+def test_a_probe_not_installed_fails_the_config_saying_how_to_get_it(data_home):
+    with pytest.raises(FmtoolError, match=r"^config: probe 'eec' is not installed: get Equity-Evaluation-Corpus.csv from https://\S+, then run `fmtool data install eec PATH`"):
+        to_typed(compose_train_config(["+task=classification", "audit=[fairness_eec]"]))
+
+
+def test_install_refuses_a_file_that_is_not_the_published_one(data_home, tmp_path):
+    impostor = tmp_path / "Equity-Evaluation-Corpus.csv"
+    impostor.write_text("ID,Sentence\n1,hello\n")
+    with pytest.raises(FmtoolError, match=r"data install eec: .* has sha256 \w+, not the published d90ff4e5"):
+        probes.install("eec", impostor)
+    assert not (data_home / "probes" / "eec").exists()
+    with pytest.raises(FmtoolError, match="ships with fmtool"):
+        probes.install("crows_pairs", impostor)
+
+
+@needs_eec
+def test_an_installed_probe_is_found_by_configs_and_a_changed_copy_is_reported(data_home):
+    location = probes.install("eec", EEC.parent)
+    cfg = to_typed(compose_train_config(["+task=classification", "audit=[fairness_eec]"]))
+    assert cfg.audit["fairness"]["data"] == str(location) and location.read_bytes() == EEC.read_bytes()
+    location.write_text("tampered\n")
+    assert "does not match the published file" in probes.problem(probes.get("eec"))
+
+
+def test_data_command_lists_every_probe_and_exits_2_on_a_bad_install(tmp_path):
+    env = {"FMTOOL_DATA_HOME": str(tmp_path)}
+    listing = subprocess.run([sys.executable, "-m", "fmtool", "data"], capture_output=True, text=True, env={**os.environ, **env, "COLUMNS": "200"})
+    assert listing.returncode == 0 and all(name in listing.stdout for name in probes.PROBES)
+    assert "fmtool data install eec PATH" in listing.stdout
+    bad = subprocess.run([sys.executable, "-m", "fmtool", "data", "install", "eec", str(tmp_path / "nope.csv")], capture_output=True, text=True,
+                         env={**os.environ, **env})
+    assert bad.returncode == 2 and bad.stderr.strip() == f"fmtool: error: data install eec: {tmp_path / 'nope.csv'} not found"
+
+
+@pytest.mark.slow
+def test_a_built_wheel_runs_the_probe_audits_from_an_unrelated_folder(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wheel")
+    wheel_dir = work / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
+                   check=True, capture_output=True)
+    (wheel,) = wheel_dir.glob("fmtool-*.whl")
+    fresh = work / "env"
+    venv.create(fresh, with_pip=True)
+    python = fresh / "bin" / "python"
+    # the dependencies come from this environment's site-packages (a plain path: its editable fmtool stays out)
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    fresh_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    Path(fresh_site, "deps.pth").write_text(site + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
+
+    elsewhere = work / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "FMTOOL_DATA_HOME": str(work / "home"), "PYTHONPATH": ""}
+
+    def fmtool(*args):
+        return subprocess.run([str(fresh / "bin" / "fmtool"), *args], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=600)
+
+    where = subprocess.run([str(python), "-c", "import fmtool; print(fmtool.__file__)"], capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert where.stdout.startswith(str(fresh)), where.stdout + where.stderr
+    mlm, _ = train_tiny(work / "mlm", "mlm")
+    stereotype = fmtool("audit", str(mlm.path), "audit=[stereotype]", "audit.stereotype.max_pairs=20")
+    assert stereotype.returncode == 0, stereotype.stderr
+    report = (mlm.path / "report" / "report.md").read_text()
+    assert "crows_pairs.stereotype_score" in report and "winobias.pro_stereotype_preference" in report
+    if EEC.is_file():
+        classifier, _ = train_tiny(work / "cls", "classification", *OVERFIT["classification"])
+        assert fmtool("data", "install", "eec", str(EEC)).returncode == 0
+        fairness = fmtool("audit", str(classifier.path), "audit=[fairness_eec]", "audit.fairness.max_examples=200", "audit.fairness.n_boot=0",
+                          "audit.fairness.label_map={joy:positive,anger:negative,fear:negative,sadness:negative}")
+        assert fairness.returncode == 0, fairness.stderr
+        assert "Gender" in (classifier.path / "report" / "report.md").read_text()
