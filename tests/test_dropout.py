@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from fmtool.trainer.dropout import SFC64Dropout, scaled_keep_mask, use_sfc64_dropout
+from fmtool.trainer.dropout import ATTENTION_MODEL_TYPES, SFC64Dropout, scaled_keep_mask, use_sfc64_dropout
 from tests.conftest import tiny_config
 
 
@@ -64,6 +65,56 @@ def test_attention_composite_matches_torch_attention_with_padding():
     composite = model(**batch).logits  # gradients on: the training composite, not the fused kernel
     assert composite.requires_grad
     torch.testing.assert_close(composite.detach(), reference, atol=1e-5, rtol=1e-4)
+
+
+def _tiny(model_type: str):
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    config = AutoConfig.for_model(model_type, vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                  max_position_embeddings=64, num_labels=3, attn_implementation="sdpa", **({"embedding_size": 32} if model_type == "electra" else {}))
+    torch.manual_seed(0)
+    return AutoModelForTokenClassification.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", ATTENTION_MODEL_TYPES)
+def test_every_architecture_given_the_composite_computes_what_sdpa_does(model_type):
+    from fmtool.trainer.dropout import SFC64_ATTENTION
+
+    model = _tiny(model_type)
+    input_ids = torch.randint(5, 100, (3, 12))
+    attention_mask = torch.ones(3, 12, dtype=torch.long)
+    attention_mask[1, 7:] = 0
+    with torch.no_grad():
+        reference = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    use_sfc64_dropout(model)
+    assert model.config._attn_implementation == SFC64_ATTENTION
+    composite = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    torch.testing.assert_close(composite.detach()[attention_mask.bool()], reference[attention_mask.bool()], atol=1e-5, rtol=1e-4)
+
+
+def test_other_architectures_keep_their_attention():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=100, attn_implementation="sdpa"))
+    use_sfc64_dropout(gpt2)
+    assert gpt2.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("extra", [{"is_causal": True}, {"position_bias": "bias"}])
+def test_calls_with_features_the_composite_lacks_go_to_sdpa_unchanged(extra):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from fmtool.trainer.dropout import sfc64_attention
+
+    module = torch.nn.Module()
+    query, key, value = (torch.randn(2, 4, 10, 8, requires_grad=True) for _ in range(3))
+    if "position_bias" in extra:
+        extra = {"position_bias": torch.randn(1, 4, 10, 10)}
+    got, _ = sfc64_attention(module, query, key, value, None, **extra)
+    expected, _ = sdpa_attention_forward(module, query, key, value, None, **extra)
+    torch.testing.assert_close(got, expected)
+    plain, _ = sfc64_attention(module, query, key, value, None)
+    assert not torch.allclose(plain, expected), "the extra feature changes the result, so the comparison means something"
 
 
 def test_attention_dropout_drops_probabilities_from_torch_seed():

@@ -85,7 +85,7 @@ def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     once dropout is on, and its own backward in bf16 is slower than the composite's. Without gradients the
     fused kernel is the faster one (2.0 vs 5.5 ms for 32 x 12 heads x 48 tokens), so inference goes there.
     """
-    if not torch.is_grad_enabled() or query.device.type != "cpu":
+    if not torch.is_grad_enabled() or query.device.type != "cpu" or _needs_stock_attention(module, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
     if attention_mask is not None:
@@ -96,14 +96,27 @@ def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
 
+def _needs_stock_attention(module: torch.nn.Module, kwargs: dict) -> bool:
+    """Features the composite above does not implement (causal masking, position biases, grouped key/value heads,
+    soft-capping, sliding windows, attention sinks): those calls go to transformers' own sdpa function unchanged."""
+    if kwargs.get("is_causal") or getattr(module, "num_key_value_groups", 1) > 1:
+        return True
+    return any(kwargs.get(name) is not None for name in ("position_bias", "softcap", "sliding_window", "s_aux"))
+
+
 AttentionInterface.register(SFC64_ATTENTION, sfc64_attention)
 # sdpa's boolean mask: without gradients the fused kernel then sees exactly what a stock sdpa model gives it
 AttentionMaskInterface.register(SFC64_ATTENTION, sdpa_mask)
 
 
+# architectures whose self-attention is BERT's (tests/test_dropout.py checks the swapped attention against sdpa on each)
+ATTENTION_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+
+
 def use_sfc64_dropout(model: torch.nn.Module) -> int:
     """Replace the model's torch.nn.Dropout modules in place, and its attention where transformers lets it be
-    swapped (sdpa or eager); returns how many dropout modules were replaced."""
+    swapped (sdpa or eager) on an architecture in ATTENTION_MODEL_TYPES; returns how many dropout modules were
+    replaced. Other architectures keep their attention, and its dropout, as they are."""
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -111,6 +124,6 @@ def use_sfc64_dropout(model: torch.nn.Module) -> int:
                 setattr(parent, name, SFC64Dropout(child.p, child.inplace).train(child.training))
                 replaced += 1
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) in ("sdpa", "eager"):
+    if getattr(config, "model_type", None) in ATTENTION_MODEL_TYPES and getattr(config, "_attn_implementation", None) in ("sdpa", "eager"):
         model.set_attn_implementation(SFC64_ATTENTION)
     return replaced
