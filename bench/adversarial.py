@@ -1,12 +1,15 @@
-"""Robustness bought by adversarial training: clean dev accuracy and accuracy under an embedding-space attack.
+"""Robustness bought by adversarial training, judged by the attacks fmtool reports: clean dev accuracy, accuracy
+under the `attack` audit's black-box attack (what a hostile user can do with queries), and accuracy under a
+white-box PGD on the input embeddings (the perturbation the methods train against).
 
     python -m bench.adversarial                      # default model, SST-2 slice, none / fgm / pgd / freelb
     python -m bench.adversarial --train-examples 2000 --methods none pgd
 
 Every method trains the same model on the same examples with the same seed, hyper-parameters and
-number of updates; the attack is a PGD of --attack-steps steps on the input-embedding output, L2-bounded
-per example by each --attack-epsilon, the same family of perturbation the methods train against.
-Prints one table.
+number of updates. The black-box attack is the `attack` audit with its defaults (char + word substitutions,
+at most 200 queries and 20% of the words per sentence) on the same --attack-examples dev sentences for
+every model; the white-box attack is a PGD of --attack-steps steps on the input-embedding output,
+L2-bounded per example by each --attack-epsilon. Prints one table.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from fmtool.adversarial import attack, perturbed_embeddings
 from fmtool.config import compose_train_config, to_typed
 from fmtool.config.validate import validate
 from fmtool.dataset.batching import collate, inference_batches
-from fmtool.pipeline import run_training
+from fmtool.pipeline import audit_loaded, run_training
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 
@@ -61,13 +64,16 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=872)
     parser.add_argument("--attack-epsilon", type=float, nargs="+", default=[0.1, 0.2, 0.5])
     parser.add_argument("--attack-steps", type=int, default=5)
+    parser.add_argument("--attack-examples", type=int, default=200, help="dev sentences the black-box attack tries (the same for every model)")
     parser.add_argument("overrides", nargs="*", help="extra fmtool overrides for every method")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-    table = Table(title=f"SST-2, default model, {args.train_examples} train examples, 1 epoch, seed 42; PGD-{args.attack_steps} attack on embeddings")
-    for column in ["adversarial", "train s", "train samples/s", "clean acc", *[f"acc @ eps {e}" for e in args.attack_epsilon]]:
+    table = Table(title=f"SST-2, default model, {args.train_examples} train examples, 1 epoch, seed 42; black-box attack on {args.attack_examples} "
+                        f"dev sentences; PGD-{args.attack_steps} on embeddings")
+    for column in ["adversarial", "train s", "train samples/s", "clean acc", "black-box acc", "attack success", "queries",
+                   *[f"PGD acc @ eps {e}" for e in args.attack_epsilon]]:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
         for method in args.methods:
@@ -80,8 +86,11 @@ def main() -> None:
             trained = run_training(cfg, run)["train"]
             loaded = LoadedRun.load(run.path)
             dev = run.load_split("validation")
-            scores = [accuracy_under_attack(loaded, dev, 0.0, 0), *[accuracy_under_attack(loaded, dev, e, args.attack_steps) for e in args.attack_epsilon]]
-            table.add_row(method, f"{trained['seconds']:.0f}", f"{trained['samples_per_second']:.1f}", *[f"{s:.4f}" for s in scores])
+            black_box = audit_loaded(loaded, {"attack": {"max_examples": args.attack_examples}}, Path(scratch) / f"{method}-audit")["audits"][0]["summary"]
+            white_box = [accuracy_under_attack(loaded, dev, e, args.attack_steps) for e in args.attack_epsilon]
+            table.add_row(method, f"{trained['seconds']:.0f}", f"{trained['samples_per_second']:.1f}", f"{accuracy_under_attack(loaded, dev, 0.0, 0):.4f}",
+                          f"{black_box['accuracy_under_attack']:.4f}", f"{black_box['attack_success_rate']:.3f}", f"{black_box['average_queries']:.1f}",
+                          *[f"{s:.4f}" for s in white_box])
     Console(width=160).print(table)
 
 
