@@ -49,6 +49,7 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
     from fmtool.pipeline import audit_loaded, run_training
     from fmtool.predict import LoadedRun
     from fmtool.report.console import RichProgress, print_report, print_results
+    from fmtool.runs import FAILED
     from fmtool.trainer.distributed import from_env
     from fmtool.trainer.loop import SilentProgress
 
@@ -56,7 +57,11 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
     if not main_rank:
         run_training(cfg, run, SilentProgress(), resume=resume)
         return
-    tracker = open_tracker(cfg.logger, run, OmegaConf.to_container(OmegaConf.structured(cfg)))
+    try:
+        tracker = open_tracker(cfg.logger, run, OmegaConf.to_container(OmegaConf.structured(cfg)))
+    except FmtoolError as error:
+        run.finish(FAILED, error=str(error))
+        raise
     try:
         results = run_training(cfg, run, RichProgress() if cfg.trainer.progress else SilentProgress(), resume=resume, on_log=tracker.log_metrics)
         print_results(results, str(run.path))

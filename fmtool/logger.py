@@ -160,14 +160,43 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status={"complete": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
 
 
+class GuardedTracker:
+    """A tracker whose failures (a tracking server gone away, a full disk) are logged once and end tracking,
+    never the training run: metrics.jsonl keeps the record either way."""
+
+    def __init__(self, tracker: Tracker, name: str) -> None:
+        self.tracker, self.name = tracker, name
+
+    def _call(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self.tracker, method)(*args)
+        except Exception as error:  # any tracker library error; the run itself must go on
+            log.warning("logger=%s failed (%s); tracking stops, metrics.jsonl goes on", self.name, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            self.tracker = NoTracker()
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self._call("log_metrics", record)
+
+    def log_outcome(self, run: RunDir, report: Optional[dict[str, Any]]) -> None:
+        self._call("log_outcome", run, report)
+
+    def close(self, status: str) -> None:
+        self._call("close", status)
+
+
 def open_tracker(cfg: LoggerConfig, run: RunDir, config: dict[str, Any]) -> Tracker:
+    """The configured tracker; one that cannot start (an unreachable tracking server) is a one-line FmtoolError."""
     problem = check_installed(cfg)
     if problem:
         raise FmtoolError(problem)
-    if cfg.name == LoggerName.tensorboard:
-        return TensorBoardTracker(run, config)
-    if cfg.name == LoggerName.mlflow:
-        return MlflowTracker(run, config, cfg)
+    try:
+        if cfg.name == LoggerName.tensorboard:
+            return GuardedTracker(TensorBoardTracker(run, config), cfg.name.value)
+        if cfg.name == LoggerName.mlflow:
+            return GuardedTracker(MlflowTracker(run, config, cfg), cfg.name.value)
+    except Exception as error:  # the tracker libraries raise their own types
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise FmtoolError(f"logger={cfg.name}: cannot start ({first})") from None
     return NoTracker()
 
 

@@ -59,3 +59,28 @@ def test_a_missing_tracker_package_fails_validation_naming_the_logger(monkeypatc
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     with pytest.raises(FmtoolError, match=r"logger=mlflow: the mlflow package is not installed \(pip install 'fmtool\[tracking\]'\)"):
         tiny_config("ner", "logger=mlflow")
+
+
+def test_a_tracker_that_cannot_start_fails_the_run_in_one_line(tmp_path):
+    cfg = tiny_config("ner", *_SHORT, "logger=mlflow", "logger.tracking_uri=file:/proc/no-such-store")
+    run = RunDir.create(tmp_path / "run", cfg)
+    with pytest.raises(FmtoolError, match=r"^logger=mlflow: cannot start \("):
+        train_and_audit(cfg, run)
+    assert run.status()["state"] == "failed"
+
+
+def test_a_tracker_failing_mid_run_stops_tracking_not_training(caplog):
+    from fmtool.logger import GuardedTracker
+
+    class Broken:
+        calls = 0
+
+        def log_metrics(self, record):
+            Broken.calls += 1
+            raise ConnectionError("tracking server went away")
+
+    tracker = GuardedTracker(Broken(), "mlflow")
+    for step in range(3):
+        tracker.log_metrics({"split": "train", "step": step, "loss": 1.0})
+    tracker.close("complete")
+    assert Broken.calls == 1 and "logger=mlflow failed (tracking server went away)" in caplog.text
