@@ -134,6 +134,23 @@ def test_a_stop_signal_checkpoints_marks_the_run_interrupted_and_resume_finishes
 
 
 @pytest.mark.slow
+def test_a_stop_signal_ends_a_dp_sgd_run_between_updates_as_interrupted(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "fmtool", "train", "+task=classification", "debug=tiny", "audit=none", "trainer.epochs=100000",
+                                "trainer.dp.enabled=true", "trainer.dp.noise_multiplier=1.0", "trainer.batch_size=4", f"hydra.run.dir={run_dir}"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() is not None else "no progress"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "a DP-SGD run keeps no checkpoint" in stderr.strip().splitlines()[-1]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+
+
+@pytest.mark.slow
 def test_a_config_error_inside_a_sweep_is_one_line_and_exit_2(tmp_path):
     result = fmtool_cli("train", "-m", "+task=ner", "debug=tiny", "audit=none", "trainer.max_length=1024", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=1,2")
     assert result.returncode == 2

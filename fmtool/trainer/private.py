@@ -18,9 +18,11 @@ import torch
 
 from fmtool.config.schema import OptimizerConfig, SchedulerConfig, TrainerConfig
 from fmtool.dataset.ner import IGNORE_INDEX
+from fmtool.errors import TrainingStopped
 from fmtool.inference import Runtime
 from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
+from fmtool.trainer import signals
 from fmtool.trainer.loop import Progress, SilentProgress, TrainState
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,11 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
             state.train_samples += len(labels)
             losses.append(loss.item())
             progress.advance(1, loss=losses[-1])
+            if signals.requested() is not None:
+                private._close()
+                signum = signals.requested()
+                raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {state.step}: a DP-SGD run keeps no checkpoint, "
+                                      "so train it again (its epsilon accounts for a whole run)", exit_code=128 + signum)
         epsilon = engine.get_epsilon(dp.delta)
         record = {"split": "train", "step": state.step, "epoch": epoch, "loss": sum(losses) / max(len(losses), 1), "epsilon": epsilon}
         on_log(record)
