@@ -42,6 +42,11 @@ def test_options_that_void_the_accounting_are_refused_by_name(overrides, message
         tiny_config("classification", *overrides)
 
 
+def test_noise_too_small_for_the_accountant_is_a_one_line_error_naming_the_setting(tmp_path):
+    with pytest.raises(FmtoolError, match=r"^trainer.dp: the prv accountant cannot bound epsilon for noise_multiplier 1e-06 \(MemoryError\); add noise"):
+        train_tiny(tmp_path / "run", "classification", "trainer.dp.enabled=true", "trainer.dp.noise_multiplier=0.000001", "trainer.epochs=1")
+
+
 def test_every_example_weighs_the_same_in_the_ner_loss():
     import torch
 

@@ -18,7 +18,7 @@ import torch
 
 from fmtool.config.schema import OptimizerConfig, SchedulerConfig, TrainerConfig
 from fmtool.dataset.ner import IGNORE_INDEX
-from fmtool.errors import TrainingStopped
+from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
 from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
@@ -44,6 +44,17 @@ def _per_example_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     batch.setdefault("token_type_ids", torch.zeros_like(batch["input_ids"]))
     batch.setdefault("position_ids", torch.arange(width, device=batch["input_ids"].device).expand(rows, width))
     return batch
+
+
+def _epsilon(engine, dp) -> float:
+    """The epsilon spent so far; an accountant that cannot bound it (the PRV accountant asks for petabytes when the
+    noise is tiny) stops the run with the setting to change."""
+    try:
+        return engine.get_epsilon(dp.delta)
+    except (MemoryError, ValueError, OverflowError) as error:
+        raise FmtoolError(f"trainer.dp: the {dp.accountant.value} accountant cannot bound epsilon for noise_multiplier "
+                          f"{engine.accountant.history[-1][0] if engine.accountant.history else '?'} ({type(error).__name__}); "
+                          "add noise, or use trainer.dp.accountant=rdp") from None
 
 
 def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]], trainer: TrainerConfig,
@@ -96,7 +107,7 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
                 signum = signals.requested()
                 raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {state.step}: a DP-SGD run keeps no checkpoint, "
                                       "so train it again (its epsilon accounts for a whole run)", exit_code=128 + signum)
-        epsilon = engine.get_epsilon(dp.delta)
+        epsilon = _epsilon(engine, dp)
         record = {"split": "train", "step": state.step, "epoch": epoch, "loss": sum(losses) / max(len(losses), 1), "epsilon": epsilon}
         on_log(record)
         log.info("epoch=<%d> loss=<%.4f> epsilon=<%.3f> delta=<%g>", epoch, record["loss"], epsilon, dp.delta)
@@ -111,6 +122,6 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
     progress.stop()
     state.train_seconds = time.perf_counter() - started - evaluation_seconds
     private._close()  # hooks and per-example gradients off: the model is a plain one again
-    state.privacy = {"epsilon": engine.get_epsilon(dp.delta), "delta": dp.delta, "noise_multiplier": optimizer.noise_multiplier,
+    state.privacy = {"epsilon": _epsilon(engine, dp), "delta": dp.delta, "noise_multiplier": optimizer.noise_multiplier,
                      "max_grad_norm": dp.max_grad_norm, "sample_rate": sample_rate, "accountant": dp.accountant.value, "steps": state.step}
     return state
