@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fmtool.config.schema import Precision
+from fmtool.config.schema import Precision, TaskName
+from fmtool.dataset.readers import READERS
 from fmtool.errors import FmtoolError
 from fmtool.explain import METHODS
 
@@ -183,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--split", default=None, help="a split saved in the run (validation, test); default: validation")
     source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
-    evaluate.add_argument("--format", choices=["conll", "csv", "tsv", "jsonl"], default=None, help="default: the run's dataset format, else the file suffix")
+    evaluate.add_argument("--format", choices=READERS.names(), default=None, help="default: the run's dataset format, else the file suffix")
     evaluate.add_argument("--batch-size", type=_positive_int, default=None)
     evaluate.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
@@ -212,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--strict", action="store_true", help="exit 1 when any check fails (for CI gates)")
     audit.add_argument("--inconclusive", choices=("pass", "fail"), default="pass",
                        help="with --strict, how a check whose interval straddles its threshold counts (default: pass)")
-    audit.add_argument("--task", choices=["ner", "classification", "mlm"], default=None, help="the task of a plain model directory (mlm: a masked LM)")
+    audit.add_argument("--task", choices=[t.value for t in TaskName], default=None, help="the task of a plain model directory (mlm: a masked LM)")
     audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
     audit.add_argument("--batch-size", type=_positive_int, default=None)
 
