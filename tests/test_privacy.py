@@ -21,10 +21,12 @@ _MEMORISE = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.vali
 
 
 @pytest.mark.slow
-def test_a_dp_run_spends_the_epsilon_it_was_given_and_reports_it(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_a_dp_run_spends_the_epsilon_it_was_given_and_reports_it(tmp_path, optimizer):
     run, results = train_tiny(tmp_path / "run", "classification", "trainer.dp.enabled=true", "trainer.dp.target_epsilon=4", "trainer.epochs=2",
-                              "trainer.freeze=embeddings", "audit=none")
+                              "trainer.freeze=embeddings", "audit=none", f"optimizer={optimizer}")
     privacy = results["train"]["privacy"]
+    assert privacy["optimizer"] == optimizer
     assert privacy["epsilon"] == pytest.approx(4, rel=0.05) and privacy["delta"] == 1e-5 and privacy["noise_multiplier"] > 0
     report = audit_loaded(LoadedRun.load(run.path), {"calibration": {}}, run.path)
     assert report["privacy"]["epsilon"] == privacy["epsilon"]

@@ -16,10 +16,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from fmtool.config.schema import OptimizerConfig, SchedulerConfig, TrainerConfig
+from fmtool.config.schema import OptimizerConfig, OptimizerName, SchedulerConfig, TrainerConfig
 from fmtool.dataset.ner import IGNORE_INDEX
 from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
+from fmtool.optimizer import build_optimizer, parameter_groups
 from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
 from fmtool.trainer import signals
@@ -71,8 +72,13 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
     sample_rate = min(1.0, trainer.batch_size / len(features))
     loader = torch.utils.data.DataLoader(features, collate_fn=collate, generator=generator,
                                          batch_sampler=UniformWithReplacementSampler(num_samples=len(features), sample_rate=sample_rate, generator=generator))
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=optimizer_cfg.lr, betas=tuple(optimizer_cfg.betas), eps=optimizer_cfg.eps, weight_decay=optimizer_cfg.weight_decay)
+    # the configured optimizer: plain SGD is what DP-SGD's analyses assume, and its steps stay as small as the noise
+    # while Adam scales every noisy coordinate up to a full step; AdamW unfused, as Opacus wraps its step
+    if optimizer_cfg.name == OptimizerName.adamw:
+        optimizer = torch.optim.AdamW(parameter_groups(model, optimizer_cfg.weight_decay), lr=optimizer_cfg.lr, betas=tuple(optimizer_cfg.betas),
+                                      eps=optimizer_cfg.eps)
+    else:
+        optimizer = build_optimizer(model, optimizer_cfg)
     engine = PrivacyEngine(accountant=dp.accountant.value)
     common = dict(module=model, optimizer=optimizer, data_loader=loader, max_grad_norm=dp.max_grad_norm, poisson_sampling=False,
                   noise_generator=torch.Generator(device=runtime.device).manual_seed(seed + 1))
@@ -123,5 +129,6 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
     state.train_seconds = time.perf_counter() - started - evaluation_seconds
     private._close()  # hooks and per-example gradients off: the model is a plain one again
     state.privacy = {"epsilon": _epsilon(engine, dp), "delta": dp.delta, "noise_multiplier": optimizer.noise_multiplier,
-                     "max_grad_norm": dp.max_grad_norm, "sample_rate": sample_rate, "accountant": dp.accountant.value, "steps": state.step}
+                     "max_grad_norm": dp.max_grad_norm, "sample_rate": sample_rate, "accountant": dp.accountant.value, "steps": state.step,
+                     "optimizer": optimizer_cfg.name.value}
     return state
