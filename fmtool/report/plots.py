@@ -181,7 +181,8 @@ def pareto_scatter(runs: Sequence[Any], used: Sequence[str]) -> list[tuple[str, 
     out = []
     for objective in [o for o in used if o != "quality"]:
         figure, axes = _figure(4.5, 3.4)
-        for run in runs:
+        # front runs drawn last, so a dominated run on the same spot does not hide one
+        for run in sorted(runs, key=lambda r: r.on_front):
             axes.scatter(run.objectives[objective], run.objectives["quality"], s=40, color="#2563eb" if run.on_front else "white", edgecolor="#2563eb")
             if run.on_front:
                 axes.annotate(run.path.name, (run.objectives[objective], run.objectives["quality"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
