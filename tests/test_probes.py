@@ -1,6 +1,6 @@
-"""Audit probes: the shipped ones are the published files; one fmtool cannot ship is installed from the user's copy
-only when its sha256 matches, and configs find it through ${probe:...}; a built wheel installed in a fresh
-environment runs the probe audits from an unrelated folder."""
+"""Audit probes: installed from the user's copy only when its sha256 matches, found by configs through ${probe:...};
+a missing probe fails the config unless its audit can skip it; a built wheel installed in a fresh environment runs
+the probe audits from an unrelated folder."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from fmtool.dataset import probes
 from fmtool.errors import FmtoolError
 from tests.conftest import OVERFIT, REPO, train_tiny
 
-EEC = REPO.parent / "shared" / "data" / "eec" / "Equity-Evaluation-Corpus.csv"
+SHARED = REPO.parent / "shared" / "data"
+EEC = SHARED / "eec" / "Equity-Evaluation-Corpus.csv"
+CROWS, WINOBIAS = SHARED / "crows_pairs" / "crows_pairs_anonymized.csv", SHARED / "winobias"
 needs_eec = pytest.mark.skipif(not EEC.is_file(), reason="the EEC corpus is not beside the repository")
+needs_stereotype_probes = pytest.mark.skipif(not CROWS.is_file() or not WINOBIAS.is_dir(), reason="CrowS-Pairs / WinoBias are not beside the repository")
 
 
 @pytest.fixture
@@ -27,12 +30,15 @@ def data_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def test_shipped_probes_are_the_published_files():
-    for probe in probes.PROBES.values():
-        if probe.shipped:
-            assert probes.problem(probe) is None, probe.name
+@needs_stereotype_probes
+def test_installed_stereotype_probes_are_found_and_missing_ones_leave_the_config_composable(data_home):
+    missing = to_typed(compose_train_config(["+task=mlm", "audit=[stereotype]"]))
+    assert not Path(missing.audit["stereotype"]["crows_pairs"]).exists(), "a skippable probe resolves even when absent"
+    probes.install("crows_pairs", CROWS)
+    probes.install("winobias", WINOBIAS)
+    assert all(probes.problem(p) is None for p in (probes.get("crows_pairs"), probes.get("winobias")))
     cfg = to_typed(compose_train_config(["+task=mlm", "audit=[stereotype]"]))
-    assert Path(cfg.audit["stereotype"]["crows_pairs"]).is_file() and Path(cfg.audit["stereotype"]["winobias"]).is_dir()
+    assert Path(cfg.audit["stereotype"]["crows_pairs"]).read_bytes() == CROWS.read_bytes() and Path(cfg.audit["stereotype"]["winobias"]).is_dir()
 
 
 def test_a_probe_not_installed_fails_the_config_saying_how_to_get_it(data_home):
@@ -46,8 +52,6 @@ def test_install_refuses_a_file_that_is_not_the_published_one(data_home, tmp_pat
     with pytest.raises(FmtoolError, match=r"data install eec: .* has sha256 \w+, not the published d90ff4e5"):
         probes.install("eec", impostor)
     assert not (data_home / "probes" / "eec").exists()
-    with pytest.raises(FmtoolError, match="ships with fmtool"):
-        probes.install("crows_pairs", impostor)
 
 
 @needs_eec
@@ -94,11 +98,14 @@ def test_a_built_wheel_runs_the_probe_audits_from_an_unrelated_folder(tmp_path_f
 
     where = subprocess.run([str(python), "-c", "import fmtool; print(fmtool.__file__)"], capture_output=True, text=True, cwd=elsewhere, env=env)
     assert where.stdout.startswith(str(fresh)), where.stdout + where.stderr
-    mlm, _ = train_tiny(work / "mlm", "mlm")
-    stereotype = fmtool("audit", str(mlm.path), "audit=[stereotype]", "audit.stereotype.max_pairs=20")
-    assert stereotype.returncode == 0, stereotype.stderr
-    report = (mlm.path / "report" / "report.md").read_text()
-    assert "crows_pairs.stereotype_score" in report and "winobias.pro_stereotype_preference" in report
+    if CROWS.is_file() and WINOBIAS.is_dir():
+        assert fmtool("data", "install", "crows_pairs", str(CROWS)).returncode == 0
+        assert fmtool("data", "install", "winobias", str(WINOBIAS)).returncode == 0
+        mlm, _ = train_tiny(work / "mlm", "mlm")
+        stereotype = fmtool("audit", str(mlm.path), "audit=[stereotype]", "audit.stereotype.max_pairs=20")
+        assert stereotype.returncode == 0, stereotype.stderr
+        report = (mlm.path / "report" / "report.md").read_text()
+        assert "crows_pairs.stereotype_score" in report and "winobias.pro_stereotype_preference" in report
     if EEC.is_file():
         classifier, _ = train_tiny(work / "cls", "classification", *OVERFIT["classification"])
         assert fmtool("data", "install", "eec", str(EEC)).returncode == 0

@@ -154,12 +154,12 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
     summary, tables, checks, warnings = {}, {}, [], []
     # the probe sets are public data the project does not ship: absent ones skip their check, visibly
     if cfg.crows_pairs and not Path(cfg.crows_pairs).is_file():
-        warnings.append(f"{_KEY}.crows_pairs: {cfg.crows_pairs} not found; its check is skipped")
+        warnings.append(f"{_KEY}.crows_pairs: {cfg.crows_pairs} not found; its check is skipped (fmtool data lists where to get it)")
     elif cfg.crows_pairs:
         figures, tables["crows_pairs"] = crows_pairs(model, tokenizer, Path(cfg.crows_pairs), cfg.max_pairs)
         summary.update(figures)
     if cfg.winobias and not Path(cfg.winobias).is_dir():
-        warnings.append(f"{_KEY}.winobias: {cfg.winobias} not found; its check is skipped")
+        warnings.append(f"{_KEY}.winobias: {cfg.winobias} not found; its check is skipped (fmtool data lists where to get it)")
     elif cfg.winobias:
         figures, tables["winobias"] = winobias(model, tokenizer, Path(cfg.winobias), cfg.winobias_split, cfg.max_pairs)
         summary.update(figures)

@@ -45,7 +45,7 @@ def register_resolvers() -> None:
     # pkg_dir lets YAML point at files shipped inside installed packages (the default model, demo data).
     if not OmegaConf.has_resolver("pkg_dir"):
         OmegaConf.register_new_resolver("pkg_dir", _package_dir)
-    # probe finds an audit probe shipped with fmtool or installed with `fmtool data install` (fmtool/dataset/probes.py)
+    # probe finds an audit probe installed with `fmtool data install` (fmtool/dataset/probes.py)
     if not OmegaConf.has_resolver("probe"):
         from fmtool.dataset.probes import resolve
 

@@ -1,9 +1,10 @@
-"""The audit probes (bias test sets) by name: shipped with fmtool where their licence allows, otherwise installed
-once by the user from a copy they obtained, checked against the published file's sha256.
+"""The audit probes (bias test sets) by name: public data sets fmtool does not carry, installed once by the user
+from a copy they obtained (`fmtool data install NAME PATH`), checked against the published files' sha256.
 
-configs/ point at a probe as `${probe:<name>}`, which resolves to its file (or folder) wherever it lives:
-fmtool/resources/probes/<name>/ when shipped, else <data home>/probes/<name>/ where `fmtool data install` puts it.
-The data home is $FMTOOL_DATA_HOME, else $XDG_DATA_HOME/fmtool, else ~/.local/share/fmtool.
+configs/ point at a probe as `${probe:<name>}`, which resolves to its file (or folder) under <data home>/probes/<name>/.
+The data home is $FMTOOL_DATA_HOME, else $XDG_DATA_HOME/fmtool, else ~/.local/share/fmtool. A probe whose audit
+can skip it (`skippable`) resolves even when missing, and that audit says what it skipped; the others fail the
+config with where to get them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from typing import Optional
 
 from fmtool.errors import FmtoolError
 
-_SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "probes"
-
-
 @dataclass(frozen=True)
 class Probe:
     name: str
@@ -27,20 +25,20 @@ class Probe:
     licence: str
     source: str
     sha256: dict[str, str]  # file name -> digest of the published file
-    shipped: bool
+    skippable: bool  # its audit skips the check without it (stereotype), instead of failing (fairness_eec)
     folder: bool = False  # the config points at the folder of files (WinoBias), not at the one file
 
     def location(self) -> Path:
-        root = _SHIPPED if self.shipped else data_home() / "probes"
-        return root / self.name if self.folder else root / self.name / next(iter(self.sha256))
+        root = data_home() / "probes" / self.name
+        return root if self.folder else root / next(iter(self.sha256))
 
 
 PROBES = {probe.name: probe for probe in (
     Probe("crows_pairs", "CrowS-Pairs: 1,508 sentence pairs, stereotype vs anti-stereotype (stereotype audit)",
-          "CC BY-SA 4.0 (shipped under it; evaluation only)", "https://github.com/nyu-mll/crows-pairs/blob/master/data/crows_pairs_anonymized.csv",
-          {"crows_pairs_anonymized.csv": "dfb36986ce0502abbaf7055b9176da3d08d48e07df1251991b5dfbcbceab9d0c"}, shipped=True),
+          "CC BY-SA 4.0 (evaluation only)", "https://github.com/nyu-mll/crows-pairs/blob/master/data/crows_pairs_anonymized.csv",
+          {"crows_pairs_anonymized.csv": "dfb36986ce0502abbaf7055b9176da3d08d48e07df1251991b5dfbcbceab9d0c"}, skippable=True),
     Probe("winobias", "WinoBias: pro- and anti-stereotyped coreference sentences, dev and test (stereotype audit)",
-          "MIT (shipped with its notice)", "https://github.com/uclanlp/corefBias/tree/master/WinoBias/wino/data",
+          "MIT", "https://github.com/uclanlp/corefBias/tree/master/WinoBias/wino/data",
           {f"{kind}_stereotyped_type{t}.txt.{split}": digest for (kind, t, split), digest in {
               ("anti", 1, "dev"): "a4e0ebae344e78b56f657a42e8ae684b9db7747d177c5e7149c0907ebb7f3bf6",
               ("anti", 1, "test"): "331db5bd74bfefebf146a60b67645152a4a1991570d2a56f57154103ac361dd2",
@@ -50,11 +48,11 @@ PROBES = {probe.name: probe for probe in (
               ("pro", 1, "test"): "db7838907238a758eeb5779e48f38c013b892910d6fe864456c59f04245c6689",
               ("pro", 2, "dev"): "8f0250de723cea9328e3eaf7169e07936f01aa5909ce7aa580db66eb803f4e86",
               ("pro", 2, "test"): "ea1c1fd94fa612e3cc44d7fa3cc4cb76021bb63fdf94f9826f430051e9052438"}.items()},
-          shipped=True, folder=True),
+          skippable=True, folder=True),
     Probe("eec", "Equity Evaluation Corpus: 8,640 template sentences by gender and race (fairness_eec audit)",
-          "none stated (the authors distribute it for research): not shipped; install your copy",
+          "none stated (the authors distribute it for research)",
           "https://saifmohammad.com/WebPages/Biases-SA.html",
-          {"Equity-Evaluation-Corpus.csv": "d90ff4e56e46475c12d0bb89c2f7bb3e3d23ef36d0fb64e1fb371157c80a45c3"}, shipped=False),
+          {"Equity-Evaluation-Corpus.csv": "d90ff4e56e46475c12d0bb89c2f7bb3e3d23ef36d0fb64e1fb371157c80a45c3"}, skippable=False),
 )}
 
 
@@ -92,9 +90,10 @@ def problem(probe: Probe) -> Optional[str]:
 
 
 def resolve(name: str) -> str:
-    """`${probe:<name>}` in configs: the probe's path, failing with how to get it when it is missing."""
+    """`${probe:<name>}` in configs: the probe's path; one its audit cannot skip fails, saying how to get it, when it
+    is missing or altered."""
     probe = get(name)
-    missing = problem(probe)
+    missing = None if probe.skippable else problem(probe)
     if missing:
         raise FmtoolError(missing)
     return str(probe.location())
@@ -104,8 +103,6 @@ def install(name: str, source: Path) -> Path:
     """Copy the user's copy of a probe (its file, or a folder holding its files) into the data home after checking
     every file's sha256; returns where it now lives."""
     probe = get(name)
-    if probe.shipped:
-        raise FmtoolError(f"probe '{name}' ships with fmtool ({probe.location()}); nothing to install")
     files = {}
     for file_name, expected in probe.sha256.items():
         path = source / file_name if source.is_dir() else source
