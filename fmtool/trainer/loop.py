@@ -24,7 +24,7 @@ import torch
 from fmtool.adversarial import METHODS, perturbed_embeddings
 from fmtool.config.schema import AdversarialConfig, OptimizerConfig, SchedulerConfig, TrainerConfig
 from fmtool.dataset.batching import BatchSource, token_budget_pieces
-from fmtool.dataset.ner import IGNORE_INDEX
+from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
 from fmtool.optimizer import build_optimizer
@@ -88,24 +88,96 @@ def _improved(value: float, best: Optional[float], greater_is_better: bool) -> b
     return best is None or (value > best if greater_is_better else value < best)
 
 
-def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+@dataclass
+class LoopPosition:
+    """Where the loop stands inside the run, checkpointed with TrainState so a resumed run continues mid-epoch."""
+
+    epoch: int = 0
+    batches_done: int = 0  # in `epoch`
+    running_loss: float = 0.0  # summed over the batches since the last train log record
+    running_batches: int = 0
+    evaluated_at: int = -1  # the update of the last evaluation
+    evaluation_seconds: float = 0.0  # kept out of the training throughput
 
 
-def _record_evaluation(state: TrainState, model, metrics: dict[str, Any], cfg: TrainerConfig, best: dict, *, final: bool) -> dict[str, Any]:
-    if cfg.metric not in metrics:
-        raise FmtoolError(_UNKNOWN_METRIC.format(cfg.metric, ", ".join(headline(metrics))))
-    value = metrics[cfg.metric]
-    if _improved(value, state.best_metric, cfg.greater_is_better):
-        state.best_metric, state.best_step, state.stale_evaluations = value, state.step, 0
-        best.clear()
-        if not final:  # after the last evaluation the model in memory is the best: a copy would only cost memory
-            best["weights"] = _cpu_copy(model)
-    else:
-        state.stale_evaluations += 1
-    record = {"step": state.step, "epoch": state.epoch, **headline(metrics)}
-    state.evaluations.append(record)
-    return record
+class _Training:
+    """The model with its optimizer, scheduler, grad scaler, state and best weights: what fit() updates and checkpoints."""
+
+    def __init__(self, model: torch.nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total: int,
+                 runtime: Runtime, dist: Distributed, compile: bool) -> None:
+        self.model, self.runtime, self.dist = model, runtime, dist
+        self.optimizer = build_optimizer(model, optimizer_cfg)
+        self.scheduler = build_scheduler(self.optimizer, scheduler_cfg, total)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
+        self.replicated = dist.wrap(model, runtime.device)  # the DDP module (not its compiled wrapper), which owns no_sync
+        self.forward = torch.compile(self.replicated) if compile else self.replicated
+        self.state, self.position = TrainState(), LoopPosition()
+        self.best_weights: Optional[dict[str, torch.Tensor]] = None
+
+    def restore(self, checkpoint_dir: Path) -> None:
+        saved = load_checkpoint(checkpoint_dir)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.state = TrainState(**saved["state"])
+        self.best_weights = saved["best_weights"]
+        self.position = LoopPosition(**saved["position"])
+        restore_rng_states(saved["rng"])
+        log.info("resumed at update %d (epoch %d, batch %d)", self.state.step, self.position.epoch, self.position.batches_done)
+
+    def save(self, checkpoint_dir: Path) -> None:
+        if self.dist.is_main:
+            save_checkpoint(checkpoint_dir, {
+                "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "state": asdict(self.state), "best_weights": self.best_weights, "rng": rng_states(),
+                "position": asdict(self.position),
+            })
+        self.dist.barrier()
+
+    def accumulate(self, pieces: list[dict[str, torch.Tensor]], has_examples: bool, ends_update: bool, method, adversarial: AdversarialConfig,
+                   grad_accum_steps: int) -> float:
+        """Forward and backward over one global batch's micro-batches (this rank's share); returns its mean loss.
+
+        Each piece's loss is weighted by its share of the batch's loss units over all ranks, so the gradient is the
+        one-batch gradient however the batch is split. A rank left without examples (has_examples False: a batch
+        smaller than the world) still joins every collective, with weight 0.
+        """
+        units = [piece["labels"].ne(IGNORE_INDEX).sum() * has_examples for piece in pieces]
+        my_units = sum(units)
+        batch_units = self.dist.all_sum(my_units.clone()).clamp_min(1)
+        batch_loss = 0.0
+        for number, (piece, piece_units) in enumerate(zip(pieces, units)):
+            weight = piece_units / batch_units * self.dist.world_size / grad_accum_steps
+            step = _MicroStep(self.forward, piece, weight, runtime=self.runtime, scaler=self.scaler, dist=self.dist,
+                              last_of_update=ends_update and number == len(pieces) - 1, replicated=self.replicated)
+            batch_loss += method(step, adversarial).item() * (piece_units / my_units.clamp_min(1)).item()
+        return batch_loss
+
+    def update(self, max_grad_norm: Optional[float]) -> Optional[torch.Tensor]:
+        """Clip, step the optimizer and scheduler, clear the gradients; returns the gradient norm before clipping."""
+        grad_norm = clipped_step(self.optimizer, self.scaler, max_grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.state.step += 1
+        return grad_norm
+
+    def record_evaluation(self, metrics: dict[str, Any], cfg: TrainerConfig, *, final: bool) -> dict[str, Any]:
+        """Note the evaluation in the state; keep a copy of the weights when they are the best so far."""
+        state = self.state
+        if cfg.metric not in metrics:
+            raise FmtoolError(_UNKNOWN_METRIC.format(cfg.metric, ", ".join(headline(metrics))))
+        value = metrics[cfg.metric]
+        if _improved(value, state.best_metric, cfg.greater_is_better):
+            state.best_metric, state.best_step, state.stale_evaluations = value, state.step, 0
+            # after the last evaluation the model in memory is the best: a copy would only cost memory
+            self.best_weights = None if final else {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.model).state_dict().items()}
+        else:
+            state.stale_evaluations += 1
+        self.position.evaluated_at = state.step
+        record = {"step": state.step, "epoch": state.epoch, **headline(metrics)}
+        state.evaluations.append(record)
+        return record
 
 
 class _MicroStep:
@@ -142,12 +214,15 @@ class _MicroStep:
         return loss.detach(), grad
 
 
-def _stop_on_signal(signum: int, step: int, write_checkpoint: Optional[Callable[[int, int], None]], epoch: int, batches_done: int) -> None:
-    """Checkpoint the finished update (when the run has a checkpoint folder), then stop with exit code 128 + signum."""
-    if write_checkpoint is not None:
-        write_checkpoint(epoch, batches_done)
-    saved = "checkpoint saved; continue with fmtool resume" if write_checkpoint is not None else "nothing to resume without trainer.checkpoint_every_steps"
-    raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {step}: {saved}", exit_code=128 + signum)
+def _stop_on_signal(signum: int, step: int, saved: bool) -> None:
+    kept = "checkpoint saved; continue with fmtool resume" if saved else "nothing to resume without trainer.checkpoint_every_steps"
+    raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {step}: {kept}", exit_code=128 + signum)
+
+
+def _check_finite(batch_loss: float, step: int, epoch: int, checkpoint: Optional[Path]) -> None:
+    if not math.isfinite(batch_loss):
+        kept = f"; the last checkpoint ({checkpoint}) is from before it" if checkpoint is not None else ""
+        raise TrainingStopped(f"training stopped: the loss is {batch_loss} at update {step + 1} (epoch {epoch}); lower optimizer.lr or check the data{kept}")
 
 
 def _with_last(batches: Iterator[list]) -> Iterator[tuple[list, bool]]:
@@ -184,43 +259,21 @@ def fit(
     restored first and the epoch continues after the last checkpointed update.
     """
     model.to(runtime.device)
-    optimizer = build_optimizer(model, optimizer_cfg)
     total = total_updates(batches.batches_per_epoch, trainer)
-    scheduler = build_scheduler(optimizer, scheduler_cfg, total)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
+    run = _Training(model, optimizer_cfg, scheduler_cfg, total, runtime, dist, trainer.compile)
+    if resume:
+        run.restore(checkpoint_dir)
+    state, position = run.state, run.position
+    checkpoints = checkpoint_dir if checkpoint_dir is not None and trainer.checkpoint_every_steps else None
     method = METHODS.get(adversarial.name.value)
     max_batch_tokens = batch_token_budget(trainer, runtime.device)
-    trained = dist.wrap(model, runtime.device)
-    forward = torch.compile(trained) if trainer.compile else trained
-    state, best = TrainState(), {}
-    position = {"epoch": 0, "batches_done": 0, "running_loss": 0.0, "running_batches": 0, "evaluated_at": -1, "evaluation_seconds": 0.0}
-    if resume:
-        saved = load_checkpoint(checkpoint_dir)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        state = TrainState(**saved["state"])
-        best = {"weights": saved["best_weights"]} if saved["best_weights"] is not None else {}
-        position.update(saved["position"])
-        restore_rng_states(saved["rng"])
-        log.info("resumed at update %d (epoch %d, batch %d)", state.step, position["epoch"], position["batches_done"])
-
-    def write_checkpoint(epoch: int, batches_done: int) -> None:
-        if dist.is_main:
-            save_checkpoint(checkpoint_dir, {
-                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "state": asdict(state), "best_weights": best.get("weights"), "rng": rng_states(),
-                "position": {**position, "epoch": epoch, "batches_done": batches_done},
-            })
-        dist.barrier()
 
     def evaluate_now() -> bool:
+        """Evaluate and log; True when trainer.patience evaluations in a row brought no improvement."""
         started_evaluation = time.perf_counter()
         metrics = evaluate(model)
-        position["evaluated_at"] = state.step
-        position["evaluation_seconds"] += time.perf_counter() - started_evaluation
-        record = _record_evaluation(state, model, metrics, trainer, best, final=state.step >= total)
+        position.evaluation_seconds += time.perf_counter() - started_evaluation
+        record = run.record_evaluation(metrics, trainer, final=state.step >= total)
         on_log({"split": "validation", **record})
         log.info("eval step=<%d> %s=<%.4f> best=<%.4f>", state.step, trainer.metric, record[trainer.metric], state.best_metric)
         model.train()
@@ -229,69 +282,55 @@ def fit(
     progress.start("train", total)
     progress.advance(state.step)
     # throughput counts training only: evaluations are timed apart, and a resumed run adds its earlier time
-    started = time.perf_counter() - state.train_seconds - position["evaluation_seconds"]
+    started = time.perf_counter() - state.train_seconds - position.evaluation_seconds
     model.train()
-    optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=True)
     stop = False
-    epoch = position["epoch"]
+    epoch, skip = position.epoch, position.batches_done
     while not stop and state.step < total and (trainer.max_steps or epoch < trainer.epochs):
         state.epoch = epoch
-        skip = position["batches_done"] if epoch == position["epoch"] else 0
         index = -1
         for index, (global_batch, last_in_epoch) in enumerate(_with_last(batches.epoch(epoch))):
             if index < skip:
                 continue
             mine = dist.shard(global_batch)
-            # a rank left without examples by a batch smaller than the world still joins every collective, with weight 0
             pieces = [{k: v.to(runtime.device, non_blocking=True) for k, v in collate(piece, epoch).items()}
                       for piece in token_budget_pieces(mine or global_batch[:1], max_batch_tokens)]
-            units = [piece["labels"].ne(IGNORE_INDEX).sum() * bool(mine) for piece in pieces]
-            my_units = sum(units)
-            batch_units = dist.all_sum(my_units.clone()).clamp_min(1)
-            end_of_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
-            batch_loss = 0.0
-            for number, (piece, piece_units) in enumerate(zip(pieces, units)):
-                weight = piece_units / batch_units * dist.world_size / trainer.grad_accum_steps
-                step = _MicroStep(forward, piece, weight, runtime=runtime, scaler=scaler, dist=dist,
-                                  last_of_update=end_of_update and number == len(pieces) - 1, replicated=trained)
-                batch_loss += method(step, adversarial).item() * (piece_units / my_units.clamp_min(1)).item()
-            if not math.isfinite(batch_loss):
-                kept = f"; the last checkpoint ({checkpoint_dir}) is from before it" if checkpoint_dir is not None and trainer.checkpoint_every_steps else ""
-                raise TrainingStopped(f"training stopped: the loss is {batch_loss} at update {state.step + 1} (epoch {epoch}); "
-                                      f"lower optimizer.lr or check the data{kept}")
-            position["running_loss"] += batch_loss
-            position["running_batches"] += 1
+            ends_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
+            batch_loss = run.accumulate(pieces, bool(mine), ends_update, method, adversarial, trainer.grad_accum_steps)
+            _check_finite(batch_loss, state.step, epoch, checkpoints)
+            position.epoch, position.batches_done = epoch, index + 1
+            position.running_loss += batch_loss
+            position.running_batches += 1
             state.train_samples += len(global_batch)
-            if not end_of_update:
+            if not ends_update:
                 continue
-            grad_norm = clipped_step(optimizer, scaler, trainer.max_grad_norm)
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            state.step += 1
-            mean_loss = position["running_loss"] / position["running_batches"]
+            grad_norm = run.update(trainer.max_grad_norm)
+            mean_loss = position.running_loss / position.running_batches
             if state.step % trainer.log_every_steps == 0 or state.step == total:
-                on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss, "lr": run.scheduler.get_last_lr()[0],
                         **({} if grad_norm is None else {"grad_norm": grad_norm.item()})})
-                position["running_loss"], position["running_batches"] = 0.0, 0
+                position.running_loss, position.running_batches = 0.0, 0
             if evaluate is not None and trainer.eval_every_steps and state.step % trainer.eval_every_steps == 0:
                 stop = evaluate_now()
-            if checkpoint_dir is not None and trainer.checkpoint_every_steps and state.step % trainer.checkpoint_every_steps == 0:
-                state.train_seconds = time.perf_counter() - started - position["evaluation_seconds"]
-                write_checkpoint(epoch, index + 1)
+            if checkpoints is not None and state.step % trainer.checkpoint_every_steps == 0:
+                state.train_seconds = time.perf_counter() - started - position.evaluation_seconds
+                run.save(checkpoints)
             progress.advance(1, loss=mean_loss)
             if signals.requested() is not None:
-                _stop_on_signal(signals.requested(), state.step, write_checkpoint if checkpoint_dir is not None and trainer.checkpoint_every_steps else None,
-                                epoch, index + 1)
+                if checkpoints is not None:
+                    run.save(checkpoints)
+                _stop_on_signal(signals.requested(), state.step, saved=checkpoints is not None)
             if stop or state.step >= total:
                 break
         if index < 0:
             raise FmtoolError("the training data gave no batches: is the training file empty?")
-        if evaluate is not None and not stop and position["evaluated_at"] != state.step and (not trainer.eval_every_steps or state.step >= total):
+        if evaluate is not None and not stop and position.evaluated_at != state.step and (not trainer.eval_every_steps or state.step >= total):
             stop = evaluate_now()
-        epoch += 1
+        epoch, skip = epoch + 1, 0
     state.stopped_early = stop
-    state.train_seconds = time.perf_counter() - started - position["evaluation_seconds"]
+    state.train_seconds = time.perf_counter() - started - position.evaluation_seconds
     progress.stop()
-    if best:
-        model.load_state_dict(best["weights"])
+    if run.best_weights is not None:
+        model.load_state_dict(run.best_weights)
     return state
