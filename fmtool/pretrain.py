@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 from fmtool.config.schema import TrainConfig
 from fmtool.dataset.batching import InMemoryBatches
 from fmtool.dataset.canaries import make_canaries, with_canaries
-from fmtool.dataset.corpus import iter_documents
+from fmtool.dataset.formats import iter_documents
 from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import train_tokenizer

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from fmtool.config.schema import DataFormat, DatasetConfig
 from fmtool.dataset.batching import collate, inference_batches, token_budget_pieces, train_batches
-from fmtool.dataset.examples import TokenExample
-from fmtool.dataset.ner import IGNORE_INDEX, TokenFeature, encode_ner, plan_windows
-from fmtool.dataset.readers import read_conll, READERS
+from fmtool.dataset import formats
+from fmtool.dataset.examples import IGNORE_INDEX, TokenExample
+from fmtool.dataset.formats import FORMATS, read_examples
+from fmtool.dataset.ner import TokenFeature, encode_ner, plan_windows
+from fmtool.dataset.readers import read_conll
 from fmtool.dataset.splits import check_labels_known, label_list, load_splits
 from fmtool.dataset.tags import detect_scheme, to_iob2
 from fmtool.errors import FmtoolError
@@ -67,11 +70,11 @@ def test_iob1_and_bioes_are_normalised_to_iob2():
 def test_table_readers_keep_extra_columns_as_meta(tmp_path):
     (tmp_path / "t.csv").write_text('text,label,gender\n"hello, world",pos,f\nbad day,neg,m\n')
     cfg = DatasetConfig(name="t", format=DataFormat.csv, data_dir=str(tmp_path), train_file="t.csv")
-    rows = READERS.get("csv")(cfg, "train_file")
+    rows = read_examples(cfg, "train_file")
     assert [(r.text, r.label, r.meta) for r in rows] == [("hello, world", "pos", {"gender": "f"}), ("bad day", "neg", {"gender": "m"})]
     (tmp_path / "t.jsonl").write_text('{"q": "a?", "a": "b", "y": 1}\n\n{"q": "c?", "a": "d", "y": 0}\n')
     cfg = replace(cfg, format=DataFormat.jsonl, train_file="t.jsonl", text_column="q", text_pair_column="a", label_column="y")
-    rows = READERS.get("jsonl")(cfg, "train_file")
+    rows = read_examples(cfg, "train_file")
     assert [(r.text, r.text_pair, r.label) for r in rows] == [("a?", "b", "1"), ("c?", "d", "0")]
 
 
@@ -79,7 +82,7 @@ def test_missing_column_is_named(tmp_path):
     (tmp_path / "t.tsv").write_text("sentence\tlabel\nok\t1\n")
     cfg = DatasetConfig(name="t", format=DataFormat.tsv, data_dir=str(tmp_path), train_file="t.tsv")
     with pytest.raises(FmtoolError, match=r"column 'text' \(dataset.text_column\) not found; columns are: sentence, label"):
-        READERS.get("tsv")(cfg, "train_file")
+        read_examples(cfg, "train_file")
 
 
 def test_label_unseen_in_train_is_an_error():
@@ -200,7 +203,7 @@ def _table(tmp_path, name: str, content: bytes | str, fmt: str):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     cfg = DatasetConfig(name="t", format=DataFormat(fmt), train_file=str(path), text_column="text", label_column="label")
-    return path, lambda: READERS.get(fmt)(cfg, "train_file")
+    return path, lambda: read_examples(cfg, "train_file")
 
 
 @pytest.mark.parametrize("name, content, fmt, message", [
@@ -225,3 +228,12 @@ def test_a_conll_line_missing_its_tag_column_fails_instead_of_reading_the_chunk_
     latin.write_bytes(b"Caf\xe9 B-LOC\n")
     with pytest.raises(FmtoolError, match=rf"{latin}:1: not UTF-8 text"):
         read_conll(latin)
+
+
+def test_every_configurable_format_reads_something_and_the_registry_decides_what():
+    assert sorted(f.value for f in DataFormat) == FORMATS.names()
+    assert all(FORMATS.get(name).examples or FORMATS.get(name).documents for name in FORMATS)
+    assert formats.names(documents=True, files=True) == ["conll", "csv", "jsonl", "text", "tsv"]
+    assert formats.format_of_file(Path("dev.iob")) == "conll" and formats.format_of_file(Path("x.parquet")) is None
+    with pytest.raises(FmtoolError, match="dataset.format=text is raw text for pre-training"):
+        read_examples(DatasetConfig(name="t", format=DataFormat.text, train_file="x.txt"), "train_file")

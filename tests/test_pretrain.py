@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fmtool.config.schema import DataFormat, DatasetConfig
-from fmtool.dataset.corpus import iter_documents
+from fmtool.dataset.formats import iter_documents
 from fmtool.dataset.mlm import CONTINUATION, SPECIAL, WORD_START, Masking, StreamedBlocks, pack_blocks, select_masked
-from fmtool.dataset.ner import IGNORE_INDEX
+from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
 from fmtool.model import load_tokenizer

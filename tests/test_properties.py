@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from fmtool.config.schema import DataFormat, DatasetConfig
 from fmtool.dataset.examples import TokenExample
 from fmtool.dataset.ner import encode_ner
-from fmtool.dataset.readers import READERS, read_conll
+from fmtool.dataset.formats import read_examples
+from fmtool.dataset.readers import read_conll
 from fmtool.errors import FmtoolError
 from fmtool.model import load_tokenizer
 from tests.conftest import tiny_config
@@ -79,7 +80,7 @@ def test_jsonl_files_parse_or_name_the_line(tmp_path_factory, rows):
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     cfg = DatasetConfig(name="p", format=DataFormat.jsonl, data_dir=str(folder), train_file="train.jsonl")
     try:
-        examples = READERS.get("jsonl")(cfg, "train_file")
+        examples = read_examples(cfg, "train_file")
     except FmtoolError as error:
         assert "\n" not in str(error) and "train.jsonl:" in str(error)
         return

@@ -13,8 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fmtool.audit.base import AUDITS, AuditContext, AuditResult
-from fmtool.config.compose import one_line
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, one_line
 
 __all__ = ["AUDITS", "AuditContext", "AuditResult", "family_configs", "run_audits"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fmtool.config.schema import TrainConfig, register_schemas
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, one_line
 
 _NO_CONFIG_DIR = "fmtool's configs/ directory was not found next to the package or under {0}"
 _NO_TASK = "config: task.name is not set; choose a task with +task=ner, +task=classification or +task=mlm"
@@ -55,26 +54,6 @@ def register_resolvers() -> None:
 def setup() -> None:
     register_resolvers()
     register_schemas()
-
-
-_NOISE = ("object_type=", "Set the environment variable", "Config search path", "provider=", "reference_type=")
-
-
-def one_line(error: BaseException) -> str:
-    """Hydra and OmegaConf errors span lines and hide the cause in __cause__: flatten both."""
-    parts = []
-    while error is not None:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        lines = [line for line in lines if not line.startswith(_NOISE)]
-        text = " ".join(lines).replace("full_key:", "key:")
-        if text and text not in parts:
-            parts.append(text)
-        error = error.__cause__
-    text = re.sub(r"\s+", " ", ": ".join(parts)).replace(":;", ":").strip()
-    # our own resolvers' errors (a missing probe) already say what to do
-    text = text.replace("FmtoolError raised while resolving interpolation: ", "")
-    # a typed node has no room for new keys: Hydra's advice to append with '+' would only fail again
-    return re.sub(r"To append to your config use \+\S+: (?=Key '[^']+' not in ')", "", text)
 
 
 def compose_train_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:

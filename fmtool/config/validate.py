@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig
+from fmtool.dataset.formats import FORMATS, names
 from fmtool.errors import FmtoolError
 
-_FILE_FORMATS = (DataFormat.conll, DataFormat.csv, DataFormat.tsv, DataFormat.jsonl, DataFormat.clinc_json, DataFormat.text)
-_CORPUS_ONLY = (DataFormat.text,)
-_NOT_CORPORA = (DataFormat.clinc_json,)
 _FILE_KEYS = ("train_file", "validation_file", "test_file")
 # position ids start after the padding index in these architectures
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
@@ -20,7 +18,8 @@ _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 def _dataset_problems(cfg: TrainConfig) -> list[str]:
     data = cfg.dataset
     problems = []
-    if data.format in _FILE_FORMATS:
+    source = FORMATS.get(data.format.value)
+    if source.reads_files:
         if data.train_file is None:
             problems.append(f"dataset.train_file is not set for dataset '{data.name}'")
         for key in _FILE_KEYS:
@@ -35,10 +34,10 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
                 problems.append(f"dataset.{key}: {path} is a directory; give the data file in it")
             elif not path.is_file():
                 problems.append(f"dataset.{key}: {path} not found")
-    if cfg.task.name == TaskName.mlm and data.format in _NOT_CORPORA:
-        problems.append(f"dataset.format={data.format.value} holds labelled examples, not a pre-training corpus; use text, jsonl, csv, tsv, conll or hf")
-    if cfg.task.name != TaskName.mlm and data.format in _CORPUS_ONLY:
-        problems.append(f"dataset.format={data.format.value} is raw text for task=mlm; {cfg.task.name.value} needs labelled data")
+    if cfg.task.name == TaskName.mlm and source.documents is None:
+        problems.append(f"dataset.format={data.format.value} holds labelled examples, not a pre-training corpus; use one of: {', '.join(names(documents=True))}")
+    if cfg.task.name != TaskName.mlm and source.examples is None:
+        problems.append(f"dataset.format={data.format.value} is raw text for task=mlm; {cfg.task.name.value} needs labelled data ({', '.join(names(examples=True))})")
     if data.streaming and cfg.task.name != TaskName.mlm:
         problems.append("dataset.streaming=true is for task=mlm corpora; fine-tuning data is read into memory")
     if data.augment.perturbations:

@@ -9,7 +9,8 @@ from typing import Iterator, Optional, Protocol, Sequence, Union
 import torch
 
 from fmtool.dataset.classification import TextFeature
-from fmtool.dataset.ner import IGNORE_INDEX, TokenFeature
+from fmtool.dataset.examples import IGNORE_INDEX
+from fmtool.dataset.ner import TokenFeature
 
 Feature = Union[TokenFeature, TextFeature]
 # HF's LengthGroupedSampler uses mega-batches of 50 batches: enough to sort away padding, small enough to stay random.

@@ -1,8 +1,8 @@
 """Documents for masked-LM pre-training, read lazily so a corpus larger than memory streams through.
 
-dataset.format picks the source: text (one document per line), jsonl / csv / tsv (dataset.text_column),
-conll (each sentence's words, e.g. CoNLL-2003 without its tags), hf (a Hugging Face dataset, streamed
-with dataset.streaming=true) or hf_disk (a save_to_disk folder).
+The sources (dataset/formats.py maps dataset.format to them): text (one document per line), jsonl / csv /
+tsv (dataset.text_column), conll (each sentence's words, e.g. CoNLL-2003 without its tags), hf (a Hugging
+Face dataset, streamed with dataset.streaming=true) or hf_disk (a save_to_disk folder).
 """
 
 from __future__ import annotations
@@ -13,22 +13,18 @@ from typing import Callable, Iterator
 from fmtool.config.schema import DatasetConfig
 from fmtool.dataset.readers import SPLIT_KEYS, iter_jsonl, resolve_file
 from fmtool.errors import FmtoolError
-from fmtool.registry import Registry
 
 DocumentReader = Callable[[DatasetConfig, str], Iterator[str]]
-CORPUS_READERS: Registry[DocumentReader] = Registry("corpus format")
 
 
-@CORPUS_READERS.register("text")
-def _text(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+def text_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
     with open(resolve_file(cfg, file_key), encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
                 yield line.strip()
 
 
-@CORPUS_READERS.register("jsonl")
-def _jsonl(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+def jsonl_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
     path = resolve_file(cfg, file_key)
     for number, row in iter_jsonl(path):
         if cfg.text_column not in row:
@@ -46,12 +42,15 @@ def _table(cfg: DatasetConfig, file_key: str, delimiter: str) -> Iterator[str]:
             yield row[cfg.text_column]
 
 
-CORPUS_READERS.register("csv")(lambda cfg, key: _table(cfg, key, ","))
-CORPUS_READERS.register("tsv")(lambda cfg, key: _table(cfg, key, "\t"))
+def csv_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    return _table(cfg, file_key, ",")
 
 
-@CORPUS_READERS.register("conll")
-def _conll(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+def tsv_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+    return _table(cfg, file_key, "\t")
+
+
+def conll_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
     words: list[str] = []
     with open(resolve_file(cfg, file_key), encoding="utf-8") as handle:
         for line in handle:
@@ -79,17 +78,11 @@ def _hf_split(cfg: DatasetConfig, file_key: str, from_disk: bool):
         raise FmtoolError(f"{source}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not readable ({str(error).splitlines()[0]})") from None
 
 
-@CORPUS_READERS.register("hf")
-def _hf(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+def hf_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
     for row in _hf_split(cfg, file_key, from_disk=False):
         yield str(row[cfg.text_column])
 
 
-@CORPUS_READERS.register("hf_disk")
-def _hf_disk(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
+def hf_disk_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
     for row in _hf_split(cfg, file_key, from_disk=True):
         yield str(row[cfg.text_column])
-
-
-def iter_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
-    return CORPUS_READERS.get(cfg.format.value)(cfg, file_key)

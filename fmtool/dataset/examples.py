@@ -9,6 +9,10 @@ from typing import Any, Optional, Union
 # would cost more memory than training itself
 TOKENIZE_CHUNK = 1024
 
+# the label of a position the loss skips (padding, a word's later sub-tokens, unmasked words in masked-LM):
+# torch's cross_entropy default, which Hugging Face models use
+IGNORE_INDEX = -100
+
 
 @dataclass(frozen=True)
 class TokenExample:

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from fmtool.config.schema import TaskConfig
-from fmtool.dataset.examples import TOKENIZE_CHUNK
-from fmtool.dataset.ner import IGNORE_INDEX
+from fmtool.dataset.examples import IGNORE_INDEX, TOKENIZE_CHUNK
 
 SPECIAL, CONTINUATION, WORD_START = -1, 0, 1
 EVALUATION_EPOCH = 1_000_003  # a masking seed no training epoch uses: held-out loss is measured on fixed masks

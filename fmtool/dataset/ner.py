@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from fmtool.dataset.examples import TOKENIZE_CHUNK, TokenExample
-
-IGNORE_INDEX = -100
+from fmtool.dataset.examples import IGNORE_INDEX, TOKENIZE_CHUNK, TokenExample
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""Readers from files (CoNLL columns, CSV/TSV/JSONL, CLINC150 JSON) and Hugging Face datasets.
+"""Labelled examples from files (CoNLL columns, CSV/TSV/JSONL, CLINC150 JSON) and Hugging Face datasets.
 
-Every reader returns a list of TokenExample or TextExample. Errors name the file and line.
+Every reader returns a list of TokenExample or TextExample (dataset/formats.py maps dataset.format to them).
+Errors name the file and line.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from fmtool.config.schema import DatasetConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.dataset.tags import check_tag, detect_scheme, to_iob2
 from fmtool.errors import FmtoolError
-from fmtool.registry import Registry
 
 Reader = Callable[[DatasetConfig, str], list[Example]]
-READERS: Registry[Reader] = Registry("dataset format")
 
 _FILE_MISSING = "{0}: file not found (dataset.{1})"
 _COLUMNS = "{0}:{1}: expected a token in column {2} and a tag in column {3}, found {4} column(s)"
@@ -137,32 +136,27 @@ def read_table(path: Path, cfg: DatasetConfig, fmt: str) -> list[TextExample]:
     return [_text_example(path, line, row, cfg, f"{path.name}:{line}") for line, row in read_rows(path, fmt)]
 
 
-@READERS.register("conll")
-def _conll(cfg: DatasetConfig, file_key: str) -> list[Example]:
+def conll_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     path = resolve_file(cfg, file_key)
     return read_conll(path, token_column=cfg.token_column, tag_column=cfg.tag_column, tag_scheme=cfg.tag_scheme.value)
 
 
-@READERS.register("csv")
-def _csv(cfg: DatasetConfig, file_key: str) -> list[Example]:
+def csv_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     return read_table(resolve_file(cfg, file_key), cfg, "csv")
 
 
-@READERS.register("tsv")
-def _tsv(cfg: DatasetConfig, file_key: str) -> list[Example]:
+def tsv_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     return read_table(resolve_file(cfg, file_key), cfg, "tsv")
 
 
-@READERS.register("jsonl")
-def _jsonl(cfg: DatasetConfig, file_key: str) -> list[Example]:
+def jsonl_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     return read_table(resolve_file(cfg, file_key), cfg, "jsonl")
 
 
 SPLIT_KEYS = {"train_file": "train_split", "validation_file": "validation_split", "test_file": "test_split"}
 
 
-@READERS.register("clinc_json")
-def _clinc(cfg: DatasetConfig, file_key: str) -> list[Example]:
+def clinc_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     """CLINC150's data_full.json: {split: [[text, intent], ...]}; the split name comes from dataset.*_split."""
     path = resolve_file(cfg, file_key)
     split = getattr(cfg, SPLIT_KEYS[file_key])
@@ -204,11 +198,9 @@ def _hf_examples(cfg: DatasetConfig, file_key: str, from_disk: bool) -> list[Exa
     return examples
 
 
-@READERS.register("hf")
-def _hf(cfg: DatasetConfig, file_key: str) -> list[Example]:
+def hf_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     return _hf_examples(cfg, file_key, from_disk=False)
 
 
-@READERS.register("hf_disk")
-def _hf_disk(cfg: DatasetConfig, file_key: str) -> list[Example]:
+def hf_disk_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     return _hf_examples(cfg, file_key, from_disk=True)

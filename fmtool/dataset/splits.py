@@ -7,14 +7,14 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Optional
 
-from fmtool.config.schema import DataFormat, DatasetConfig
+from fmtool.config.schema import DatasetConfig
 from fmtool.dataset.examples import Example, TokenExample
-from fmtool.dataset.readers import READERS, SPLIT_KEYS
+from fmtool.dataset.formats import FORMATS, read_examples
+from fmtool.dataset.readers import SPLIT_KEYS
 from fmtool.errors import FmtoolError
 
 _UNSEEN_LABEL = "{split} split has label(s) {labels} that never occur in the train split; the model cannot learn them (fix the data or merge the labels)"
 _NO_VALIDATION = "dataset '{0}' has no validation split: set dataset.validation_file (or dataset.validation_split for Hugging Face datasets)"
-_HF_FORMATS = (DataFormat.hf, DataFormat.hf_disk)
 
 
 @dataclass
@@ -31,25 +31,24 @@ class Splits:
 
 
 def _requested(cfg: DatasetConfig, file_key: str) -> bool:
-    key = SPLIT_KEYS[file_key] if cfg.format in _HF_FORMATS else file_key
+    key = SPLIT_KEYS[file_key] if not FORMATS.get(cfg.format.value).reads_files else file_key
     return getattr(cfg, key) is not None
 
 
 def load_splits(cfg: DatasetConfig) -> Splits:
-    reader = READERS.get(cfg.format.value)
     if not _requested(cfg, "validation_file"):
         raise FmtoolError(_NO_VALIDATION.format(cfg.name))
-    train = _non_empty(cfg, "train_file", reader(cfg, "train_file")[: cfg.max_train_examples])
-    validation = _non_empty(cfg, "validation_file", reader(cfg, "validation_file")[: cfg.max_eval_examples])
-    test = _non_empty(cfg, "test_file", reader(cfg, "test_file")[: cfg.max_eval_examples]) if _requested(cfg, "test_file") else None
+    train = _non_empty(cfg, "train_file", read_examples(cfg, "train_file")[: cfg.max_train_examples])
+    validation = _non_empty(cfg, "validation_file", read_examples(cfg, "validation_file")[: cfg.max_eval_examples])
+    test = _non_empty(cfg, "test_file", read_examples(cfg, "test_file")[: cfg.max_eval_examples]) if _requested(cfg, "test_file") else None
     return Splits(train=train, validation=validation, test=test)
 
 
 def _non_empty(cfg: DatasetConfig, file_key: str, examples: list[Example]) -> list[Example]:
     if not examples:
-        key = SPLIT_KEYS[file_key] if cfg.format in _HF_FORMATS else file_key
+        key = SPLIT_KEYS[file_key] if not FORMATS.get(cfg.format.value).reads_files else file_key
         source = getattr(cfg, key)
-        where = source if cfg.data_dir is None or cfg.format in _HF_FORMATS else Path(cfg.data_dir) / source
+        where = source if cfg.data_dir is None or not FORMATS.get(cfg.format.value).reads_files else Path(cfg.data_dir) / source
         raise FmtoolError(f"dataset.{key}: {where} holds no examples")
     return examples
 

@@ -17,8 +17,8 @@ import torch
 from transformers.modeling_outputs import MaskedLMOutput
 
 from fmtool.dataset.batching import inference_batches
+from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.dataset.mlm import EVALUATION_EPOCH, BlockFeature, Masking
-from fmtool.dataset.ner import IGNORE_INDEX
 from fmtool.inference import Runtime
 from fmtool.task.base import TASKS
 

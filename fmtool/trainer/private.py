@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from fmtool.config.schema import OptimizerConfig, OptimizerName, SchedulerConfig, TrainerConfig
-from fmtool.dataset.ner import IGNORE_INDEX
+from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
 from fmtool.optimizer import build_optimizer, parameter_groups
