@@ -10,24 +10,26 @@ from pathlib import Path
 
 from fmtool.errors import FmtoolError
 
-_FILE_FORMATS = ("conll", "csv", "tsv", "jsonl")
-_FORMATS_BY_SUFFIX = {".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 
 
 def _file_format(explicit: str | None, path: Path, run_format: str) -> str:
-    """--format if given; else the run's own format when it is a plain file format; else the suffix's."""
+    """--format if given; else the run's own format when it reads one example per line; else the suffix's."""
+    from fmtool.dataset.formats import FORMATS, format_of_file
+
     if explicit:
         return explicit
-    if run_format in _FILE_FORMATS:
+    if FORMATS.get(run_format).suffixes:
         return run_format
-    if path.suffix not in _FORMATS_BY_SUFFIX:
-        raise FmtoolError(f"eval: cannot tell the format of {path}; pass --format ({', '.join(_FILE_FORMATS)})")
-    return _FORMATS_BY_SUFFIX[path.suffix]
+    by_suffix = format_of_file(path)
+    if by_suffix is None:
+        line_formats = [name for name in FORMATS if FORMATS.get(name).suffixes]
+        raise FmtoolError(f"eval: cannot tell the format of {path}; pass --format ({', '.join(line_formats)})")
+    return by_suffix
 
 
 def eval_command(args: argparse.Namespace) -> int:
     from fmtool.config.schema import DataFormat
-    from fmtool.dataset.readers import READERS
+    from fmtool.dataset.formats import read_examples
     from fmtool.dataset.splits import check_labels_known
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_metrics
@@ -40,14 +42,14 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.file is not None:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
         dataset = replace(loaded.cfg.dataset, format=DataFormat(fmt), data_dir=None, train_file=str(args.file))
-        examples = READERS.get(fmt)(dataset, "train_file")
+        examples = read_examples(dataset, "train_file")
         name = args.file.stem
     else:
         name = args.split or "validation"
         examples = loaded.run.load_split(name)
     check_labels_known(name, examples, loaded.labels)
     metrics, _ = loaded.evaluate(examples)
-    out = loaded.run.path / "eval" / f"{name}.json"
+    out = loaded.run.eval_file(name)
     write_json(out, {"source": str(args.file or name), "examples": len(examples), "metrics": metrics})
     print_metrics(f"{loaded.run.path} · {name} ({len(examples)} examples)", metrics)
     print(json.dumps(headline(metrics)))
@@ -57,14 +59,14 @@ def eval_command(args: argparse.Namespace) -> int:
 def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     """Held-out masked-LM loss and perplexity on the run's validation documents or a text file (one per line)."""
     from fmtool.config.schema import DataFormat, DatasetConfig
-    from fmtool.dataset.corpus import iter_documents
+    from fmtool.dataset.formats import iter_documents
     from fmtool.dataset.mlm import Masking, pack_blocks
     from fmtool.report.console import print_metrics
     from fmtool.runs import write_json
     from fmtool.task.base import headline
     from fmtool.task.mlm import held_out_loss
 
-    path = args.file or loaded.run.path / "data" / f"{args.split or 'validation'}.txt"
+    path = args.file or loaded.run.documents_file(args.split or "validation")
     if not Path(path).is_file():
         raise FmtoolError(f"eval: {path} not found")
     documents = list(iter_documents(DatasetConfig(name="eval", format=DataFormat.text, train_file=str(path)), "train_file"))
@@ -72,7 +74,7 @@ def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     blocks = list(pack_blocks(documents, tokenizer, cfg.trainer.max_length))
     metrics = held_out_loss(loaded.model, blocks, Masking.for_run(cfg.task, cfg.seed, tokenizer), loaded.runtime)
     name = Path(path).stem
-    write_json(loaded.run.path / "eval" / f"{name}.json", {"source": str(path), "documents": len(documents), "metrics": metrics})
+    write_json(loaded.run.eval_file(name), {"source": str(path), "documents": len(documents), "metrics": metrics})
     print_metrics(f"{loaded.run.path} · {name} ({len(documents)} documents)", metrics)
     print(json.dumps(headline(metrics)))
     return 0
@@ -199,9 +201,10 @@ def audit_command(args: argparse.Namespace) -> int:
     from fmtool.pipeline import audit_loaded, audit_pipeline, masked_lm_context
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_report
+    from fmtool.runs import RunDir
 
     overrides = list(args.overrides)
-    if (args.path / "status.json").is_file():
+    if RunDir(args.path).is_run():
         loaded = LoadedRun.load(args.path, batch_size=args.batch_size)
         audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, overrides))
         report = audit_loaded(loaded, audit, args.path)

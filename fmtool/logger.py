@@ -89,7 +89,7 @@ class TensorBoardTracker:
     def __init__(self, run: RunDir, config: dict[str, Any]) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run.path / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(run.tensorboard_dir))
         self.step = 0
         self.writer.add_text("config", _code_block(run.config_file.read_text(encoding="utf-8")))
 
@@ -103,9 +103,8 @@ class TensorBoardTracker:
             return
         for tag, value in final_scalars(report).items():
             self.writer.add_scalar(tag, value, self.step)
-        markdown = run.path / "report" / "report.md"
-        if markdown.is_file():
-            self.writer.add_text("report", markdown.read_text(encoding="utf-8"), self.step)
+        if run.report_markdown.is_file():
+            self.writer.add_text("report", run.report_markdown.read_text(encoding="utf-8"), self.step)
 
     def close(self, status: str) -> None:
         self.writer.add_text("status", status, self.step)
@@ -123,7 +122,7 @@ class MlflowTracker:
             # MLflow 3 keeps the file store only behind this opt-in; a local mlruns/ needs no server or database
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = mlflow.MlflowClient(tracking_uri=uri)
-        marker = run.path / "mlflow.json"
+        marker = run.mlflow_file
         if marker.is_file():
             self.run_id = read_json(marker)["run_id"]
         else:
@@ -150,11 +149,11 @@ class MlflowTracker:
         if report is not None:
             self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in final_scalars(report).items()])
             self.client.set_tag(self.run_id, "fmtool.audit_status", report.get("status", ""))
-        for name in ("config.yaml", "results.json", "metrics.jsonl"):
-            if (run.path / name).is_file():
-                self.client.log_artifact(self.run_id, str(run.path / name))
-        if (run.path / "report").is_dir():
-            self.client.log_artifacts(self.run_id, str(run.path / "report"), artifact_path="report")
+        for path in (run.config_file, run.results_file, run.metrics_file):
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
+        if run.report_dir.is_dir():
+            self.client.log_artifacts(self.run_id, str(run.report_dir), artifact_path="report")
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status={"complete": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))

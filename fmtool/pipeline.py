@@ -11,12 +11,11 @@ from typing import Any, Callable, Optional, Sequence
 from omegaconf import OmegaConf
 
 from fmtool.audit import AuditContext, run_audits
-from fmtool.config.compose import one_line
 from fmtool.config.schema import Batching, TaskName, TrainConfig
 from fmtool.dataset.batching import InMemoryBatches, collate
 from fmtool.dataset.examples import Example
 from fmtool.dataset.splits import Splits, check_labels_known, label_list, load_splits
-from fmtool.errors import FmtoolError, TrainingStopped
+from fmtool.errors import FmtoolError, TrainingStopped, one_line
 from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import inherited_labels
@@ -236,10 +235,11 @@ def masked_lm_context(model_dir: Path) -> AuditContext:
 
 def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None) -> dict[str, Any]:
     """Run the configured audit families, write audit/<family>.json and report/ under out_dir."""
+    out = RunDir(out_dir)
     entries = []
     for result, settings in run_audits(ctx, audit):
         entry = {**result.to_dict(), "settings": settings}
-        write_json(out_dir / "audit" / f"{result.name}.json", entry)
+        write_json(out.audit_file(result.name), entry)
         entries.append(entry)
     results = run.load_results() if run else {}
     report = build_report(
@@ -249,16 +249,16 @@ def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, r
         privacy=results.get("train", {}).get("privacy"),
         provenance=_provenance(ctx, run),
     )
-    write_report(out_dir / "report", report, _curves(run, results, config))
+    write_report(out, report, _curves(run, results, config))
     if run is not None:
-        write_model_card(out_dir / "report", run, report, results)
+        write_model_card(out, run, report, results)
     return report
 
 
-def write_model_card(report_dir: Path, run: RunDir, report: dict[str, Any], results: dict[str, Any]) -> None:
+def write_model_card(out: RunDir, run: RunDir, report: dict[str, Any], results: dict[str, Any]) -> None:
     """report/model_card.md, and the same card as model/README.md so it travels with the shared model directory."""
     card = model_card(report, results, read_json(run.env_file) if run.env_file.is_file() else {})
-    (report_dir / "model_card.md").write_text(card, encoding="utf-8")
+    out.model_card_file.write_text(card, encoding="utf-8")
     if run.model_dir.is_dir():
         (run.model_dir / "README.md").write_text(card, encoding="utf-8")
 

@@ -10,6 +10,9 @@
       metrics.jsonl      one line per training log step and per evaluation, flushed as written
       results.json       before/after metrics, training figures
       predictions/<split>.jsonl
+      audit/<family>.json each audit family's checks, tables and settings
+      report/            report.json, report.md, report.html, model_card.md (also model/README.md)
+      eval/<name>.json   `fmtool eval` results on other files or splits
       checkpoint/        with trainer.checkpoint_every_steps: the full training state, for fmtool resume
       tensorboard/       with logger=tensorboard: the event files
       mlflow.json        with logger=mlflow: the tracking URI and run id (fmtool resume continues that run)
@@ -52,9 +55,6 @@ _OCCUPIED = "{0}: already holds a run ({1}); pass overwrite=true (or --overwrite
 _LOCKED = "{0}: another fmtool process is writing this run directory"
 _FOREIGN_CHECKPOINT = "{0}: the checkpoint belongs to another run ({1}, not {2}); it cannot continue this one"
 _CANNOT_RESUME = "{0}: cannot resume: {1}"
-# what a run writes; Hydra's own .hydra/ and train.log, written before the run starts, are not among them
-_ARTEFACTS = ("status.json", "config.yaml", "env.json", "labels.json", "data", "model", "model.partial", "metrics.jsonl", "results.json",
-              "predictions", "checkpoint", "audit", "report", "tokenizer", "eval", "tensorboard", "mlflow.json")
 _LOCKS: dict[Path, Any] = {}
 _PACKAGES = ("fmtool", "torch", "transformers", "hydra-core", "seqeval", "fairlearn", "scikit-learn")
 
@@ -139,7 +139,10 @@ def environment(seed: int, device: str) -> dict[str, Any]:
 
 
 class RunDir:
-    """Paths and typed reads/writes of one run directory."""
+    """Paths and typed reads/writes of one run directory: the only place its layout is written down.
+
+    `fmtool audit` of a plain model directory writes its audit/ and report/ into a folder laid out the same way.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -155,17 +158,39 @@ class RunDir:
     report_dir = property(lambda self: self.path / "report")
     checkpoint_dir = property(lambda self: self.path / "checkpoint")
     tokenizer_dir = property(lambda self: self.path / "tokenizer")
-    corpus_file = property(lambda self: self.path / "data" / "corpus.json")
+    data_dir = property(lambda self: self.path / "data")
+    corpus_file = property(lambda self: self.data_dir / "corpus.json")
+    predictions_dir = property(lambda self: self.path / "predictions")
+    eval_dir = property(lambda self: self.path / "eval")
+    tensorboard_dir = property(lambda self: self.path / "tensorboard")
+    mlflow_file = property(lambda self: self.path / "mlflow.json")
+    partial_model_dir = property(lambda self: self.path / "model.partial")
+    report_json = property(lambda self: self.report_dir / "report.json")
+    report_markdown = property(lambda self: self.report_dir / "report.md")
+    report_html = property(lambda self: self.report_dir / "report.html")
+    model_card_file = property(lambda self: self.report_dir / "model_card.md")
 
     def split_file(self, split: str) -> Path:
-        return self.path / "data" / f"{split}.jsonl"
+        return self.data_dir / f"{split}.jsonl"
+
+    def documents_file(self, split: str) -> Path:
+        return self.data_dir / f"{split}.txt"
 
     def predictions_file(self, split: str) -> Path:
-        return self.path / "predictions" / f"{split}.jsonl"
+        return self.predictions_dir / f"{split}.jsonl"
+
+    def audit_file(self, family: str) -> Path:
+        return self.audit_dir / f"{family}.json"
+
+    def eval_file(self, name: str) -> Path:
+        return self.eval_dir / f"{name}.json"
+
+    def is_run(self) -> bool:
+        return self.status_file.is_file()
 
     # writing, in the order training does it
 
-    owner_file = property(lambda self: self.path / "checkpoint" / "owner.json")
+    owner_file = property(lambda self: self.checkpoint_dir / "owner.json")
 
     def _lock(self) -> None:
         """Hold an exclusive lock on the directory until finish(): a second writer fails at once."""
@@ -183,8 +208,12 @@ class RunDir:
             handle.close()
 
     def artefacts(self) -> list[Path]:
-        """The files and folders of a run already in this directory."""
-        return [self.path / name for name in _ARTEFACTS if (self.path / name).exists()]
+        """The files and folders of a run already in this directory (Hydra's .hydra/ and train.log, written before
+        the run starts, are not among them)."""
+        written = (self.status_file, self.config_file, self.env_file, self.labels_file, self.data_dir, self.model_dir, self.partial_model_dir,
+                   self.metrics_file, self.results_file, self.predictions_dir, self.checkpoint_dir, self.audit_dir, self.report_dir,
+                   self.tokenizer_dir, self.eval_dir, self.tensorboard_dir, self.mlflow_file)
+        return [path for path in written if path.exists()]
 
     def refuse_if_occupied(self) -> None:
         """A one-line error when the directory already holds a run (what `overwrite` would delete)."""
@@ -257,7 +286,7 @@ class RunDir:
         write_jsonl(self.split_file(split), (to_record(e) for e in examples))
 
     def save_documents(self, split: str, documents: Iterable[str]) -> None:
-        write_lines(self.path / "data" / f"{split}.txt", (document.replace("\n", " ") for document in documents))
+        write_lines(self.documents_file(split), (document.replace("\n", " ") for document in documents))
 
     def save_tokenizer(self, tokenizer) -> None:
         tokenizer.save_pretrained(self.tokenizer_dir)
@@ -283,7 +312,7 @@ class RunDir:
 
     def save_model(self, model, tokenizer) -> None:
         """save_pretrained into model.partial/, then rename: a crash never leaves a half model/."""
-        partial = self.path / "model.partial"
+        partial = self.partial_model_dir
         shutil.rmtree(partial, ignore_errors=True)
         model.save_pretrained(partial, safe_serialization=True)
         tokenizer.save_pretrained(partial)
@@ -344,11 +373,11 @@ class RunDir:
     def provenance(self) -> dict[str, Any]:
         """What the run was made of: digests of its model files and data splits, and its environment."""
         return {"model_files": sha256_digests(p for p in self.model_dir.glob("*") if p.is_file()),
-                "data_files": sha256_digests(p for p in (self.path / "data").glob("*") if p.is_file()),
+                "data_files": sha256_digests(p for p in self.data_dir.glob("*") if p.is_file()),
                 "environment": read_json(self.env_file) if self.env_file.is_file() else {}}
 
     def splits(self) -> list[str]:
-        return sorted(p.stem for p in (self.path / "data").glob("*.jsonl"))
+        return sorted(p.stem for p in self.data_dir.glob("*.jsonl"))
 
 
 class ReplicaRun(RunDir):

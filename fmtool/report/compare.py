@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fmtool.errors import FmtoolError
-from fmtool.runs import read_json
+from fmtool.runs import RunDir, read_json
 
 QUALITY_METRICS = ("f1", "accuracy", "loss")
 # a difference equal to the tolerance passes whatever the float rounding (0.51 - 0.50 > 0.01 in binary)
@@ -53,10 +53,10 @@ def run_dirs(paths: Sequence[Path]) -> list[Path]:
     """The run directories named, a sweep folder standing for the runs in it (Hydra's multirun layout)."""
     found: list[Path] = []
     for path in paths:
-        if (path / "status.json").is_file():
+        if RunDir(path).is_run():
             found.append(path)
             continue
-        inside = sorted((p for p in path.rglob("status.json")), key=lambda p: str(p)) if path.is_dir() else []
+        inside = sorted((p for p in path.rglob(RunDir(path).status_file.name)), key=lambda p: str(p)) if path.is_dir() else []
         if not inside:
             raise FmtoolError(f"compare: {path} is neither a run directory nor a folder of runs (no status.json)")
         found += [p.parent for p in inside]
@@ -70,8 +70,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def summarise(path: Path) -> RunSummary:
-    results = _read(path / "results.json")
-    report = _read(path / "report" / "report.json")
+    results = _read(RunDir(path).results_file)
+    report = _read(RunDir(path).report_json)
     validation = results.get("after", {}).get("validation", {})
     metrics = {k: float(v) for k, v in validation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     checks = {f"{audit['name']}.{check['name']}": check for audit in report.get("audits", []) for check in audit.get("checks", [])}

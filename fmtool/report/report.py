@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fmtool import __version__
@@ -13,7 +12,7 @@ from markdown_it import MarkdownIt
 
 from fmtool.audit.base import FAIL, INCONCLUSIVE, PASS, SKIP, worst_status
 from fmtool.report import plots
-from fmtool.runs import write_json
+from fmtool.runs import RunDir, write_json
 
 SCHEMA_VERSION = 2
 _MARKS = {PASS: "✅ pass", FAIL: "❌ fail", INCONCLUSIVE: "❔ inconclusive", SKIP: "⚪ skip"}
@@ -194,8 +193,9 @@ def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool report</title><style>{PAGE_STYLE}</style></head><body>{body}</body></html>\n"
 
 
-def write_report(report_dir: Path, report: dict[str, Any], curves: Optional[RunCurves] = None) -> None:
-    write_json(report_dir / "report.json", report)
+def write_report(out: RunDir, report: dict[str, Any], curves: Optional[RunCurves] = None) -> None:
+    """report.json, report.md and report.html in out's report folder."""
+    write_json(out.report_json, report)
     text = markdown(report)
-    (report_dir / "report.md").write_text(text, encoding="utf-8")
-    (report_dir / "report.html").write_text(to_html(text, report, curves), encoding="utf-8")
+    out.report_markdown.write_text(text, encoding="utf-8")
+    out.report_html.write_text(to_html(text, report, curves), encoding="utf-8")
