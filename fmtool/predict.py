@@ -41,6 +41,34 @@ def entities_from_tags(text: str, spans: Sequence[tuple[str, int, int]], tags: S
     return entities
 
 
+def distinct_inputs(examples: Sequence[Example], tokenizer) -> tuple[list[Example], list[int]]:
+    """The examples that differ after the tokenizer's normalizer (the step before splitting into tokens, e.g. BERT's
+    lowercasing, accent stripping and control-character removal), and for each example the index of its twin.
+
+    Equal normalized text gives equal token ids; text holding an added token (such as [MASK]), which the tokenizer
+    matches before normalizing, is keyed as written.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    normalizer = getattr(backend, "normalizer", None)
+    added = [token.content for token in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+
+    def key(text: Optional[str]) -> Optional[str]:
+        if text is None or normalizer is None or any(token in text for token in added):
+            return text
+        return normalizer.normalize_str(text)
+
+    seen: dict[tuple, int] = {}
+    distinct: list[Example] = []
+    position = []
+    for example in examples:
+        identity = ("words", *map(key, example.tokens)) if isinstance(example, TokenExample) else ("text", key(example.text), key(example.text_pair))
+        if identity not in seen:
+            seen[identity] = len(distinct)
+            distinct.append(example)
+        position.append(seen[identity])
+    return distinct, position
+
+
 @dataclass
 class LoadedRun:
     run: Optional[RunDir]
@@ -89,11 +117,17 @@ class LoadedRun:
         return cls(run=run, cfg=cfg, task=TASKS.get(cfg.task.name.value), model=model, tokenizer=tokenizer, labels=labels, runtime=runtime)
 
     def predictions(self, examples: Sequence[Example], model=None) -> list:
-        """Predictions of `model` (default: the run's) for `examples`."""
+        """Predictions of `model` (default: the run's) for `examples`.
+
+        Examples the tokenizer cannot tell apart are run once and share one prediction object: audits ask for
+        many such (an uncased model sees an uppercased sentence as the original, and zero-width characters vanish).
+        """
         if self.cfg.task.name == TaskName.mlm:
             raise FmtoolError("a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or fine-tune it")
-        features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
-        return self.task.predict(self.model if model is None else model, examples, features, self.runtime, self.tokenizer.pad_token_id)
+        distinct, position = distinct_inputs(examples, self.tokenizer)
+        features = self.task.encode(distinct, self.tokenizer, None, self.cfg.trainer)
+        predicted = self.task.predict(self.model if model is None else model, distinct, features, self.runtime, self.tokenizer.pad_token_id)
+        return [predicted[i] for i in position]
 
     def scores(self, examples: Sequence[Example], model=None) -> list[ExampleScore]:
         """Per example, the loss of its gold labels under `model` (default: the run's)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,3 +65,44 @@ def test_scoring_labels_the_model_does_not_know_names_them(ner_run):
 
     with pytest.raises(FmtoolError, match="B-NOPE"):
         ctx.score([replace(example, tags=["B-NOPE"] + example.tags[1:])])
+
+
+def _undeduplicated(loaded: LoadedRun, examples):
+    features = loaded.task.encode(examples, loaded.tokenizer, None, loaded.cfg.trainer)
+    return loaded.task.predict(loaded.model, examples, features, loaded.runtime, loaded.tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("fixture", ["ner_run", "classification_run"])
+def test_inputs_the_uncased_tokenizer_cannot_tell_apart_are_predicted_once(fixture, request, monkeypatch):
+    from fmtool.dataset.examples import TextExample, TokenExample
+    from fmtool.predict import distinct_inputs
+
+    run, _ = request.getfixturevalue(fixture)
+    loaded = LoadedRun.load(run.path)
+    original = loaded.run.load_split("validation")[0]
+    if isinstance(original, TokenExample):
+        variants = [dataclasses.replace(original, tokens=[w.upper() for w in original.tokens]),
+                    dataclasses.replace(original, tokens=[w + "\u200b" for w in original.tokens]),
+                    dataclasses.replace(original, tokens=["[MASK]", *original.tokens[1:]]),
+                    dataclasses.replace(original, tokens=["[mask]", *original.tokens[1:]]),
+                    dataclasses.replace(original, tokens=["zebra", *original.tokens[1:]])]
+    else:
+        variants = [TextExample(id="u", text=original.text.upper(), label=original.label),
+                    TextExample(id="z", text=original.text.replace(" ", " \u200b"), label=original.label),
+                    TextExample(id="m", text="[MASK] " + original.text, label=original.label),
+                    TextExample(id="l", text="[mask] " + original.text, label=original.label),
+                    TextExample(id="d", text="zebra " + original.text, label=original.label)]
+    examples = [original, *variants]
+    distinct, position = distinct_inputs(examples, loaded.tokenizer)
+    # the upper-cased and zero-width copies are the original to an uncased BERT; [MASK] is an added token, [mask] is not
+    assert position == [0, 0, 0, 1, 2, 3] and len(distinct) == 4
+    seen = []
+    predict = loaded.task.predict
+    monkeypatch.setattr(loaded.task, "predict", lambda model, batch, *rest, **kw: seen.append(len(batch)) or predict(model, batch, *rest, **kw))
+    shared = loaded.predictions(examples)
+    assert seen == [4]
+    alone = _undeduplicated(loaded, examples)
+    decided = (lambda p: p.tags) if isinstance(original, TokenExample) else (lambda p: p.label)
+    assert [decided(p) for p in shared] == [decided(p) for p in alone]
+    confidence = (lambda p: p.scores) if isinstance(original, TokenExample) else (lambda p: list(p.probabilities.values()))
+    assert np.allclose([confidence(p) for p in shared], [confidence(p) for p in alone], atol=1e-5)
