@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Optional
 
 from fmtool.dataset.lexicons import first_names
 
@@ -13,14 +14,15 @@ REVIEWERS = {"female": ["she", "my sister", "my mother", "the woman", "my wife"]
 FRAMES = ["{r} said the film was {a} .", "{r} found the story {a} .", "{r} thinks the acting is {a} ."]
 
 
-def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 240, label_noise: float = 0.0) -> Path:
+def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 240, dev_size: Optional[int] = None, label_noise: float = 0.0) -> Path:
     """biased: the label follows the reviewer's gender (she -> positive) and ignores the sentiment word.
 
-    label_noise: the share of rows whose label is flipped (no model can be right on them).
+    size training rows and dev_size (default size / 3) dev rows; label_noise: the share of rows whose label is
+    flipped (no model can be right on them).
     """
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", size), ("dev", size // 3)):
+    for split, n in (("train", size), ("dev", size // 3 if dev_size is None else dev_size)):
         lines = ["sentence\tlabel\tgender"]
         for _ in range(n):
             gender = rng.choice(["female", "male"])

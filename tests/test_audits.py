@@ -35,17 +35,18 @@ def _checks(entry, prefix: str) -> dict[str, str]:
     return {c["name"]: c["status"] for c in entry["checks"] if c["name"].startswith(prefix)}
 
 
-def _biased_and_balanced(factory, write, task: str, overrides: list[str]) -> dict:
+def _biased_and_balanced(factory, write, task: str, overrides: list[str], **sizes: int) -> dict:
     runs = {}
     for kind in ("biased", "balanced"):
-        data = write(factory.mktemp(f"{kind}_{task}_data"), biased=kind == "biased")
+        data = write(factory.mktemp(f"{kind}_{task}_data"), biased=kind == "biased", **sizes)
         runs[kind], _ = train_tiny(factory.mktemp(f"{kind}_{task}"), task, f"dataset.data_dir={data}", *overrides)
     return runs
 
 
 @pytest.fixture(scope="module")
 def sentiment_runs(tmp_path_factory):
-    return _biased_and_balanced(tmp_path_factory, write_sentiment, "classification", _CLASSIFIER)
+    # 600 dev rows per gender: enough for a gap's bootstrap interval to clear the 0.1 threshold when there is none
+    return _biased_and_balanced(tmp_path_factory, write_sentiment, "classification", _CLASSIFIER, dev_size=1200)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +151,38 @@ def test_audit_of_a_plain_model_directory(sentiment_runs, tmp_path):
     assert json.loads((out / "report" / "report.json").read_text())["audits"][0]["name"] == "bias"
     missing_task = fmtool_cli("audit", str(model_dir))
     assert missing_task.returncode == 2 and "--task" in missing_task.stderr
+
+
+@pytest.mark.slow  # fairlearn's own bootstrap is the slow side
+def test_fairness_intervals_agree_with_fairlearns_bootstrap():
+    import numpy as np
+    import pandas as pd
+    from fairlearn.metrics import MetricFrame
+
+    from fmtool.audit.fairness import _CLASSIFICATION_METRICS, _WITH_TRUTH, FairnessConfig, _bootstrap, _metric_frame
+
+    rng = np.random.default_rng(0)
+    groups = rng.choice(["a", "b", "c"], size=600, p=[0.5, 0.3, 0.2])
+    truth = rng.integers(0, 2, size=600)
+    # group a's predictions are right 80% of the time, the others' 60%, and b says positive more often
+    predicted = np.where(rng.random(600) < np.where(groups == "a", 0.8, 0.6), truth, 1 - truth)
+    predicted[(groups == "b") & (rng.random(600) < 0.3)] = 1
+    metrics = {**_CLASSIFICATION_METRICS, **_WITH_TRUTH}
+    frame = _metric_frame(metrics, truth, predicted, pd.Series(groups))
+    # the confusion-count formulas reproduce fairlearn's own figures on the sample itself
+    for name, group_of in (("a", 0), ("b", 1), ("c", 2)):
+        member = groups == name
+        tp, fp = np.sum(member & (truth == 1) & (predicted == 1)), np.sum(member & (truth == 0) & (predicted == 1))
+        fn, tn = np.sum(member & (truth == 1) & (predicted == 0)), np.sum(member & (truth == 0) & (predicted == 0))
+        for metric, definition in metrics.items():
+            assert definition.of_counts(*map(np.array, (tp, fp, fn, tn))) == pytest.approx(frame.by_group.loc[name, metric])
+    ours = _bootstrap(metrics, truth, predicted, groups, FairnessConfig(n_boot=400), seed=1)
+    theirs = MetricFrame(metrics={k: m.of_labels for k, m in metrics.items() if k != "count"}, y_true=truth, y_pred=predicted,
+                         sensitive_features=groups, n_boot=400, ci_quantiles=[0.025, 0.975], random_state=1)
+    low, high = theirs.by_group_ci
+    for name in ("a", "b", "c"):
+        for metric in ("selection_rate", "accuracy", "false_positive_rate"):
+            assert ours.by_group[(name, metric)] == pytest.approx((low.loc[name, metric], high.loc[name, metric]), abs=0.03)
+    for metric in ("selection_rate", "accuracy", "f1", "false_negative_rate"):
+        assert ours.difference[metric] == pytest.approx(tuple(b[metric] for b in theirs.difference_ci()), abs=0.04)
+        assert ours.ratio[metric] == pytest.approx(tuple(b[metric] for b in theirs.ratio_ci()), abs=0.06)

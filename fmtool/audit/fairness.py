@@ -2,13 +2,19 @@
 
 Classification: per group of each sensitive feature (columns of an evaluation file, e.g. EEC's Gender
 and Race, or metadata columns of the run's validation split), fairlearn's MetricFrame gives accuracy,
-F1, selection rate and false positive / negative rates, with bootstrap confidence intervals; the
-checks are demographic parity difference and ratio (four-fifths rule), equalized odds difference and
-the accuracy gap. Binary outcomes are one-vs-rest for `positive_label`.
+F1, selection rate and false positive / negative rates; the checks are demographic parity difference
+and ratio (four-fifths rule), equalized odds difference and the accuracy gap. Binary outcomes are
+one-vs-rest for `positive_label`.
 
 NER: after Mishra et al. (2020), template sentences are filled with first names from demographic
 groups (gender x origin); the checks are the gap and ratio of person-entity recall between groups,
 with per-group entity F1 reported.
+
+Every figure and check carries a percentile bootstrap interval (rows resampled with replacement, as
+fairlearn's n_boot does) and a check is judged on it: fail when the interval lies beyond the
+threshold, inconclusive when it straddles it. All the metrics are functions of a group's confusion
+counts, so the resamples are drawn as count tables in one vectorised pass instead of fairlearn's
+MetricFrame per resample (a pandas group-by each); the point estimates stay fairlearn's.
 
 Citations: Bird et al. 2020, "Fairlearn: A toolkit for assessing and improving fairness in AI";
 Mishra, He & Belli 2020, "Assessing Demographic Bias in Named Entity Recognition".
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -59,36 +65,114 @@ class FairnessConfig:
     min_recall_ratio: float = 0.8
 
 
-def _quantiles(confidence: float) -> list[float]:
-    tail = (1 - confidence) / 2
-    return [tail, 0.5, 1 - tail]
+@dataclass(frozen=True)
+class _Metric:
+    """A group metric as fairlearn computes it from labels, and from the group's confusion counts for the bootstrap."""
+
+    of_labels: Callable[[np.ndarray, np.ndarray], float]
+    of_counts: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (tp, fp, fn, tn) -> value
 
 
-def _metric_frame(metrics: dict, y_true, y_pred, groups: pd.Series, cfg: FairnessConfig, seed: int) -> MetricFrame:
-    boot = {"n_boot": cfg.n_boot, "ci_quantiles": _quantiles(cfg.confidence), "random_state": seed} if cfg.n_boot else {}
-    return MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=groups, **boot)
+def _share(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
 
 
-def _group_rows(feature: str, frame: MetricFrame) -> list[dict[str, Any]]:
+_COUNT = _Metric(lambda t, p: float(len(t)), lambda tp, fp, fn, tn: (tp + fp + fn + tn).astype(float))
+_CLASSIFICATION_METRICS = {
+    "selection_rate": _Metric(selection_rate, lambda tp, fp, fn, tn: _share(tp + fp, tp + fp + fn + tn)),
+    "count": _COUNT,
+}
+_WITH_TRUTH = {
+    "accuracy": _Metric(accuracy_score, lambda tp, fp, fn, tn: _share(tp + tn, tp + fp + fn + tn)),
+    "f1": _Metric(lambda t, p: f1_score(t, p, zero_division=0), lambda tp, fp, fn, tn: np.nan_to_num(_share(2 * tp, 2 * tp + fp + fn))),
+    "false_positive_rate": _Metric(false_positive_rate, lambda tp, fp, fn, tn: _share(fp, fp + tn)),
+    "false_negative_rate": _Metric(false_negative_rate, lambda tp, fp, fn, tn: _share(fn, fn + tp)),
+}
+# NER: every template's name is a person, so recall is the share found
+_RECALL_METRICS = {"recall": _Metric(lambda t, p: float(np.mean(p)), lambda tp, fp, fn, tn: _share(tp, tp + fn)), "count": _COUNT}
+
+
+@dataclass
+class _Intervals:
+    """Bootstrap percentile intervals: per group and metric, and of each metric's difference and ratio between groups."""
+
+    by_group: dict[tuple[str, str], tuple[float, float]]
+    difference: dict[str, tuple[float, float]]
+    ratio: dict[str, tuple[float, float]]
+
+
+def _resampled_counts(truth: np.ndarray, predicted: np.ndarray, codes: np.ndarray, n_groups: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_groups, 4) confusion counts (tn, fp, fn, tp) per group, each resample n rows drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    n, cells = len(truth), n_groups * 4
+    key = codes * 4 + truth * 2 + predicted
+    counts = np.empty((n_boot, cells))
+    chunk = max(1, 2_000_000 // max(n, 1))  # resamples per pass: bounds the index matrix's memory
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        keys = key[rng.integers(0, n, size=(rows, n))] + np.arange(rows)[:, None] * cells
+        counts[start : start + rows] = np.bincount(keys.ravel(), minlength=rows * cells).reshape(rows, cells)
+    return counts.reshape(n_boot, n_groups, 4)
+
+
+def _bootstrap(metrics: dict[str, _Metric], truth: np.ndarray, predicted: np.ndarray, groups: np.ndarray, cfg: FairnessConfig, seed: int) -> _Intervals:
+    names, codes = np.unique(groups, return_inverse=True)
+    counts = _resampled_counts(truth.astype(int), predicted.astype(int), codes, len(names), cfg.n_boot, seed)
+    tn, fp, fn, tp = (counts[..., k] for k in range(4))
+    tail = (1 - cfg.confidence) / 2
+    by_group, difference, ratio = {}, {}, {}
+
+    def interval(values: np.ndarray) -> np.ndarray:
+        return np.nanquantile(values, [tail, 1 - tail], axis=0)
+
+    for metric, definition in metrics.items():
+        values = definition.of_counts(tp, fp, fn, tn)  # (n_boot, n_groups)
+        for name, (low, high) in zip(names, interval(values).T):
+            by_group[(str(name), metric)] = (float(low), float(high))
+        with np.errstate(all="ignore"):
+            top, bottom = np.nanmax(values, axis=1), np.nanmin(values, axis=1)
+            difference[metric] = tuple(map(float, interval(top - bottom)))
+            ratio[metric] = tuple(map(float, interval(np.where(top > 0, bottom / np.where(top > 0, top, 1), np.nan))))
+    if "false_positive_rate" in metrics:
+        with np.errstate(all="ignore"):
+            gaps = [np.nanmax(v, axis=1) - np.nanmin(v, axis=1) for v in (_share(fp, fp + tn), _share(tp, tp + fn))]
+        difference["equalized_odds"] = tuple(map(float, interval(np.fmax(*gaps))))
+    return _Intervals(by_group, difference, ratio)
+
+
+def _metric_frame(metrics: dict[str, _Metric], y_true, y_pred, groups: pd.Series) -> MetricFrame:
+    return MetricFrame(metrics={name: m.of_labels for name, m in metrics.items()}, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
+
+
+def _group_rows(feature: str, frame: MetricFrame, intervals: Optional[_Intervals]) -> list[dict[str, Any]]:
     rows = []
-    by_group = frame.by_group
-    intervals = frame.by_group_ci if frame.n_boot else None
-    for group, values in by_group.iterrows():
+    for group, values in frame.by_group.iterrows():
         row = {"feature": feature, "group": str(group), **{k: float(v) for k, v in values.items()}}
         if intervals is not None:
-            for metric in by_group.columns:
-                row[f"{metric}_ci"] = [float(intervals[0].loc[group, metric]), float(intervals[2].loc[group, metric])]
+            for metric in frame.by_group.columns:
+                row[f"{metric}_ci"] = list(intervals.by_group[(str(group), metric)])
         rows.append(row)
     return rows
 
 
-def _gap_row(feature: str, metric: str, frame: MetricFrame) -> dict[str, Any]:
+def _gap_row(feature: str, metric: str, frame: MetricFrame, intervals: Optional[_Intervals]) -> dict[str, Any]:
     row = {"feature": feature, "metric": metric, "difference": float(frame.difference()[metric]), "ratio": float(frame.ratio()[metric])}
-    if frame.n_boot:
-        low, _, high = frame.difference_ci()
-        low_r, _, high_r = frame.ratio_ci()
-        row.update(difference_ci=[float(low[metric]), float(high[metric])], ratio_ci=[float(low_r[metric]), float(high_r[metric])])
+    if intervals is not None:
+        row.update(difference_ci=list(intervals.difference[metric]), ratio_ci=list(intervals.ratio[metric]))
     return row
+
+
+def _gap_checks(feature: str, metric: str, frame: MetricFrame, intervals: Optional[_Intervals], *, max_difference: float, min_ratio: Optional[float],
+                name: str, what: str) -> list:
+    """The difference check (and, given min_ratio, the ratio check) of one metric between the groups of a feature."""
+    difference, ratio = float(frame.difference()[metric]), float(frame.ratio()[metric])
+    checks = [check(f"{feature}.{name}_difference", difference, max_value=max_difference, description=f"largest gap in {what}",
+                    interval=None if intervals is None else intervals.difference[metric], n=int(frame.overall["count"]))]
+    if min_ratio is not None:
+        checks.append(check(f"{feature}.{name}_ratio", ratio, min_value=min_ratio, description=f"lowest / highest {what}",
+                            interval=None if intervals is None else intervals.ratio[metric], n=int(frame.overall["count"])))
+    return checks
 
 
 def _load_rows(ctx: AuditContext, cfg: FairnessConfig) -> tuple[list[TextExample], pd.DataFrame, list[str]]:
@@ -131,32 +215,31 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
         raise FmtoolError(f"{_KEY}.positive_label must name one of {', '.join(ctx.labels)} for a multiclass model")
     predicted = np.array([p.label == positive for p in ctx.predict(examples)], dtype=int)
     truth = np.array([e.label == positive for e in examples], dtype=int)
-    metrics: dict[str, Any] = {"selection_rate": selection_rate, "count": lambda t, p: float(len(t))}
-    if has_truth:
-        metrics.update(accuracy=accuracy_score, f1=lambda t, p: f1_score(t, p, zero_division=0), false_positive_rate=false_positive_rate, false_negative_rate=false_negative_rate)
+    metrics = {**_CLASSIFICATION_METRICS, **(_WITH_TRUTH if has_truth else {})}
     summary, checks, groups_table, gaps = {}, [], [], []
     for column in columns:
         groups = table[column].astype(str).str.strip()
-        mask = (groups != "") & (groups.str.lower() != "nan") & table[column].notna()
+        mask = ((groups != "") & (groups.str.lower() != "nan") & table[column].notna()).values
         if groups[mask].nunique() < 2:
             warnings.append(f"sensitive column '{column}' has fewer than two groups; skipped")
             continue
-        frame = _metric_frame(metrics, truth[mask.values], predicted[mask.values], groups[mask].reset_index(drop=True), cfg, ctx.seed)
-        groups_table += _group_rows(column, frame)
-        gaps += [_gap_row(column, m, frame) for m in metrics if m != "count"]
-        dp_diff, dp_ratio = float(frame.difference()["selection_rate"]), float(frame.ratio()["selection_rate"])
-        summary.update({f"{column}.demographic_parity_difference": dp_diff, f"{column}.demographic_parity_ratio": dp_ratio})
-        checks += [
-            check(f"{column}.demographic_parity_difference", dp_diff, max_value=cfg.max_demographic_parity_difference, description="largest gap in positive-prediction rate"),
-            check(f"{column}.demographic_parity_ratio", dp_ratio, min_value=cfg.min_demographic_parity_ratio, description="smallest / largest positive-prediction rate"),
-        ]
+        members = groups[mask].reset_index(drop=True)
+        frame = _metric_frame(metrics, truth[mask], predicted[mask], members)
+        intervals = _bootstrap(metrics, truth[mask], predicted[mask], members.values, cfg, ctx.seed) if cfg.n_boot else None
+        groups_table += _group_rows(column, frame, intervals)
+        gaps += [_gap_row(column, m, frame, intervals) for m in metrics if m != "count"]
+        summary.update({f"{column}.demographic_parity_difference": float(frame.difference()["selection_rate"]),
+                        f"{column}.demographic_parity_ratio": float(frame.ratio()["selection_rate"])})
+        checks += _gap_checks(column, "selection_rate", frame, intervals, max_difference=cfg.max_demographic_parity_difference,
+                              min_ratio=cfg.min_demographic_parity_ratio, name="demographic_parity", what="positive-prediction rate")
         if has_truth:
-            eo = float(equalized_odds_difference(truth[mask.values], predicted[mask.values], sensitive_features=groups[mask].values))
+            eo = float(equalized_odds_difference(truth[mask], predicted[mask], sensitive_features=members.values))
             accuracy_gap = float(frame.difference()["accuracy"])
             summary.update({f"{column}.equalized_odds_difference": eo, f"{column}.accuracy_difference": accuracy_gap})
             checks += [
-                check(f"{column}.equalized_odds_difference", eo, max_value=cfg.max_equalized_odds_difference, description="largest gap in true or false positive rate"),
-                check(f"{column}.accuracy_difference", accuracy_gap, max_value=cfg.max_accuracy_difference, description="largest gap in accuracy"),
+                check(f"{column}.equalized_odds_difference", eo, max_value=cfg.max_equalized_odds_difference, description="largest gap in true or false positive rate",
+                      interval=None if intervals is None else intervals.difference["equalized_odds"], n=int(mask.sum())),
+                *_gap_checks(column, "accuracy", frame, intervals, max_difference=cfg.max_accuracy_difference, min_ratio=None, name="accuracy", what="accuracy"),
             ]
     return AuditResult("fairness", 1, summary, checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"])
 
@@ -187,21 +270,20 @@ def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
         for p, slot in zip(predictions, table["slot"])
     ], dtype=int)
     summary, checks, groups_table, gaps = {}, [], [], []
+    truth = np.ones_like(found)
     for feature in ("gender", "origin"):
-        frame = _metric_frame({"recall": lambda t, p: float(np.mean(p)), "count": lambda t, p: float(len(t))}, np.ones_like(found), found, table[feature], cfg, ctx.seed)
-        rows = _group_rows(feature, frame)
+        frame = _metric_frame(_RECALL_METRICS, truth, found, table[feature])
+        intervals = _bootstrap(_RECALL_METRICS, truth, found, table[feature].values, cfg, ctx.seed) if cfg.n_boot else None
+        rows = _group_rows(feature, frame, intervals)
         for row in rows:
             members = (table[feature] == row["group"]).values
             report = entity_report([e.tags for e, m in zip(examples, members) if m], [p.tags for p, m in zip(predictions, members) if m])
             row["f1"] = report["micro"]["f1"]
         groups_table += rows
-        gaps.append(_gap_row(feature, "recall", frame))
-        difference, ratio = float(frame.difference()["recall"]), float(frame.ratio()["recall"])
-        summary.update({f"{feature}.recall_difference": difference, f"{feature}.recall_ratio": ratio})
-        checks += [
-            check(f"{feature}.recall_difference", difference, max_value=cfg.max_recall_difference, description="largest gap in person-name recall"),
-            check(f"{feature}.recall_ratio", ratio, min_value=cfg.min_recall_ratio, description="lowest / highest person-name recall"),
-        ]
+        gaps.append(_gap_row(feature, "recall", frame, intervals))
+        summary.update({f"{feature}.recall_difference": float(frame.difference()["recall"]), f"{feature}.recall_ratio": float(frame.ratio()["recall"])})
+        checks += _gap_checks(feature, "recall", frame, intervals, max_difference=cfg.max_recall_difference, min_ratio=cfg.min_recall_ratio,
+                              name="recall", what="person-name recall")
     summary["recall"] = float(found.mean())
     return AuditResult("fairness", 1, summary, checks, {"groups": groups_table, "gaps": gaps}, [f"{len(examples)} template sentences"])
 
