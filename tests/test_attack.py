@@ -80,6 +80,7 @@ def test_bad_attack_settings_name_the_key(settings, key):
         family_configs({"attack": settings})
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_rejects_a_budget_of_zero_with_exit_2():
     result = fmtool_cli("validate", "+task=classification", "debug=tiny", "audit=[attack]", "audit.attack.max_queries=0")
     assert result.returncode == 2 and "audit.attack.max_queries" in result.stderr

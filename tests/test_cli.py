@@ -63,6 +63,7 @@ def test_multirun_sweep_writes_one_run_dir_per_job(tmp_path):
     assert all(json.loads((job / "status.json").read_text())["state"] == "complete" for job in jobs)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cfg_job_prints_the_config_without_running(tmp_path):
     result = fmtool_cli("train", *_TINY, "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -106,6 +106,7 @@ def test_every_config_folder_ships_in_the_wheel():
     assert {f"share/fmtool/{folder}" for folder in folders} == set(shipped)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result = fmtool_cli("train", "+task=ner", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")

@@ -134,6 +134,7 @@ def test_corpus_from_a_saved_hugging_face_dataset(tmp_path):
     assert list(iter_documents(cfg, "train_file")) == ["a first document", "a second one"]
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_eval_of_a_masked_lm_run_reproduces_its_held_out_loss(mlm_run):
     from tests.conftest import fmtool_cli
 

@@ -63,6 +63,7 @@ def test_an_installed_probe_is_found_by_configs_and_a_changed_copy_is_reported(d
     assert "does not match the published file" in probes.problem(probes.get("eec"))
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_data_command_lists_every_probe_and_exits_2_on_a_bad_install(tmp_path):
     env = {"FMTOOL_DATA_HOME": str(tmp_path)}
     listing = subprocess.run([sys.executable, "-m", "fmtool", "data"], capture_output=True, text=True, env={**os.environ, **env, "COLUMNS": "200"})

@@ -94,6 +94,7 @@ def test_bad_robustness_settings_name_the_key(settings, key):
         family_configs({"robustness": settings})
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_rejects_a_bad_test_name_with_exit_2():
     result = fmtool_cli("validate", "+task=ner", "debug=tiny", "audit=[robustness]", "audit.robustness.tests=[add_tpyo]")
     assert result.returncode == 2 and "audit.robustness.tests" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -116,6 +116,7 @@ def test_split_words_keeps_offsets():
     assert all(text[s:e] == w for w, s, e in spans)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_a_run_directory_belongs_to_one_run(tmp_path):
     from tests.conftest import fmtool_cli, tiny_config, train_tiny
 

@@ -57,6 +57,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_resume_refuses_complete_runs_and_runs_without_checkpoints(tmp_path, ner_run):
     run, _ = ner_run
     result = fmtool_cli("resume", str(run.path))
