@@ -77,3 +77,26 @@ def test_classification_metrics_by_hand():
     f1_b = 2 * (2 / 3) * 1 / (2 / 3 + 1)
     assert m["macro_f1"] == pytest.approx((f1_a + f1_b + 0) / 3)
     assert m["details"]["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_primary_score_is_the_first_headline_metric_of_score():
+    import random
+
+    from fmtool.dataset.examples import TextExample, TokenExample
+    from fmtool.task import TASKS
+    from fmtool.task.classification import ClassPrediction
+    from fmtool.task.ner import NerPrediction
+
+    rng = random.Random(0)
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    sentences = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(200)]
+    guesses = [[t if rng.random() < 0.7 else rng.choice(tags) for t in s] for s in sentences]
+    examples = [TokenExample(id=str(i), tokens=["w"] * len(s), tags=s) for i, s in enumerate(sentences)]
+    predictions = [NerPrediction(tags=g, scores=[1.0] * len(g)) for g in guesses]
+    ner = TASKS.get("ner")
+    assert ner.primary_score(examples, predictions) == pytest.approx(ner.score(examples, predictions, tags)[ner.metrics[0]])
+    labels = ["a", "b", "c"]
+    texts = [TextExample(id=str(i), text="t", label=rng.choice(labels)) for i in range(200)]
+    guessed = [ClassPrediction(label=e.label if rng.random() < 0.6 else rng.choice(labels), probabilities={}) for e in texts]
+    classification = TASKS.get("classification")
+    assert classification.primary_score(texts, guessed) == pytest.approx(classification.score(texts, guessed, labels)[classification.metrics[0]])

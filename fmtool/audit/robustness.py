@@ -106,7 +106,7 @@ def _describe(example: Example, prediction) -> dict[str, Any]:
 def _metric(ctx: AuditContext, examples: Sequence[Example], predictions: Sequence) -> tuple[str, float]:
     """The task's first headline metric (NER: entity F1; classification: accuracy)."""
     task = TASKS.get(ctx.task)
-    return task.metrics[0], task.score(examples, predictions, ctx.labels)[task.metrics[0]]
+    return task.metrics[0], task.primary_score(examples, predictions)
 
 
 def _entity_pool(ctx: AuditContext, cfg: RobustnessConfig) -> dict[str, list[tuple[str, ...]]]:

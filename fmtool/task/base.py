@@ -37,6 +37,9 @@ class Task(Protocol):
     def score(self, examples: Sequence[Example], predictions: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:
         """Headline metrics as floats at the top level, details under 'details'."""
 
+    def primary_score(self, examples: Sequence[Example], predictions: Sequence[Any]) -> float:
+        """score()'s metrics[0] alone, for audits that score many subsets (it skips the per-type reports)."""
+
     def record(self, example: Example, prediction: Any) -> dict[str, Any]:
         """A JSON-ready line for predictions/<split>.jsonl."""
 

@@ -67,6 +67,9 @@ class ClassificationTask:
     def score(self, examples: Sequence[TextExample], predictions: Sequence[ClassPrediction], labels: Sequence[str]) -> dict[str, Any]:
         return classification_metrics([e.label for e in examples], [p.label for p in predictions], labels)
 
+    def primary_score(self, examples: Sequence[TextExample], predictions: Sequence[ClassPrediction]) -> float:
+        return float(accuracy_score([e.label for e in examples], [p.label for p in predictions]))
+
     def record(self, example: TextExample, prediction: ClassPrediction) -> dict[str, Any]:
         return {"id": example.id, "text": example.text, "label": example.label, "predicted": prediction.label, "probabilities": prediction.probabilities}
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
-from seqeval.metrics import accuracy_score, classification_report
+from seqeval.metrics import accuracy_score, classification_report, f1_score
 from seqeval.scheme import IOB2
 
 from fmtool.config.schema import TrainerConfig
@@ -96,6 +96,9 @@ class NerTask:
 
     def score(self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction], labels: Sequence[str]) -> dict[str, Any]:
         return ner_metrics([e.tags for e in examples], [p.tags for p in predictions])
+
+    def primary_score(self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction]) -> float:
+        return float(f1_score([list(e.tags) for e in examples], [list(p.tags) for p in predictions], zero_division=0))
 
     def record(self, example: TokenExample, prediction: NerPrediction) -> dict[str, Any]:
         return {"id": example.id, "tokens": example.tokens, "tags": example.tags, "predicted": prediction.tags}
