@@ -4,7 +4,9 @@ twin passes; dataset.redact_pii=true removes it before training and keeps NER ta
 from __future__ import annotations
 
 import json
+import os
 import random
+import sys
 
 import pytest
 
@@ -120,3 +122,19 @@ def test_ner_runs_count_gold_person_names_and_the_models_precision(ner_run):
 def test_bad_pii_settings_name_the_key():
     with pytest.raises(FmtoolError, match=r"audit.pii: unknown PII type 'PASSPORT'"):
         family_configs({"pii": {"fail_on": ["PASSPORT"]}})
+
+
+def test_a_long_scan_shared_among_worker_processes_finds_what_one_process_finds(monkeypatch):
+    import fmtool.dataset.pii as pii
+
+    rng = random.Random(1)
+    values = [v for kind in PLANTED.values() for v in kind]
+    texts = [" ".join(rng.sample(FILLER, 6) + ([f"call {rng.choice(values)} today"] if i % 7 == 0 else [])) for i in range(400)]
+    scanner = PiiScanner()
+    alone = [scanner.scan(t) for t in texts]
+    monkeypatch.setattr(pii, "_TEXTS_PER_WORKER", 100)  # 400 texts: as many workers as cores, up to 4
+    started, original_init = [], pii.ProcessPoolExecutor.__init__
+    monkeypatch.setattr(pii.ProcessPoolExecutor, "__init__", lambda self, workers, **kw: started.append(workers) or original_init(self, workers, **kw))
+    shared = scanner.scan_all(texts)
+    assert shared == alone and sum(map(len, shared)) >= 400 // 7
+    assert started == ([min(os.cpu_count(), 4)] if (os.cpu_count() or 1) >= 2 and sys.platform == "linux" else [])
