@@ -184,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--split", default=None, help="a split saved in the run (validation, test); default: validation")
     source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
-    evaluate.add_argument("--format", choices=formats.names(examples=True, files=True), default=None, help="default: the run's dataset format, else the file suffix")
+    evaluate.add_argument("--format", choices=formats.format_names(examples=True, files=True), default=None, help="default: the run's dataset format, else the file suffix")
     evaluate.add_argument("--batch-size", type=_positive_int, default=None)
     evaluate.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 

@@ -233,7 +233,11 @@ def test_a_conll_line_missing_its_tag_column_fails_instead_of_reading_the_chunk_
 def test_every_configurable_format_reads_something_and_the_registry_decides_what():
     assert sorted(f.value for f in DataFormat) == FORMATS.names()
     assert all(FORMATS.get(name).examples or FORMATS.get(name).documents for name in FORMATS)
-    assert formats.names(documents=True, files=True) == ["conll", "csv", "jsonl", "text", "tsv"]
+    assert formats.format_names(documents=True, files=True) == ["conll", "csv", "jsonl", "text", "tsv"]
     assert formats.format_of_file(Path("dev.iob")) == "conll" and formats.format_of_file(Path("x.parquet")) is None
     with pytest.raises(FmtoolError, match="dataset.format=text is raw text for pre-training"):
         read_examples(DatasetConfig(name="t", format=DataFormat.text, train_file="x.txt"), "train_file")
+    with pytest.raises(FmtoolError, match=r"dataset.format=text is raw text for pre-training; labelled data needs one of: clinc_json, conll"):
+        tiny_config("ner", "dataset.format=text")
+    with pytest.raises(FmtoolError, match=r"dataset.format=clinc_json holds labelled examples, not a pre-training corpus; use one of: conll, csv, hf"):
+        tiny_config("mlm", "dataset.format=clinc_json")

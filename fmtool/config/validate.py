@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig
-from fmtool.dataset.formats import FORMATS, names
+from fmtool.dataset.formats import FORMATS, reading_problem
 from fmtool.errors import FmtoolError
 
 _FILE_KEYS = ("train_file", "validation_file", "test_file")
@@ -34,10 +34,9 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
                 problems.append(f"dataset.{key}: {path} is a directory; give the data file in it")
             elif not path.is_file():
                 problems.append(f"dataset.{key}: {path} not found")
-    if cfg.task.name == TaskName.mlm and source.documents is None:
-        problems.append(f"dataset.format={data.format.value} holds labelled examples, not a pre-training corpus; use one of: {', '.join(names(documents=True))}")
-    if cfg.task.name != TaskName.mlm and source.examples is None:
-        problems.append(f"dataset.format={data.format.value} is raw text for task=mlm; {cfg.task.name.value} needs labelled data ({', '.join(names(examples=True))})")
+    unreadable = reading_problem(data.format.value, documents=cfg.task.name == TaskName.mlm)
+    if unreadable:
+        problems.append(unreadable)
     if data.streaming and cfg.task.name != TaskName.mlm:
         problems.append("dataset.streaming=true is for task=mlm corpora; fine-tuning data is read into memory")
     if data.augment.perturbations:

@@ -34,10 +34,19 @@ FORMATS.register("hf")(Format(readers.hf_examples, corpus.hf_documents, reads_fi
 FORMATS.register("hf_disk")(Format(readers.hf_disk_examples, corpus.hf_disk_documents, reads_files=False))
 
 
-def names(*, examples: bool = False, documents: bool = False, files: bool = False) -> list[str]:
+def format_names(*, examples: bool = False, documents: bool = False, files: bool = False) -> list[str]:
     """The formats that read labelled examples / documents / files, as asked."""
     return [name for name in FORMATS if (not examples or FORMATS.get(name).examples) and (not documents or FORMATS.get(name).documents)
             and (not files or FORMATS.get(name).reads_files)]
+
+
+def reading_problem(fmt: str, *, documents: bool) -> Optional[str]:
+    """Why `fmt` cannot give pre-training documents (documents=True) or labelled examples, or None when it can."""
+    if documents and FORMATS.get(fmt).documents is None:
+        return f"dataset.format={fmt} holds labelled examples, not a pre-training corpus; use one of: {', '.join(format_names(documents=True))}"
+    if not documents and FORMATS.get(fmt).examples is None:
+        return f"dataset.format={fmt} is raw text for pre-training; labelled data needs one of: {', '.join(format_names(examples=True))}"
+    return None
 
 
 def format_of_file(path: Path) -> Optional[str]:
@@ -46,14 +55,14 @@ def format_of_file(path: Path) -> Optional[str]:
 
 
 def read_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
-    reader = FORMATS.get(cfg.format.value).examples
-    if reader is None:
-        raise FmtoolError(f"dataset.format={cfg.format.value} is raw text for pre-training; labelled data needs one of: {', '.join(names(examples=True))}")
-    return reader(cfg, file_key)
+    problem = reading_problem(cfg.format.value, documents=False)
+    if problem:
+        raise FmtoolError(problem)
+    return FORMATS.get(cfg.format.value).examples(cfg, file_key)
 
 
 def iter_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
-    reader = FORMATS.get(cfg.format.value).documents
-    if reader is None:
-        raise FmtoolError(f"dataset.format={cfg.format.value} holds labelled examples, not a pre-training corpus; use one of: {', '.join(names(documents=True))}")
-    return reader(cfg, file_key)
+    problem = reading_problem(cfg.format.value, documents=True)
+    if problem:
+        raise FmtoolError(problem)
+    return FORMATS.get(cfg.format.value).documents(cfg, file_key)
