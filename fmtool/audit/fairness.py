@@ -175,6 +175,11 @@ def _gap_checks(feature: str, metric: str, frame: MetricFrame, intervals: Option
     return checks
 
 
+def _figures(checks: list) -> dict[str, float]:
+    """The summary: each check's figure under the check's name (NaN where it could not be measured)."""
+    return {c.name: float("nan") if c.value is None else c.value for c in checks}
+
+
 def _load_rows(ctx: AuditContext, cfg: FairnessConfig) -> tuple[list[TextExample], pd.DataFrame, list[str]]:
     warnings = []
     if cfg.data is None:
@@ -216,7 +221,7 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     predicted = np.array([p.label == positive for p in ctx.predict(examples)], dtype=int)
     truth = np.array([e.label == positive for e in examples], dtype=int)
     metrics = {**_CLASSIFICATION_METRICS, **(_WITH_TRUTH if has_truth else {})}
-    summary, checks, groups_table, gaps = {}, [], [], []
+    checks, groups_table, gaps = [], [], []
     for column in columns:
         groups = table[column].astype(str).str.strip()
         mask = ((groups != "") & (groups.str.lower() != "nan") & table[column].notna()).values
@@ -228,20 +233,16 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
         intervals = _bootstrap(metrics, truth[mask], predicted[mask], members.values, cfg, ctx.seed) if cfg.n_boot else None
         groups_table += _group_rows(column, frame, intervals)
         gaps += [_gap_row(column, m, frame, intervals) for m in metrics if m != "count"]
-        summary.update({f"{column}.demographic_parity_difference": float(frame.difference()["selection_rate"]),
-                        f"{column}.demographic_parity_ratio": float(frame.ratio()["selection_rate"])})
         checks += _gap_checks(column, "selection_rate", frame, intervals, max_difference=cfg.max_demographic_parity_difference,
                               min_ratio=cfg.min_demographic_parity_ratio, name="demographic_parity", what="positive-prediction rate")
         if has_truth:
             eo = float(equalized_odds_difference(truth[mask], predicted[mask], sensitive_features=members.values))
-            accuracy_gap = float(frame.difference()["accuracy"])
-            summary.update({f"{column}.equalized_odds_difference": eo, f"{column}.accuracy_difference": accuracy_gap})
             checks += [
                 check(f"{column}.equalized_odds_difference", eo, max_value=cfg.max_equalized_odds_difference, description="largest gap in true or false positive rate",
                       interval=None if intervals is None else intervals.difference["equalized_odds"], n=int(mask.sum())),
                 *_gap_checks(column, "accuracy", frame, intervals, max_difference=cfg.max_accuracy_difference, min_ratio=None, name="accuracy", what="accuracy"),
             ]
-    return AuditResult("fairness", 1, summary, checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"])
+    return AuditResult("fairness", 1, _figures(checks), checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"])
 
 
 def _ner_probe(cfg: FairnessConfig) -> tuple[list[TokenExample], pd.DataFrame]:
@@ -269,7 +270,7 @@ def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
         p.tags[slot] == f"B-{cfg.person_type}" and (slot + 1 == len(p.tags) or p.tags[slot + 1] != f"I-{cfg.person_type}")
         for p, slot in zip(predictions, table["slot"])
     ], dtype=int)
-    summary, checks, groups_table, gaps = {}, [], [], []
+    checks, groups_table, gaps = [], [], []
     truth = np.ones_like(found)
     for feature in ("gender", "origin"):
         frame = _metric_frame(_RECALL_METRICS, truth, found, table[feature])
@@ -281,11 +282,9 @@ def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
             row["f1"] = report["micro"]["f1"]
         groups_table += rows
         gaps.append(_gap_row(feature, "recall", frame, intervals))
-        summary.update({f"{feature}.recall_difference": float(frame.difference()["recall"]), f"{feature}.recall_ratio": float(frame.ratio()["recall"])})
         checks += _gap_checks(feature, "recall", frame, intervals, max_difference=cfg.max_recall_difference, min_ratio=cfg.min_recall_ratio,
                               name="recall", what="person-name recall")
-    summary["recall"] = float(found.mean())
-    return AuditResult("fairness", 1, summary, checks, {"groups": groups_table, "gaps": gaps}, [f"{len(examples)} template sentences"])
+    return AuditResult("fairness", 1, {**_figures(checks), "recall": float(found.mean())}, checks, {"groups": groups_table, "gaps": gaps}, [f"{len(examples)} template sentences"])
 
 
 @register("fairness", version=1, config_type=FairnessConfig, description="group fairness of outcomes and errors (fairlearn MetricFrame)")
