@@ -123,8 +123,8 @@ def _scan_split(name: str, examples: Sequence[Example], scanner: PiiScanner, nam
     person, precision = _names(name, examples, names) if PERSON in cfg.types else ([[] for _ in examples], None)
     counts: Counter = Counter()
     flagged, listed = 0, []
-    for example, person_spans, spans in zip(examples, person, scanner.scan_all([text_of(e) for e in examples])):
-        text = text_of(example)
+    texts = [text_of(e) for e in examples]
+    for example, text, person_spans, spans in zip(examples, texts, person, scanner.scan_all(texts)):
         spans += [p for p in person_spans if all(p.end <= s.start or p.start >= s.end for s in spans)]
         counts.update(s.kind for s in spans)
         if any(s.kind in cfg.fail_on for s in spans):
