@@ -31,7 +31,7 @@ _HYDRA_INFO_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-
 _MULTIRUN_FLAGS = ("-m", "--multirun")
 # the positional list each command takes after its options
 _TRAILING_LISTS = {"audit": "overrides", "predict": "texts", "explain": "texts"}
-_PRECISION_HELP = "default: the run's trainer.precision; fp32 gives a full-precision pipeline()'s entities, bf16 (auto on CPUs with AMX) is faster"
+_PRECISION_HELP = "default: the run's trainer.precision; fp32 gives a full-precision pipeline()'s entities; bf16 (auto on CPUs with AMX) is faster there and can tip a borderline word"
 
 
 def _quiet_libraries() -> None:
