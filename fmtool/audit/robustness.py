@@ -26,7 +26,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, rate_check, register
 from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.dataset.noise import NAMES, NER_ONLY, entity_pool, perturbation
-from fmtool.dataset.perturb import carried_entities, perturb, perturb_aligned
+from fmtool.dataset.perturb import Perturbation, carried_entities, perturb, perturb_aligned
 from fmtool.errors import FmtoolError
 from fmtool.task import TASKS
 
@@ -67,11 +67,10 @@ def _entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     return set(get_entities(list(tags)))
 
 
-def _compose(example: TokenExample | TextExample, names: Sequence[str], pool, seed: int) -> tuple[Example, Optional[list[list[int]]]]:
+def _compose(example: TokenExample | TextExample, edits: Sequence[Perturbation], seed: int) -> tuple[Example, Optional[list[list[int]]]]:
     """Apply perturbations one after another, composing the word alignment for NER."""
     positions = [[i] for i in range(len(example.tokens))] if isinstance(example, TokenExample) else None
-    for name in names:
-        edit = perturbation(name, entity_pool=pool)
+    for edit in edits:
         if isinstance(example, TokenExample):
             example, step = perturb_aligned(example, edit, seed)
             positions = [[q for p in ps for q in step[p]] for ps in positions]
@@ -82,10 +81,10 @@ def _compose(example: TokenExample | TextExample, names: Sequence[str], pool, se
 
 def _variants(examples: Sequence[Example], test: str, cfg: RobustnessConfig, pool, seed: int) -> list[tuple[int, Example, Optional[list[list[int]]]]]:
     """(index of the original, changed example, word alignment) for every example the test changes."""
-    names = cfg.multiple if test == MULTIPLE else [test]
+    edits = [perturbation(name, entity_pool=pool) for name in (cfg.multiple if test == MULTIPLE else [test])]
     out = []
     for index, example in enumerate(examples):
-        changed, positions = _compose(example, names, pool, seed)
+        changed, positions = _compose(example, edits, seed)
         if changed != example:
             out.append((index, changed, positions))
     return out

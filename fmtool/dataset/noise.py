@@ -171,15 +171,20 @@ def _is_integer(word: str) -> bool:
 
 
 def swap_entities(pool: dict[str, list[tuple[str, ...]]]) -> Edit:
-    """Each entity replaced by a different one of its type from `pool` (type -> entities' words), of any length."""
+    """Each entity replaced by a different one of its type from `pool` (type -> distinct entities' words), of any length."""
+    # the draw is a uniform index into the pool with the entity's own place skipped, so no per-entity list of
+    # candidates is built (pools hold thousands); the random stream is the one rng.choice over that list would use
+    places = {kind: {entity: i for i, entity in enumerate(entities)} for kind, entities in pool.items()}
 
     def edit(words: list[str], tags: list[str], rng: random.Random) -> list[Segment]:
         segments = unchanged(words)
         for kind, first, last in get_entities(list(tags)):
-            candidates = [e for e in pool.get(kind, []) if e != tuple(words[first : last + 1])]
-            if not candidates:
+            own = places.get(kind, {}).get(tuple(words[first : last + 1]))
+            count = len(pool.get(kind, [])) - (own is not None)
+            if not count:
                 continue
-            segments[first] = Segment(rng.choice(candidates), first)
+            pick = rng.randrange(count)
+            segments[first] = Segment(pool[kind][pick + (own is not None and pick >= own)], first)
             for k in range(first + 1, last + 1):
                 segments[k] = Segment((), k)
         return segments
