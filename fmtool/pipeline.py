@@ -19,7 +19,7 @@ from fmtool.errors import FmtoolError, TrainingStopped, one_line
 from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import inherited_labels
-from fmtool.predict import LoadedRun
+from fmtool.predict import LoadedRun, SharedPredictions
 from fmtool.report.model_card import model_card
 from fmtool.report.report import RunCurves, build_report, write_report
 from fmtool.runs import COMPLETE, FAILED, INTERRUPTED, RunDir, environment, read_json, read_jsonl, write_json
@@ -208,7 +208,7 @@ def _no_split(split: str) -> list[Example]:
 def audit_context(loaded: LoadedRun) -> AuditContext:
     run, masked_lm = loaded.run, loaded.cfg.task.name == TaskName.mlm
     return AuditContext(
-        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=_no_model if masked_lm else loaded.predictions,
+        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=_no_model if masked_lm else SharedPredictions(loaded),
         load_split=run.load_split if run else _no_split, available_splits=run.splits() if run else [], seed=loaded.cfg.seed,
         model_dir=run.model_dir if run else Path(loaded.cfg.model.name), model=loaded.model, tokenizer=loaded.tokenizer,
         runtime=loaded.runtime, config=loaded.cfg, score=_no_model if masked_lm else loaded.scores,

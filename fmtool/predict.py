@@ -41,12 +41,12 @@ def entities_from_tags(text: str, spans: Sequence[tuple[str, int, int]], tags: S
     return entities
 
 
-def distinct_inputs(examples: Sequence[Example], tokenizer) -> tuple[list[Example], list[int]]:
-    """The examples that differ after the tokenizer's normalizer (the step before splitting into tokens, e.g. BERT's
-    lowercasing, accent stripping and control-character removal), and for each example the index of its twin.
+def input_keys(examples: Sequence[Example], tokenizer) -> list[tuple]:
+    """Per example, what the model reads of it: its text after the tokenizer's normalizer (the step before
+    splitting into tokens, e.g. BERT's lowercasing, accent stripping and control-character removal).
 
-    Equal normalized text gives equal token ids; text holding an added token (such as [MASK]), which the tokenizer
-    matches before normalizing, is keyed as written.
+    Equal keys give equal token ids; text holding an added token (such as [MASK]), which the tokenizer matches
+    before normalizing, is keyed as written.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     normalizer = getattr(backend, "normalizer", None)
@@ -57,11 +57,15 @@ def distinct_inputs(examples: Sequence[Example], tokenizer) -> tuple[list[Exampl
             return text
         return normalizer.normalize_str(text)
 
+    return [("words", *map(key, e.tokens)) if isinstance(e, TokenExample) else ("text", key(e.text), key(e.text_pair)) for e in examples]
+
+
+def distinct_inputs(examples: Sequence[Example], tokenizer) -> tuple[list[Example], list[int]]:
+    """The examples with distinct input_keys, and for each example the index of its twin among them."""
     seen: dict[tuple, int] = {}
     distinct: list[Example] = []
     position = []
-    for example in examples:
-        identity = ("words", *map(key, example.tokens)) if isinstance(example, TokenExample) else ("text", key(example.text), key(example.text_pair))
+    for example, identity in zip(examples, input_keys(examples, tokenizer)):
         if identity not in seen:
             seen[identity] = len(distinct)
             distinct.append(example)
@@ -122,12 +126,16 @@ class LoadedRun:
         Examples the tokenizer cannot tell apart are run once and share one prediction object: audits ask for
         many such (an uncased model sees an uppercased sentence as the original, and zero-width characters vanish).
         """
+        distinct, position = distinct_inputs(examples, self.tokenizer)
+        predicted = self.predict_each(distinct, model)
+        return [predicted[i] for i in position]
+
+    def predict_each(self, examples: Sequence[Example], model=None) -> list:
+        """One prediction per example as given, without looking for twins."""
         if self.cfg.task.name == TaskName.mlm:
             raise FmtoolError("a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or fine-tune it")
-        distinct, position = distinct_inputs(examples, self.tokenizer)
-        features = self.task.encode(distinct, self.tokenizer, None, self.cfg.trainer)
-        predicted = self.task.predict(self.model if model is None else model, distinct, features, self.runtime, self.tokenizer.pad_token_id)
-        return [predicted[i] for i in position]
+        features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
+        return self.task.predict(self.model if model is None else model, examples, features, self.runtime, self.tokenizer.pad_token_id)
 
     def scores(self, examples: Sequence[Example], model=None) -> list[ExampleScore]:
         """Per example, the loss of its gold labels under `model` (default: the run's)."""
@@ -157,3 +165,25 @@ class LoadedRun:
             {"text": t, "entities": entities_from_tags(t, s, p.tags, p.scores)}
             for t, s, p in zip(texts, spans, self.predictions(examples))
         ]
+
+
+class SharedPredictions:
+    """The audited model's predictions, kept while one set of audits runs: the families ask about the same
+    sentences (fairness, bias, robustness and calibration all read the validation split), so each input the
+    model reads alike (input_keys) is run once. Other models' predictions (twins, shadow models) are not kept."""
+
+    def __init__(self, loaded: LoadedRun) -> None:
+        self.loaded = loaded
+        self.known: dict[tuple, Any] = {}
+
+    def __call__(self, examples: Sequence[Example], model=None) -> list:
+        if model is not None:
+            return self.loaded.predictions(examples, model)
+        keys = input_keys(examples, self.loaded.tokenizer)
+        new: dict[tuple, Example] = {}
+        for key, example in zip(keys, examples):
+            if key not in self.known:
+                new.setdefault(key, example)
+        if new:
+            self.known.update(zip(new, self.loaded.predict_each(list(new.values()))))
+        return [self.known[key] for key in keys]

@@ -106,3 +106,24 @@ def test_inputs_the_uncased_tokenizer_cannot_tell_apart_are_predicted_once(fixtu
     assert [decided(p) for p in shared] == [decided(p) for p in alone]
     confidence = (lambda p: p.scores) if isinstance(original, TokenExample) else (lambda p: list(p.probabilities.values()))
     assert np.allclose([confidence(p) for p in shared], [confidence(p) for p in alone], atol=1e-5)
+
+
+def test_audits_share_the_audited_models_predictions_but_not_other_models(ner_run, monkeypatch):
+    run, _ = ner_run
+    loaded = LoadedRun.load(run.path)
+    ctx = audit_context(loaded)
+    validation = ctx.load_split("validation")
+    first, second = validation[:3], validation[1:5]
+    shouted = [dataclasses.replace(e, tokens=[w.upper() for w in e.tokens]) for e in validation[:2]]
+    expected = loaded.predictions([*first, *second, *shouted])
+    seen = []
+    predict = loaded.task.predict
+    monkeypatch.setattr(loaded.task, "predict", lambda model, batch, *rest, **kw: seen.append(len(batch)) or predict(model, batch, *rest, **kw))
+    got = ctx.predict(first) + ctx.predict(second) + ctx.predict(shouted)
+    # the second family runs only the two sentences the first did not ask about; the upper-cased copies, the
+    # originals to an uncased model, run not at all
+    assert seen == [3, 2]
+    assert [p.tags for p in got] == [p.tags for p in expected]
+    twin = loaded.model
+    ctx.predict(first, model=twin)
+    assert seen == [3, 2, 3]
