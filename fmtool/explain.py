@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
+from fmtool.dataset.batching import inference_batches
 from fmtool.dataset.examples import Example, TokenExample
 from fmtool.errors import FmtoolError
 
@@ -121,13 +122,16 @@ class Explainer:
         """Probability of each target's prediction when the model reads `word_lists[i]` instead of its words."""
         import torch
 
-        out: list[float] = []
+        lengths = [len(ids) for ids in self.tokenizer([list(w) for w in word_lists], is_split_into_words=True, truncation=True,
+                                                       max_length=self.max_length)["input_ids"]]
+        out = [0.0] * len(targets)
         self.model.eval()
         with torch.inference_mode(), self.runtime.autocast():
-            for start in range(0, len(targets), self.runtime.batch_size):
-                encoded = self._encode(targets[start : start + self.runtime.batch_size], word_lists[start : start + self.runtime.batch_size])
+            for rows in inference_batches(lengths, self.runtime.batch_size):
+                encoded = self._encode([targets[i] for i in rows], [word_lists[i] for i in rows])
                 scores = self._scores(encoded["input_ids"], encoded["attention_mask"], encoded["select"][:, None])
-                out += scores[:, 0].float().exp().tolist()
+                for row, probability in zip(rows, scores[:, 0].float().exp().tolist()):
+                    out[row] = probability
         return out
 
     def _sentence_chunks(self, targets: Sequence[Target], per_forward: int) -> list[list[list[int]]]:
