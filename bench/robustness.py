@@ -9,7 +9,7 @@ name alike. fmtool runs its audit on the same sentences. Both pass a case when t
 perturbed text equals the model's own prediction on the original; they differ in the edits' details (each
 tool's typo tables, which words it touches) and in how NER predictions are compared after an edit changes
 words: fmtool carries the original's entities through the edit, LangTest compares entity lists. Prints one
-table: pass rate and number of cases per test, and each tool's wall time.
+table: pass rate and number of cases per test, and each tool's wall time from loading the model to its report.
 
 LangTest's environment, once:
     python -m venv .venv-langtest && .venv-langtest/bin/pip install langtest transformers torch
@@ -31,6 +31,7 @@ from rich.table import Table
 
 from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
+from fmtool.runs import RunDir
 
 SIDE = Path(__file__).resolve().parent / "langtest_side.py"
 SHARED_TESTS = ["uppercase", "lowercase", "titlecase", "add_typo", "add_ocr_typo", "add_punctuation", "strip_punctuation", "add_contraction",
@@ -50,8 +51,7 @@ def main() -> None:
     parser.add_argument("--langtest-python", default=os.environ.get("LANGTEST_PYTHON", ".venv-langtest/bin/python"))
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
-    loaded = LoadedRun.load(args.run_dir)
-    sentences = loaded.run.load_split("validation")[: args.examples]
+    sentences = RunDir.open(args.run_dir).load_split("validation")[: args.examples]
     with tempfile.TemporaryDirectory() as scratch:
         conll = Path(scratch) / "sentences.conll"
         write_conll(sentences, conll)
@@ -59,7 +59,9 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(f"LangTest failed:\n{done.stderr[-3000:]}")
         langtest = json.loads(done.stdout.strip().splitlines()[-1])
+        # both sides' times include loading the model, as LangTest's Harness does
         started = time.perf_counter()
+        loaded = LoadedRun.load(args.run_dir)
         entry = audit_loaded(loaded, {"robustness": {"tests": args.tests, "max_examples": args.examples}}, Path(scratch) / "fmtool")["audits"][0]
         fmtool_seconds = time.perf_counter() - started
     ours = {row["test"]: row for row in entry["tables"]["tests"]}
