@@ -174,18 +174,18 @@ def audit_config(saved: dict, task: str, overrides: list[str]) -> dict:
     """The run's saved audit settings with overrides; `audit=...` re-selects families from configs/audit/."""
     from omegaconf import OmegaConf
 
-    from fmtool.config.compose import compose_train_config
+    from fmtool.config.compose import compose_train_config, resolved
 
     stray = [o for o in overrides if not o.startswith(("audit=", "audit."))]
     if stray:
         raise FmtoolError(f"audit: override '{stray[0]}' is not an audit setting; use audit=[family,...] or audit.<family>.<key>=value")
     if any(o.startswith("audit=") for o in overrides):
-        return OmegaConf.to_container(compose_train_config([f"+task={task}", *overrides]).audit, resolve=True)
+        return resolved(compose_train_config([f"+task={task}", *overrides]).audit)
     try:
         merged = OmegaConf.merge(saved, OmegaConf.from_dotlist([o[len("audit."):] for o in overrides]))
     except Exception as error:  # omegaconf's grammar errors have no common base besides Exception
         raise FmtoolError(f"audit: cannot apply overrides {overrides}: {error}") from None
-    return OmegaConf.to_container(merged, resolve=True)
+    return resolved(merged)
 
 
 def family_configs_checked(audit: dict) -> dict:

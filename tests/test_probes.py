@@ -46,6 +46,16 @@ def test_a_probe_not_installed_fails_the_config_saying_how_to_get_it(data_home):
         to_typed(compose_train_config(["+task=classification", "audit=[fairness_eec]"]))
 
 
+def test_re_auditing_with_a_probe_not_installed_fails_the_same_way(data_home):
+    from fmtool.commands import audit_config
+
+    # fmtool audit RUN audit=[fairness_eec] resolves the families' configs itself, outside to_typed
+    with pytest.raises(FmtoolError, match=r"^config: probe 'eec' is not installed: get Equity-Evaluation-Corpus.csv"):
+        audit_config({}, "classification", ["audit=[fairness_eec]"])
+    with pytest.raises(FmtoolError, match=r"^config: probe 'eec' is not installed"):
+        audit_config({"fairness": {"data": "${probe:eec}"}}, "classification", ["audit.fairness.min_group_size=5"])
+
+
 def test_install_refuses_a_file_that_is_not_the_published_one(data_home, tmp_path):
     impostor = tmp_path / "Equity-Evaluation-Corpus.csv"
     impostor.write_text("ID,Sentence\n1,hello\n")

@@ -66,14 +66,22 @@ def compose_train_config(overrides: Sequence[str] = (), config_name: str = "trai
         raise FmtoolError(f"config: {one_line(error)}") from None
 
 
+def resolved(cfg: DictConfig, *, throw_on_missing: bool = False) -> dict:
+    """`cfg` as plain dicts and lists with every interpolation resolved; a resolver's failure (a probe not
+    installed, a package missing) is the config error it names, not a traceback."""
+    setup()
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=throw_on_missing)
+    except OmegaConfBaseException as error:
+        raise FmtoolError(f"config: {one_line(error)}") from None
+
+
 def to_typed(cfg: DictConfig) -> TrainConfig:
     """Resolve every interpolation and return the TrainConfig object, failing on missing values."""
-    setup()
     if OmegaConf.is_missing(cfg.task, "name"):
         raise FmtoolError(_NO_TASK)
+    plain = {key: value for key, value in resolved(cfg, throw_on_missing=True).items() if key != "hydra"}
     try:
-        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        plain = {key: value for key, value in plain.items() if key != "hydra"}
         merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
