@@ -94,7 +94,7 @@ class _PronounModel(torch.nn.Module):
         super().__init__()
         self.tokenizer, self.biased, self.device = tokenizer, biased, torch.device("cpu")
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, attention_mask=None):
         logits = torch.zeros(*input_ids.shape, len(self.tokenizer))
         ids = self.tokenizer.convert_tokens_to_ids
         for row, sentence in enumerate(input_ids.tolist()):
@@ -107,9 +107,9 @@ def test_winobias_score_follows_a_planted_pronoun_preference(tmp_path):
     tokenizer = load_tokenizer(tiny_config("ner").model)
     folder = tmp_path / "probes"
     _probes(folder)
-    biased, _ = winobias(_PronounModel(tokenizer, biased=True), tokenizer, folder, "dev", None)
+    biased, _ = winobias(_PronounModel(tokenizer, biased=True), tokenizer, folder, "dev", None, batch_size=16)
     assert biased == {"winobias.pro_stereotype_preference": 100.0, "winobias.pairs": 120.0}
-    neutral, table = winobias(_PronounModel(tokenizer, biased=False), tokenizer, folder, "dev", None)
+    neutral, table = winobias(_PronounModel(tokenizer, biased=False), tokenizer, folder, "dev", None, batch_size=16)
     assert neutral["winobias.pro_stereotype_preference"] == 0.0
     assert [row["pairs"] for row in table] == [60, 60]
 
