@@ -16,7 +16,7 @@ from tests.planted import write_unique_rows
 
 _MEMORISE = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=train.tsv", "dataset.test_file=dev.tsv",
              "dataset.text_column=sentence", "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "scheduler=constant",
-             "scheduler.warmup_ratio=0", "model.dropout=0.0", "optimizer.weight_decay=0", "optimizer.lr=2e-3", "trainer.epochs=40",
+             "scheduler.warmup_ratio=0", "model.dropout=0.0", "optimizer.weight_decay=0", "optimizer.lr=1e-3", "trainer.epochs=80",
              "trainer.freeze=embeddings", "audit=none"]
 
 
@@ -70,3 +70,22 @@ def test_dp_sgd_stops_the_memorisation_that_the_membership_audit_catches(tmp_pat
     assert plain_entry["status"] == "fail" and plain_entry["summary"]["loss.auc"] > 0.7, plain_entry["summary"]
     assert private_entry["status"] == "pass" and private_entry["summary"]["loss.auc"] < 0.6, private_entry["summary"]
     assert results["train"]["privacy"]["epsilon"] <= 1.05
+
+
+def test_a_draw_of_no_example_is_still_a_noisy_step_the_accountant_counts():
+    import torch
+    from opacus import PrivacyEngine
+
+    from fmtool.trainer.private import _no_example_drawn
+
+    model = torch.nn.Linear(3, 2)
+    rows = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.zeros(8, dtype=torch.long))
+    engine = PrivacyEngine(accountant="prv")
+    _, optimizer, _ = engine.make_private(module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), data_loader=torch.utils.data.DataLoader(rows, batch_size=4),
+                                          noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
+    before = model.weight.detach().clone()
+    _no_example_drawn(optimizer)
+    optimizer.step()
+    # an unchanged model after an empty draw would tell that no one was drawn; noise alone must move it
+    assert not torch.equal(before, model.weight.detach())
+    assert len(engine.accountant.history) == 1

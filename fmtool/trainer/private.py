@@ -47,6 +47,13 @@ def _per_example_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return batch
 
 
+def _no_example_drawn(optimizer) -> None:
+    """Poisson sampling can draw no example. The step must still happen, noise alone, and count for the
+    accountant: skipping it would release an exactly unchanged model, which DP-SGD's analysis never does."""
+    for parameter in optimizer.params:
+        parameter.grad_sample = torch.zeros((0, *parameter.shape), device=parameter.device, dtype=parameter.dtype)
+
+
 def _epsilon(engine, dp) -> float:
     """The epsilon spent so far; an accountant that cannot bound it (the PRV accountant asks for petabytes when the
     noise is tiny) stops the run with the setting to change."""
@@ -70,7 +77,8 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
     model.to(runtime.device).train()
     generator = torch.Generator().manual_seed(seed)
     sample_rate = min(1.0, trainer.batch_size / len(features))
-    loader = torch.utils.data.DataLoader(features, collate_fn=collate, generator=generator,
+    loader = torch.utils.data.DataLoader(features, collate_fn=lambda drawn: collate(drawn) if drawn else {"labels": torch.empty(0, dtype=torch.long)},
+                                         generator=generator,
                                          batch_sampler=UniformWithReplacementSampler(num_samples=len(features), sample_rate=sample_rate, generator=generator))
     # the configured optimizer: plain SGD is what DP-SGD's analyses assume, and its steps stay as small as the noise
     # while Adam scales every noisy coordinate up to a full step; AdamW unfused, as Opacus wraps its step
@@ -95,19 +103,19 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
         state.epoch, losses = epoch, []
         for batch in loader:
             labels = batch.pop("labels")
-            if len(labels) == 0:  # Poisson sampling can draw no example; the step still counts for the accountant
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            batch = _per_example_inputs({k: v.to(runtime.device) for k, v in batch.items()})
-            loss = per_example_loss(private(**batch).logits, labels.to(runtime.device))
-            loss.backward()
+            if len(labels):
+                batch = _per_example_inputs({k: v.to(runtime.device) for k, v in batch.items()})
+                loss = per_example_loss(private(**batch).logits, labels.to(runtime.device))
+                loss.backward()
+                losses.append(loss.item())
+            else:
+                _no_example_drawn(optimizer)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             state.step += 1
             state.train_samples += len(labels)
-            losses.append(loss.item())
-            progress.advance(1, loss=losses[-1])
+            progress.advance(1, loss=losses[-1] if losses else float("nan"))
             if signals.requested() is not None:
                 private._close()
                 signum = signals.requested()
