@@ -26,8 +26,9 @@ import torch
 
 from fmtool.audit.base import AuditContext, AuditResult, Check, check, register, wilson_interval
 from fmtool.errors import FmtoolError
-from fmtool.dataset.batching import inference_batches
+from fmtool.dataset.batching import collate, inference_batches
 from fmtool.dataset.examples import IGNORE_INDEX
+from fmtool.dataset.ner import TokenFeature
 from fmtool.task.mlm import masked_logits
 
 _KEY = "audit.stereotype"
@@ -54,18 +55,18 @@ def masked_reads(model, tokenizer, copies: Sequence[Copy], batch_size: int, read
     LM head runs on the masked positions alone."""
     out: list = [None] * len(copies)
     for indices in inference_batches([len(ids) for ids, _ in copies], batch_size):
-        width = max(len(copies[i][0]) for i in indices)
-        input_ids = torch.full((len(indices), width), tokenizer.pad_token_id)
-        attention = torch.zeros_like(input_ids)
-        labels = torch.full_like(input_ids, IGNORE_INDEX)
-        for row, i in enumerate(indices):
-            ids, position = copies[i]
-            input_ids[row, : len(ids)], attention[row, : len(ids)] = torch.tensor(ids), 1
-            labels[row, position], input_ids[row, position] = ids[position], tokenizer.mask_token_id
-        logits, _ = masked_logits(model, input_ids.to(model.device), attention.to(model.device), labels.to(model.device))
+        batch = collate([_masked_copy(*copies[i], i, tokenizer.mask_token_id) for i in indices], tokenizer.pad_token_id)
+        logits, _ = masked_logits(model, *(batch[k].to(model.device) for k in ("input_ids", "attention_mask", "labels")))
         for i, value in zip(indices, read(logits.float(), indices)):
             out[i] = value
     return out
+
+
+def _masked_copy(ids: list[int], position: int, index: int, mask_id: int) -> TokenFeature:
+    """The sentence with `position` masked, labelled there alone (so the LM head reads that position only)."""
+    labels = [IGNORE_INDEX] * len(ids)
+    labels[position] = ids[position]
+    return TokenFeature(input_ids=[mask_id if k == position else t for k, t in enumerate(ids)], labels=labels, example_index=index, owned=[])
 
 
 def pseudo_log_likelihoods(model, tokenizer, sentences: Sequence[tuple[list[int], list[int]]], batch_size: int) -> list[float]:
