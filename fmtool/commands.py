@@ -43,6 +43,8 @@ def eval_command(args: argparse.Namespace) -> int:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
         dataset = replace(loaded.cfg.dataset, format=DataFormat(fmt), data_dir=None, train_file=str(args.file))
         examples = read_examples(dataset, "train_file")
+        if not examples:
+            raise FmtoolError(f"eval: {args.file} holds no examples")
         name = args.file.stem
     else:
         name = args.split or "validation"
@@ -70,6 +72,8 @@ def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     if not Path(path).is_file():
         raise FmtoolError(f"eval: {path} not found")
     documents = list(iter_documents(DatasetConfig(name="eval", format=DataFormat.text, train_file=str(path)), "train_file"))
+    if not documents:
+        raise FmtoolError(f"eval: {path} holds no text")
     tokenizer, cfg = loaded.tokenizer, loaded.cfg
     blocks = list(pack_blocks(documents, tokenizer, cfg.trainer.max_length))
     metrics = held_out_loss(loaded.model, blocks, Masking.for_run(cfg.task, cfg.seed, tokenizer), loaded.runtime)
@@ -82,17 +86,19 @@ def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
 
 def _texts(args: argparse.Namespace, command: str) -> list[str]:
     """The texts to run: positional arguments, --file PATH, or standard input (--file - or nothing)."""
+    from fmtool.dataset.readers import decoded_lines, text_lines
+
     if args.texts and args.file:
         raise FmtoolError(f"{command}: give texts as arguments or --file, not both")
     if args.texts:
         texts = list(args.texts)
     elif args.file in (None, "-"):
-        texts = [line.rstrip("\n") for line in sys.stdin]
+        texts = [line.rstrip("\r\n") for _, line in decoded_lines(sys.stdin.buffer, "standard input")]
     else:
         path = Path(args.file)
         if not path.is_file():
             raise FmtoolError(f"{command}: --file {path} not found")
-        texts = [line.rstrip("\n") for line in path.open(encoding="utf-8")]
+        texts = [line.rstrip("\r\n") for _, line in text_lines(path)]
     texts = [t for t in texts if t.strip()]
     if not texts:
         source = f"--file {args.file}" if args.file not in (None, "-") else "standard input"

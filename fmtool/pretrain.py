@@ -18,6 +18,7 @@ from fmtool.dataset.batching import InMemoryBatches
 from fmtool.dataset.canaries import make_canaries, with_canaries
 from fmtool.dataset.formats import iter_documents
 from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
+from fmtool.dataset.splits import non_empty
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import train_tokenizer
 from fmtool.runs import RunDir, environment
@@ -57,16 +58,17 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     runtime, trainable = prepare_model(model, cfg)
     masking = Masking.for_run(cfg.task, cfg.seed, tokenizer)
 
-    validation_documents = list(_documents(cfg, "validation_file", data.max_eval_examples))
+    validation_documents = non_empty(data, "validation_file", list(_documents(cfg, "validation_file", data.max_eval_examples)), "text")
     validation = list(pack_blocks(validation_documents, tokenizer, cfg.trainer.max_length))
     if data.streaming:
+        non_empty(data, "train_file", list(_documents(cfg, "train_file", 1)), "text")
         batches = StreamedBlocks(
             lambda: _documents(cfg, "train_file", data.max_train_examples), tokenizer,
             max_length=cfg.trainer.max_length, batch_size=cfg.trainer.batch_size, seed=cfg.seed, buffer_size=data.shuffle_buffer,
         )
         corpus = {"train": {"source": data.train_file or data.hf_path, "streamed": True}}
     else:
-        train_documents = list(_documents(cfg, "train_file", data.max_train_examples))
+        train_documents = non_empty(data, "train_file", list(_documents(cfg, "train_file", data.max_train_examples)), "text")
         if cfg.task.canaries.repetitions:
             canaries = make_canaries(cfg.task.canaries, cfg.seed)
             train_documents = with_canaries(train_documents, canaries, cfg.seed)

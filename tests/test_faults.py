@@ -49,6 +49,55 @@ def test_an_empty_data_file_is_named(tmp_path, key):
         train_tiny(tmp_path / "run", "ner", f"dataset.{key}={empty}", "audit=none")
 
 
+@pytest.mark.parametrize("key", ["train_file", "validation_file"])
+def test_an_empty_pretraining_corpus_is_named_and_the_run_marked_failed(tmp_path, key):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(FmtoolError, match=rf"dataset.{key}: {empty} holds no text"):
+        train_tiny(tmp_path / "run", "mlm", f"dataset.{key}={empty}", "audit=none")
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+
+
+def test_text_that_is_not_utf8_is_named_by_its_line_wherever_it_is_read(tmp_path):
+    import argparse
+    import io
+
+    from fmtool.commands import _texts
+
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"It rained .\nCaf\xe9 won .\n")
+    with pytest.raises(FmtoolError, match=rf"^{latin}:2: not UTF-8 text \(byte 0xe9\)"):
+        _texts(argparse.Namespace(texts=[], file=str(latin), output=None), "predict")
+    for key in ("train_file", "validation_file"):
+        with pytest.raises(FmtoolError, match=rf"^{latin}:2: not UTF-8 text"):
+            train_tiny(tmp_path / key, "mlm", f"dataset.{key}={latin}", "audit=none")
+    stdin = argparse.Namespace(texts=[], file=None, output=None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\n")))
+        with pytest.raises(FmtoolError, match=r"^standard input:2: not UTF-8 text \(byte 0xff\)"):
+            _texts(stdin, "predict")
+        patch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"It rained .\r\nok\n")))
+        assert _texts(stdin, "predict") == ["It rained .", "ok"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"female": ["Ann"]}', r"must hold a JSON object of genders, each an object of origins, each a list of names"),
+    ('{"female": {"x": ["Ann"]', r"names.json:1: invalid JSON"),
+])
+def test_a_malformed_first_names_lexicon_is_named_by_its_key(tmp_path, content, message):
+    from fmtool.dataset.lexicons import first_names, swap_pairs
+
+    path = tmp_path / "names.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(FmtoolError, match=rf"^audit.bias.first_names: .*{message}"):
+        first_names(str(path), "audit.bias.first_names")
+    pairs = tmp_path / "swaps.json"
+    pairs.write_text('{"gender": [["he", "she", "they"]]}', encoding="utf-8")
+    with pytest.raises(FmtoolError, match=r"^audit.bias.swaps: .* each a list of \[word, counterpart\] pairs"):
+        swap_pairs(str(pairs), "audit.bias.swaps")
+    assert first_names()["female"] and swap_pairs()["gender"]
+
+
 def test_a_directory_given_as_a_data_file_is_called_one(tmp_path):
     with pytest.raises(FmtoolError, match=rf"dataset.train_file: {tmp_path} is a directory"):
         tiny_config("ner", f"dataset.train_file={tmp_path}")

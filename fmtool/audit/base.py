@@ -211,6 +211,7 @@ class AuditContext:
 def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequence[str], key: str) -> list[Example]:
     """The examples an audit reads: a text file of inputs (one per line, classification) or the run's splits."""
     from fmtool.dataset.examples import TextExample
+    from fmtool.dataset.readers import text_lines
     from fmtool.errors import FmtoolError
 
     if data is not None:
@@ -219,7 +220,7 @@ def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequenc
         path = Path(data)
         if not path.is_file():
             raise FmtoolError(f"{key}.data: {path} not found")
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for _, line in text_lines(path) if line.strip()]
         return [TextExample(id=str(i), text=t, label=ctx.labels[0]) for i, t in enumerate(lines)]
     missing = [s for s in splits if s not in ctx.available_splits]
     if missing:

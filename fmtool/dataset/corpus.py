@@ -11,17 +11,16 @@ import csv
 from typing import Callable, Iterator
 
 from fmtool.config.schema import DatasetConfig
-from fmtool.dataset.readers import SPLIT_KEYS, iter_jsonl, resolve_file
+from fmtool.dataset.readers import SPLIT_KEYS, iter_jsonl, resolve_file, text_lines
 from fmtool.errors import FmtoolError
 
 DocumentReader = Callable[[DatasetConfig, str], Iterator[str]]
 
 
 def text_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
-    with open(resolve_file(cfg, file_key), encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield line.strip()
+    for _, line in text_lines(resolve_file(cfg, file_key)):
+        if line.strip():
+            yield line.strip()
 
 
 def jsonl_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
@@ -34,12 +33,12 @@ def jsonl_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
 
 def _table(cfg: DatasetConfig, file_key: str, delimiter: str) -> Iterator[str]:
     path = resolve_file(cfg, file_key)
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-        if rows.fieldnames is None or cfg.text_column not in rows.fieldnames:
-            raise FmtoolError(f"{path}: column '{cfg.text_column}' (dataset.text_column) not found; columns are: {', '.join(rows.fieldnames or [])}")
-        for row in rows:
-            yield row[cfg.text_column]
+    rows = csv.DictReader((line for _, line in text_lines(path)), delimiter=delimiter,
+                          quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    if rows.fieldnames is None or cfg.text_column not in rows.fieldnames:
+        raise FmtoolError(f"{path}: column '{cfg.text_column}' (dataset.text_column) not found; columns are: {', '.join(rows.fieldnames or [])}")
+    for row in rows:
+        yield row[cfg.text_column]
 
 
 def csv_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
@@ -52,15 +51,14 @@ def tsv_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
 
 def conll_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
     words: list[str] = []
-    with open(resolve_file(cfg, file_key), encoding="utf-8") as handle:
-        for line in handle:
-            columns = line.split()
-            if not columns:
-                if words:
-                    yield " ".join(words)
-                    words = []
-            elif columns[0] != "-DOCSTART-":
-                words.append(columns[cfg.token_column])
+    for _, line in text_lines(resolve_file(cfg, file_key)):
+        columns = line.split()
+        if not columns:
+            if words:
+                yield " ".join(words)
+                words = []
+        elif columns[0] != "-DOCSTART-":
+            words.append(columns[cfg.token_column])
     if words:
         yield " ".join(words)
 

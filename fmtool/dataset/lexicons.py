@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.resources
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
+from fmtool.dataset.readers import text_lines
 from fmtool.errors import FmtoolError
 
 _SHIPPED = importlib.resources.files("fmtool") / "resources" / "lexicons"
@@ -17,18 +18,36 @@ def _read(path: Optional[str], shipped: str, key: str) -> str:
         return (_SHIPPED / shipped).read_text(encoding="utf-8")
     if not Path(path).is_file():
         raise FmtoolError(f"{key}: {path} not found")
-    return Path(path).read_text(encoding="utf-8")
+    return "".join(line for _, line in text_lines(Path(path)))
+
+
+def _json(path: Optional[str], shipped: str, key: str, shape: str, fits: Callable[[Any], bool]) -> dict[str, Any]:
+    """A JSON lexicon whose entries (keys starting with "_" are comments) each pass `fits`, described by `shape`."""
+    text = _read(path, shipped, key)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FmtoolError(f"{key}: {path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    entries = {name: value for name, value in data.items() if not name.startswith("_")} if isinstance(data, dict) else None
+    if entries is None or not all(fits(value) for value in entries.values()):
+        raise FmtoolError(f"{key}: {path} must hold a JSON object of {shape}")
+    return entries
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def first_names(path: Optional[str] = None, key: str = "audit") -> dict[str, dict[str, list[str]]]:
     """{gender: {origin: [names]}}; lists at the same origin have the same length."""
-    data = json.loads(_read(path, "first_names.json", key))
-    return {gender: groups for gender, groups in data.items() if not gender.startswith("_")}
+    return _json(path, "first_names.json", key, "genders, each an object of origins, each a list of names",
+                 lambda origins: isinstance(origins, dict) and all(map(_strings, origins.values())))
 
 
 def swap_pairs(path: Optional[str] = None, key: str = "audit") -> dict[str, list[tuple[str, str]]]:
-    data = json.loads(_read(path, "swaps.json", key))
-    return {attribute: [tuple(pair) for pair in pairs] for attribute, pairs in data.items() if not attribute.startswith("_")}
+    pairs = _json(path, "swaps.json", key, "attributes, each a list of [word, counterpart] pairs",
+                  lambda pairs: isinstance(pairs, list) and all(_strings(pair) and len(pair) == 2 for pair in pairs))
+    return {attribute: [tuple(pair) for pair in listed] for attribute, listed in pairs.items()}
 
 
 def ner_templates(path: Optional[str] = None, key: str = "audit") -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from fmtool.config.schema import DatasetConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
@@ -35,14 +35,28 @@ def resolve_file(cfg: DatasetConfig, key: str) -> Path:
     return path
 
 
-def _lines(path: Path):
-    """(line number, text) of a UTF-8 file; a byte that is not UTF-8 is an error naming its line."""
+def decoded_lines(handle: BinaryIO, name: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a binary stream of UTF-8 text; a byte that is not UTF-8 is an error naming `name`
+    and its line."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise FmtoolError(_NOT_UTF8.format(name, number, raw[error.start])) from None
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, read lazily."""
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise FmtoolError(_NOT_UTF8.format(path, number, raw[error.start])) from None
+        yield from decoded_lines(handle, path)
+
+
+def read_json(path: Path) -> Any:
+    """A UTF-8 JSON file's value; text that is not JSON is an error naming the file and line."""
+    try:
+        return json.loads("".join(line for _, line in text_lines(path)))
+    except json.JSONDecodeError as error:
+        raise FmtoolError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
 
 
 def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1, tag_scheme: str = "auto") -> list[TokenExample]:
@@ -55,7 +69,7 @@ def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1, tag_s
     tokens: list[str] = []
     tags: list[str] = []
     width = None
-    for number, line in _lines(path):
+    for number, line in text_lines(path):
         columns = line.split()
         if not columns:
             if tokens:
@@ -103,7 +117,7 @@ def _text_example(path: Path, line: int | str, row: dict, cfg: DatasetConfig, ro
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) of each non-blank line of a JSONL file, read lazily; anything else names its line."""
-    for number, line in _lines(path):
+    for number, line in text_lines(path):
         if not line.strip():
             continue
         try:
@@ -122,7 +136,7 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, dict]]:
     delimiter = "\t" if fmt == "tsv" else ","
     # TSV files such as GLUE's hold bare quote characters inside sentences
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.DictReader((line for _, line in _lines(path)), delimiter=delimiter, quoting=quoting)
+    reader = csv.DictReader((line for _, line in text_lines(path)), delimiter=delimiter, quoting=quoting)
     rows = []
     try:
         for row in reader:
@@ -160,7 +174,9 @@ def clinc_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     """CLINC150's data_full.json: {split: [[text, intent], ...]}; the split name comes from dataset.*_split."""
     path = resolve_file(cfg, file_key)
     split = getattr(cfg, SPLIT_KEYS[file_key])
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise FmtoolError(f"{path}: expected a JSON object of splits, found {type(data).__name__}")
     if split not in data:
         raise FmtoolError(f"{path}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: {', '.join(data)}")
     return [TextExample(id=f"{split}:{i}", text=text, label=label) for i, (text, label) in enumerate(data[split])]

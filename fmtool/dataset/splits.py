@@ -38,19 +38,20 @@ def _requested(cfg: DatasetConfig, file_key: str) -> bool:
 def load_splits(cfg: DatasetConfig) -> Splits:
     if not _requested(cfg, "validation_file"):
         raise FmtoolError(_NO_VALIDATION.format(cfg.name))
-    train = _non_empty(cfg, "train_file", read_examples(cfg, "train_file")[: cfg.max_train_examples])
-    validation = _non_empty(cfg, "validation_file", read_examples(cfg, "validation_file")[: cfg.max_eval_examples])
-    test = _non_empty(cfg, "test_file", read_examples(cfg, "test_file")[: cfg.max_eval_examples]) if _requested(cfg, "test_file") else None
+    train = non_empty(cfg, "train_file", read_examples(cfg, "train_file")[: cfg.max_train_examples])
+    validation = non_empty(cfg, "validation_file", read_examples(cfg, "validation_file")[: cfg.max_eval_examples])
+    test = non_empty(cfg, "test_file", read_examples(cfg, "test_file")[: cfg.max_eval_examples]) if _requested(cfg, "test_file") else None
     return Splits(train=train, validation=validation, test=test)
 
 
-def _non_empty(cfg: DatasetConfig, file_key: str, examples: list[Example]) -> list[Example]:
-    if not examples:
+def non_empty(cfg: DatasetConfig, file_key: str, items: list, what: str = "examples") -> list:
+    """`items` (a split's examples or documents), or an error naming the config key and file that gave none."""
+    if not items:
         key = SPLIT_KEYS[file_key] if not FORMATS.get(cfg.format.value).reads_files else file_key
         source = getattr(cfg, key)
         where = source if cfg.data_dir is None or not FORMATS.get(cfg.format.value).reads_files else Path(cfg.data_dir) / source
-        raise FmtoolError(f"dataset.{key}: {where} holds no examples")
-    return examples
+        raise FmtoolError(f"dataset.{key}: {where} holds no {what}")
+    return items
 
 
 def example_labels(example: Example) -> list[str]:
