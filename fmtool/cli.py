@@ -215,6 +215,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --strict, how a check whose interval straddles its threshold counts (default: pass)")
     audit.add_argument("--task", choices=[t.value for t in TaskName], default=None, help="the task of a plain model directory (mlm: a masked LM)")
     audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
+    audit.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
+                       help="a model directory's labelled data, as a run's saved split: train, validation or test "
+                            "(format by suffix: .conll for NER, .csv/.jsonl with text and label columns); repeatable")
+    audit.add_argument("--base-model", default=None, metavar="NAME",
+                       help="the model a model directory was fine-tuned from (hub id or path): twins such as the membership "
+                            "audit's reference start there; without it, audits that need one skip it")
     audit.add_argument("--batch-size", type=_positive_int, default=None)
 
     comparing = commands.add_parser("compare", help="compare finished runs or a sweep: table, Pareto front, --gate PARENT CHILD")

@@ -27,9 +27,20 @@ def _file_format(explicit: str | None, path: Path, run_format: str) -> str:
     return by_suffix
 
 
-def eval_command(args: argparse.Namespace) -> int:
+def _examples_in(path: Path, fmt: str, dataset, what: str) -> list:
+    """The labelled examples of a file given on the command line, read as `fmt` with the run's column settings."""
     from fmtool.config.schema import DataFormat
     from fmtool.dataset.formats import read_examples
+
+    if not path.is_file():
+        raise FmtoolError(f"{what}: {path} not found")
+    examples = read_examples(replace(dataset, format=DataFormat(fmt), data_dir=None, train_file=str(path)), "train_file")
+    if not examples:
+        raise FmtoolError(f"{what}: {path} holds no examples")
+    return examples
+
+
+def eval_command(args: argparse.Namespace) -> int:
     from fmtool.dataset.splits import check_labels_known
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_metrics
@@ -41,10 +52,7 @@ def eval_command(args: argparse.Namespace) -> int:
         return _eval_masked_lm(loaded, args)
     if args.file is not None:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
-        dataset = replace(loaded.cfg.dataset, format=DataFormat(fmt), data_dir=None, train_file=str(args.file))
-        examples = read_examples(dataset, "train_file")
-        if not examples:
-            raise FmtoolError(f"eval: {args.file} holds no examples")
+        examples = _examples_in(args.file, fmt, loaded.cfg.dataset, "eval")
         name = args.file.stem
     else:
         name = args.split or "validation"
@@ -176,8 +184,9 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def audit_config(saved: dict, task: str, overrides: list[str]) -> dict:
-    """The run's saved audit settings with overrides; `audit=...` re-selects families from configs/audit/."""
+def audit_config(saved: dict | None, task: str, overrides: list[str]) -> dict:
+    """The run's saved audit settings (None: the task's defaults, as `fmtool train` would audit) with overrides;
+    `audit=...` re-selects families from configs/audit/."""
     from omegaconf import OmegaConf
 
     from fmtool.config.compose import compose_train_config, resolved
@@ -185,7 +194,7 @@ def audit_config(saved: dict, task: str, overrides: list[str]) -> dict:
     stray = [o for o in overrides if not o.startswith(("audit=", "audit."))]
     if stray:
         raise FmtoolError(f"audit: override '{stray[0]}' is not an audit setting; use audit=[family,...] or audit.<family>.<key>=value")
-    if any(o.startswith("audit=") for o in overrides):
+    if saved is None or any(o.startswith("audit=") for o in overrides):
         return resolved(compose_train_config([f"+task={task}", *overrides]).audit)
     try:
         merged = OmegaConf.merge(saved, OmegaConf.from_dotlist([o[len("audit."):] for o in overrides]))
@@ -211,6 +220,8 @@ def audit_command(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if RunDir(args.path).is_run():
+        if args.split or args.base_model:
+            raise FmtoolError(f"audit: {args.path} is a run, audited on its saved splits from its own starting point; --split and --base-model are for a model directory")
         loaded = LoadedRun.load(args.path, batch_size=args.batch_size)
         audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, overrides))
         report = audit_loaded(loaded, audit, args.path)
@@ -219,16 +230,44 @@ def audit_command(args: argparse.Namespace) -> int:
             raise FmtoolError(f"audit: {args.path} is not a run directory; for a model directory give --task ner, classification or mlm")
         out = args.output or Path("runs") / "audit" / args.path.name / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         if args.task == "mlm":
+            if args.split or args.base_model:
+                raise FmtoolError("audit: a masked LM is audited on the stereotype probes; --split and --base-model are for NER and classification")
             if not (args.path / "config.json").is_file():
                 raise FmtoolError(f"{args.path}: not a model directory (no config.json)")
             audit = family_configs_checked(audit_config({}, "ner", overrides or ["audit=[stereotype]"]))
             report = audit_pipeline(masked_lm_context(args.path), audit, out)
         else:
             loaded = LoadedRun.from_model_dir(args.path, args.task, batch_size=args.batch_size)
-            report = audit_loaded(loaded, family_configs_checked(audit_config(loaded.cfg.audit, args.task, overrides)), out)
+            splits = _split_files(args.split, loaded)
+            report = audit_loaded(loaded, family_configs_checked(audit_config(None, args.task, overrides)), out, splits=splits, base_model=args.base_model)
     print_report(report)
     failing = {"fail", "inconclusive"} if args.inconclusive == "fail" else {"fail"}
     return 1 if args.strict and report["status"] in failing else 0
+
+
+def _split_files(given: list[str], loaded) -> dict[str, list]:
+    """--split NAME=FILE options: labelled files that stand in a model directory's audit for a run's saved splits."""
+    from dataclasses import fields
+
+    from fmtool.dataset.formats import FORMATS, format_of_file
+    from fmtool.dataset.splits import Splits, check_labels_known
+
+    names = [f.name for f in fields(Splits)]
+    splits: dict[str, list] = {}
+    for option in given:
+        name, _, file = option.partition("=")
+        if name not in names or not file:
+            raise FmtoolError(f"audit --split {option}: expected NAME=FILE with NAME one of {', '.join(names)}")
+        if name in splits:
+            raise FmtoolError(f"audit --split: {name} given twice")
+        path = Path(file)
+        fmt = format_of_file(path)
+        if fmt is None:
+            suffixes = sorted({suffix for f in FORMATS for suffix in FORMATS.get(f).suffixes})
+            raise FmtoolError(f"audit --split {name}: cannot tell the format of {path} from its suffix ({', '.join(suffixes)})")
+        splits[name] = _examples_in(path, fmt, loaded.cfg.dataset, f"audit --split {name}")
+        check_labels_known(f"audit --split {name} ({path})", splits[name], loaded.labels)
+    return splits
 
 
 def compare_command(args: argparse.Namespace) -> int:

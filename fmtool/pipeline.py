@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -202,17 +203,24 @@ def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[E
 
 
 def _no_split(split: str) -> list[Example]:
-    raise FmtoolError(f"split '{split}' needs a run directory; give this audit a data file instead")
+    raise FmtoolError(f"split '{split}' needs a run directory, or a model directory's --split {split}=FILE")
 
 
-def audit_context(loaded: LoadedRun) -> AuditContext:
+def audit_context(loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] = None, base_model: Optional[str] = None) -> AuditContext:
+    """What the audits of `loaded` read. A run reads its saved splits and trains twins from its own starting point;
+    a model directory reads the `splits` given to it, and trains twins only from a `base_model` named for it."""
     run, masked_lm = loaded.run, loaded.cfg.task.name == TaskName.mlm
+    if run is not None:
+        load_split, available, start = run.load_split, run.splits(), loaded.cfg
+    else:
+        load_split, available = (splits.__getitem__, list(splits)) if splits else (_no_split, [])
+        start = replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
+    finetune = _no_model if masked_lm else None if start is None else partial(finetune_model, start, loaded.labels)
     return AuditContext(
         task=loaded.cfg.task.name.value, labels=loaded.labels, predict=_no_model if masked_lm else SharedPredictions(loaded),
-        load_split=run.load_split if run else _no_split, available_splits=run.splits() if run else [], seed=loaded.cfg.seed,
+        load_split=load_split, available_splits=available, seed=loaded.cfg.seed,
         model_dir=run.model_dir if run else Path(loaded.cfg.model.name), model=loaded.model, tokenizer=loaded.tokenizer,
-        runtime=loaded.runtime, config=loaded.cfg, score=_no_model if masked_lm else loaded.scores,
-        finetune=_no_model if masked_lm else lambda examples, overrides=(): finetune_model(loaded.cfg, loaded.labels, examples, overrides),
+        runtime=loaded.runtime, config=loaded.cfg, score=_no_model if masked_lm else loaded.scores, finetune=finetune,
     )
 
 
@@ -281,9 +289,10 @@ def _provenance(ctx: AuditContext, run: RunDir | None) -> dict[str, Any]:
     return {**loaded, "trust_remote_code": bool(model_cfg and model_cfg.trust_remote_code), "allow_pickle": bool(model_cfg and model_cfg.allow_pickle)}
 
 
-def audit_loaded(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def audit_loaded(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path, *, splits: Optional[dict[str, list[Example]]] = None,
+                 base_model: Optional[str] = None) -> dict[str, Any]:
     config = OmegaConf.to_container(OmegaConf.structured(loaded.cfg))
-    return audit_pipeline(audit_context(loaded), audit, out_dir, run=loaded.run, config=config)
+    return audit_pipeline(audit_context(loaded, splits, base_model), audit, out_dir, run=loaded.run, config=config)
 
 
 def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False,

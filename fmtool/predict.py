@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.config.schema import ModelConfig, Precision, TaskConfig, TaskName, TrainConfig
+from fmtool.config.schema import Precision, TaskName, TrainConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.dataset.splits import check_labels_known
 from fmtool.errors import FmtoolError
@@ -94,7 +94,12 @@ class LoadedRun:
         """A plain Hugging Face model directory (save_pretrained output) for `task`, with no run around it."""
         if not (Path(path) / "config.json").is_file():
             raise FmtoolError(f"{path}: neither an fmtool run directory (status.json) nor a model directory (config.json)")
-        cfg = TrainConfig(task=TaskConfig(name=TaskName(task)), model=ModelConfig(name=str(path)))
+        from fmtool.config.compose import compose_train_config, to_typed
+
+        # the task's defaults, as `fmtool train +task=...` would use them: a twin trained for an audit follows them
+        composed = compose_train_config([f"+task={task}"])
+        composed.model.name = str(path)
+        cfg = to_typed(composed)
         return cls._with_model(None, cfg, Path(path), batch_size, precision)
 
     @classmethod

@@ -186,3 +186,25 @@ def test_fairness_intervals_agree_with_fairlearns_bootstrap():
     for metric in ("selection_rate", "accuracy", "f1", "false_negative_rate"):
         assert ours.difference[metric] == pytest.approx(tuple(b[metric] for b in theirs.difference_ci()), abs=0.04)
         assert ours.ratio[metric] == pytest.approx(tuple(b[metric] for b in theirs.ratio_ci()), abs=0.06)
+
+
+@pytest.mark.slow
+def test_audit_of_an_ner_model_directory_reads_its_split_files(ner_run, tmp_path):
+    run, _ = ner_run
+    dev = tmp_path / "dev.conll"
+    dev.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(e.tokens, e.tags)) for e in run.load_split("validation")) + "\n")
+    out = tmp_path / "out"
+    audited = fmtool_cli("audit", str(run.model_dir), "--task", "ner", "--split", f"validation={dev}", "--output", str(out),
+                         "audit=[robustness]", "audit.robustness.tests=[add_typo]")
+    assert audited.returncode == 0, audited.stderr
+    entry = json.loads((out / "report" / "report.json").read_text())["audits"][0]
+    assert entry["name"] == "robustness" and entry["summary"]["examples"] == len(run.load_split("validation"))
+    for args, message in [
+        (["--split", f"dev={dev}"], f"audit --split dev={dev}: expected NAME=FILE with NAME one of train, validation, test"),
+        (["--split", f"validation={tmp_path / 'dev.xml'}"], "audit --split validation: cannot tell the format of"),
+        (["--split", f"validation={tmp_path / 'none.conll'}"], f"audit --split validation: {tmp_path / 'none.conll'} not found"),
+    ]:
+        refused = fmtool_cli("audit", str(run.model_dir), "--task", "ner", *args, "audit=[robustness]")
+        assert refused.returncode == 2 and refused.stderr.strip().startswith(f"fmtool: error: {message}"), refused.stderr
+    on_a_run = fmtool_cli("audit", str(run.path), "--split", f"validation={dev}")
+    assert on_a_run.returncode == 2 and "--split and --base-model are for a model directory" in on_a_run.stderr

@@ -127,3 +127,32 @@ def test_audits_share_the_audited_models_predictions_but_not_other_models(ner_ru
     twin = loaded.model
     ctx.predict(first, model=twin)
     assert seen == [3, 2, 3]
+
+
+@pytest.mark.parametrize("task", ["ner", "classification"])
+def test_a_model_directory_audited_on_given_splits_matches_its_run(task, ner_run, classification_run, tmp_path):
+    """The same model read as a bare directory with its data handed in gives the run's audit figures; a twin,
+    whose starting point a bare directory does not record, is trained only from a named base model."""
+    from fmtool.pipeline import audit_loaded
+
+    run, _ = ner_run if task == "ner" else classification_run
+    audit = {"robustness": {"tests": ["add_typo", "strip_punctuation"]}, "calibration": {"min_examples": 10},
+             "membership": {"min_examples": 8, "attacks": ["loss"]}}
+    from_run = audit_loaded(LoadedRun.load(run.path), audit, tmp_path / "run")
+    splits = {name: run.load_split(name) for name in run.splits()}
+    bare = LoadedRun.from_model_dir(run.model_dir, task)
+    from_dir = audit_loaded(bare, audit, tmp_path / "dir", splits=splits)
+    by_name = [{entry["name"]: entry for entry in report["audits"]} for report in (from_run, from_dir)]
+    for family in ("robustness", "calibration", "membership"):
+        assert by_name[1][family]["summary"] == pytest.approx(by_name[0][family]["summary"], abs=1e-6), family
+    membership = {"membership": {"min_examples": 8, "attacks": ["loss", "reference"], "reference_overrides": ["trainer.epochs=1"]}}
+    unknown_start = audit_loaded(bare, membership, tmp_path / "twinless", splits=splits)["audits"][0]
+    assert "loss.auc" in unknown_start["summary"] and "reference.auc" not in unknown_start["summary"]
+    assert [c["status"] for c in unknown_start["checks"] if c["name"] == "reference.auc"] == ["skip"]
+    assert any("--base-model" in w for w in unknown_start["warnings"])
+    # the tiny runs start from random weights; the packaged MiniLM, whose tokenizer they share, stands in for a base
+    base = LoadedRun.load(run.path).cfg.model.tokenizer
+    with_base = audit_loaded(bare, membership, tmp_path / "base", splits=splits, base_model=base)
+    assert 0.0 <= with_base["audits"][0]["summary"]["reference.auc"] <= 1.0
+    with pytest.raises(FmtoolError, match=r"audit.robustness.splits: test not available \(splits: train, validation\)"):
+        audit_loaded(bare, {"robustness": {"splits": ["test"]}}, tmp_path / "missing", splits=splits)

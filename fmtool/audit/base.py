@@ -7,7 +7,7 @@ configs/audit/<name>.yaml. Nothing else has to change to add one. What an audit 
     predictions = ctx.predict(examples)              # labels / tags with probabilities
     scored = ctx.score(examples)                     # per example: loss of the gold labels, probabilities
     ctx.model, ctx.tokenizer, ctx.runtime            # the loaded model (gradients, embeddings, attributions)
-    twin = ctx.finetune(examples, ["trainer.epochs=1"])  # a fresh model trained like the run, on other data
+    twin = ctx.finetune(examples, ["trainer.epochs=1"])  # a fresh model trained like the run, on other data (None: unknown start)
     twin_scored = ctx.score(examples, model=twin)
 
 A figure measured on a sample is a rate or a mean with an interval: `rate_check` (Wilson interval for a
@@ -190,7 +190,8 @@ class AuditContext:
 
     predict(examples, model=None) and score(examples, model=None) run `model` (default: the audited one)
     on the runtime's device and precision; finetune(examples, overrides) trains a fresh model from the run's
-    starting point with the run's config plus Hydra-style overrides, and returns it ready for predict/score.
+    starting point with the run's config plus Hydra-style overrides, and returns it ready for predict/score
+    (None where that starting point is unknown: a model directory audited without --base-model).
     """
 
     task: str
@@ -205,7 +206,7 @@ class AuditContext:
     runtime: Any = None
     config: Any = None
     score: Callable[..., list[ExampleScore]] = _needs_run
-    finetune: Callable[..., Any] = _needs_run
+    finetune: Optional[Callable[..., Any]] = None
 
 
 def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequence[str], key: str) -> list[Example]:
@@ -222,10 +223,18 @@ def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequenc
             raise FmtoolError(f"{key}.data: {path} not found")
         lines = [line.strip() for _, line in text_lines(path) if line.strip()]
         return [TextExample(id=str(i), text=t, label=ctx.labels[0]) for i, t in enumerate(lines)]
+    check_splits(ctx, splits, key)
+    return [e for split in splits for e in ctx.load_split(split)]
+
+
+def check_splits(ctx: AuditContext, splits: Sequence[str], key: str) -> None:
+    """An error naming `key`.splits when a split it asks for is not there to read."""
+    from fmtool.errors import FmtoolError
+
     missing = [s for s in splits if s not in ctx.available_splits]
     if missing:
-        raise FmtoolError(f"{key}.splits: {', '.join(missing)} not in the run (it has {', '.join(ctx.available_splits) or 'no saved splits'})")
-    return [e for split in splits for e in ctx.load_split(split)]
+        there = ", ".join(ctx.available_splits) or "none: a model directory's come from --split NAME=FILE"
+        raise FmtoolError(f"{key}.splits: {', '.join(missing)} not available (splits: {there})")
 
 
 @dataclass(frozen=True)

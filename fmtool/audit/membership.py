@@ -90,14 +90,17 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
     held_out = [e for split in cfg.held_out_splits if split in ctx.available_splits for e in ctx.load_split(split)]
     members_pool = ctx.load_split("train") if "train" in ctx.available_splits else []
     rng.shuffle(held_out)
-    use_reference = "reference" in cfg.attacks
+    attacks = [a for a in cfg.attacks if a != "reference" or ctx.finetune is not None]
+    warnings = [] if attacks == list(cfg.attacks) else [
+        "reference attack skipped: its twin starts where the audited model did, unknown for a model directory (name it with fmtool audit --base-model)"]
+    use_reference = "reference" in attacks
     cut = int(len(held_out) * cfg.reference_share) if use_reference else 0
     reference_data, non_members = held_out[:cut][: cfg.max_reference_examples], held_out[cut:]
     n = min(len(non_members), len(members_pool), cfg.max_examples)
     checks_off = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=n) for a in cfg.attacks]
     if n < cfg.min_examples:
         reason = f"{n} members and non-members each, fewer than min_examples={cfg.min_examples} (train: {len(members_pool)}, held out for evaluation: {len(non_members)})"
-        return AuditResult("membership", 1, {"examples": float(n)}, checks_off, warnings=[reason])
+        return AuditResult("membership", 1, {"examples": float(n)}, checks_off, warnings=[reason, *warnings])
     members, non_members = rng.sample(members_pool, n), non_members[:n]
     examples = [*members, *non_members]
     labels = np.array([1.0] * n + [0.0] * n)
@@ -107,8 +110,9 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
         twin = ctx.finetune(reference_data, list(cfg.reference_overrides))
         scores["reference"] = np.array([s.loss for s in ctx.score(examples, model=twin)]) - target
     summary: dict[str, float] = {"examples": float(n), "member_mean_loss": float(target[:n].mean()), "non_member_mean_loss": float(target[n:].mean())}
-    checks, rows, roc = [], [], []
-    for attack in cfg.attacks:
+    checks = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=2 * n) for a in cfg.attacks if a not in attacks]
+    rows, roc = [], []
+    for attack in attacks:
         figures = _figures(labels, scores[attack])
         auc_interval = _interval(labels, scores[attack], "auc", cfg, ctx.seed)
         tpr_interval = _interval(labels, scores[attack], "tpr_at_1pct_fpr", cfg, ctx.seed)
@@ -120,4 +124,4 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
         if cfg.max_tpr_at_1pct_fpr is not None:
             checks.append(check(f"{attack}.tpr_at_1pct_fpr", figures["tpr_at_1pct_fpr"], max_value=cfg.max_tpr_at_1pct_fpr, interval=tpr_interval, n=2 * n,
                                 description="members found at 1% false positives"))
-    return AuditResult("membership", 1, summary, checks, {"attacks": rows, "roc": roc})
+    return AuditResult("membership", 1, summary, checks, {"attacks": rows, "roc": roc}, warnings=warnings)

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.audit.base import AuditContext, AuditResult, check, register
+from fmtool.audit.base import AuditContext, AuditResult, check, check_splits, register
 from fmtool.dataset.examples import Example, TokenExample
 from fmtool.dataset.pii import PATTERN_TYPES, PiiScanner, PiiSpan, redact_text, text_of
 from fmtool.errors import FmtoolError
@@ -137,9 +137,7 @@ def _scan_split(name: str, examples: Sequence[Example], scanner: PiiScanner, nam
 @register("pii", version=1, config_type=PiiConfig, description="personal data (e-mail, phone, cards, IBAN, IP, SSN, credentials, secrets, names) in the run's splits")
 def run(ctx: AuditContext, cfg: PiiConfig) -> AuditResult:
     splits = cfg.splits if cfg.splits is not None else list(ctx.available_splits)
-    missing = [s for s in splits if s not in ctx.available_splits]
-    if missing:
-        raise FmtoolError(f"{_KEY}.splits: {', '.join(missing)} not in the run (it has {', '.join(ctx.available_splits) or 'no saved splits'})")
+    check_splits(ctx, splits, _KEY)
     scanner = PiiScanner([t for t in cfg.types if t != PERSON], min_score=cfg.min_score, thresholds=cfg.thresholds,
                          phone_regions=cfg.phone_regions, allow_list=cfg.allow_list, key=_KEY)
     names = _NameFinder(ctx, cfg)
