@@ -275,7 +275,8 @@ def compare_command(args: argparse.Namespace) -> int:
     from fmtool.report import compare
     from fmtool.report.console import print_comparison, print_regressions
 
-    runs = [compare.summarise(path) for path in compare.run_dirs(args.runs)]
+    paths, left_out = compare.run_dirs(args.runs)
+    runs = [compare.summarise(path) for path in paths]
     if args.gate:
         if len(runs) != 2:
             raise FmtoolError(f"compare --gate: give exactly two runs, the parent then the child (got {len(runs)})")
@@ -285,7 +286,7 @@ def compare_command(args: argparse.Namespace) -> int:
     used = compare.pareto_front(runs)
     runs = compare.sort_runs(runs, args.sort)
     table = compare.rows(runs)
-    print_comparison(table, used)
+    print_comparison(table, used, left_out)
     for path, text in ((args.csv, lambda: compare.to_csv(table)), (args.html, lambda: compare.html_page(table, used, runs)),
                        (args.markdown, lambda: compare.to_markdown(table))):
         if path is not None:

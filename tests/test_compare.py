@@ -41,7 +41,9 @@ def sweep(tmp_path):
 
 
 def test_the_pareto_front_of_known_runs(sweep):
-    runs = [compare.summarise(p) for p in compare.run_dirs([sweep])]
+    paths, left_out = compare.run_dirs([sweep])
+    runs = [compare.summarise(p) for p in paths]
+    assert left_out == []
     used = compare.pareto_front(runs)
     assert used == ["quality", "fairness", "robustness", "privacy"]
     assert {r.path.name.split("_")[1] for r in runs if r.on_front} == FRONT
@@ -76,6 +78,19 @@ def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
         "fairness.gender.demographic_parity_difference"]
 
 
+def test_a_sweep_job_that_did_not_complete_is_left_out_and_named(sweep, tmp_path):
+    failed = sweep / "4_failed"
+    failed.mkdir()
+    (failed / "status.json").write_text(json.dumps({"state": "failed", "error": "config: trainer.lr must be positive"}))
+    paths, left_out = compare.run_dirs([sweep])
+    assert [p.name for p in paths] == ["0_a", "1_b", "2_c", "3_d"] and left_out == [f"{failed}: failed"]
+    only_failed = tmp_path / "broken_sweep" / "0"
+    only_failed.mkdir(parents=True)
+    (only_failed / "status.json").write_text(json.dumps({"state": "interrupted"}))
+    with pytest.raises(FmtoolError, match=r"broken_sweep holds no complete run \(0: interrupted\)"):
+        compare.run_dirs([only_failed.parent])
+
+
 def test_compare_names_what_it_cannot_read(tmp_path):
     with pytest.raises(FmtoolError, match="neither a run directory nor a folder of runs"):
         compare.run_dirs([tmp_path])
@@ -83,3 +98,22 @@ def test_compare_names_what_it_cannot_read(tmp_path):
     (tmp_path / "run" / "status.json").write_text("{}")
     with pytest.raises(FmtoolError, match=r"results.json missing"):
         compare.summarise(tmp_path / "run")
+
+
+def test_masked_lm_runs_are_better_with_lower_loss_and_perplexity(tmp_path):
+    def mlm_run(name, loss):
+        folder = tmp_path / "sweep" / name
+        folder.mkdir(parents=True)
+        (folder / "status.json").write_text(json.dumps({"state": "complete"}))
+        (folder / "results.json").write_text(json.dumps({"task": "mlm", "after": {"validation": {"loss": loss, "perplexity": 2.718281828 ** loss}}}))
+        (folder / "report").mkdir()
+        (folder / "report" / "report.json").write_text(json.dumps({"run": {"task": "mlm"}, "audits": []}))
+        return compare.summarise(folder)
+
+    good, bad = mlm_run("good", 6.0), mlm_run("bad", 7.0)
+    assert compare.pareto_front([good, bad]) == ["quality"] and good.on_front and not bad.on_front
+    assert [r.path.name for r in compare.sort_runs([bad, good], None)] == ["good", "bad"]
+    assert [r.path.name for r in compare.sort_runs([bad, good], "perplexity")] == ["good", "bad"]
+    assert compare.gate(good, good, metric_tolerance=0.01, check_tolerance=0.02) == []
+    assert compare.gate(bad, good, metric_tolerance=0.01, check_tolerance=0.02) == []
+    assert {r.figure for r in compare.gate(good, bad, metric_tolerance=0.01, check_tolerance=0.02)} == {"loss", "perplexity"}

@@ -4,7 +4,8 @@ and the gate a team runs before replacing a deployed model with a re-fine-tuned 
 A run's figures come from its results.json (validation metrics after training) and report/report.json (every
 audit check's value, threshold and direction). The four objectives of the front, each where every run has it:
 
-- quality: the task's headline validation metric (f1, accuracy; higher is better);
+- quality: the task's headline validation metric (f1, accuracy; a masked LM's held-out loss, negated so that
+  higher is better here too);
 - fairness: the worst fairness or bias check as a share of its threshold (a gap of 0.05 under a 0.1 limit is
   0.5; lower is better);
 - robustness: the lowest pass rate of the robustness tests (higher is better);
@@ -22,13 +23,22 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fmtool.errors import FmtoolError
-from fmtool.runs import RunDir, read_json
+from fmtool.runs import COMPLETE, RunDir, read_json
 
+# a task's headline validation metric, first found: NER, classification, masked LM (held-out loss)
 QUALITY_METRICS = ("f1", "accuracy", "loss")
+LOWER_IS_BETTER = ("loss", "perplexity")
 # a difference equal to the tolerance passes whatever the float rounding (0.51 - 0.50 > 0.01 in binary)
 _ROUNDING = 1e-9
 # objective -> (higher is better)
 OBJECTIVES = {"quality": True, "fairness": False, "robustness": True, "privacy": False}
+
+
+def higher_is_better(figure: str) -> bool:
+    """The direction of an objective, a validation metric or an audit figure named by its check."""
+    if figure in OBJECTIVES:
+        return OBJECTIVES[figure]
+    return figure not in LOWER_IS_BETTER and not figure.endswith(("auc", "_difference", "flip_rate"))
 
 
 @dataclass
@@ -49,18 +59,25 @@ class RunSummary:
         return None if check is None else check.get("value")
 
 
-def run_dirs(paths: Sequence[Path]) -> list[Path]:
-    """The run directories named, a sweep folder standing for the runs in it (Hydra's multirun layout)."""
+def run_dirs(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The run directories named, a sweep folder standing for its complete runs (Hydra's multirun layout); and,
+    for each run of a sweep left out, why (a sweep's failed or interrupted job must not hide the others)."""
     found: list[Path] = []
+    left_out: list[str] = []
     for path in paths:
         if RunDir(path).is_run():
             found.append(path)
             continue
-        inside = sorted((p for p in path.rglob(RunDir(path).status_file.name)), key=lambda p: str(p)) if path.is_dir() else []
+        inside = sorted((p.parent for p in path.rglob(RunDir(path).status_file.name)), key=str) if path.is_dir() else []
         if not inside:
             raise FmtoolError(f"compare: {path} is neither a run directory nor a folder of runs (no status.json)")
-        found += [p.parent for p in inside]
-    return found
+        states = {run: RunDir(run).status().get("state") for run in inside}
+        complete = [run for run in inside if states[run] == COMPLETE]
+        if not complete:
+            raise FmtoolError(f"compare: {path} holds no complete run ({', '.join(f'{run.name}: {states[run]}' for run in inside)})")
+        found += complete
+        left_out += [f"{run}: {states[run]}" for run in inside if states[run] != COMPLETE]
+    return found, left_out
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -88,7 +105,8 @@ def _relative(check: dict[str, Any]) -> Optional[float]:
 
 
 def objectives(run: RunSummary) -> dict[str, Optional[float]]:
-    quality = next((run.metrics[m] for m in QUALITY_METRICS if m in run.metrics), None)
+    headline = next((m for m in QUALITY_METRICS if m in run.metrics), None)
+    quality = None if headline is None else run.metrics[headline] if higher_is_better(headline) else -run.metrics[headline]
     fairness = [_relative(c) for name, c in run.checks.items() if name.split(".")[0] in ("fairness", "bias") and _relative(c) is not None]
     robustness = [c["value"] for name, c in run.checks.items() if name.startswith("robustness.") and c.get("value") is not None]
     privacy = [c["value"] for name, c in run.checks.items() if name.startswith("membership.") and name.endswith(".auc") and c.get("value") is not None]
@@ -122,7 +140,7 @@ def sort_runs(runs: list[RunSummary], by: Optional[str]) -> list[RunSummary]:
         return runs
     if not any(r.figure(key) is not None for r in runs):
         raise FmtoolError(f"compare: --sort {key}: no run has that figure; choose from: {', '.join(columns_of(runs))}")
-    descending = OBJECTIVES.get(key, key != "loss" and not key.endswith(("auc", "_difference", "flip_rate")))
+    descending = higher_is_better(key)
     present = [r for r in runs if r.figure(key) is not None]
     return sorted(present, key=lambda r: r.figure(key), reverse=descending) + [r for r in runs if r.figure(key) is None]
 
@@ -156,14 +174,14 @@ class Regression:
 
 def gate(parent: RunSummary, child: RunSummary, *, metric_tolerance: float, check_tolerance: float) -> list[Regression]:
     """What the child does worse than the parent: a validation metric lower by more than metric_tolerance (higher
-    for loss), an audit figure worse by more than check_tolerance in its check's direction, or a check that
+    for loss and perplexity), an audit figure worse by more than check_tolerance in its check's direction, or a check that
     passed for the parent and fails for the child."""
     found = []
     for name, before in parent.metrics.items():
         after = child.metrics.get(name)
         if after is None or name in ("token_accuracy",):
             continue
-        worse = (after - before) if name == "loss" else (before - after)
+        worse = (before - after) if higher_is_better(name) else (after - before)
         if worse > metric_tolerance + _ROUNDING:
             found.append(Regression(name, before, after, f"{worse:.4f} worse (tolerance {metric_tolerance})"))
     for name, before in parent.checks.items():

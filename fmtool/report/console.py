@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -95,11 +95,12 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"report: {report['run']['path']}/report/report.md")
 
 
-def print_comparison(rows: list[dict[str, Any]], objectives: list[str]) -> None:
-    """One row per run; a star marks the Pareto front over the shared objectives."""
+def print_comparison(rows: list[dict[str, Any]], objectives: list[str], left_out: Sequence[str] = ()) -> None:
+    """One row per run; a star marks the Pareto front over the shared objectives; below, the runs left out and why."""
     # metrics and objectives; every audit check is in the CSV and HTML
     shown = [c for c in (rows[0] if rows else {}) if c not in ("run", "pareto_front") and "." not in c]
-    table = Table(title=f"{len(rows)} runs · Pareto front (★) over {', '.join(objectives) or 'no shared objective'}")
+    table = Table(title=f"{len(rows)} runs · Pareto front (★) over {', '.join(objectives) or 'no shared objective'}",
+                  caption=f"left out, not complete: {'; '.join(left_out)}" if left_out else None)
     table.add_column("run")
     table.add_column("★")
     for column in shown:
