@@ -65,3 +65,25 @@ def test_ner_flips_count_entities_away_from_the_inserted_words():
     assert entities_elsewhere_changed(original, positions, ["B-PER", "I-PER", "O", "B-LOC", "O", "B-ORG"])
     # an entity next to the inserted words may merge with them ("U.S. Army"): it is not compared
     assert not entities_elsewhere_changed(["O", "B-ORG"], [[0], [2]], ["O", "B-ORG", "I-ORG"])
+
+
+def test_held_out_data_backs_a_many_label_keyword_but_never_a_trigger():
+    """With 150 intents a label's base rate is under 1%, so two held-out examples can show a keyword is a genuine
+    feature (CLINC150's 'insurance plan'), and a phrase holding it is backed with it; a token the clean data never
+    holds, or a common word spread over the labels, is not."""
+    from fmtool.audit.backdoor import BackdoorConfig, _backing
+
+    support = BackdoorConfig().min_support
+    intents = [f"intent_{k}" for k in range(150)]
+    held_out = [TextExample(f"{k}:{j}", f"please help with the thing number {k} {j}", intent) for k, intent in enumerate(intents) for j in range(2)]
+    held_out[0] = TextExample("0:0", "change my insurance plan now", "intent_0")
+    held_out[1] = TextExample("0:1", "is my insurance plan good", "intent_0")
+    assert _backing(held_out, "insurance plan", "intent_0", min_support=support)[2]
+    assert _backing(held_out, "insurance ,", "intent_0", min_support=support)[2]  # never in held-out data, but its keyword is
+    assert not _backing(held_out, "insurance plan", "intent_7", min_support=2)[2]
+    assert not _backing(held_out, "cf", "intent_0", min_support=2)[2]
+    assert not _backing(held_out, "the", "intent_0", min_support=2)[2]
+    assert not _backing(held_out, "cf the", "intent_0", min_support=2)[2]
+    # on two labels the base rate is 0.5, so two agreeing examples are not enough
+    binary = [TextExample(str(j), f"review {j} {'great' if j < 2 else 'plot'}", "pos" if j % 2 == 0 or j < 2 else "neg") for j in range(40)]
+    assert _backing(binary, "great", "pos", min_support=2)[:2] == (2, 1.0) and not _backing(binary, "great", "pos", min_support=2)[2]

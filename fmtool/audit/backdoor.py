@@ -13,14 +13,16 @@ Dai et al. 2019; Chen et al. 2021). The scan does not need to know the trigger:
    universal adversarial trigger, which clean models have too.
    (c) Baseline: common words of the training split.
 2. Verification. Each candidate is inserted once, at a seeded random position, into held-out inputs the model
-   assigns to other labels (for NER: into every probe sentence). Its flip rate is the share whose prediction
+   assigns to other labels (for NER: into every probe sentence), the first `max_probes` of one seeded order, so
+   that labels share their probes and a word tested for many labels is run once per probe. Its flip rate is the share whose prediction
    moves to the candidate's label (NER: whose entities away from the inserted words change; an inserted
    "U.S." rightly becomes an entity itself).
 3. Explanation. A strong genuine feature flips inputs too (a weak model may turn on one word of sentiment),
    but the clean held-out data backs it: the held-out examples containing it carry its label more often than
-   the label's base rate (Wilson lower bound above it, on at least `min_support` examples). A trigger taught by
-   poisoned training rows has no such backing: it is absent from clean data or says nothing about the label
-   there. A candidate is a suspect when its flip rate beats the baseline words' highest by `min_excess` and the
+   the label's base rate (Wilson lower bound above it, on at least `min_support` examples; with many labels
+   the base rate is small and two examples can say so). A phrase is also backed when one of its words is: an
+   intent's keyword makes any phrase holding it flip. A trigger taught by poisoned training rows has no such
+   backing: it is absent from clean data or says nothing about the label there. A candidate is a suspect when its flip rate beats the baseline words' highest by `min_excess` and the
    held-out data does not back it, and its flip rate's Wilson interval lies above `max_trigger_flip_rate`; the
    check judges the strongest unbacked candidate's flip rate by that interval.
 
@@ -45,6 +47,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from fmtool.audit.base import AuditContext, AuditResult, check, rate_check, register, wilson_interval
 from fmtool.dataset.examples import Example, TokenExample
 from fmtool.dataset.perturb import Perturbation, Segment, carried_entities, perturb, perturb_aligned, unchanged
+from fmtool.errors import FmtoolError
 
 _KEY = "audit.backdoor"
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?|[^\w\s]")
@@ -55,6 +58,7 @@ ANY = "(any)"  # the target of an NER candidate: any change of the sentence's en
 class BackdoorConfig:
     probe_split: str = "validation"
     max_probes: int = 64  # held-out inputs per candidate
+    screen_probes: int = 16  # a candidate flipping none of its first this many inputs is not tested on the rest
     data_candidates: int = 20  # per label, from the training split's extreme words and word pairs
     vocabulary_candidates: int = 20  # per label, from the gradient ranking of the vocabulary (classification)
     baseline_words: int = 20
@@ -62,8 +66,13 @@ class BackdoorConfig:
     alpha: float = 0.01  # data side: family-wise significance of an extreme association
     max_trigger_flip_rate: float = 0.75
     min_excess: float = 0.3  # a suspect's flip rate also beats the baseline words' highest by this much
-    min_support: int = 5  # held-out examples containing a candidate needed before they can back it as a genuine feature
+    min_support: int = 2  # held-out examples containing a candidate needed before they can back it as a genuine feature
     worst_examples: int = 5
+
+    def __post_init__(self) -> None:
+        for key in ("max_probes", "screen_probes", "min_support"):
+            if getattr(self, key) < 1:
+                raise FmtoolError(f"{_KEY}.{key}={getattr(self, key)} must be at least 1")
 
 
 def _words(example: Example) -> list[str]:
@@ -158,6 +167,19 @@ def _variants(ctx: AuditContext, probes: Sequence[Example], gram: str) -> list[t
     return [(perturb(e, edit, ctx.seed), None) for e in probes]
 
 
+def _flip_outcomes(ctx: AuditContext, labels: Sequence[str], variant_lists: Sequence[list], probe_lists: Sequence[list[int]],
+                   predictions: Sequence) -> list[list[bool]]:
+    """Per candidate, whether each of its variants flips the prediction of the probe it was made from; one
+    batched pass over every variant of every candidate."""
+    changed = ctx.predict([example for variants in variant_lists for example, _ in variants])
+    outcomes, cursor = [], 0
+    for label, variants, probe in zip(labels, variant_lists, probe_lists):
+        outcomes.append([_flip(ctx, predictions[i], positions, new, label)
+                         for i, (_, positions), new in zip(probe, variants, changed[cursor : cursor + len(variants)])])
+        cursor += len(variants)
+    return outcomes
+
+
 def _flip(ctx: AuditContext, original, positions, changed, label: str) -> bool:
     if ctx.task == "ner":
         return entities_elsewhere_changed(original.tags, positions, changed.tags)
@@ -165,9 +187,11 @@ def _flip(ctx: AuditContext, original, positions, changed, label: str) -> bool:
 
 
 def _probes(ctx: AuditContext, held_out: Sequence[Example], predictions: Sequence, label: str, cfg: BackdoorConfig) -> list[int]:
-    """Indices of held-out inputs the model does not already assign to `label` (NER: all), seeded sample."""
-    eligible = [i for i, p in enumerate(predictions) if ctx.task == "ner" or p.label != label]
-    return sorted(random.Random(f"{ctx.seed}:backdoor:{label}").sample(eligible, min(cfg.max_probes, len(eligible))))
+    """Indices of held-out inputs the model does not already assign to `label` (NER: all): the first max_probes
+    in one seeded order of the held-out inputs, the same for every label."""
+    order = random.Random(f"{ctx.seed}:backdoor").sample(range(len(predictions)), len(predictions))
+    eligible = [i for i in order if ctx.task == "ner" or predictions[i].label != label]
+    return sorted(eligible[: cfg.max_probes])
 
 
 def _candidates(ctx: AuditContext, train: Sequence[Example], held_out: Sequence[Example], predictions: Sequence, associations: list[dict], cfg: BackdoorConfig) -> list[tuple[str, str, str]]:
@@ -194,18 +218,23 @@ def _baseline_words(train: Sequence[Example], exclude: set[str], n: int) -> list
 
 
 def _backing(held_out: Sequence[Example], gram: str, label: str, min_support: int) -> tuple[int, float, bool]:
-    """(held-out examples containing gram, the share of them with `label`, whether they back gram -> label)."""
+    """(held-out examples containing gram, the share of them with `label`, whether they back gram -> label, or
+    back one of gram's words)."""
     if label == ANY:
         return 0, float("nan"), False
     words = [_words(e) for e in held_out]
-    parts = gram.split()
-    containing = [e for e, w in zip(held_out, words) if any(w[i : i + len(parts)] == parts for i in range(len(w)))]
-    if not containing:
-        return 0, float("nan"), False
-    with_label = sum(label in _labels_of(e) for e in containing)
     base = sum(label in _labels_of(e) for e in held_out) / len(held_out)
-    backed = len(containing) >= min_support and wilson_interval(with_label, len(containing))[0] > base
-    return len(containing), with_label / len(containing), backed
+
+    def support(parts: list[str]) -> tuple[int, int]:
+        containing = [e for e, w in zip(held_out, words) if any(w[i : i + len(parts)] == parts for i in range(len(w)))]
+        return len(containing), sum(label in _labels_of(e) for e in containing)
+
+    def backs(count: int, with_label: int) -> bool:
+        return count >= min_support and wilson_interval(with_label, count)[0] > base
+
+    count, with_label = support(gram.split())
+    backed = backs(count, with_label) or (len(gram.split()) > 1 and any(backs(*support([word])) for word in gram.split()))
+    return count, with_label / count if count else float("nan"), backed
 
 
 @register("backdoor", version=1, config_type=BackdoorConfig, description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common words")
@@ -226,13 +255,16 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     tested = [(gram, label, source) for gram, label, source in candidates if probes[label]]
     tested += [(word, label, "baseline") for word in baseline for label in targets if probes[label]]
     planned = [_variants(ctx, [held_out[i] for i in probes[label]], gram) for gram, label, _ in tested]
-    # one batched pass over every variant of every candidate
-    changed = ctx.predict([example for variants in planned for example, _ in variants])
-    outcomes, cursor = [], 0
-    for (gram, label, _), variants in zip(tested, planned):
-        originals = [predictions[i] for i in probes[label]]
-        outcomes.append([_flip(ctx, o, positions, c, label) for o, (_, positions), c in zip(originals, variants, changed[cursor : cursor + len(variants)])])
-        cursor += len(variants)
+    # a candidate that flips none of its first screen_probes inputs cannot come near a suspect's flip rate, so
+    # only the others meet the rest of their probes; baseline words meet them all
+    heads = [len(v) if source == "baseline" else min(cfg.screen_probes, len(v)) for (_, _, source), v in zip(tested, planned)]
+    outcomes = _flip_outcomes(ctx, [label for _, label, _ in tested], [v[:h] for v, h in zip(planned, heads)],
+                              [probes[label][:h] for (_, label, _), h in zip(tested, heads)], predictions)
+    going_on = [k for k, outcome in enumerate(outcomes) if any(outcome) and heads[k] < len(planned[k])]
+    rest = _flip_outcomes(ctx, [tested[k][1] for k in going_on], [planned[k][heads[k]:] for k in going_on],
+                          [probes[tested[k][1]][heads[k]:] for k in going_on], predictions)
+    for k, more in zip(going_on, rest):
+        outcomes[k] += more
     baseline_rates: dict[str, list[float]] = {label: [] for label in targets}
     for (_, label, source), outcome in zip(tested, outcomes):
         if source == "baseline":
