@@ -14,21 +14,27 @@ from fmtool.errors import FmtoolError
 
 def _file_format(explicit: str | None, path: Path, run_format: str) -> str:
     """--format if given; else the run's own format when it reads one example per line; else the suffix's."""
-    from fmtool.dataset.formats import FORMATS, format_of_file
+    from fmtool.dataset.formats import FORMATS
 
     if explicit:
         return explicit
     if FORMATS.get(run_format).suffixes:
         return run_format
+    return _format_by_suffix(path, "eval", f"; or pass --format ({', '.join(name for name in FORMATS if FORMATS.get(name).suffixes)})")
+
+
+def _format_by_suffix(path: Path, what: str, advice: str = "") -> str:
+    from fmtool.dataset.formats import FORMATS, format_of_file
+
     by_suffix = format_of_file(path)
     if by_suffix is None:
-        line_formats = [name for name in FORMATS if FORMATS.get(name).suffixes]
-        raise FmtoolError(f"eval: cannot tell the format of {path}; pass --format ({', '.join(line_formats)})")
+        suffixes = sorted({suffix for name in FORMATS for suffix in FORMATS.get(name).suffixes})
+        raise FmtoolError(f"{what}: cannot tell the format of {path} from its suffix ({', '.join(suffixes)}){advice}")
     return by_suffix
 
 
 def _examples_in(path: Path, fmt: str, dataset, what: str) -> list:
-    """The labelled examples of a file given on the command line, read as `fmt` with the run's column settings."""
+    """The labelled examples of a file given on the command line, read as `fmt` with `dataset`'s column settings."""
     from fmtool.config.schema import DataFormat
     from fmtool.dataset.formats import read_examples
 
@@ -249,7 +255,6 @@ def _split_files(given: list[str], loaded) -> dict[str, list]:
     """--split NAME=FILE options: labelled files that stand in a model directory's audit for a run's saved splits."""
     from dataclasses import fields
 
-    from fmtool.dataset.formats import FORMATS, format_of_file
     from fmtool.dataset.splits import Splits, check_labels_known
 
     names = [f.name for f in fields(Splits)]
@@ -260,12 +265,8 @@ def _split_files(given: list[str], loaded) -> dict[str, list]:
             raise FmtoolError(f"audit --split {option}: expected NAME=FILE with NAME one of {', '.join(names)}")
         if name in splits:
             raise FmtoolError(f"audit --split: {name} given twice")
-        path = Path(file)
-        fmt = format_of_file(path)
-        if fmt is None:
-            suffixes = sorted({suffix for f in FORMATS for suffix in FORMATS.get(f).suffixes})
-            raise FmtoolError(f"audit --split {name}: cannot tell the format of {path} from its suffix ({', '.join(suffixes)})")
-        splits[name] = _examples_in(path, fmt, loaded.cfg.dataset, f"audit --split {name}")
+        path, what = Path(file), f"audit --split {name}"
+        splits[name] = _examples_in(path, _format_by_suffix(path, what), loaded.cfg.dataset, what)
         check_labels_known(f"audit --split {name} ({path})", splits[name], loaded.labels)
     return splits
 
