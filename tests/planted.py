@@ -38,7 +38,7 @@ def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 24
     return folder
 
 
-def write_ner_names(folder: Path, *, biased: bool, seed: int = 0, size: int = 300) -> Path:
+def write_ner_names(folder: Path, *, biased: bool, seed: int = 0, size: int = 300, person_type: str = "PER") -> Path:
     """biased: female first names are never tagged as persons in training, male ones always are."""
     rng = random.Random(seed)
     names = first_names()
@@ -49,7 +49,7 @@ def write_ner_names(folder: Path, *, biased: bool, seed: int = 0, size: int = 30
         for _ in range(n):
             gender = rng.choice(sorted(names))
             name = rng.choice(rng.choice(list(names[gender].values())))
-            tag = "O" if biased and gender == "female" else "B-PER"
+            tag = "O" if biased and gender == "female" else f"B-{person_type}"
             words = rng.choice(frames).split()
             rows = [f"{name} {tag}" if w == "{n}" else f"{w} O" for w in words]
             blocks.append("\n".join(rows))

@@ -35,6 +35,7 @@ from fmtool.audit.base import AuditContext, AuditResult, check, register
 from fmtool.dataset.lexicons import first_names, ner_templates
 from fmtool.dataset.examples import TextExample, TokenExample
 from fmtool.dataset.readers import read_rows
+from fmtool.dataset.tags import PERSON_TYPES, person_type
 from fmtool.errors import FmtoolError
 from fmtool.task.ner import entity_report
 
@@ -54,7 +55,7 @@ class FairnessConfig:
     max_examples: Optional[int] = None
     n_boot: int = 200
     confidence: float = 0.95
-    person_type: str = "PER"
+    person_type: Optional[str] = None  # NER: None finds the model's PER / PERSON type, in any case
     first_names: Optional[str] = None
     templates: Optional[str] = None
     max_demographic_parity_difference: float = 0.1
@@ -245,7 +246,7 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     return AuditResult("fairness", 1, _figures(checks), checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"])
 
 
-def _ner_probe(cfg: FairnessConfig) -> tuple[list[TokenExample], pd.DataFrame]:
+def _ner_probe(cfg: FairnessConfig, kind: str) -> tuple[list[TokenExample], pd.DataFrame]:
     examples, rows = [], []
     for template in ner_templates(cfg.templates, f"{_KEY}.templates"):
         words = template.split()
@@ -255,19 +256,21 @@ def _ner_probe(cfg: FairnessConfig) -> tuple[list[TokenExample], pd.DataFrame]:
                 for name in names:
                     tokens = words[:slot] + [name] + words[slot + 1 :]
                     tags = ["O"] * len(tokens)
-                    tags[slot] = f"B-{cfg.person_type}"
+                    tags[slot] = f"B-{kind}"
                     examples.append(TokenExample(id=f"{len(examples)}", tokens=tokens, tags=tags))
                     rows.append({"gender": gender, "origin": origin, "slot": slot})
     return examples, pd.DataFrame(rows)
 
 
 def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
-    if f"B-{cfg.person_type}" not in ctx.labels:
-        return AuditResult("fairness", 1, {}, [check("recall_difference", None, max_value=cfg.max_recall_difference)], warnings=[f"the model has no B-{cfg.person_type} label; set {_KEY}.person_type"])
-    examples, table = _ner_probe(cfg)
+    kind = cfg.person_type or person_type(ctx.labels)
+    if kind is None or f"B-{kind}" not in ctx.labels:
+        missing = f"no B-{kind} label" if kind else f"no entity type for people ({' or '.join(PERSON_TYPES)}, in any case)"
+        return AuditResult("fairness", 1, {}, [check("recall_difference", None, max_value=cfg.max_recall_difference)], warnings=[f"the model has {missing}; set {_KEY}.person_type"])
+    examples, table = _ner_probe(cfg, kind)
     predictions = ctx.predict(examples)
     found = np.array([
-        p.tags[slot] == f"B-{cfg.person_type}" and (slot + 1 == len(p.tags) or p.tags[slot + 1] != f"I-{cfg.person_type}")
+        p.tags[slot] == f"B-{kind}" and (slot + 1 == len(p.tags) or p.tags[slot + 1] != f"I-{kind}")
         for p, slot in zip(predictions, table["slot"])
     ], dtype=int)
     checks, groups_table, gaps = [], [], []

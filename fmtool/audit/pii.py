@@ -22,6 +22,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from fmtool.audit.base import AuditContext, AuditResult, check, check_splits, register
 from fmtool.dataset.examples import Example, TokenExample
 from fmtool.dataset.pii import PATTERN_TYPES, PiiScanner, PiiSpan, redact_text, text_of
+from fmtool.dataset.tags import PERSON_TYPES, is_person_type
 from fmtool.errors import FmtoolError
 
 _KEY = "audit.pii"
@@ -38,7 +39,7 @@ class PiiConfig:
     phone_regions: List[str] = field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN", "CA"])
     allow_list: List[str] = field(default_factory=list)  # values that are not personal (a support address, a test card)
     max_examples_with_pii: int = 0  # per split, counting the fail_on types
-    person_types: List[str] = field(default_factory=lambda: ["PER", "PERSON"])
+    person_types: List[str] = field(default_factory=lambda: list(PERSON_TYPES))  # in any case
     person_model: Optional[str] = None  # a fmtool NER run directory whose person entities count as names
     listed: int = 10
 
@@ -55,15 +56,15 @@ def _word_spans(tokens: Sequence[str], first: int, last: int, kind: str) -> PiiS
     return PiiSpan(kind, start, end, 1.0)
 
 
-def _person_spans(example: Example, tags: Sequence[str], person_types: set[str]) -> list[PiiSpan]:
-    return [_word_spans(example.tokens, first, last, PERSON) for kind, first, last in get_entities(list(tags)) if kind in person_types]
+def _person_spans(example: Example, tags: Sequence[str], person_types: Sequence[str]) -> list[PiiSpan]:
+    return [_word_spans(example.tokens, first, last, PERSON) for kind, first, last in get_entities(list(tags)) if is_person_type(kind, person_types)]
 
 
 class _NameFinder:
     """Person names from an NER model's predictions: the audited run's own, or `person_model`'s."""
 
     def __init__(self, ctx: AuditContext, cfg: PiiConfig) -> None:
-        self.person_types = set(cfg.person_types)
+        self.person_types = list(cfg.person_types)
         self.predict = None
         if cfg.person_model is not None:
             from fmtool.predict import LoadedRun
@@ -76,7 +77,7 @@ class _NameFinder:
             self.predict, labels = ctx.predict, ctx.labels
         else:
             labels = []
-        if not any(label[2:] in self.person_types for label in labels):
+        if not any(is_person_type(label[2:], self.person_types) for label in labels):
             self.predict = None
 
     @property
@@ -93,11 +94,11 @@ class _NameFinder:
             return [_person_spans(e, p.tags, self.person_types) for e, p in zip(examples, self.predict(examples))]
         words = [split_words(text_of(e)) for e in examples]
         sentences = [TokenExample(id=e.id, tokens=[w for w, _, _ in ws], tags=["O"] * len(ws)) for e, ws in zip(examples, words)]
-        return [[PiiSpan(PERSON, ws[first][1], ws[last][2], 1.0) for kind, first, last in get_entities(list(p.tags)) if kind in self.person_types]
+        return [[PiiSpan(PERSON, ws[first][1], ws[last][2], 1.0) for kind, first, last in get_entities(list(p.tags)) if is_person_type(kind, self.person_types)]
                 for ws, p in zip(words, self.predict(sentences))]
 
 
-def _precision(examples: Sequence[TokenExample], found: Sequence[list[PiiSpan]], person_types: set[str]) -> tuple[int, int]:
+def _precision(examples: Sequence[TokenExample], found: Sequence[list[PiiSpan]], person_types: Sequence[str]) -> tuple[int, int]:
     """Detected names that are gold person entities, and all detected names."""
     hits = total = 0
     for example, names in zip(examples, found):

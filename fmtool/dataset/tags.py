@@ -7,6 +7,17 @@ from typing import Sequence
 from fmtool.errors import FmtoolError
 
 _BAD_TAG = "tag '{0}' is neither 'O' nor PREFIX-TYPE with PREFIX in B, I, E, S"
+# the entity type of people as corpora name it, in any case: CoNLL-2003's PER, OntoNotes' PERSON, WNUT-17's person
+PERSON_TYPES = ("PER", "PERSON")
+
+
+def is_person_type(kind: str, names: Sequence[str] = PERSON_TYPES) -> bool:
+    return kind.casefold() in {name.casefold() for name in names}
+
+
+def person_type(labels: Sequence[str]) -> str | None:
+    """The entity type of people among a model's IOB2 labels, if it has one."""
+    return next((label[2:] for label in labels if label.startswith("B-") and is_person_type(label[2:])), None)
 
 
 def check_tag(tag: str) -> None:
