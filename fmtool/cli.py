@@ -209,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="audit a finished run (or a model directory with --task) and write its report")
     audit.add_argument("path", type=Path, help="a run directory, or a Hugging Face model directory with --task")
-    audit.add_argument("overrides", nargs="*", help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value")
+    audit.add_argument("overrides", nargs="*", help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value | dataset.<key>=value (how --split files are read)")
     audit.add_argument("--strict", action="store_true", help="exit 1 when any check fails (for CI gates)")
     audit.add_argument("--inconclusive", choices=("pass", "fail"), default="pass",
                        help="with --strict, how a check whose interval straddles its threshold counts (default: pass)")
@@ -217,7 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
     audit.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
                        help="a model directory's labelled data, as a run's saved split: train, validation or test "
-                            "(format by suffix: .conll for NER, .csv/.jsonl with text and label columns); repeatable")
+                            "(format by suffix: .conll for NER, .csv/.tsv/.jsonl with text and label columns, or "
+                            "dataset.text_column=... among the overrides); repeatable")
     audit.add_argument("--base-model", default=None, metavar="NAME",
                        help="the model a model directory was fine-tuned from (hub id or path): twins such as the membership "
                             "audit's reference start there; without it, audits that need one skip it")

@@ -244,14 +244,31 @@ def audit_command(args: argparse.Namespace) -> int:
             report = audit_pipeline(masked_lm_context(args.path), audit, out)
         else:
             loaded = LoadedRun.from_model_dir(args.path, args.task, batch_size=args.batch_size)
-            splits = _split_files(args.split, loaded)
-            report = audit_loaded(loaded, family_configs_checked(audit_config(None, args.task, overrides)), out, splits=splits, base_model=args.base_model)
+            reading = [o for o in overrides if o.startswith("dataset.")]
+            splits = _split_files(args.split, _file_settings(reading), loaded.labels)
+            audit = family_configs_checked(audit_config(None, args.task, [o for o in overrides if o not in reading]))
+            report = audit_loaded(loaded, audit, out, splits=splits, base_model=args.base_model)
     print_report(report)
     failing = {"fail", "inconclusive"} if args.inconclusive == "fail" else {"fail"}
     return 1 if args.strict and report["status"] in failing else 0
 
 
-def _split_files(given: list[str], loaded) -> dict[str, list]:
+def _file_settings(overrides: list[str]):
+    """How --split files are read: dataset settings' defaults (columns text and label, the tag in the last CoNLL
+    column) with dataset.<key>=value overrides."""
+    from omegaconf import OmegaConf
+
+    from fmtool.config.schema import DatasetConfig
+    from fmtool.errors import one_line
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(DatasetConfig(name="split files")), OmegaConf.from_dotlist([o[len("dataset."):] for o in overrides]))
+        return OmegaConf.to_object(merged)
+    except Exception as error:  # omegaconf's grammar and validation errors share no base besides Exception
+        raise FmtoolError(f"audit: cannot apply {overrides}: {one_line(error)}") from None
+
+
+def _split_files(given: list[str], dataset, labels: list[str]) -> dict[str, list]:
     """--split NAME=FILE options: labelled files that stand in a model directory's audit for a run's saved splits."""
     from dataclasses import fields
 
@@ -266,8 +283,8 @@ def _split_files(given: list[str], loaded) -> dict[str, list]:
         if name in splits:
             raise FmtoolError(f"audit --split: {name} given twice")
         path, what = Path(file), f"audit --split {name}"
-        splits[name] = _examples_in(path, _format_by_suffix(path, what), loaded.cfg.dataset, what)
-        check_labels_known(f"audit --split {name} ({path})", splits[name], loaded.labels)
+        splits[name] = _examples_in(path, _format_by_suffix(path, what), dataset, what)
+        check_labels_known(f"audit --split {name} ({path})", splits[name], labels)
     return splits
 
 

@@ -210,3 +210,18 @@ def test_audit_of_an_ner_model_directory_reads_its_split_files(ner_run, tmp_path
         assert refused.returncode == 2 and refused.stderr.strip().startswith(f"fmtool: error: {message}"), refused.stderr
     on_a_run = fmtool_cli("audit", str(run.path), "--split", f"validation={dev}")
     assert on_a_run.returncode == 2 and "--split and --base-model are for a model directory" in on_a_run.stderr
+
+
+@pytest.mark.slow
+def test_a_classifier_directorys_split_file_is_read_with_the_dataset_settings_given(classification_run, tmp_path):
+    run, _ = classification_run
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("sentence\tlabel\n" + "".join(f"{e.text}\t{e.label}\n" for e in run.load_split("validation")))
+    args = ["audit", str(run.model_dir), "--task", "classification", "--split", f"validation={dev}", "audit=[robustness]",
+            "audit.robustness.tests=[add_typo]", "--output", str(tmp_path / "out")]
+    unread = fmtool_cli(*args)
+    assert unread.returncode == 2 and f"{dev}: column 'text' (dataset.text_column) not found; columns are: sentence, label" in unread.stderr
+    read = fmtool_cli(*args, "dataset.text_column=sentence")
+    assert read.returncode == 0, read.stderr
+    entry = json.loads((tmp_path / "out" / "report" / "report.json").read_text())["audits"][0]
+    assert entry["summary"]["examples"] == len(run.load_split("validation"))
