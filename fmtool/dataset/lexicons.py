@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fmtool.dataset.readers import text_lines
+from fmtool.dataset.readers import read_json, text_lines
 from fmtool.errors import FmtoolError
 
 _SHIPPED = importlib.resources.files("fmtool") / "resources" / "lexicons"
@@ -23,11 +23,15 @@ def _read(path: Optional[str], shipped: str, key: str) -> str:
 
 def _json(path: Optional[str], shipped: str, key: str, shape: str, fits: Callable[[Any], bool]) -> dict[str, Any]:
     """A JSON lexicon whose entries (keys starting with "_" are comments) each pass `fits`, described by `shape`."""
-    text = _read(path, shipped, key)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FmtoolError(f"{key}: {path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    if path is None:
+        data = json.loads((_SHIPPED / shipped).read_text(encoding="utf-8"))
+    elif not Path(path).is_file():
+        raise FmtoolError(f"{key}: {path} not found")
+    else:
+        try:
+            data = read_json(Path(path))
+        except FmtoolError as error:
+            raise FmtoolError(f"{key}: {error}") from None
     entries = {name: value for name, value in data.items() if not name.startswith("_")} if isinstance(data, dict) else None
     if entries is None or not all(fits(value) for value in entries.values()):
         raise FmtoolError(f"{key}: {path} must hold a JSON object of {shape}")
