@@ -42,19 +42,12 @@ def test_a_damaged_status_file_is_named(tmp_path, ner_run):
 
 
 @pytest.mark.parametrize("key", ["train_file", "validation_file"])
-def test_an_empty_data_file_is_named(tmp_path, key):
-    empty = tmp_path / "empty.conll"
-    empty.write_text("\n\n", encoding="utf-8")
-    with pytest.raises(FmtoolError, match=rf"dataset.{key}: {empty} holds no examples"):
-        train_tiny(tmp_path / "run", "ner", f"dataset.{key}={empty}", "audit=none")
-
-
-@pytest.mark.parametrize("key", ["train_file", "validation_file"])
-def test_an_empty_pretraining_corpus_is_named_and_the_run_marked_failed(tmp_path, key):
-    empty = tmp_path / "empty.txt"
+@pytest.mark.parametrize("task, name, holds", [("ner", "empty.conll", "examples"), ("mlm", "empty.txt", "text")])
+def test_an_empty_data_file_is_named_and_the_run_marked_failed(tmp_path, key, task, name, holds):
+    empty = tmp_path / name
     empty.write_text("\n  \n", encoding="utf-8")
-    with pytest.raises(FmtoolError, match=rf"dataset.{key}: {empty} holds no text"):
-        train_tiny(tmp_path / "run", "mlm", f"dataset.{key}={empty}", "audit=none")
+    with pytest.raises(FmtoolError, match=rf"dataset.{key}: {empty} holds no {holds}"):
+        train_tiny(tmp_path / "run", task, f"dataset.{key}={empty}", "audit=none")
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
 
 
