@@ -8,7 +8,7 @@ import random
 import pytest
 
 from fmtool.config.schema import CanaryConfig
-from fmtool.dataset.canaries import make_canaries, with_canaries
+from fmtool.dataset.canaries import make_canaries, secret_text, with_canaries
 from fmtool.errors import FmtoolError
 from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
@@ -48,6 +48,16 @@ def test_a_much_repeated_canary_is_exposed_and_a_single_one_is_not(tmp_path):
     exposures = {row["repetitions"]: row["exposure"] for row in entry["tables"]["canaries"]}
     assert exposures[100] > 8 and exposures[1] < 4, exposures
     assert entry["status"] == "fail" and entry["checks"][0]["value"] == exposures[100]
+    # the same memorised sentence named by someone who knows it, beside one the corpus never held
+    unseen = "my secret number is " + secret_text(random.Random(5), 6)
+    assert unseen not in train_text
+    secrets = tmp_path / "secrets.txt"
+    secrets.write_text(f"{canaries[1].text}\n{unseen}\n")
+    given = audit_loaded(LoadedRun.load(run.path), {"canary": {"secrets": str(secrets)}}, tmp_path / "given")["audits"][0]
+    by_order = [row for row in given["tables"]["canaries"] if row["repetitions"] is None]
+    assert by_order[0]["exposure"] > 8 and by_order[1]["exposure"] < 6, by_order  # 6 bits: the check's threshold
+    assert [row["canary"] for row in by_order] == ["my secret number is <secret>"] * 2
+    assert canaries[1].secret not in (tmp_path / "given" / "report" / "report.json").read_text()
 
 
 def test_canaries_are_seeded_distinct_and_inserted_as_often_as_asked():
@@ -66,6 +76,26 @@ def test_bad_canary_settings_name_the_key(overrides, key):
     task = "ner" if "+task=ner" in overrides else "mlm"
     with pytest.raises(FmtoolError, match=key):
         tiny_config(task, *[o for o in overrides if o != "+task=ner"])
+
+
+def test_a_given_secret_is_ranked_among_strings_of_its_layout_and_token_count(tmp_path):
+    from fmtool.audit.canary import given_secret, given_secrets, same_layout
+    from fmtool.model import load_tokenizer
+
+    assert given_secret("flat {4} code is 7 3 9 1 .", "x") == ("flat {{4}} code is {secret} .", "7 3 9 1")
+    assert given_secret("call 5551234 today", "x") == ("call {secret} today", "5551234")
+    tokenizer = load_tokenizer(tiny_config("mlm").model)
+    others = same_layout(random.Random(0), "5551234", tokenizer, 50, attempts=2000)
+    length = len(tokenizer("5551234", add_special_tokens=False)["input_ids"])
+    assert len(others) == 50 and "5551234" not in others
+    assert all(len(o) == 7 and o.isdigit() and len(tokenizer(o, add_special_tokens=False)["input_ids"]) == length for o in others)
+    for sentence in ("no digits here", "room b12 is free"):
+        with pytest.raises(FmtoolError, match=r"audit.canary.secrets: x: no digits standing as a word"):
+            given_secret(sentence, "x")
+    listed = tmp_path / "secrets.txt"
+    listed.write_text("my pin is 4 8 2 1\n\nno secret\n")
+    with pytest.raises(FmtoolError, match=rf"audit.canary.secrets: {listed}:3: no digits"):
+        given_secrets(str(listed))
 
 
 def test_a_run_without_canaries_skips_the_audit_with_the_reason(tmp_path):
