@@ -11,7 +11,7 @@ from fmtool.errors import FmtoolError
 from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
-from tests.planted import write_unique_rows
+from tests.planted import POSITIVE, write_unique_rows
 
 # validation on the training rows, so the kept (best) weights are the most memorised; the real held-out rows are the test split
 _CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=train.tsv", "dataset.test_file=dev.tsv", "dataset.text_column=sentence",
@@ -41,10 +41,21 @@ def test_a_memorising_model_fails_and_a_normal_twin_passes(memorised_and_normal)
     assert leaky["status"] == "fail", leaky["summary"]
     assert leaky["summary"]["loss.auc"] > 0.7 and leaky["summary"]["member_mean_loss"] < leaky["summary"]["non_member_mean_loss"]
     assert {row["attack"] for row in leaky["tables"]["roc"]} == {"loss", "reference"}
+    # with a twin that learns the sentiment words, the records the model memorised most are the ones whose label
+    # contradicts their word (the flipped quarter): the twin gets them wrong, the memorising model fits them
+    rows = {e.id: e for e in LoadedRun.load(memorised.path).run.load_split("train")}
+    exposed = _membership(memorised, reference_overrides=["trainer.epochs=20", "optimizer.lr=2e-3"])["tables"]["most_exposed"]
+    assert len(exposed) == 10 and [r["score"] for r in exposed] == sorted((r["score"] for r in exposed), reverse=True)
+    assert sum(_label_contradicts_its_word(rows[r["id"]]) for r in exposed) >= 7, [rows[r["id"]] for r in exposed]  # by chance: 2.5
     tight = _membership(normal, reference_overrides=["trainer.epochs=2", "optimizer.lr=1e-3"])
     assert tight["status"] == "pass", tight["summary"]
     # 300 held-out rows: 150 train the reference twin, 150 are the non-members, matched by 150 of the 200 members
     assert tight["summary"]["examples"] == leaky["summary"]["examples"] == 150
+
+
+def _label_contradicts_its_word(row) -> bool:
+    word = row.text.split()[-2]
+    return (word in POSITIVE) != (row.label == "positive")
 
 
 def test_too_few_held_out_examples_skip_with_the_reason(classification_run):

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fmtool.audit.base import AuditContext, AuditResult, bootstrap_interval, check, register
+from fmtool.dataset.examples import Example
 from fmtool.errors import FmtoolError
 
 _KEY = "audit.membership"
@@ -46,6 +47,7 @@ class MembershipConfig:
     n_boot: int = 200
     max_auc: float = 0.6
     max_tpr_at_1pct_fpr: Optional[float] = None  # null: reported, not checked
+    most_exposed: int = 10  # members listed by the reference attack's score: the records the model memorised most
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.attacks if a not in _ATTACKS]
@@ -124,4 +126,14 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
         if cfg.max_tpr_at_1pct_fpr is not None:
             checks.append(check(f"{attack}.tpr_at_1pct_fpr", figures["tpr_at_1pct_fpr"], max_value=cfg.max_tpr_at_1pct_fpr, interval=tpr_interval, n=2 * n,
                                 description="members found at 1% false positives"))
-    return AuditResult("membership", 1, summary, checks, {"attacks": rows, "roc": roc}, warnings=warnings)
+    tables = {"attacks": rows, "roc": roc}
+    if use_reference:
+        tables["most_exposed"] = _most_exposed(members, target[:n], scores["reference"][:n], cfg.most_exposed)
+    return AuditResult("membership", 1, summary, checks, tables, warnings=warnings)
+
+
+def _most_exposed(members: Sequence[Example], loss: np.ndarray, score: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """The members whose loss the audited model lowered most below the reference twin's: by id (the text stays in
+    the run's data/, as training records may hold personal data)."""
+    order = np.argsort(-score, kind="stable")[:k]
+    return [{"id": members[i].id, "loss": float(loss[i]), "reference_loss": float(loss[i] + score[i]), "score": float(score[i])} for i in order]
