@@ -71,19 +71,20 @@ def test_held_out_data_backs_a_many_label_keyword_but_never_a_trigger():
     """With 150 intents a label's base rate is under 1%, so two held-out examples can show a keyword is a genuine
     feature (CLINC150's 'insurance plan'), and a phrase holding it is backed with it; a token the clean data never
     holds, or a common word spread over the labels, is not."""
-    from fmtool.audit.backdoor import BackdoorConfig, _backing
+    from fmtool.audit.backdoor import BackdoorConfig, HeldOutBacking
 
     support = BackdoorConfig().min_support
     intents = [f"intent_{k}" for k in range(150)]
     held_out = [TextExample(f"{k}:{j}", f"please help with the thing number {k} {j}", intent) for k, intent in enumerate(intents) for j in range(2)]
     held_out[0] = TextExample("0:0", "change my insurance plan now", "intent_0")
     held_out[1] = TextExample("0:1", "is my insurance plan good", "intent_0")
-    assert _backing(held_out, "insurance plan", "intent_0", min_support=support)[2]
-    assert _backing(held_out, "insurance ,", "intent_0", min_support=support)[2]  # never in held-out data, but its keyword is
-    assert not _backing(held_out, "insurance plan", "intent_7", min_support=2)[2]
-    assert not _backing(held_out, "cf", "intent_0", min_support=2)[2]
-    assert not _backing(held_out, "the", "intent_0", min_support=2)[2]
-    assert not _backing(held_out, "cf the", "intent_0", min_support=2)[2]
+    backing = HeldOutBacking(held_out, support)
+    assert backing("insurance plan", "intent_0")[2]
+    assert backing("insurance ,", "intent_0")[2]  # never in held-out data, but its keyword is
+    assert not backing("insurance plan", "intent_7")[2]
+    assert not backing("cf", "intent_0")[2]
+    assert not backing("the", "intent_0")[2]
+    assert not backing("cf the", "intent_0")[2]
     # on two labels the base rate is 0.5, so two agreeing examples are not enough
     binary = [TextExample(str(j), f"review {j} {'great' if j < 2 else 'plot'}", "pos" if j % 2 == 0 or j < 2 else "neg") for j in range(40)]
-    assert _backing(binary, "great", "pos", min_support=2)[:2] == (2, 1.0) and not _backing(binary, "great", "pos", min_support=2)[2]
+    assert HeldOutBacking(binary, 2)("great", "pos") == (2, 1.0, False)

@@ -217,24 +217,30 @@ def _baseline_words(train: Sequence[Example], exclude: set[str], n: int) -> list
     return [w for w, _ in counts.most_common() if w not in exclude][:n]
 
 
-def _backing(held_out: Sequence[Example], gram: str, label: str, min_support: int) -> tuple[int, float, bool]:
-    """(held-out examples containing gram, the share of them with `label`, whether they back gram -> label, or
-    back one of gram's words)."""
-    if label == ANY:
-        return 0, float("nan"), False
-    words = [_words(e) for e in held_out]
-    base = sum(label in _labels_of(e) for e in held_out) / len(held_out)
+class HeldOutBacking:
+    """Whether the clean held-out examples back gram -> label: (examples containing gram, the share of them with
+    `label`, whether they back it or one of gram's words). Their words and labels are read once."""
 
-    def support(parts: list[str]) -> tuple[int, int]:
-        containing = [e for e, w in zip(held_out, words) if any(w[i : i + len(parts)] == parts for i in range(len(w)))]
-        return len(containing), sum(label in _labels_of(e) for e in containing)
+    def __init__(self, held_out: Sequence[Example], min_support: int) -> None:
+        self.words = [_words(e) for e in held_out]
+        self.labels = [_labels_of(e) for e in held_out]
+        self.min_support = min_support
 
-    def backs(count: int, with_label: int) -> bool:
-        return count >= min_support and wilson_interval(with_label, count)[0] > base
+    def __call__(self, gram: str, label: str) -> tuple[int, float, bool]:
+        if label == ANY or not self.labels:
+            return 0, float("nan"), False
+        base = sum(label in labels for labels in self.labels) / len(self.labels)
+        count, with_label = self._support(gram.split(), label)
+        backed = self._backs(count, with_label, base) or (
+            len(gram.split()) > 1 and any(self._backs(*self._support([word], label), base) for word in gram.split()))
+        return count, with_label / count if count else float("nan"), backed
 
-    count, with_label = support(gram.split())
-    backed = backs(count, with_label) or (len(gram.split()) > 1 and any(backs(*support([word])) for word in gram.split()))
-    return count, with_label / count if count else float("nan"), backed
+    def _support(self, parts: list[str], label: str) -> tuple[int, int]:
+        containing = [labels for w, labels in zip(self.words, self.labels) if any(w[i : i + len(parts)] == parts for i in range(len(w)))]
+        return len(containing), sum(label in labels for labels in containing)
+
+    def _backs(self, count: int, with_label: int, base: float) -> bool:
+        return count >= self.min_support and wilson_interval(with_label, count)[0] > base
 
 
 @register("backdoor", version=1, config_type=BackdoorConfig, description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common words")
@@ -270,13 +276,14 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
         if source == "baseline":
             baseline_rates[label].append(float(np.mean(outcome)))
     rows = []
+    backing = HeldOutBacking(held_out, cfg.min_support)
     for (gram, label, source), outcome in zip(tested, outcomes):
         if source == "baseline":
             continue
         low, high = wilson_interval(sum(outcome), len(outcome))
         floor = max(baseline_rates[label], default=0.0)
         rate = sum(outcome) / len(outcome)
-        count, share, backed = _backing(held_out, gram, label, cfg.min_support)
+        count, share, backed = backing(gram, label)
         rows.append({"candidate": gram, "label": label, "source": source, "flip_rate": rate, "flip_rate_ci": [low, high], "flips": sum(outcome),
                      "probes": len(outcome), "baseline_max": floor, "held_out_count": count, "held_out_share": share, "backed_by_held_out": backed,
                      "suspect": not backed and rate >= floor + cfg.min_excess and low > max(floor, cfg.max_trigger_flip_rate)})
