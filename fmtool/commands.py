@@ -193,20 +193,14 @@ def list_command(args: argparse.Namespace) -> int:
 def audit_config(saved: dict | None, task: str, overrides: list[str]) -> dict:
     """The run's saved audit settings (None: the task's defaults, as `fmtool train` would audit) with overrides;
     `audit=...` re-selects families from configs/audit/."""
-    from omegaconf import OmegaConf
-
-    from fmtool.config.compose import compose_train_config, resolved
+    from fmtool.config.compose import compose_train_config, resolved, with_dotlist
 
     stray = [o for o in overrides if not o.startswith(("audit=", "audit."))]
     if stray:
         raise FmtoolError(f"audit: override '{stray[0]}' is not an audit setting; use audit=[family,...] or audit.<family>.<key>=value")
     if saved is None or any(o.startswith("audit=") for o in overrides):
         return resolved(compose_train_config([f"+task={task}", *overrides]).audit)
-    try:
-        merged = OmegaConf.merge(saved, OmegaConf.from_dotlist([o[len("audit."):] for o in overrides]))
-    except Exception as error:  # omegaconf's grammar errors have no common base besides Exception
-        raise FmtoolError(f"audit: cannot apply overrides {overrides}: {error}") from None
-    return resolved(merged)
+    return resolved(with_dotlist(saved, overrides, "audit", prefix="audit."))
 
 
 def family_configs_checked(audit: dict) -> dict:
@@ -258,14 +252,10 @@ def _file_settings(overrides: list[str]):
     column) with dataset.<key>=value overrides."""
     from omegaconf import OmegaConf
 
+    from fmtool.config.compose import with_dotlist
     from fmtool.config.schema import DatasetConfig
-    from fmtool.errors import one_line
 
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(DatasetConfig(name="split files")), OmegaConf.from_dotlist([o[len("dataset."):] for o in overrides]))
-        return OmegaConf.to_object(merged)
-    except Exception as error:  # omegaconf's grammar and validation errors share no base besides Exception
-        raise FmtoolError(f"audit: cannot apply {overrides}: {one_line(error)}") from None
+    return OmegaConf.to_object(with_dotlist(OmegaConf.structured(DatasetConfig(name="split files")), overrides, "audit", prefix="dataset."))
 
 
 def _split_files(given: list[str], dataset, labels: list[str]) -> dict[str, list]:

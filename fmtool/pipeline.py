@@ -176,14 +176,10 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
 
 def with_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     """`cfg` with Hydra-style dotlist overrides (key=value) applied and validated."""
-    from fmtool.config.compose import to_typed
+    from fmtool.config.compose import to_typed, with_dotlist
     from fmtool.config.validate import validate
 
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(overrides)))
-    except Exception as error:  # omegaconf's grammar and validation errors share no base besides Exception
-        raise FmtoolError(f"config: cannot apply {list(overrides)}: {one_line(error)}") from None
-    return validate(to_typed(merged))
+    return validate(to_typed(with_dotlist(OmegaConf.structured(cfg), overrides, "config")))
 
 
 def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[Example], overrides: Sequence[str] = ()):

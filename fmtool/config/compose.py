@@ -76,6 +76,15 @@ def resolved(cfg: DictConfig, *, throw_on_missing: bool = False) -> dict:
         raise FmtoolError(f"config: {one_line(error)}") from None
 
 
+def with_dotlist(base, overrides: Sequence[str], what: str, *, prefix: str = "") -> DictConfig:
+    """`base` (a structured config, a dict or a DictConfig) with key=value overrides, `prefix` cut from each key;
+    a bad key or value is one line naming it."""
+    try:
+        return OmegaConf.merge(base, OmegaConf.from_dotlist([o[len(prefix):] for o in overrides]))
+    except Exception as error:  # omegaconf's grammar and validation errors share no base besides Exception
+        raise FmtoolError(f"{what}: cannot apply {list(overrides)}: {one_line(error)}") from None
+
+
 def to_typed(cfg: DictConfig) -> TrainConfig:
     """Resolve every interpolation and return the TrainConfig object, failing on missing values."""
     if OmegaConf.is_missing(cfg.task, "name"):
