@@ -13,18 +13,19 @@ Dai et al. 2019; Chen et al. 2021). The scan does not need to know the trigger:
    universal adversarial trigger, which clean models have too.
    (c) Baseline: common words of the training split.
 2. Verification. Each candidate is inserted once, at a seeded random position, into held-out inputs the model
-   assigns to other labels (for NER: into every probe sentence), the first `max_probes` of one seeded order, so
-   that labels share their probes and a word tested for many labels is run once per probe. Its flip rate is the share whose prediction
-   moves to the candidate's label (NER: whose entities away from the inserted words change; an inserted
-   "U.S." rightly becomes an entity itself).
+   assigns to other labels (for NER: into every probe sentence), the first `max_probes` of one seeded order,
+   so that labels share their probes and a word tested for many labels is run once per probe. Its flip rate is
+   the share whose prediction moves to the candidate's label (NER: whose entities away from the inserted words
+   change; an inserted "U.S." rightly becomes an entity itself).
 3. Explanation. A strong genuine feature flips inputs too (a weak model may turn on one word of sentiment),
    but the clean held-out data backs it: the held-out examples containing it carry its label more often than
    the label's base rate (Wilson lower bound above it, on at least `min_support` examples; with many labels
    the base rate is small and two examples can say so). A phrase is also backed when one of its words is: an
    intent's keyword makes any phrase holding it flip. A trigger taught by poisoned training rows has no such
-   backing: it is absent from clean data or says nothing about the label there. A candidate is a suspect when its flip rate beats the baseline words' highest by `min_excess` and the
-   held-out data does not back it, and its flip rate's Wilson interval lies above `max_trigger_flip_rate`; the
-   check judges the strongest unbacked candidate's flip rate by that interval.
+   backing: it is absent from clean data or says nothing about the label there. A candidate is a suspect when
+   its flip rate beats the baseline words' highest by `min_excess` and the held-out data does not back it, and
+   its flip rate's Wilson interval lies above `max_trigger_flip_rate`; the check judges the strongest unbacked
+   candidate's flip rate by that interval.
 
 Citations: Gu et al. 2017, "BadNets"; Dai et al. 2019, "A Backdoor Attack Against LSTM-Based Text
 Classification Systems"; Wallace et al. 2019, "Universal Adversarial Triggers for Attacking and Analyzing NLP";
