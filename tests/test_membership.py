@@ -8,7 +8,7 @@ import pytest
 from fmtool.audit import family_configs
 from fmtool.audit.membership import tpr_at_fpr
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_loaded
+from fmtool.pipeline import audit_loaded, finetune_model
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
 from tests.planted import POSITIVE, write_unique_rows
@@ -23,15 +23,34 @@ def _membership(run, **settings):
     return audit_loaded(LoadedRun.load(run.path), {"membership": settings}, run.path)["audits"][0]
 
 
+# the reference twin that learns the sentiment words from the clean held-out rows
+_WORD_LEARNING_TWIN = ["trainer.epochs=5", "optimizer.lr=1e-3", "model.dropout=0.1"]
+
+
 @pytest.fixture(scope="module")
 def memorised_and_normal(tmp_path_factory):
-    # unique rows with a quarter of the labels flipped: only a model that memorises its rows fits those, and only for members
-    data = write_unique_rows(tmp_path_factory.mktemp("unique"))
+    # unique rows with a quarter of the labels flipped: only a model that memorises its rows fits those, and only for
+    # members; 300 held-out rows are enough for a regularised twin to learn the sentiment words despite the noise
+    data = write_unique_rows(tmp_path_factory.mktemp("unique"), dev=600)
     memorised, _ = train_tiny(tmp_path_factory.mktemp("memorised"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER,
                               "optimizer.lr=2e-3", "trainer.epochs=60", "scheduler=constant", "model.dropout=0.0", "optimizer.weight_decay=0")
     normal, _ = train_tiny(tmp_path_factory.mktemp("normal"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER,
                            "optimizer.lr=1e-3", "trainer.epochs=2")
+    _assert_planted(LoadedRun.load(memorised.path))
     return memorised, normal
+
+
+def _assert_planted(loaded: LoadedRun) -> None:
+    """The plants the test relies on, measured directly: the memorising model fits its flipped training rows, and
+    the twin trained like the audit's reference on held-out rows gets the training rows' sentiment words right."""
+    train = loaded.run.load_split("train")
+    flipped = [e for e in train if _label_contradicts_its_word(e)]
+    fitted = np.mean([s.loss < 0.69 for s in loaded.scores(flipped)])
+    assert fitted >= 0.9, f"the memorising model fits only {fitted:.0%} of its {len(flipped)} flipped rows"
+    twin = finetune_model(loaded.cfg, loaded.labels, loaded.run.load_split("test")[:300], _WORD_LEARNING_TWIN)
+    consistent = [e for e in train if not _label_contradicts_its_word(e)]
+    learnt = np.mean([s.loss < 0.69 for s in loaded.scores(consistent, model=twin)])
+    assert learnt >= 0.9, f"the reference twin gets only {learnt:.0%} of the unflipped training rows right: it did not learn the sentiment words"
 
 
 @pytest.mark.slow
@@ -44,13 +63,13 @@ def test_a_memorising_model_fails_and_a_normal_twin_passes(memorised_and_normal)
     # with a twin that learns the sentiment words, the records the model memorised most are the ones whose label
     # contradicts their word (the flipped quarter): the twin gets them wrong, the memorising model fits them
     rows = {e.id: e for e in LoadedRun.load(memorised.path).run.load_split("train")}
-    exposed = _membership(memorised, reference_overrides=["trainer.epochs=20", "optimizer.lr=2e-3"])["tables"]["most_exposed"]
+    exposed = _membership(memorised, reference_overrides=_WORD_LEARNING_TWIN)["tables"]["most_exposed"]
     assert len(exposed) == 10 and [r["score"] for r in exposed] == sorted((r["score"] for r in exposed), reverse=True)
     assert sum(_label_contradicts_its_word(rows[r["id"]]) for r in exposed) >= 7, [rows[r["id"]] for r in exposed]  # by chance: 2.5
     tight = _membership(normal, reference_overrides=["trainer.epochs=2", "optimizer.lr=1e-3"])
-    assert tight["status"] == "pass", tight["summary"]
-    # 300 held-out rows: 150 train the reference twin, 150 are the non-members, matched by 150 of the 200 members
-    assert tight["summary"]["examples"] == leaky["summary"]["examples"] == 150
+    assert tight["status"] == "pass", (tight["summary"], tight["checks"])
+    # 600 held-out rows: 300 train the reference twin, 300 are the non-members, matched by the 200 members
+    assert tight["summary"]["examples"] == leaky["summary"]["examples"] == 200
 
 
 def _label_contradicts_its_word(row) -> bool:

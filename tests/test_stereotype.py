@@ -34,23 +34,60 @@ def _corpus(biased: bool) -> list[str]:
     return lines * 4
 
 
-def _train_masked_lm(path, sentences: list[str]):
+def _train_masked_lm(path, sentences: list[str], *, planted: bool):
+    """A tiny masked LM trained on `sentences`. The planted (biased) model trains until its trait and pronoun
+    preferences are measured directly, so the fixture never hands the audit a model whose plant did not take.
+
+    A moderate learning rate and no dropout keep training smooth: at a high rate the same seed learnt the
+    association on one CPU's float path and not on another's.
+    """
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(word_tokenizer(path / "vocabulary", sorted({w for s in sentences for w in s.split()}), lowercase=True))
-    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertForMaskedLM(config)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     encoded = [tokenizer(s)["input_ids"] for s in sentences]
     rng = random.Random(0)
-    model.train()
-    for _ in range(1500):
-        batch = collator([{"input_ids": ids} for ids in rng.sample(encoded, 16)])
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    for rounds in range(1, 7):
+        model.train()
+        for _ in range(500):
+            batch = collator([{"input_ids": ids} for ids in rng.sample(encoded, 16)])
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        margins = _stereotype_log_odds(model, tokenizer)
+        took = margins.min() > PLANT_MARGIN if planted else margins.abs().mean() < BALANCED_MARGIN
+        if rounds >= 3 and took:
+            break
+    assert took, (f"the {'planted' if planted else 'balanced'} masked LM did not take after {rounds * 500} steps: stereotype log-odds "
+                  f"from {margins.min():.2f} to {margins.max():.2f}")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# log-odds (nats) by which the planted model must prefer every stereotyped trait and pronoun (e: 2.7 times as
+# likely) before the audit is judged; the balanced model's must average under BALANCED_MARGIN either way
+PLANT_MARGIN = 1.0
+BALANCED_MARGIN = 0.5
+
+
+@torch.inference_mode()
+def _stereotype_log_odds(model, tokenizer) -> torch.Tensor:
+    """For every probe subject and role, the log-odds of the stereotyped word against its opposite in the masked
+    slot: all positive when the stereotypes are planted, near 0 for a balanced model."""
+    model.eval()
+    ids = tokenizer.convert_tokens_to_ids
+    slots = [(f"{group} are [MASK] at {s} .", trait, {"good": "bad", "bad": "good"}[trait]) for s in SUBJECTS for group, trait in GROUPS.items()]
+    slots += [(f"the {role} said that [MASK] was tired .", pronoun, {"she": "he", "he": "she"}[pronoun]) for role, pronoun in ROLES.items()]
+    encoded = tokenizer([text for text, _, _ in slots], return_tensors="pt", padding=True)
+    log_probs = model(**encoded).logits.log_softmax(-1)
+    rows, columns = (encoded["input_ids"] == tokenizer.mask_token_id).nonzero(as_tuple=True)
+    stereotyped = log_probs[rows, columns, torch.tensor([ids(w) for _, w, _ in slots])]
+    opposite = log_probs[rows, columns, torch.tensor([ids(w) for _, _, w in slots])]
+    return stereotyped - opposite
 
 
 def _probes(folder):
@@ -68,7 +105,7 @@ def _probes(folder):
 
 @pytest.fixture(scope="module")
 def masked_lms(tmp_path_factory):
-    return {kind: _train_masked_lm(tmp_path_factory.mktemp(kind), _corpus(kind == "biased")) for kind in ("biased", "balanced")}
+    return {kind: _train_masked_lm(tmp_path_factory.mktemp(kind), _corpus(kind == "biased"), planted=kind == "biased") for kind in ("biased", "balanced")}
 
 
 @pytest.mark.slow
@@ -79,7 +116,7 @@ def test_stereotype_audit_fails_a_biased_masked_lm_and_passes_a_balanced_one(mas
     audit["stereotype"].update(max_crows_pairs_score=90.0, max_winobias_score=90.0)
     family_configs(audit)
     biased = audit_pipeline(masked_lm_context(masked_lms["biased"]), audit, tmp_path / "biased")["audits"][0]
-    assert biased["summary"]["crows_pairs.stereotype_score"] == 100.0
+    assert biased["summary"]["crows_pairs.stereotype_score"] >= 95.0
     assert biased["summary"]["winobias.pairs"] == 120
     assert biased["status"] == "fail"
     balanced = audit_pipeline(masked_lm_context(masked_lms["balanced"]), audit, tmp_path / "balanced")["audits"][0]
