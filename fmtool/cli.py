@@ -1,7 +1,7 @@
 """fmtool's command line: a thin dispatcher; every command is a call into the library.
 
     fmtool train +task=ner [hydra overrides | -m sweeps | --cfg job]
-    fmtool resume RUN_DIR
+    fmtool resume RUN_DIR [--trust-remote-code] [--allow-pickle]
     fmtool validate +task=ner [overrides]
     fmtool eval RUN_DIR [--split NAME | --file PATH]
     fmtool predict RUN_DIR [TEXT ...] [--file PATH|-] [--output PATH]
@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 from fmtool.config.schema import Precision, TaskName
 from fmtool.dataset import formats
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, TrainingStopped, one_line
 from fmtool.explain import METHODS
 
 log = logging.getLogger("fmtool")
@@ -47,6 +48,7 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
     from omegaconf import OmegaConf
 
     from fmtool.logger import open_tracker
+    from fmtool.model.build import training_policy
     from fmtool.pipeline import audit_loaded, run_training
     from fmtool.predict import LoadedRun
     from fmtool.report.console import RichProgress, print_report, print_results
@@ -68,7 +70,8 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
         print_results(results, str(run.path))
         report = None
         if cfg.trainer.save_model:
-            report = audit_loaded(LoadedRun.load(run.path), cfg.audit, run.path)
+            # the policy the caller's own training config states for its model
+            report = audit_loaded(LoadedRun.load(run.path, policy=training_policy(cfg.model)), cfg.audit, run.path)
             print_report(report)
         else:
             log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
@@ -79,20 +82,35 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
 
 def _train_job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from fmtool.config import to_typed
     from fmtool.config.validate import validate
     from fmtool.runs import ReplicaRun, RunDir
+    from fmtool.sweep import record_job
     from fmtool.trainer.distributed import from_env
 
+    hydra = HydraConfig.get()
+    path = hydra.runtime.output_dir
+    in_sweep = hydra.mode == RunMode.MULTIRUN
+    if in_sweep:
+        record_job(path, list(hydra.overrides.task))
     try:
         typed = validate(to_typed(cfg))
-        path = HydraConfig.get().runtime.output_dir
         train_and_audit(typed, RunDir.create(path, typed) if from_env().is_main else ReplicaRun(path))
     except FmtoolError as error:
         log.error("%s", error)
         print(f"fmtool: error: {error}", file=sys.stderr)
+        if in_sweep and not isinstance(error, TrainingStopped):
+            # this job alone fails: the sweep's other jobs still run, and its table names this one
+            record_job(path, list(hydra.overrides.task), error=str(error))
+            return
         sys.exit(error.exit_code)
+    except Exception as error:
+        if not in_sweep:
+            raise
+        log.exception("sweep job %s failed", path)
+        record_job(path, list(hydra.overrides.task), error=f"{type(error).__name__}: {one_line(error)}")
 
 
 def _distributed_overrides(argv: Sequence[str], device: str) -> list[str]:
@@ -112,9 +130,10 @@ def _distributed_overrides(argv: Sequence[str], device: str) -> list[str]:
 def train(argv: Sequence[str]) -> int:
     import hydra
 
+    from fmtool.config import to_typed
     from fmtool.config.compose import compose_train_config, config_dir, setup
     from fmtool.config.validate import validate
-    from fmtool.config import to_typed
+    from fmtool.sweep import SweepTable
 
     setup()
     # --overwrite reads like a command-line flag; it is the config key overwrite=true, so sweeps can set it too
@@ -126,27 +145,33 @@ def train(argv: Sequence[str]) -> int:
         typed = validate(to_typed(compose_train_config(argv)))
         device = typed.trainer.device
         chosen = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
-        if chosen and not typed.overwrite:
+        if chosen:
             from fmtool.runs import RunDir
 
-            RunDir(chosen[-1]).refuse_if_occupied()
+            RunDir(chosen[-1]).refuse_unless_free(typed.overwrite)
     _quiet_libraries()
     sys.argv = ["fmtool train", *argv, *_distributed_overrides(argv, device)]
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_train_job)()
-    return 0
+    return 1 if SweepTable.failed else 0
 
 
 def resume_command(argv: Sequence[str]) -> int:
     """Continue an interrupted run from its last checkpoint, in place, with its saved config and data."""
+    from fmtool.model.build import check_sources
     from fmtool.runs import ReplicaRun, RunDir
     from fmtool.trainer.distributed import from_env, init
 
-    if len(argv) != 1 or argv[0].startswith("-"):
-        raise FmtoolError("usage: fmtool resume RUN_DIR")
+    flags = {"--trust-remote-code": "trust_remote_code", "--allow-pickle": "allow_pickle"}
+    paths = [a for a in argv if a not in flags]
+    if len(paths) != 1 or paths[0].startswith("-"):
+        raise FmtoolError("usage: fmtool resume RUN_DIR [--trust-remote-code] [--allow-pickle]")
     dist = from_env()
-    cfg = RunDir(argv[0]).load_config()
+    saved = RunDir(paths[0]).load_config()
+    # the run's saved config never decides whether code in the directories it names may run: this command's flags do
+    cfg = replace(saved, model=replace(saved.model, **{key: flag in argv for flag, key in flags.items()}))
+    check_sources(cfg.model)
     init(dist, cfg.trainer.device)
-    run = RunDir.reopen(argv[0]) if dist.is_main else ReplicaRun(argv[0])
+    run = RunDir.reopen(paths[0]) if dist.is_main else ReplicaRun(paths[0])
     _quiet_libraries()
     train_and_audit(cfg, run, resume=True)
     return 0
@@ -172,6 +197,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_load_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let a model directory's own Python code (auto_map in its config) run; off whatever its saved config says")
+    parser.add_argument("--allow-pickle", action="store_true", help="load pickle-format weights (pytorch_model.bin), which can run code")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmtool", description="Train BERT-style NER / classification models and audit them.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
     evaluate.add_argument("--format", choices=formats.format_names(examples=True, files=True), default=None, help="default: the run's dataset format, else the file suffix")
     evaluate.add_argument("--batch-size", type=_positive_int, default=None)
+    _add_load_policy(evaluate)
     evaluate.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
     predict = commands.add_parser("predict", help="label new text with a finished run's model, as JSONL")
@@ -194,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", default=None, help="one text per line; '-' for stdin")
     predict.add_argument("--output", type=Path, default=None, help="write JSONL here instead of stdout")
     predict.add_argument("--batch-size", type=_positive_int, default=None)
+    _add_load_policy(predict)
     predict.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
     explain = commands.add_parser("explain", help="which words drove each prediction (Captum attributions): terminal, JSONL, HTML")
@@ -205,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--output", type=Path, default=None, help="write word attributions as JSONL here ('-': to stdout, instead of the coloured text)")
     explain.add_argument("--html", type=Path, default=None, help="write an HTML fragment of the coloured text here")
     explain.add_argument("--batch-size", type=_positive_int, default=None)
+    _add_load_policy(explain)
     explain.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help="default: fp32 (bf16 gradients blur the attributions)")
 
     audit = commands.add_parser("audit", help="audit a finished run (or a model directory with --task) and write its report")
@@ -223,6 +257,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the model a model directory was fine-tuned from (hub id or path): twins such as the membership "
                             "audit's reference start there; without it, audits that need one skip it")
     audit.add_argument("--batch-size", type=_positive_int, default=None)
+    _add_load_policy(audit)
 
     comparing = commands.add_parser("compare", help="compare finished runs or a sweep: table, Pareto front, --gate PARENT CHILD")
     comparing.add_argument("runs", type=Path, nargs="+", help="run directories, or a sweep folder standing for the runs in it")

@@ -46,24 +46,31 @@ def _examples_in(path: Path, fmt: str, dataset, what: str) -> list:
     return examples
 
 
+def load_policy(args: argparse.Namespace):
+    """What loading a received run or model directory may do: the command's own flags decide, never a saved config."""
+    from fmtool.model.load import LoadPolicy
+
+    return LoadPolicy(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+
+
 def eval_command(args: argparse.Namespace) -> int:
-    from fmtool.dataset.splits import check_labels_known
+    from fmtool.dataset.splits import to_model_labels
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_metrics
     from fmtool.runs import write_json
     from fmtool.task.base import headline
 
-    loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision)
+    loaded = LoadedRun.load(args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision)
     if loaded.cfg.task.name.value == "mlm":
         return _eval_masked_lm(loaded, args)
     if args.file is not None:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
         examples = _examples_in(args.file, fmt, loaded.cfg.dataset, "eval")
+        examples = to_model_labels(f"eval --file {args.file}", examples, loaded.labels, dict(loaded.cfg.dataset.label_map))
         name = args.file.stem
     else:
         name = args.split or "validation"
-        examples = loaded.run.load_split(name)
-    check_labels_known(name, examples, loaded.labels)
+        examples = to_model_labels(f"eval --split {name}", loaded.run.load_split(name), loaded.labels, {})
     metrics, _ = loaded.evaluate(examples)
     out = loaded.run.eval_file(name)
     write_json(out, {"source": str(args.file or name), "examples": len(examples), "metrics": metrics})
@@ -135,22 +142,22 @@ def predict_command(args: argparse.Namespace) -> int:
     from fmtool.predict import LoadedRun
 
     texts = _texts(args, "predict")
-    _write_jsonl(LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision).predict_texts(texts), args.output)
+    loaded = LoadedRun.load(args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision)
+    _write_jsonl(loaded.predict_texts(texts), args.output)
     return 0
 
 
 def explain_command(args: argparse.Namespace) -> int:
     """Word attributions for each prediction: coloured in the terminal, JSONL with --output (- for stdout only), HTML with --html."""
-    from rich.console import Console
-
     from fmtool.dataset.examples import TextExample, TokenExample
     from fmtool.config.schema import Precision
     from fmtool.explain import explainer_for, targets_for, to_html, to_rich
     from fmtool.predict import LoadedRun, split_words
+    from fmtool.report.console import stdout_console
 
     texts = _texts(args, "explain")
     # full precision unless asked: integrated gradients add up many small gradients, which bf16 blurs
-    loaded = LoadedRun.load(args.run_dir, batch_size=args.batch_size, precision=args.precision or Precision.fp32)
+    loaded = LoadedRun.load(args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision or Precision.fp32)
     explainer = explainer_for(loaded)
     task = loaded.cfg.task.name.value
     if task == "classification":
@@ -161,7 +168,7 @@ def explain_command(args: argparse.Namespace) -> int:
     explanations = explainer.explain(targets, method=args.method, steps=args.steps)
     to_stdout = args.output is not None and str(args.output) == "-"
     if not to_stdout:
-        console = Console()
+        console = stdout_console()
         for explanation in explanations:
             console.print(to_rich(explanation))
         if not explanations:
@@ -222,7 +229,7 @@ def audit_command(args: argparse.Namespace) -> int:
     if RunDir(args.path).is_run():
         if args.split or args.base_model:
             raise FmtoolError(f"audit: {args.path} is a run, audited on its saved splits from its own starting point; --split and --base-model are for a model directory")
-        loaded = LoadedRun.load(args.path, batch_size=args.batch_size)
+        loaded = LoadedRun.load(args.path, policy=load_policy(args), batch_size=args.batch_size)
         audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, overrides))
         report = audit_loaded(loaded, audit, args.path)
     else:
@@ -235,9 +242,9 @@ def audit_command(args: argparse.Namespace) -> int:
             if not (args.path / "config.json").is_file():
                 raise FmtoolError(f"{args.path}: not a model directory (no config.json)")
             audit = family_configs_checked(audit_config({}, "ner", overrides or ["audit=[stereotype]"]))
-            report = audit_pipeline(masked_lm_context(args.path), audit, out)
+            report = audit_pipeline(masked_lm_context(args.path, load_policy(args)), audit, out)
         else:
-            loaded = LoadedRun.from_model_dir(args.path, args.task, batch_size=args.batch_size)
+            loaded = LoadedRun.from_model_dir(args.path, args.task, policy=load_policy(args), batch_size=args.batch_size)
             reading = [o for o in overrides if o.startswith("dataset.")]
             splits = _split_files(args.split, _file_settings(reading), loaded.labels)
             audit = family_configs_checked(audit_config(None, args.task, [o for o in overrides if o not in reading]))
@@ -262,7 +269,7 @@ def _split_files(given: list[str], dataset, labels: list[str]) -> dict[str, list
     """--split NAME=FILE options: labelled files that stand in a model directory's audit for a run's saved splits."""
     from dataclasses import fields
 
-    from fmtool.dataset.splits import Splits, check_labels_known
+    from fmtool.dataset.splits import Splits, to_model_labels
 
     names = [f.name for f in fields(Splits)]
     splits: dict[str, list] = {}
@@ -273,8 +280,8 @@ def _split_files(given: list[str], dataset, labels: list[str]) -> dict[str, list
         if name in splits:
             raise FmtoolError(f"audit --split: {name} given twice")
         path, what = Path(file), f"audit --split {name}"
-        splits[name] = _examples_in(path, _format_by_suffix(path, what), dataset, what)
-        check_labels_known(f"audit --split {name} ({path})", splits[name], labels)
+        examples = _examples_in(path, _format_by_suffix(path, what), dataset, what)
+        splits[name] = to_model_labels(f"{what} ({path})", examples, labels, dict(dataset.label_map))
     return splits
 
 
@@ -285,6 +292,7 @@ def compare_command(args: argparse.Namespace) -> int:
 
     paths, left_out = compare.run_dirs(args.runs)
     runs = [compare.summarise(path) for path in paths]
+    compare.one_task(runs)
     if args.gate:
         if len(runs) != 2:
             raise FmtoolError(f"compare --gate: give exactly two runs, the parent then the child (got {len(runs)})")

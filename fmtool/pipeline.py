@@ -20,6 +20,7 @@ from fmtool.errors import FmtoolError, TrainingStopped, one_line
 from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import inherited_labels
+from fmtool.model.load import LoadPolicy
 from fmtool.predict import LoadedRun, SharedPredictions
 from fmtool.report.model_card import model_card
 from fmtool.report.report import RunCurves, build_report, write_report
@@ -224,14 +225,14 @@ def _no_model(*args: Any, **kwargs: Any) -> Any:
     raise FmtoolError("this audit needs a fine-tuned NER or classification model, not a masked LM")
 
 
-def masked_lm_context(model_dir: Path) -> AuditContext:
+def masked_lm_context(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> AuditContext:
     """For audits of a plain masked-LM directory (fmtool audit DIR --task mlm); no model when it has no trained head."""
     from fmtool.config.schema import TrainerConfig
     from fmtool.model.build import load_masked_lm
     from fmtool.trainer.runtime import resolve_runtime
 
     runtime = resolve_runtime(TrainerConfig())
-    loaded = load_masked_lm(model_dir, runtime.device)
+    loaded = load_masked_lm(model_dir, policy, runtime.device)
     model, tokenizer = loaded if loaded else (None, None)
     return AuditContext(task="mlm", labels=[], predict=_no_model, load_split=_no_split, available_splits=[], model_dir=model_dir,
                         model=model, tokenizer=tokenizer, runtime=runtime)

@@ -15,9 +15,10 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.config.schema import Precision, TaskName, TrainConfig
 from fmtool.dataset.examples import Example, TextExample, TokenExample
-from fmtool.dataset.splits import check_labels_known
+from fmtool.dataset.splits import to_model_labels
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
+from fmtool.model.load import LoadPolicy
 from fmtool.runs import RunDir
 from fmtool.task import TASKS, Task
 from fmtool.task.base import ExampleScore
@@ -84,13 +85,16 @@ class LoadedRun:
     runtime: Runtime
 
     @classmethod
-    def load(cls, path: str | Path, *, batch_size: Optional[int] = None, precision: Optional[Precision] = None) -> "LoadedRun":
-        """A finished run's model, config and data; batch_size and precision default to the run's."""
+    def load(cls, path: str | Path, *, policy: LoadPolicy = LoadPolicy(), batch_size: Optional[int] = None,
+             precision: Optional[Precision] = None) -> "LoadedRun":
+        """A finished run's model, config and data; batch_size and precision default to the run's. Whether the
+        model's own code may run, or its pickles load, is `policy`'s to say, never the saved config's."""
         run = RunDir.open(path)
-        return cls._with_model(run, run.load_config(), run.require(run.model_dir), batch_size, precision)
+        return cls._with_model(run, run.load_config(), run.require(run.model_dir), policy, batch_size, precision)
 
     @classmethod
-    def from_model_dir(cls, path: str | Path, task: str, *, batch_size: Optional[int] = None, precision: Optional[Precision] = None) -> "LoadedRun":
+    def from_model_dir(cls, path: str | Path, task: str, *, policy: LoadPolicy = LoadPolicy(), batch_size: Optional[int] = None,
+                       precision: Optional[Precision] = None) -> "LoadedRun":
         """A plain Hugging Face model directory (save_pretrained output) for `task`, with no run around it."""
         if not (Path(path) / "config.json").is_file():
             raise FmtoolError(f"{path}: neither an fmtool run directory (status.json) nor a model directory (config.json)")
@@ -100,28 +104,25 @@ class LoadedRun:
         composed = compose_train_config([f"+task={task}"])
         composed.model.name = str(path)
         cfg = to_typed(composed)
-        return cls._with_model(None, cfg, Path(path), batch_size, precision)
+        return cls._with_model(None, cfg, Path(path), policy, batch_size, precision)
 
     @classmethod
-    def _with_model(cls, run: Optional[RunDir], cfg: TrainConfig, model_dir: Path, batch_size: Optional[int],
+    def _with_model(cls, run: Optional[RunDir], cfg: TrainConfig, model_dir: Path, policy: LoadPolicy, batch_size: Optional[int],
                     precision: Optional[Precision]) -> "LoadedRun":
-        from transformers import AutoTokenizer
+        from fmtool.model.build import AUTO_MODELS, RECEIVED_FIX, check_trained_head, check_vocabulary
+        from fmtool.model.load import load_pretrained, load_tokenizer
 
-        from fmtool.model.build import AUTO_MODELS, LOAD_ERRORS, check_vocabulary, weights_format
-
+        # twins and shadow models built from this config follow the caller's policy too
+        cfg = replace(cfg, model=replace(cfg.model, trust_remote_code=policy.trust_remote_code, allow_pickle=policy.allow_pickle))
         # a run trained on a GPU box may be evaluated on a laptop
         device = "auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device
         runtime = resolve_runtime(replace(cfg.trainer, device=device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size,
                                           precision=precision or cfg.trainer.precision))
-        try:
-            # pinned: left unset, transformers asks on stdin before running a directory's own code
-            remote = cfg.model.trust_remote_code
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
-            model = AUTO_MODELS[cfg.task.name].from_pretrained(model_dir, trust_remote_code=remote,
-                                                               use_safetensors=weights_format(model_dir, cfg.model.allow_pickle)).to(runtime.device)
-        except LOAD_ERRORS as error:
-            raise FmtoolError(f"{model_dir}: cannot load the model ({str(error).splitlines()[0]})") from None
-        check_vocabulary(len(tokenizer), model, tokenizer_source=str(model_dir), model_source=str(model_dir))
+        tokenizer = load_tokenizer(model_dir, policy, key=str(model_dir))
+        model, info = load_pretrained(AUTO_MODELS[cfg.task.name], model_dir, policy, key=str(model_dir), output_loading_info=True)
+        check_trained_head(model, info, cfg.task.name, model_dir)
+        model = model.to(runtime.device)
+        check_vocabulary(len(tokenizer), model, tokenizer_source=str(model_dir), model_source=str(model_dir), key=str(model_dir), fix=RECEIVED_FIX)
         labels = [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]
         return cls(run=run, cfg=cfg, task=TASKS.get(cfg.task.name.value), model=model, tokenizer=tokenizer, labels=labels, runtime=runtime)
 
@@ -148,7 +149,7 @@ class LoadedRun:
             raise FmtoolError("per-example losses are for fine-tuned NER and classification models")
         model = self.model if model is None else model
         label2id = {label: int(i) for label, i in model.config.label2id.items()}
-        check_labels_known("audit data", examples, list(label2id))
+        examples = to_model_labels("audit data", examples, list(label2id), {})
         features = self.task.encode(examples, self.tokenizer, label2id, self.cfg.trainer)
         return self.task.losses(model, examples, features, self.runtime, self.tokenizer.pad_token_id)
 

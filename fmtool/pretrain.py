@@ -11,7 +11,6 @@ import itertools
 import logging
 from typing import Any, Callable, Optional
 
-from transformers import AutoTokenizer
 
 from fmtool.config.schema import TrainConfig
 from fmtool.dataset.batching import InMemoryBatches
@@ -20,7 +19,8 @@ from fmtool.dataset.formats import iter_documents
 from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
 from fmtool.dataset.splits import non_empty
 from fmtool.model import build_model, load_tokenizer
-from fmtool.model.build import train_tokenizer
+from fmtool.model import load
+from fmtool.model.build import train_tokenizer, training_policy
 from fmtool.runs import RunDir, environment
 from fmtool.task.mlm import MaskedPositionsLM, held_out_loss
 from fmtool.trainer.loop import fit
@@ -41,7 +41,7 @@ def _tokenizer(cfg: TrainConfig, run: RunDir, resume: bool):
     if not cfg.model.tokenizer_vocab_size:
         return load_tokenizer(cfg.model)
     if resume:
-        return AutoTokenizer.from_pretrained(run.require(run.tokenizer_dir))
+        return load.load_tokenizer(run.require(run.tokenizer_dir), training_policy(cfg.model), key=str(run.tokenizer_dir))
     tokenizer = train_tokenizer(load_tokenizer(cfg.model), _documents(cfg, "train_file", cfg.dataset.max_train_examples), cfg.model.tokenizer_vocab_size)
     log.info("tokenizer=<trained on %s> vocabulary=<%d>", cfg.dataset.name, len(tokenizer))
     run.save_tokenizer(tokenizer)

@@ -169,6 +169,7 @@ class RunDir:
     report_markdown = property(lambda self: self.report_dir / "report.md")
     report_html = property(lambda self: self.report_dir / "report.html")
     model_card_file = property(lambda self: self.report_dir / "model_card.md")
+    job_file = property(lambda self: self.path / "job.json")  # a sweep job's overrides and refusal (fmtool/sweep.py)
 
     def split_file(self, split: str) -> Path:
         return self.data_dir / f"{split}.jsonl"
@@ -214,6 +215,22 @@ class RunDir:
                    self.metrics_file, self.results_file, self.predictions_dir, self.checkpoint_dir, self.audit_dir, self.report_dir,
                    self.tokenizer_dir, self.eval_dir, self.tensorboard_dir, self.mlflow_file)
         return [path for path in written if path.exists()]
+
+    def refuse_unless_free(self, overwrite: bool) -> None:
+        """Before anything is written into the directory: refuse it when it holds a run (unless `overwrite`), and
+        when another process is still writing its run (whatever `overwrite` says). Reads only: a refused command
+        leaves every byte of the run as it was."""
+        if not overwrite:
+            self.refuse_if_occupied()
+        lock = self.path / ".lock"
+        if not lock.is_file():
+            return
+        with open(lock, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise FmtoolError(_LOCKED.format(self.path)) from None
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
     def refuse_if_occupied(self) -> None:
         """A one-line error when the directory already holds a run (what `overwrite` would delete)."""

@@ -117,3 +117,13 @@ def test_masked_lm_runs_are_better_with_lower_loss_and_perplexity(tmp_path):
     assert compare.gate(good, good, metric_tolerance=0.01, check_tolerance=0.02) == []
     assert compare.gate(bad, good, metric_tolerance=0.01, check_tolerance=0.02) == []
     assert {r.figure for r in compare.gate(good, bad, metric_tolerance=0.01, check_tolerance=0.02)} == {"loss", "perplexity"}
+
+
+def test_runs_of_different_tasks_are_never_ranked_together(sweep, tmp_path):
+    ner = _run(tmp_path / "ner_run", 0.9, 0.05, 0.8, 0.5)
+    results = json.loads((ner / "results.json").read_text())
+    (ner / "results.json").write_text(json.dumps({**results, "task": "ner", "after": {"validation": {"f1": 0.9}}}))
+    runs = [compare.summarise(path) for path in (sweep / "0_a", ner)]
+    with pytest.raises(FmtoolError, match=r"compare: the runs are of different tasks \(classification: 0_a; ner: ner_run\).*compare each task's runs apart"):
+        compare.one_task(runs)
+    compare.one_task(runs[:1])

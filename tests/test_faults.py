@@ -193,10 +193,18 @@ def test_a_stop_signal_ends_a_dp_sgd_run_between_updates_as_interrupted(tmp_path
 
 
 @pytest.mark.slow
-def test_a_config_error_inside_a_sweep_is_one_line_and_exit_2(tmp_path):
-    result = fmtool_cli("train", "-m", "+task=ner", "debug=tiny", "audit=none", "trainer.max_length=1024", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=1,2")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "fmtool: error: config: trainer.max_length=1024 is longer than the model's 512 position embeddings"
+def test_a_bad_sweep_job_fails_alone_and_the_sweep_ends_with_the_job_table(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = fmtool_cli("train", "-m", "+task=ner", "debug=tiny", "audit=none", "trainer.max_length=1,96,128,160", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1, result.stderr
+    rows = json.loads((sweep / "sweep.json").read_text())
+    assert [(r["overrides"], r["state"]) for r in rows] == [("trainer.max_length=1", "refused"), ("trainer.max_length=96", "complete"),
+                                                            ("trainer.max_length=128", "complete"), ("trainer.max_length=160", "complete")]
+    assert rows[0]["error"].startswith("config: trainer.max_length=1 is outside [8, 8192]")
+    assert "fmtool: error: config: trainer.max_length=1 is outside [8, 8192]" in result.stderr
+    assert "3 of 4 jobs complete" in result.stdout and "trainer.max_length=1 is outside" in (sweep / "sweep.md").read_text()
+    compared = fmtool_cli("compare", str(sweep))
+    assert compared.returncode == 0 and "refused (config: trainer.max_length=1 is outside" in " ".join(compared.stdout.split())
 
 
 def test_position_embeddings_shorter_than_max_length_are_refused_when_the_config_arrives(tmp_path, ner_run):

@@ -67,9 +67,12 @@ class _NameFinder:
         self.person_types = list(cfg.person_types)
         self.predict = None
         if cfg.person_model is not None:
+            from fmtool.model.load import LoadPolicy
             from fmtool.predict import LoadedRun
 
-            other = LoadedRun.load(cfg.person_model)
+            # the audited model's loading policy: the command's, never the other run's saved config
+            model = ctx.config.model
+            other = LoadedRun.load(cfg.person_model, policy=LoadPolicy(trust_remote_code=model.trust_remote_code, allow_pickle=model.allow_pickle))
             if other.cfg.task.name.value != "ner":
                 raise FmtoolError(f"{_KEY}.person_model: {cfg.person_model} is a {other.cfg.task.name.value} run; names need an NER run")
             self.predict, labels = other.predictions, other.labels

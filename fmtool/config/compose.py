@@ -9,6 +9,7 @@ from typing import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -77,10 +78,14 @@ def resolved(cfg: DictConfig, *, throw_on_missing: bool = False) -> dict:
 
 
 def with_dotlist(base, overrides: Sequence[str], what: str, *, prefix: str = "") -> DictConfig:
-    """`base` (a structured config, a dict or a DictConfig) with key=value overrides, `prefix` cut from each key;
-    a bad key or value is one line naming it."""
+    """`base` (a structured config, a dict or a DictConfig) with key=value overrides in Hydra's grammar (as
+    `fmtool train` takes them: `key={a:b}`, `key=[x,y]`), `prefix` cut from each key; a bad key or value is one
+    line naming it."""
     try:
-        return OmegaConf.merge(base, OmegaConf.from_dotlist([o[len(prefix):] for o in overrides]))
+        patch = OmegaConf.create()
+        for override in OverridesParser.create().parse_overrides(list(overrides)):
+            OmegaConf.update(patch, override.key_or_group[len(prefix):], override.value(), force_add=True)
+        return OmegaConf.merge(base, patch)
     except Exception as error:  # omegaconf's grammar and validation errors share no base besides Exception
         raise FmtoolError(f"{what}: cannot apply {list(overrides)}: {one_line(error)}") from None
 

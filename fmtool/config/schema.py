@@ -6,12 +6,67 @@ composition time with the key's full name instead of being silently ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option may take; a float must also be finite."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        low = "(-inf" if self.low is None else f"{'(' if self.low_open else '['}{_number(self.low)}"
+        high = "inf)" if self.high is None else f"{_number(self.high)}{')' if self.high_open else ']'}"
+        return f"{low}, {high}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def ranged(default: Any = None, *, low: Optional[float] = None, high: Optional[float] = None, low_open: bool = False, high_open: bool = False,
+           factory: Any = None) -> Any:
+    """A dataclass field whose value (or each value of a list) must lie in the range; None means unset."""
+    metadata = {"range": Range(low, high, low_open, high_open)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def range_problems(node: Any, prefix: str = "") -> list[str]:
+    """'key=value is outside [low, high]' for every ranged field of a config dataclass tree that is out of range."""
+    problems = []
+    for spec in fields(node):
+        value, key = getattr(node, spec.name), f"{prefix}{spec.name}"
+        if is_dataclass(value):
+            problems += range_problems(value, f"{key}.")
+            continue
+        bounds = spec.metadata.get("range")
+        if bounds is None or value is None:
+            continue
+        if not all(bounds.holds(v) for v in (value if isinstance(value, (list, tuple)) else [value])):
+            if isinstance(value, (list, tuple)):
+                problems.append(f"{key}={list(value)}: each value must lie in {bounds}")
+            else:
+                problems.append(f"{key}={value} is outside {bounds}{' (or null)' if 'Optional' in str(spec.type) else ''}")
+    return problems
 
 
 class Choice(str, Enum):
@@ -86,16 +141,16 @@ class Batching(Choice):
 class CanaryConfig:
     """Secrets planted in a pre-training corpus to measure memorisation (fmtool/dataset/canaries.py)."""
 
-    repetitions: List[int] = field(default_factory=list)  # one canary per entry, inserted that many times; empty: none
+    repetitions: List[int] = ranged(low=1, factory=list)  # one canary per entry, inserted that many times; empty: none
     template: str = "my secret number is {secret}"
-    digits: int = 6
+    digits: int = ranged(6, low=1, high=12)
 
 
 @dataclass
 class TaskConfig:
     name: TaskName = MISSING
     # masked-LM pre-training only (task=mlm)
-    mask_probability: float = 0.15
+    mask_probability: float = ranged(0.15, low=0, high=1, low_open=True, high_open=True)
     whole_word_masking: bool = False
     canaries: CanaryConfig = field(default_factory=CanaryConfig)
 
@@ -112,9 +167,9 @@ class ModelConfig:
     random_init: bool = False
     model_type: str = "bert"
     config_overrides: Dict[str, Any] = field(default_factory=dict)
-    dropout: Optional[float] = None
+    dropout: Optional[float] = ranged(None, low=0, high=1, high_open=True)
     # task=mlm from scratch: train a new WordPiece vocabulary of this size on the training corpus
-    tokenizer_vocab_size: Optional[int] = None
+    tokenizer_vocab_size: Optional[int] = ranged(None, low=100)
 
 
 @dataclass
@@ -122,7 +177,7 @@ class AugmentConfig:
     """Training examples edited by the audits' perturbations and counterfactual swaps (fmtool/dataset/augment.py)."""
 
     perturbations: List[str] = field(default_factory=list)  # empty: no augmentation
-    share: float = 0.2  # of the training examples, sampled per perturbation
+    share: float = ranged(0.2, low=0, high=1, low_open=True)  # of the training examples, sampled per perturbation
 
 
 @dataclass
@@ -133,22 +188,24 @@ class DatasetConfig:
     train_file: Optional[str] = None
     validation_file: Optional[str] = None
     test_file: Optional[str] = None
-    token_column: int = 0
-    tag_column: int = -1
+    token_column: int = ranged(0, low=0)
+    tag_column: int = ranged(-1)  # negative: counted from the last column
     tag_scheme: TagScheme = TagScheme.auto
     text_column: str = "text"
     text_pair_column: Optional[str] = None
     label_column: str = "label"
+    # file label -> model label, for evaluating or auditing a model whose label names the file does not use
+    label_map: Dict[str, str] = field(default_factory=dict)
     hf_path: Optional[str] = None
     hf_name: Optional[str] = None
     train_split: str = "train"
     validation_split: Optional[str] = "validation"
     test_split: Optional[str] = None
-    max_train_examples: Optional[int] = None
-    max_eval_examples: Optional[int] = None
+    max_train_examples: Optional[int] = ranged(None, low=1)
+    max_eval_examples: Optional[int] = ranged(None, low=1)
     # task=mlm: read the training corpus lazily (needs trainer.max_steps); shuffled within a buffer of this many blocks
     streaming: bool = False
-    shuffle_buffer: int = 10000
+    shuffle_buffer: int = ranged(10000, low=1)
     # replace e-mails, phone numbers, card numbers, IBANs, IPs, SSNs, credentials and keys with <TYPE> before training
     redact_pii: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -157,19 +214,19 @@ class DatasetConfig:
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = OptimizerName.adamw
-    lr: float = 1e-4  # suits the small default model (MiniLM-L6); BERT-base-sized models prefer 2e-5 to 5e-5
-    weight_decay: float = 0.01
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    momentum: float = 0.9
+    lr: float = ranged(1e-4, low=0, low_open=True)  # suits the small default model (MiniLM-L6); BERT-base-sized models prefer 2e-5 to 5e-5
+    weight_decay: float = ranged(0.01, low=0)
+    betas: List[float] = ranged(low=0, high=1, high_open=True, factory=lambda: [0.9, 0.999])
+    eps: float = ranged(1e-8, low=0, low_open=True)
+    momentum: float = ranged(0.9, low=0, high=1, high_open=True)
     nesterov: bool = False
 
 
 @dataclass
 class SchedulerConfig:
     name: SchedulerName = SchedulerName.linear
-    warmup_ratio: float = 0.1
-    warmup_steps: int = 0
+    warmup_ratio: float = ranged(0.1, low=0, high=1, high_open=True)
+    warmup_steps: int = ranged(0, low=0)
 
 
 class Accountant(Choice):
@@ -183,31 +240,31 @@ class PrivacyConfig:
     """DP-SGD through Opacus (trainer/private.py): per-example clipping and Gaussian noise, with an accountant."""
 
     enabled: bool = False
-    noise_multiplier: Optional[float] = None  # give this or target_epsilon
-    target_epsilon: Optional[float] = None  # the noise is chosen so the whole run spends this epsilon
-    max_grad_norm: float = 1.0  # each example's gradient is clipped to this L2 norm
-    delta: float = 1e-5
+    noise_multiplier: Optional[float] = ranged(None, low=0, low_open=True)  # give this or target_epsilon
+    target_epsilon: Optional[float] = ranged(None, low=0, low_open=True)  # the noise is chosen so the whole run spends this epsilon
+    max_grad_norm: float = ranged(1.0, low=0, low_open=True)  # each example's gradient is clipped to this L2 norm
+    delta: float = ranged(1e-5, low=0, high=1, low_open=True, high_open=True)
     accountant: Accountant = Accountant.prv
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 3
-    max_steps: Optional[int] = None
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    grad_accum_steps: int = 1
-    max_batch_tokens: Optional[int] = None  # null: 2048 on CPU, no limit on GPU (see trainer/runtime.py)
-    max_grad_norm: Optional[float] = 1.0
-    max_length: int = 128
-    window_stride: int = 32
+    epochs: int = ranged(3, low=0)  # 0 only with max_steps
+    max_steps: Optional[int] = ranged(None, low=1)
+    batch_size: int = ranged(32, low=1)
+    eval_batch_size: int = ranged(128, low=1)
+    grad_accum_steps: int = ranged(1, low=1)
+    max_batch_tokens: Optional[int] = ranged(None, low=8)  # null: 2048 on CPU, no limit on GPU (see trainer/runtime.py)
+    max_grad_norm: Optional[float] = ranged(1.0, low=0, low_open=True)  # null: no clipping
+    max_length: int = ranged(128, low=8, high=8192)
+    window_stride: int = ranged(32, low=0)
     label_all_tokens: bool = False
     freeze: Freeze = Freeze.none
-    freeze_layers: int = 0
-    eval_every_steps: Optional[int] = None
+    freeze_layers: int = ranged(0, low=0)
+    eval_every_steps: Optional[int] = ranged(None, low=1)
     metric: str = MISSING
     greater_is_better: bool = True
-    patience: Optional[int] = None
+    patience: Optional[int] = ranged(None, low=1)
     batching: Batching = Batching.length_grouped
     precision: Precision = Precision.auto
     device: str = "auto"
@@ -216,9 +273,9 @@ class TrainerConfig:
     bf16_residual: bool = True  # on CPU under bf16 autocast, LayerNorm outputs bf16 (trainer/layer_norm.py)
     skip_unseen_embedding_rows: bool = True  # word-embedding rows of ids absent from the training data stay out of the optimizer (trainer/embedding.py)
     gradient_checkpointing: bool = False
-    checkpoint_every_steps: Optional[int] = None
-    num_threads: Optional[int] = None
-    log_every_steps: int = 50
+    checkpoint_every_steps: Optional[int] = ranged(None, low=1)
+    num_threads: Optional[int] = ranged(None, low=1)
+    log_every_steps: int = ranged(50, low=1)
     progress: bool = True
     save_model: bool = True
     dp: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -227,10 +284,10 @@ class TrainerConfig:
 @dataclass
 class AdversarialConfig:
     name: AdversarialName = AdversarialName.none
-    epsilon: float = 0.2  # L2 radius of each example's embedding perturbation
-    step_size: float = 0.08
-    steps: int = 3  # ascent steps (pgd, freelb)
-    init_magnitude: float = 0.0  # freelb: radius of the random starting perturbation
+    epsilon: float = ranged(0.2, low=0, low_open=True)  # L2 radius of each example's embedding perturbation
+    step_size: float = ranged(0.08, low=0, low_open=True)
+    steps: int = ranged(3, low=1)  # ascent steps (pgd, freelb)
+    init_magnitude: float = ranged(0.0, low=0)  # freelb: radius of the random starting perturbation
 
 
 @dataclass
@@ -266,7 +323,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # audit family name -> its settings; each family's own dataclass types them (fmtool/audit/<name>.py)
     audit: Dict[str, Any] = field(default_factory=dict)
-    seed: int = 42
+    seed: int = ranged(42, low=0, high=2**32 - 1)  # numpy's seeds are unsigned 32-bit
     # replace the run a run directory already holds (its files are deleted first); false: refuse such a directory
     overwrite: bool = False
 

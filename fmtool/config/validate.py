@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig
+from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig, range_problems
 from fmtool.dataset.formats import FORMATS, reading_problem
 from fmtool.errors import FmtoolError
 
@@ -47,8 +47,6 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
             problems.append(f"dataset.augment.perturbations: unknown '{unknown[0]}'; choose from: {', '.join(CHOICES)}")
         if cfg.task.name == TaskName.mlm:
             problems.append("dataset.augment is for NER and classification training data")
-        if not 0 < data.augment.share <= 1:
-            problems.append(f"dataset.augment.share={data.augment.share} must be in (0, 1]")
     if data.redact_pii and cfg.task.name == TaskName.mlm:
         problems.append("dataset.redact_pii=true is for NER and classification data; pre-training corpora are not redacted")
     if data.streaming and not cfg.trainer.max_steps:
@@ -65,23 +63,14 @@ def _trainer_problems(cfg: TrainConfig) -> list[str]:
 
     trainer = cfg.trainer
     problems = []
-    for key in ("batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps"):
-        if getattr(trainer, key) < 1:
-            problems.append(f"trainer.{key}={getattr(trainer, key)} must be at least 1")
     if trainer.max_batch_tokens is not None and trainer.max_batch_tokens < trainer.max_length:
         problems.append(f"trainer.max_batch_tokens={trainer.max_batch_tokens} must be at least trainer.max_length={trainer.max_length} (one full row), or null")
     if trainer.epochs < 1 and not trainer.max_steps:
         problems.append(f"trainer.epochs={trainer.epochs} must be at least 1 (or set trainer.max_steps)")
-    if not 8 <= trainer.max_length <= 8192:
-        problems.append(f"trainer.max_length={trainer.max_length} must be between 8 and 8192")
-    if cfg.task.name == TaskName.ner and not 0 <= trainer.window_stride < trainer.max_length // 2:
-        problems.append(f"trainer.window_stride={trainer.window_stride} must be >= 0 and below half of trainer.max_length={trainer.max_length}")
+    if cfg.task.name == TaskName.ner and trainer.window_stride >= trainer.max_length // 2:
+        problems.append(f"trainer.window_stride={trainer.window_stride} must be below half of trainer.max_length={trainer.max_length}")
     if trainer.freeze == Freeze.bottom_k and trainer.freeze_layers < 1:
         problems.append("trainer.freeze=bottom_k needs trainer.freeze_layers >= 1")
-    if trainer.checkpoint_every_steps is not None and trainer.checkpoint_every_steps < 1:
-        problems.append(f"trainer.checkpoint_every_steps={trainer.checkpoint_every_steps} must be at least 1, or null")
-    if trainer.patience is not None and trainer.patience < 1:
-        problems.append(f"trainer.patience={trainer.patience} must be at least 1, or null to disable early stopping")
     metrics = TASKS.get(cfg.task.name.value).metrics
     if trainer.metric not in metrics:
         problems.append(f"trainer.metric='{trainer.metric}' is not a {cfg.task.name.value} metric; choose one of: {', '.join(metrics)}")
@@ -90,14 +79,8 @@ def _trainer_problems(cfg: TrainConfig) -> list[str]:
 
 def _optimizer_problems(cfg: TrainConfig) -> list[str]:
     problems = []
-    if cfg.optimizer.lr <= 0:
-        problems.append(f"optimizer.lr={cfg.optimizer.lr} must be positive")
-    if not 0 <= cfg.scheduler.warmup_ratio < 1:
-        problems.append(f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio} must be in [0, 1)")
     if cfg.model.name is None and not cfg.model.random_init:
         problems.append("model.name is null: give a hub id or local directory, or set model.random_init=true")
-    if cfg.model.dropout is not None and not 0 <= cfg.model.dropout < 1:
-        problems.append(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
     for key in ("name", "tokenizer"):
         source = getattr(cfg.model, key)
         if source is not None and _is_local_path(source) and not Path(source).expanduser().exists():
@@ -144,10 +127,6 @@ def _privacy_problems(cfg: TrainConfig) -> list[str]:
     problems = []
     if (dp.noise_multiplier is None) == (dp.target_epsilon is None):
         problems.append("trainer.dp: give exactly one of trainer.dp.noise_multiplier and trainer.dp.target_epsilon")
-    if dp.noise_multiplier is not None and dp.noise_multiplier <= 0 or dp.target_epsilon is not None and dp.target_epsilon <= 0:
-        problems.append("trainer.dp.noise_multiplier and trainer.dp.target_epsilon must be positive")
-    if not 0 < dp.delta < 1 or dp.max_grad_norm <= 0:
-        problems.append("trainer.dp.delta must be in (0, 1) and trainer.dp.max_grad_norm positive")
     conflicts = {"task=mlm": cfg.task.name == TaskName.mlm, f"adversarial={cfg.adversarial.name.value}": cfg.adversarial.name != AdversarialName.none,
                  "trainer.compile": trainer.compile, "trainer.gradient_checkpointing": trainer.gradient_checkpointing,
                  "trainer.checkpoint_every_steps": trainer.checkpoint_every_steps is not None, "trainer.max_steps": trainer.max_steps is not None,
@@ -165,27 +144,30 @@ def _task_problems(cfg: TrainConfig) -> list[str]:
     if canaries.repetitions:
         if cfg.task.name != TaskName.mlm or cfg.dataset.streaming:
             problems.append("task.canaries are planted in an in-memory pre-training corpus: task=mlm without dataset.streaming")
-        if any(r < 1 for r in canaries.repetitions):
-            problems.append(f"task.canaries.repetitions={list(canaries.repetitions)}: each must be at least 1")
         if canaries.template.count("{secret}") != 1 or "{" in canaries.template.replace("{secret}", ""):
             problems.append(f"task.canaries.template='{canaries.template}' must contain {{secret}} exactly once and no other braces")
-        if not 1 <= canaries.digits <= 12:
-            problems.append(f"task.canaries.digits={canaries.digits} must be in [1, 12]")
-    if not 0 < cfg.task.mask_probability < 1:
-        problems.append(f"task.mask_probability={cfg.task.mask_probability} must be in (0, 1)")
     if cfg.model.tokenizer_vocab_size is not None:
         if cfg.task.name != TaskName.mlm or not cfg.model.random_init:
             problems.append("model.tokenizer_vocab_size learns a new vocabulary: only for task=mlm with model.random_init=true")
-        elif cfg.model.tokenizer_vocab_size < 100:
-            problems.append(f"model.tokenizer_vocab_size={cfg.model.tokenizer_vocab_size} must be at least 100")
-    adversarial = cfg.adversarial
-    if adversarial.name != AdversarialName.none:
-        if adversarial.epsilon <= 0 or adversarial.step_size <= 0:
-            problems.append("adversarial.epsilon and adversarial.step_size must be positive")
-        if adversarial.steps < 1:
-            problems.append(f"adversarial.steps={adversarial.steps} must be at least 1")
-        if adversarial.init_magnitude < 0:
-            problems.append(f"adversarial.init_magnitude={adversarial.init_magnitude} must be >= 0")
+    return problems
+
+
+# config.json keys of transformers' architectures that count something (at least 1) or are a probability
+_COUNT_KEYS = ("vocab_size", "max_position_embeddings", "type_vocab_size")
+_COUNT_PARTS = ("_size", "_layers", "_heads", "num_")
+
+
+def _override_problems(cfg: TrainConfig) -> list[str]:
+    """model.config_overrides are the architecture's own keys: sizes and counts must be at least 1, dropout
+    probabilities in [0, 1)."""
+    problems = []
+    for key, value in cfg.model.config_overrides.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if ("dropout" in key or key.endswith("_prob")) and not 0 <= value < 1:
+            problems.append(f"model.config_overrides.{key}={value} is outside [0, 1)")
+        elif (key in _COUNT_KEYS or any(part in key for part in _COUNT_PARTS)) and value < 1:
+            problems.append(f"model.config_overrides.{key}={value} is outside [1, inf)")
     return problems
 
 
@@ -208,7 +190,7 @@ def _logger_problems(cfg: TrainConfig) -> list[str]:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
-    problems = (_dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _privacy_problems(cfg) + _audit_problems(cfg)
+    problems = (range_problems(cfg) + _override_problems(cfg) + _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _privacy_problems(cfg) + _audit_problems(cfg)
                 + _logger_problems(cfg))
     if problems:
         raise FmtoolError("config: " + "; ".join(problems))

@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
-from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    AutoTokenizer,
     PreTrainedModel,
 )
 
 from fmtool.config.schema import ModelConfig, TaskName
 from fmtool.config.validate import usable_positions
 from fmtool.errors import FmtoolError
+from fmtool.model import load
+from fmtool.model.load import LoadPolicy
 
 log = logging.getLogger(__name__)
 
@@ -32,53 +32,32 @@ AUTO_MODELS = {TaskName.ner: AutoModelForTokenClassification, TaskName.classific
 # a checkpoint whose architecture ends so was fine-tuned for the task: its label map is kept
 _HEAD_SUFFIX = {TaskName.ner: "ForTokenClassification", TaskName.classification: "ForSequenceClassification"}
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "classifier_dropout")
-_CANNOT_LOAD = "model.{key}: cannot load a {what} from '{source}' ({reason})"
-_VOCABULARY = ("model.name: the tokenizer ({tokens} tokens, from '{tokenizer}') does not fit the model '{model}' ({rows} embedding rows); "
-               "is the tokenizer missing from that directory? set model.tokenizer to the one the model was trained with")
-_PICKLE = ("model.{key}: '{source}' holds only pickle-format weights ({files}), which can run code when loaded; convert them to "
-           "safetensors, or set model.allow_pickle=true if you trust where they come from")
+_VOCABULARY = "{key}: the tokenizer ({tokens} tokens, from '{tokenizer}') does not fit the model '{model}' ({rows} embedding rows); {fix}"
+# what a training config can do about it, and what the user of a received model directory can
+_TRAINING_FIX = "is the tokenizer missing from that directory? set model.tokenizer to the one the model was trained with"
+RECEIVED_FIX = "is the tokenizer missing from that directory? save the one the model was trained with beside it (tokenizer.save_pretrained)"
 _NO_SOURCE = "model.name is null and model.tokenizer is null: set model.tokenizer to a tokenizer directory or hub id"
 
 
-# what loading a damaged or foreign model directory raises: missing files, bad config, truncated safetensors
-LOAD_ERRORS = (OSError, ValueError, SafetensorError)
+def training_policy(cfg: ModelConfig) -> LoadPolicy:
+    return LoadPolicy.of_training(cfg.trust_remote_code, cfg.allow_pickle)
 
 
-def _reason(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def check_sources(cfg: ModelConfig) -> None:
+    """Refuse, before anything is written, local model.name / model.tokenizer directories the config's policy forbids."""
+    for source in {cfg.name, cfg.tokenizer} - {None}:
+        load.check_source(source, training_policy(cfg))
 
 
 def load_tokenizer(cfg: ModelConfig):
     source = cfg.tokenizer or cfg.name
     if source is None:
         raise FmtoolError(_NO_SOURCE)
-    key = "tokenizer" if cfg.tokenizer else "name"
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except LOAD_ERRORS as error:
-        raise FmtoolError(_CANNOT_LOAD.format(key=key, what="tokenizer", source=source, reason=_reason(error))) from None
-    if not tokenizer.is_fast:
-        raise FmtoolError(f"model.{key}: '{source}' has no fast tokenizer; fmtool needs one for word-to-sub-token alignment")
-    return tokenizer
+    key = "model.tokenizer" if cfg.tokenizer else "model.name"
+    return load.load_tokenizer(source, training_policy(cfg), key=key, revision=cfg.revision)
 
 
-def weights_format(source, allow_pickle: bool, key: str = "name") -> Optional[bool]:
-    """transformers' use_safetensors for `source`: True (safetensors only) unless pickle weights are allowed.
-
-    A local directory with only pickle weights is refused here with the fix, rather than by transformers'
-    "no file named model.safetensors".
-    """
-    path = Path(str(source))
-    if path.is_dir() and not any(path.glob("*.safetensors")):
-        pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in path.glob(pattern))
-        if pickled and not allow_pickle:
-            raise FmtoolError(_PICKLE.format(key=key, source=source, files=", ".join(pickled)))
-        if pickled:
-            log.warning("loading pickle-format weights from %s (model.allow_pickle=true): they can run code", source)
-    return None if allow_pickle else True
-
-
-def check_vocabulary(tokens: int, model, *, tokenizer_source: str, model_source: str) -> None:
+def check_vocabulary(tokens: int, model, *, tokenizer_source: str, model_source: str, key: str = "model.name", fix: str = _TRAINING_FIX) -> None:
     """A tokenizer of `tokens` ids must index the model's embedding table and fill most of it.
 
     A model directory without tokenizer files still loads a tokenizer (a few special tokens): every word
@@ -86,7 +65,7 @@ def check_vocabulary(tokens: int, model, *, tokenizer_source: str, model_source:
     """
     rows = model.get_input_embeddings().num_embeddings
     if tokens > rows or tokens < rows // 2:
-        raise FmtoolError(_VOCABULARY.format(tokens=tokens, tokenizer=tokenizer_source, model=model_source, rows=rows))
+        raise FmtoolError(_VOCABULARY.format(key=key, tokens=tokens, tokenizer=tokenizer_source, model=model_source, rows=rows, fix=fix))
 
 
 def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
@@ -95,10 +74,9 @@ def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
 
 
 def _load_config(cfg: ModelConfig):
-    try:
-        return AutoConfig.for_model(cfg.model_type) if cfg.name is None else AutoConfig.from_pretrained(cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except LOAD_ERRORS as error:
-        raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model config", source=cfg.name, reason=_reason(error))) from None
+    if cfg.name is None:
+        return AutoConfig.for_model(cfg.model_type)
+    return load.load_config(cfg.name, training_policy(cfg), revision=cfg.revision)
 
 
 def inherited_labels(cfg: ModelConfig, task: TaskName) -> list[str]:
@@ -163,12 +141,8 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
             config.vocab_size = vocab_size
         log.info("model=<random init %s> parameters=%s", cfg.model_type, "from config")
         return auto_model.from_config(config, trust_remote_code=cfg.trust_remote_code)
-    try:
-        # a previous run's model may have a head of another size: it is replaced, the encoder kept
-        model = auto_model.from_pretrained(source, config=config, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=True,
-                                           use_safetensors=weights_format(source, cfg.allow_pickle))
-    except LOAD_ERRORS as error:
-        raise FmtoolError(_CANNOT_LOAD.format(key="name", what="model", source=source, reason=_reason(error))) from None
+    # a previous run's model may have a head of another size: it is replaced, the encoder kept
+    model = load.load_pretrained(auto_model, source, training_policy(cfg), config=config, revision=cfg.revision, ignore_mismatched_sizes=True)
     log.info("model=<%s> parameters=<%d>", source, model.num_parameters())
     if vocab_size is not None:
         check_vocabulary(vocab_size, model, tokenizer_source=cfg.tokenizer or source, model_source=source)
@@ -177,17 +151,25 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
     return model
 
 
-def load_masked_lm(model_dir, device: torch.device = torch.device("cpu")):
-    """(model, tokenizer) of a masked-LM directory, or None when the checkpoint has no trained masked-LM head.
+def check_trained_head(model: PreTrainedModel, loading_info: dict, task: TaskName, source) -> None:
+    """Refuse a model whose weights for `task` were made up at load: transformers initialises missing weights at
+    random (a masked LM loaded as a classifier gets a random head), and an audit of those audits noise."""
+    architectures = list(model.config.architectures or [])
+    other = [t for t, suffix in _HEAD_SUFFIX.items() if t != task and any(a.endswith(suffix) for a in architectures)]
+    if other:
+        raise FmtoolError(f"{source}: config.json's architecture {architectures[0]} is a {other[0].value} model, not {task.value}: "
+                          f"use --task {other[0].value}")
+    missing = loading_info.get("missing_keys") or []
+    if missing and task != TaskName.mlm:
+        names = ", ".join(sorted(missing)[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise FmtoolError(f"{source}: the model has no trained weights for {names}: they would be initialised at random "
+                          f"({', '.join(architectures) or 'unknown architecture'} is not a {task.value} model)")
 
-    Never runs the directory's own code: audits read models from anywhere.
-    """
-    try:
-        model, info = AutoModelForMaskedLM.from_pretrained(model_dir, output_loading_info=True, trust_remote_code=False,
-                                                           use_safetensors=weights_format(model_dir, False, "name"))
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-    except LOAD_ERRORS as error:
-        raise FmtoolError(f"{model_dir}: cannot load a masked LM ({_reason(error)})") from None
+
+def load_masked_lm(model_dir, policy: LoadPolicy, device: torch.device = torch.device("cpu")):
+    """(model, tokenizer) of a masked-LM directory, or None when the checkpoint has no trained masked-LM head."""
+    model, info = load.load_pretrained(AutoModelForMaskedLM, model_dir, policy, key=str(model_dir), what="masked LM", output_loading_info=True)
+    tokenizer = load.load_tokenizer(model_dir, policy, key=str(model_dir))
     head_missing = [k for k in info["missing_keys"] if "bias" in k or "transform" in k or "decoder" in k or "lm_head" in k]
     if head_missing:
         return None

@@ -69,14 +69,17 @@ def run_dirs(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
             found.append(path)
             continue
         inside = sorted((p.parent for p in path.rglob(RunDir(path).status_file.name)), key=str) if path.is_dir() else []
-        if not inside:
+        # a sweep job refused before its run began has only its job record
+        refused = sorted((p.parent for p in path.rglob(RunDir(path).job_file.name) if not RunDir(p.parent).is_run()), key=str) if path.is_dir() else []
+        if not inside and not refused:
             raise FmtoolError(f"compare: {path} is neither a run directory nor a folder of runs (no status.json)")
         states = {run: RunDir(run).status().get("state") for run in inside}
+        states.update({job: f"refused ({read_json(RunDir(job).job_file).get('error')})" for job in refused})
         complete = [run for run in inside if states[run] == COMPLETE]
         if not complete:
-            raise FmtoolError(f"compare: {path} holds no complete run ({', '.join(f'{run.name}: {states[run]}' for run in inside)})")
+            raise FmtoolError(f"compare: {path} holds no complete run ({', '.join(f'{run.name}: {state}' for run, state in states.items())})")
         found += complete
-        left_out += [f"{run}: {states[run]}" for run in inside if states[run] != COMPLETE]
+        left_out += [f"{run}: {state}" for run, state in sorted(states.items(), key=lambda item: str(item[0])) if state != COMPLETE]
     return found, left_out
 
 
@@ -95,6 +98,16 @@ def summarise(path: Path) -> RunSummary:
     summary = RunSummary(path=path, task=results.get("task", report["run"]["task"]), metrics=metrics, checks=checks)
     summary.objectives = objectives(summary)
     return summary
+
+
+def one_task(runs: Sequence[RunSummary]) -> None:
+    """Runs of different tasks share no quality figure (entity F1 is not accuracy): they are never ranked together."""
+    tasks: dict[str, list[str]] = {}
+    for run in runs:
+        tasks.setdefault(run.task, []).append(run.path.name)
+    if len(tasks) > 1:
+        kinds = "; ".join(f"{task}: {', '.join(names)}" for task, names in tasks.items())
+        raise FmtoolError(f"compare: the runs are of different tasks ({kinds}); their quality figures do not compare: compare each task's runs apart")
 
 
 def _relative(check: dict[str, Any]) -> Optional[float]:

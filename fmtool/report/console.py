@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(stderr=True)
+# columns of a console without a terminal: long enough for a family's check name and a one-line error
+_LOG_WIDTH = 400
+
+console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=_LOG_WIDTH)
 
 
 class RichProgress:
@@ -107,7 +112,24 @@ def print_comparison(rows: list[dict[str, Any]], objectives: list[str], left_out
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row("/".join(row["run"].split("/")[-2:]), "★" if row["pareto_front"] else "", *[_fmt(row.get(c)) if row.get(c) is not None else "" for c in shown])
-    Console().print(table)
+    stdout_console().print(table)
+
+
+def stdout_console() -> Console:
+    """rich's console; without a terminal (CI logs, pipes) wide enough that no name or message is cut or wrapped."""
+    return Console() if sys.stdout.isatty() else Console(width=_LOG_WIDTH)
+
+
+def print_sweep(rows: Sequence[Any], sweep_dir: Path) -> None:
+    """One row per sweep job: its overrides, how it ended and why, where its run is."""
+    table = Table(title=f"sweep {sweep_dir}: {sum(r.state == 'complete' for r in rows)} of {len(rows)} jobs complete")
+    for column in ("job", "overrides", "state", "error", "run directory"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        style = "green" if row.state == "complete" else "red"
+        table.add_row(row.job, row.overrides, f"[{style}]{row.state}[/]", row.error, row.run_dir)
+    stdout_console().print(table)
+    stdout_console().print(f"job table: {sweep_dir / 'sweep.md'}")
 
 
 def print_probes(rows: list[dict[str, Any]]) -> None:
@@ -118,7 +140,7 @@ def print_probes(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         status = "[red]not ready[/red]" if row["problem"] else "[green]ready[/green]"
         table.add_row(f"{row['probe']}\n[dim]{row['description']}[/dim]", status, row["licence"], row["location"])
-    console = Console()
+    console = stdout_console()
     console.print(table)
     for row in rows:
         if row["problem"]:
@@ -127,11 +149,11 @@ def print_probes(rows: list[dict[str, Any]]) -> None:
 
 def print_regressions(parent, child, regressions) -> None:
     if not regressions:
-        Console().print(f"gate: {child} does not regress on {parent}")
+        stdout_console().print(f"gate: {child} does not regress on {parent}")
         return
     table = Table(title=f"gate: {child} regresses on {parent}")
     for column in ("figure", "parent", "child", "why"):
         table.add_column(column)
     for r in regressions:
         table.add_row(r.figure, _fmt(r.parent), _fmt(r.child), r.reason)
-    Console().print(table)
+    stdout_console().print(table)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmtool.errors import FmtoolError
 from fmtool.config.schema import TrainConfig
 from fmtool.inference import Runtime
 from fmtool.trainer.dropout import use_sfc64_dropout
@@ -56,6 +57,11 @@ def finish_training(model: torch.nn.Module) -> None:
 
 
 def training_figures(state: TrainState, cfg: TrainConfig, trainable: int, world_size: int) -> dict[str, Any]:
+    """What results.json records of the training; a run that made no update is refused: its model is the
+    initialisation, and audits would certify that as trained."""
+    if state.step == 0:
+        raise FmtoolError(f"training made no update (trainer.epochs={cfg.trainer.epochs}, trainer.max_steps={cfg.trainer.max_steps}): "
+                          "the model is still its initialisation")
     return {
         "updates": state.step, "epochs_started": state.epoch + 1, "samples": state.train_samples,
         "seconds": round(state.train_seconds, 2), "samples_per_second": round(state.train_samples / max(state.train_seconds, 1e-9), 2),

@@ -1,0 +1,129 @@
+"""A refused command changes nothing: out-of-range options fail before a run directory exists, and a train
+refused for its run directory leaves every byte of the run there as it was."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import typing
+from dataclasses import fields, is_dataclass
+
+import pytest
+
+from fmtool.cli import main
+from fmtool.config.schema import TrainConfig
+from fmtool.errors import FmtoolError
+from fmtool.runs import RunDir
+from fmtool.config import compose_train_config, to_typed
+from fmtool.config.compose import with_dotlist
+from fmtool.config.validate import validate
+
+_NUMBERS = (int, float)
+
+
+def _numeric_options(node_type: type, prefix: str = ""):
+    """(key, field, number type, is a list) of every int or float option in the schema tree, optionals included."""
+    hints = typing.get_type_hints(node_type)
+    for spec in fields(node_type):
+        kind = hints[spec.name]
+        if is_dataclass(kind):
+            yield from _numeric_options(kind, f"{prefix}{spec.name}.")
+            continue
+        if typing.get_origin(kind) is typing.Union:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        listed = typing.get_origin(kind) is list
+        number = typing.get_args(kind)[0] if listed else kind
+        if number in _NUMBERS:
+            yield f"{prefix}{spec.name}", spec, number, listed
+
+
+_OPTIONS = list(_numeric_options(TrainConfig))
+
+
+def test_every_numeric_option_has_a_range():
+    assert len(_OPTIONS) > 40
+    assert [key for key, spec, _, _ in _OPTIONS if "range" not in spec.metadata] == []
+
+
+def _outside(bounds, kind: type):
+    if bounds.low is not None:
+        return bounds.low if bounds.low_open else bounds.low - (1 if kind is int else 0.5)
+    if bounds.high is not None:
+        return bounds.high if bounds.high_open else bounds.high + 1
+    return None
+
+
+@pytest.mark.parametrize("key, spec, kind, listed", [o for o in _OPTIONS if _outside(o[1].metadata["range"], o[2]) is not None],
+                         ids=[o[0] for o in _OPTIONS if _outside(o[1].metadata["range"], o[2]) is not None])
+def test_a_value_outside_each_range_is_one_line_naming_key_value_and_range(composed, key, spec, kind, listed):
+    bounds = spec.metadata["range"]
+    value = kind(_outside(bounds, kind))
+    text = f"[{value}]" if listed else str(value)
+    with pytest.raises(FmtoolError, match=re.escape(f"{key}={text}") + ".*" + re.escape(str(bounds))):
+        validate(to_typed(with_dotlist(composed, [f"{key}={text}"], "test")))
+
+
+@pytest.fixture(scope="module")
+def composed():
+    return compose_train_config(["+task=ner", "debug=tiny"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.max_steps=-5", "trainer.max_steps=-5 is outside [1, inf) (or null)"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 is outside [1, inf) (or null)"),
+    ("trainer.eval_every_steps=0", "trainer.eval_every_steps=0 is outside [1, inf) (or null)"),
+    ("trainer.max_grad_norm=-1", "trainer.max_grad_norm=-1.0 is outside (0, inf) (or null)"),
+    ("trainer.max_grad_norm=0", "trainer.max_grad_norm=0.0 is outside (0, inf) (or null)"),
+    ("dataset.max_train_examples=-3", "dataset.max_train_examples=-3 is outside [1, inf) (or null)"),
+    ("dataset.max_train_examples=0", "dataset.max_train_examples=0 is outside [1, inf) (or null)"),
+    ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1.0 is outside [0, inf)"),
+    ("scheduler.warmup_steps=-10", "scheduler.warmup_steps=-10 is outside [0, inf)"),
+    ("trainer.num_threads=0", "trainer.num_threads=0 is outside [1, inf) (or null)"),
+    ("seed=-1", "seed=-1 is outside [0, 4294967295]"),
+    ("optimizer.betas=[2.0,0.9]", "optimizer.betas=[2.0, 0.9]: each value must lie in [0, 1)"),
+    ("optimizer.eps=-1", "optimizer.eps=-1.0 is outside (0, inf)"),
+    ("optimizer.momentum=-1", "optimizer.momentum=-1.0 is outside [0, 1)"),
+    ("optimizer.lr=nan", "optimizer.lr=nan is outside (0, inf)"),
+    ("optimizer.lr=inf", "optimizer.lr=inf is outside (0, inf)"),
+    ("model.config_overrides.hidden_size=-1", "model.config_overrides.hidden_size=-1 is outside [1, inf)"),
+    ("+model.config_overrides.hidden_dropout_prob=1.5", "model.config_overrides.hidden_dropout_prob=1.5 is outside [0, 1)"),
+])
+def test_the_reported_out_of_range_values_fail_before_a_run_directory_exists(tmp_path, capsys, override, message):
+    target = tmp_path / "run"
+    assert main(["train", "+task=ner", "debug=tiny", "optimizer=sgd" if "momentum" in override else "optimizer=adamw", override,
+                 f"hydra.run.dir={target}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not target.exists()
+
+
+def test_nan_is_never_in_range():
+    from fmtool.config.schema import Range
+
+    assert not Range(0, None, low_open=True).holds(math.nan) and not Range().holds(math.inf) and Range().holds(-3)
+
+
+def _tree(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_train_leaves_every_byte_of_the_run(ner_run, tmp_path, capsys):
+    held = tmp_path / "held"
+    shutil.copytree(ner_run[0].path, held)
+    # what Hydra writes into a run directory before the job starts
+    (held / ".hydra").mkdir()
+    (held / ".hydra" / "config.yaml").write_text("the run's own settings\n")
+    (held / "train.log").write_text("the run's own log\n")
+    before = _tree(held)
+    assert main(["train", "+task=ner", "debug=tiny", f"hydra.run.dir={held}"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert _tree(held) == before
+    writing = RunDir(held)
+    writing._lock()
+    try:
+        assert main(["train", "+task=ner", "debug=tiny", "overwrite=true", f"hydra.run.dir={held}"]) == 2
+        assert "another fmtool process is writing" in capsys.readouterr().err
+        assert _tree(held) == before
+    finally:
+        writing._unlock()
