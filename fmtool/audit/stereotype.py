@@ -27,6 +27,7 @@ import torch
 from fmtool.audit.base import AuditContext, AuditResult, Check, check, register, wilson_interval
 from fmtool.errors import FmtoolError
 from fmtool.dataset.batching import collate, inference_batches
+from fmtool.dataset.readers import text_lines
 from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.dataset.ner import TokenFeature
 from fmtool.task.mlm import masked_logits
@@ -95,8 +96,7 @@ def shared_positions(first: list[int], second: list[int]) -> tuple[list[int], li
 
 
 def crows_pairs(model, tokenizer, path: Path, max_pairs: Optional[int], batch_size: int) -> tuple[dict[str, float], list[dict]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:max_pairs]
+    rows = list(csv.DictReader(line for _, line in text_lines(path)))[:max_pairs]
     missing = {"sent_more", "sent_less", "stereo_antistereo", "bias_type"} - set(rows[0] if rows else {})
     if missing:
         raise FmtoolError(f"{path}: not in CrowS-Pairs format, missing column(s) {', '.join(sorted(missing))}")
@@ -121,7 +121,8 @@ def crows_pairs(model, tokenizer, path: Path, max_pairs: Optional[int], batch_si
 def _winobias_lines(path: Path) -> list[tuple[str, str]]:
     """(sentence with the pronoun as [MASK] placeholder, pronoun) per line: the pronoun is the last bracket."""
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for _, line in text_lines(path):
+        line = line.rstrip("\r\n")
         text = line.split(" ", 1)[1] if line[:1].isdigit() else line
         spans = list(_BRACKETS.finditer(text))
         if len(spans) < 2:

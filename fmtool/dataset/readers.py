@@ -23,6 +23,7 @@ _COLUMNS = "{0}:{1}: expected a token in column {2} and a tag in column {3}, fou
 _NO_COLUMN = "{0}: column '{1}' (dataset.{2}) not found; columns are: {3}"
 _NO_VALUE = "{0}:{1}: no value in column '{2}' (dataset.{3})"
 _COLUMN_COUNT = "{0}:{1}: {2} columns, but the file's first token line has {3}; every token line needs the same columns"
+_BOM = "\ufeff".encode("utf-8")
 _NOT_UTF8 = "{0}:{1}: not UTF-8 text (byte {2:#x}); convert the file to UTF-8"
 _NOT_OBJECT = "{0}:{1}: expected a JSON object per line, found {2}"
 
@@ -37,8 +38,11 @@ def resolve_file(cfg: DatasetConfig, key: str) -> Path:
 
 def decoded_lines(handle: BinaryIO, name: str | Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of a binary stream of UTF-8 text; a byte that is not UTF-8 is an error naming `name`
-    and its line."""
+    and its line. A byte-order mark at the start (Windows editors and spreadsheet exports write one) is not text:
+    kept, it would hide -DOCSTART-, rename the first CSV column and become part of the first text."""
     for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
         try:
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as error:
