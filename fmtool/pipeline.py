@@ -4,6 +4,7 @@ then audits of a finished run (fmtool/pretrain.py is the masked-LM recipe)."""
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -239,24 +240,30 @@ def masked_lm_context(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> Aud
 
 
 def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None) -> dict[str, Any]:
-    """Run the configured audit families, write audit/<family>.json and report/ under out_dir."""
+    """Run the configured audit families and write audit/<family>.json and report/ under out_dir, replacing the
+    last audit's wholly; the directory is locked meanwhile."""
     out = RunDir(out_dir)
-    entries = []
-    for result, settings in run_audits(ctx, audit):
-        entry = {**result.to_dict(), "settings": settings}
-        write_json(out.audit_file(result.name), entry)
-        entries.append(entry)
-    results = run.load_results() if run else {}
-    report = build_report(
-        path=str(out_dir), task=ctx.task, model=results.get("model", str(ctx.model_dir)), dataset=results.get("dataset"),
-        config=config or {"audit": audit}, data=results.get("data", {}),
-        metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")}, audits=entries,
-        privacy=results.get("train", {}).get("privacy"),
-        provenance=_provenance(ctx, run),
-    )
-    write_report(out, report, _curves(run, results, config))
-    if run is not None:
-        write_model_card(out, run, report, results)
+    with out.audit_lock():
+        staging = RunDir(out.path / ".audit.partial")
+        shutil.rmtree(staging.path, ignore_errors=True)
+        entries = []
+        for result, settings in run_audits(ctx, audit):
+            entry = {**result.to_dict(), "settings": settings}
+            write_json(staging.audit_file(result.name), entry)
+            entries.append(entry)
+        results = run.load_results() if run else {}
+        report = build_report(
+            path=str(out_dir), task=ctx.task, model=results.get("model", str(ctx.model_dir)), dataset=results.get("dataset"),
+            config=config or {"audit": audit}, data=results.get("data", {}),
+            metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")}, audits=entries,
+            privacy=results.get("train", {}).get("privacy"),
+            provenance=_provenance(ctx, run),
+        )
+        staging.audit_dir.mkdir(parents=True, exist_ok=True)
+        write_report(staging, report, _curves(run, results, config))
+        if run is not None:
+            write_model_card(staging, run, report, results)
+        out.publish_audits(staging)
     return report
 
 

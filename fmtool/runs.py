@@ -33,9 +33,10 @@ import platform
 import shutil
 import subprocess
 import uuid
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -52,7 +53,7 @@ _MISSING = "{0}: missing from the run directory"
 _NO_MODEL = "{0}: missing; was this run made with trainer.save_model=false, or did it not finish?"
 _NO_SPLIT = "{0}: the run has no '{1}' split (it has {2})"
 _OCCUPIED = "{0}: already holds a run ({1}); pass overwrite=true (or --overwrite) to replace it, or choose another hydra.run.dir"
-_LOCKED = "{0}: another fmtool process is writing this run directory"
+_LOCKED = "{0}: another fmtool process is writing or auditing this run directory; try again when it has finished"
 _FOREIGN_CHECKPOINT = "{0}: the checkpoint belongs to another run ({1}, not {2}); it cannot continue this one"
 _CANNOT_RESUME = "{0}: cannot resume: {1}"
 _LOCKS: dict[Path, Any] = {}
@@ -207,6 +208,29 @@ class RunDir:
         handle = _LOCKS.pop(self.path.resolve(), None)
         if handle is not None:
             handle.close()
+
+    @contextmanager
+    def audit_lock(self) -> Iterator["RunDir"]:
+        """The run's lock, held while an audit rewrites audit/ and report/: a second audit (or a training) of the
+        same directory is refused at once instead of mixing its files with this one's."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            yield self
+        finally:
+            self._unlock()
+
+    def publish_audits(self, staging: "RunDir") -> None:
+        """Replace audit/ and report/ with staging's: an audit command's files wholly replace the last one's, so
+        audit/*.json is always what the report stands behind."""
+        for name in (self.audit_dir.name, self.report_dir.name):
+            final, fresh, old = self.path / name, staging.path / name, self.path / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(fresh, final)
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(staging.path, ignore_errors=True)
 
     def artefacts(self) -> list[Path]:
         """The files and folders of a run already in this directory (Hydra's .hydra/ and train.log, written before
