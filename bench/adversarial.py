@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fmtool.adversarial import attack, perturbed_embeddings
-from fmtool.config import compose_train_config, to_typed
-from fmtool.config.validate import validate
+from fmtool.config import to_typed
+from fmtool.configure import compose_train_config, validate
 from fmtool.dataset.batching import collate, inference_batches
 from fmtool.pipeline import audit_loaded, run_training
 from fmtool.predict import LoadedRun

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from bench.common import read_sentences
-from fmtool.config import compose_train_config, to_typed
-from fmtool.config.validate import validate
+from fmtool.config import to_typed
+from fmtool.configure import compose_train_config, validate
 from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir

@@ -15,7 +15,7 @@ import torch
 
 from fmtool.config.schema import AdversarialConfig
 from fmtool.registry import Registry
-from fmtool.trainer.distributed import unwrap
+from fmtool.model.build import unwrap
 
 
 @contextlib.contextmanager

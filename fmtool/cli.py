@@ -85,7 +85,7 @@ def _train_job(cfg) -> None:
     from hydra.types import RunMode
 
     from fmtool.config import to_typed
-    from fmtool.config.validate import validate
+    from fmtool.configure import validate
     from fmtool.runs import ReplicaRun, RunDir
     from fmtool.sweep import record_job
     from fmtool.trainer.distributed import from_env
@@ -130,9 +130,8 @@ def _distributed_overrides(argv: Sequence[str], device: str) -> list[str]:
 def train(argv: Sequence[str]) -> int:
     import hydra
 
-    from fmtool.config import to_typed
-    from fmtool.config.compose import compose_train_config, config_dir, setup
-    from fmtool.config.validate import validate
+    from fmtool.config import config_dir
+    from fmtool.configure import load_train_config, setup
     from fmtool.sweep import SweepTable
 
     setup()
@@ -142,7 +141,7 @@ def train(argv: Sequence[str]) -> int:
     device = "auto"
     if not wants_info and not any(arg in _MULTIRUN_FLAGS for arg in argv) and not any(a.startswith(("--config-dir", "-cd", "--config-name", "-cn")) for a in argv):
         # fail in a second, with exit code 2, before Hydra creates a run directory or writes .hydra/ into one
-        typed = validate(to_typed(compose_train_config(argv)))
+        typed = load_train_config(argv)
         device = typed.trainer.device
         chosen = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
         if chosen:
@@ -178,10 +177,9 @@ def resume_command(argv: Sequence[str]) -> int:
 
 
 def validate_command(argv: Sequence[str]) -> int:
-    from fmtool.config import compose_train_config, to_typed
-    from fmtool.config.validate import validate
+    from fmtool.configure import load_train_config
 
-    validate(to_typed(compose_train_config(argv)))
+    load_train_config(argv)
     print("config is valid")
     return 0
 

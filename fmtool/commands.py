@@ -152,7 +152,8 @@ def explain_command(args: argparse.Namespace) -> int:
     from fmtool.dataset.examples import TextExample, TokenExample
     from fmtool.config.schema import Precision
     from fmtool.explain import explainer_for, targets_for, to_html, to_rich
-    from fmtool.predict import LoadedRun, split_words
+    from fmtool.dataset.examples import split_words
+    from fmtool.predict import LoadedRun
     from fmtool.report.console import stdout_console
 
     texts = _texts(args, "explain")
@@ -200,7 +201,8 @@ def list_command(args: argparse.Namespace) -> int:
 def audit_config(saved: dict | None, task: str, overrides: list[str]) -> dict:
     """The run's saved audit settings (None: the task's defaults, as `fmtool train` would audit) with overrides;
     `audit=...` re-selects families from configs/audit/."""
-    from fmtool.config.compose import compose_train_config, resolved, with_dotlist
+    from fmtool.config.compose import resolved, with_dotlist
+    from fmtool.configure import compose_train_config
 
     stray = [o for o in overrides if not o.startswith(("audit=", "audit."))]
     if stray:

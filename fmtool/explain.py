@@ -77,7 +77,7 @@ class Explanation:
 def words_of(example: Example) -> list[str]:
     if isinstance(example, TokenExample):
         return list(example.tokens)
-    from fmtool.predict import split_words
+    from fmtool.dataset.examples import split_words
 
     return [w for w, _, _ in split_words(example.text)]
 

@@ -179,7 +179,7 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
 def with_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     """`cfg` with Hydra-style dotlist overrides (key=value) applied and validated."""
     from fmtool.config.compose import to_typed, with_dotlist
-    from fmtool.config.validate import validate
+    from fmtool.configure import validate
 
     return validate(to_typed(with_dotlist(OmegaConf.structured(cfg), overrides, "config")))
 
@@ -219,6 +219,8 @@ def audit_context(loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] 
         load_split=load_split, available_splits=available, seed=loaded.cfg.seed,
         model_dir=run.model_dir if run else Path(loaded.cfg.model.name), model=loaded.model, tokenizer=loaded.tokenizer,
         runtime=loaded.runtime, config=loaded.cfg, score=_no_model if masked_lm else loaded.scores, finetune=finetune,
+        # another run (pii's person_model) loads under the audited command's policy, never its own saved config's
+        open_run=partial(LoadedRun.load, policy=LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)),
     )
 
 

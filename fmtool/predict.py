@@ -6,7 +6,6 @@ its words' top-label probabilities); classification gives the label and every la
 
 from __future__ import annotations
 
-import regex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -14,7 +13,7 @@ from typing import Any, Optional, Sequence
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.config.schema import Precision, TaskName, TrainConfig
-from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.dataset.examples import Example, TextExample, TokenExample, split_words
 from fmtool.dataset.splits import to_model_labels
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
@@ -23,15 +22,6 @@ from fmtool.runs import RunDir
 from fmtool.task import TASKS, Task
 from fmtool.task.base import ExampleScore
 from fmtool.trainer.runtime import resolve_runtime
-
-# words and single punctuation marks, like CoNLL tokenisation ("U.S." stays one word, "(" does not); combining
-# marks (\p{M}: accents in NFD text, Indic vowel signs and viramas) stay with their letter, so no word is cut
-_WORD = regex.compile(r"(?:[^\W\d_]\p{M}*\.){2,}|[\w\p{M}]+(?:[.'’\-][\w\p{M}]+)*|[^\w\s\p{M}]\p{M}*")
-
-
-def split_words(text: str) -> list[tuple[str, int, int]]:
-    """(word, start, end) character spans of the words and punctuation marks in `text`."""
-    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
 def entities_from_tags(text: str, spans: Sequence[tuple[str, int, int]], tags: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
@@ -98,7 +88,8 @@ class LoadedRun:
         """A plain Hugging Face model directory (save_pretrained output) for `task`, with no run around it."""
         if not (Path(path) / "config.json").is_file():
             raise FmtoolError(f"{path}: neither an fmtool run directory (status.json) nor a model directory (config.json)")
-        from fmtool.config.compose import compose_train_config, to_typed
+        from fmtool.config.compose import to_typed
+        from fmtool.configure import compose_train_config
 
         # the task's defaults, as `fmtool train +task=...` would use them: a twin trained for an audit follows them
         composed = compose_train_config([f"+task={task}"])

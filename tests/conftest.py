@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fmtool.config import compose_train_config, to_typed
-from fmtool.config.validate import validate
+from fmtool.config import to_typed
+from fmtool.configure import compose_train_config, validate
 from fmtool.pipeline import run_training
 from fmtool.runs import RunDir
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fmtool.config import compose_train_config, config_dir, to_typed
-from fmtool.config.validate import validate
+from fmtool.config import config_dir, to_typed
+from fmtool.configure import compose_train_config, validate
 from fmtool.errors import FmtoolError
 from tests.conftest import REPO, fmtool_cli, tiny_config
 

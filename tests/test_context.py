@@ -29,7 +29,7 @@ def memorisation_probe(ctx: AuditContext, cfg: ProbeConfig) -> AuditResult:
     embeddings = ctx.model.get_input_embeddings().weight
     summary = {"loss_gap": float(gap), "twin_gap": float(twin_gap), "embedding_rows": float(embeddings.shape[0]),
                "twin_differs": float(not torch.equal(twin.get_input_embeddings().weight, embeddings))}
-    return AuditResult("memorisation_probe", 1, summary, [check("loss_gap", float(gap), max_value=cfg.max_gap)])
+    return AuditResult(summary, [check("loss_gap", float(gap), max_value=cfg.max_gap)])
 
 
 @pytest.mark.parametrize("task", ["ner", "classification"])

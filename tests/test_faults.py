@@ -16,7 +16,8 @@ import torch
 
 from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.pipeline import run_training
-from fmtool.predict import LoadedRun, split_words
+from fmtool.dataset.examples import split_words
+from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 from fmtool.trainer.checkpoint import load_checkpoint
 from tests.conftest import REPO, fmtool_cli, tiny_config, train_tiny

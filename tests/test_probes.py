@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fmtool.config import compose_train_config, to_typed
+from fmtool.config import to_typed
+from fmtool.configure import compose_train_config
 from fmtool.dataset import probes
 from fmtool.errors import FmtoolError
 from tests.conftest import OVERFIT, REPO, train_tiny

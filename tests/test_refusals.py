@@ -15,9 +15,9 @@ from fmtool.cli import main
 from fmtool.config.schema import TrainConfig
 from fmtool.errors import FmtoolError
 from fmtool.runs import RunDir
-from fmtool.config import compose_train_config, to_typed
+from fmtool.config import to_typed
+from fmtool.configure import compose_train_config, validate
 from fmtool.config.compose import with_dotlist
-from fmtool.config.validate import validate
 
 _NUMBERS = (int, float)
 

@@ -10,7 +10,8 @@ from transformers import AutoModelForSequenceClassification, AutoModelForTokenCl
 
 from fmtool.config.schema import Precision
 from fmtool.errors import FmtoolError
-from fmtool.predict import LoadedRun, split_words
+from fmtool.dataset.examples import split_words
+from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 
 

@@ -246,4 +246,4 @@ def run(ctx: AuditContext, cfg: AttackConfig) -> AuditResult:
                                    "original": " ".join(_words(s.target.example)), "adversarial": " ".join(s.words)} for s in states]
     check = rate_check("attack_success_rate", len(successes), len(states), max_value=cfg.max_attack_success_rate,
                        description=f"share of correctly handled inputs the attack breaks ({'+'.join(cfg.methods)}, at most {cfg.max_queries} queries)")
-    return AuditResult("attack", 1, summary, [check], {"examples": rows})
+    return AuditResult(summary, [check], {"examples": rows})

@@ -247,7 +247,7 @@ class HeldOutBacking:
 @register("backdoor", version=1, config_type=BackdoorConfig, description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common words")
 def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     if cfg.probe_split not in ctx.available_splits:
-        return AuditResult("backdoor", 1, {}, [check("trigger_flip_rate", None, max_value=cfg.max_trigger_flip_rate)],
+        return AuditResult({}, [check("trigger_flip_rate", None, max_value=cfg.max_trigger_flip_rate)],
                            warnings=[f"{_KEY}.probe_split: {cfg.probe_split} not in the run; the scan needs held-out inputs"])
     train = ctx.load_split("train") if "train" in ctx.available_splits else []
     held_out = ctx.load_split(cfg.probe_split)
@@ -299,4 +299,4 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     warnings = [f"suspected trigger {r['candidate']!r} -> {r['label']}: flips {r['flips']} of {r['probes']} held-out inputs (common words at most {r['baseline_max']:.2f})"
                 for r in rows if r["suspect"]][: cfg.worst_examples]
     tables = {"candidates": rows[: 4 * cfg.worst_examples], "data_associations": associations[: 4 * cfg.worst_examples]}
-    return AuditResult("backdoor", 1, summary, [result], tables, warnings)
+    return AuditResult(summary, [result], tables, warnings)

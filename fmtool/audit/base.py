@@ -151,12 +151,15 @@ def worst_status(statuses: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class AuditResult:
-    name: str
-    version: int
+    """What a family's run() returns; run_audits stamps the family's registered name and version on it, and the
+    seconds it took."""
+
     summary: dict[str, float]
     checks: list[Check]
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    name: str = ""
+    version: int = 0
     seconds: Optional[float] = None
 
     @property
@@ -191,7 +194,8 @@ class AuditContext:
     predict(examples, model=None) and score(examples, model=None) run `model` (default: the audited one)
     on the runtime's device and precision; finetune(examples, overrides) trains a fresh model from the run's
     starting point with the run's config plus Hydra-style overrides, and returns it ready for predict/score
-    (None where that starting point is unknown: a model directory audited without --base-model).
+    (None where that starting point is unknown: a model directory audited without --base-model). open_run(path)
+    loads another finished run under the audited command's loading policy, ready for predict (pii's person_model).
     """
 
     task: str
@@ -207,6 +211,7 @@ class AuditContext:
     config: Any = None
     score: Callable[..., list[ExampleScore]] = _needs_run
     finetune: Optional[Callable[..., Any]] = None
+    open_run: Optional[Callable[[str], Any]] = None
 
 
 def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequence[str], key: str) -> list[Example]:

@@ -96,4 +96,4 @@ def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
         worst += examples
         summary.update({f"{attribute}.{k}": float("nan") if v is None else float(v) for k, v in figures.items()})
         checks += [flip_check, change_check]
-    return AuditResult("bias", 2, summary, checks, {"attributes": rows, "worst_examples": worst}, warnings)
+    return AuditResult(summary, checks, {"attributes": rows, "worst_examples": worst}, warnings)

@@ -102,7 +102,7 @@ def run(ctx: AuditContext, cfg: CalibrationConfig) -> AuditResult:
     unit = "predicted entities" if ctx.task == "ner" else "examples"
     if len(confidence) < cfg.min_examples:
         warning = f"{len(confidence)} {unit}, fewer than min_examples={cfg.min_examples}: ECE is unreliable on so few (HELM); the check is skipped"
-        return AuditResult("calibration", 1, {"count": float(len(confidence))}, [check("ece", None, max_value=cfg.max_ece, n=len(confidence))], warnings=[warning])
+        return AuditResult({"count": float(len(confidence))}, [check("ece", None, max_value=cfg.max_ece, n=len(confidence))], warnings=[warning])
     ece, mce, reliability = calibration_error(confidence, correct, cfg.bins)
     ece_mass, _, _ = calibration_error(confidence, correct, cfg.bins, equal_mass=True)
     interval = bootstrap_interval(np.stack([confidence, correct], axis=1), lambda rows: calibration_error(rows[:, 0], rows[:, 1], cfg.bins)[0],
@@ -111,4 +111,4 @@ def run(ctx: AuditContext, cfg: CalibrationConfig) -> AuditResult:
                "count": float(len(confidence)), **extra}
     checks = [check("ece", ece, max_value=cfg.max_ece, interval=interval, n=len(confidence),
                     description=f"expected calibration error over {cfg.bins} equal-width bins of {unit}")]
-    return AuditResult("calibration", 1, summary, checks, {"reliability": reliability})
+    return AuditResult(summary, checks, {"reliability": reliability})

@@ -116,7 +116,7 @@ def run(ctx: AuditContext, cfg: CanaryAuditConfig) -> AuditResult:
     planted_any = planted is not None and bool(planted.repetitions)
     if ctx.model is None or not (planted_any or cfg.secrets):
         reason = "no trained masked-LM head" if ctx.model is None else "the run planted no canaries (task.canaries.repetitions) and audit.canary.secrets names no file"
-        return AuditResult("canary", 1, {}, [check("max_exposure", None, max_value=cfg.max_exposure)], warnings=[f"canary exposure not measured: {reason}"])
+        return AuditResult({}, [check("max_exposure", None, max_value=cfg.max_exposure)], warnings=[f"canary exposure not measured: {reason}"])
     rng = random.Random(ctx.seed)
     rows: list[dict[str, Any]] = []
     summary: dict[str, float] = {}
@@ -137,7 +137,7 @@ def run(ctx: AuditContext, cfg: CanaryAuditConfig) -> AuditResult:
     worst = max(rows, key=lambda r: r["exposure"])
     checks = [check("max_exposure", worst["exposure"], max_value=cfg.max_exposure,
                     description=f"the secret of {worst['canary']!r} ranks {worst['rank']} of {worst['candidates']} candidate secrets")]
-    return AuditResult("canary", 1, summary, checks, {"canaries": rows})
+    return AuditResult(summary, checks, {"canaries": rows})
 
 
 def _rank(ctx: AuditContext, template: str, secret: str, others: list[str], cfg: CanaryAuditConfig) -> tuple[int, float, int]:

@@ -149,7 +149,7 @@ def _representation(train: Sequence[Example], cfg: DataConfig, labels: Sequence[
 @register("data", version=1, config_type=DataConfig, description="label representation, protected-group mentions, lengths, train/evaluation leakage")
 def run(ctx: AuditContext, cfg: DataConfig) -> AuditResult:
     if "train" not in ctx.available_splits:
-        return AuditResult("data", 1, {}, [check("leakage_rate", None, max_value=cfg.max_leakage_rate)], warnings=["the data audit reads a run's saved splits; this model has none"])
+        return AuditResult({}, [check("leakage_rate", None, max_value=cfg.max_leakage_rate)], warnings=["the data audit reads a run's saved splits; this model has none"])
     train = ctx.load_split("train")
     evaluation = {s: ctx.load_split(s) for s in cfg.evaluation_splits if s in ctx.available_splits}
     representation, checks = _representation(train, cfg, ctx.labels)
@@ -183,4 +183,4 @@ def run(ctx: AuditContext, cfg: DataConfig) -> AuditResult:
     tested = [r for r in mentions if r["examples"] >= cfg.min_mentions]
     summary.update({"leaked": float(leaked_count), "groups_mentioned": float(len(mentions)), "skewed_groups": float(sum(r["p_value"] < 0.01 / max(len(tested), 1) for r in tested))})
     tables = {"representation": representation, "lengths": lengths, "leakage": leaks[: cfg.listed], "protected_mentions": mentions[: cfg.listed]}
-    return AuditResult("data", 1, summary, checks, tables)
+    return AuditResult(summary, checks, tables)

@@ -178,4 +178,4 @@ def run(ctx: AuditContext, cfg: ExplainConfig) -> AuditResult:
     listed = sorted(explanations, key=lambda e: -e.probability)[: cfg.listed]
     tables = {"top_tokens": top_tokens(explanations, cfg.top_tokens), "protected_shortcuts": shortcuts[: cfg.listed * 2],
               "explanations": [_row(e) for e in listed]}
-    return AuditResult(name="explain", version=1, summary=summary, checks=checks, tables=tables)
+    return AuditResult(summary=summary, checks=checks, tables=tables)

@@ -211,7 +211,7 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     examples, table, warnings = _load_rows(ctx, cfg)
     columns = cfg.sensitive_columns or [c for c in table.columns if c not in (cfg.text_column, cfg.label_column)]
     if not examples or not columns:
-        return AuditResult("fairness", 1, {}, [check("sensitive_features", None, max_value=0)], warnings=warnings + ["no sensitive features: set audit.fairness.data and audit.fairness.sensitive_columns"])
+        return AuditResult({}, [check("sensitive_features", None, max_value=0)], warnings=warnings + ["no sensitive features: set audit.fairness.data and audit.fairness.sensitive_columns"])
     has_truth = cfg.data is None or cfg.label_column is not None
     unknown = sorted({e.label for e in examples} - set(ctx.labels)) if has_truth else []
     if unknown:
@@ -243,7 +243,7 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
                       interval=None if intervals is None else intervals.difference["equalized_odds"], n=int(mask.sum())),
                 *_gap_checks(column, "accuracy", frame, intervals, max_difference=cfg.max_accuracy_difference, min_ratio=None, name="accuracy", what="accuracy"),
             ]
-    return AuditResult("fairness", 1, _figures(checks), checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"])
+    return AuditResult(_figures(checks), checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"])
 
 
 def _ner_probe(cfg: FairnessConfig, kind: str) -> tuple[list[TokenExample], pd.DataFrame]:
@@ -266,7 +266,7 @@ def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     kind = cfg.person_type or person_type(ctx.labels)
     if kind is None or f"B-{kind}" not in ctx.labels:
         missing = f"no B-{kind} label" if kind else f"no entity type for people ({' or '.join(PERSON_TYPES)}, in any case)"
-        return AuditResult("fairness", 1, {}, [check("recall_difference", None, max_value=cfg.max_recall_difference)], warnings=[f"the model has {missing}; set {_KEY}.person_type"])
+        return AuditResult({}, [check("recall_difference", None, max_value=cfg.max_recall_difference)], warnings=[f"the model has {missing}; set {_KEY}.person_type"])
     examples, table = _ner_probe(cfg, kind)
     predictions = ctx.predict(examples)
     found = np.array([
@@ -287,7 +287,7 @@ def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
         gaps.append(_gap_row(feature, "recall", frame, intervals))
         checks += _gap_checks(feature, "recall", frame, intervals, max_difference=cfg.max_recall_difference, min_ratio=cfg.min_recall_ratio,
                               name="recall", what="person-name recall")
-    return AuditResult("fairness", 1, {**_figures(checks), "recall": float(found.mean())}, checks, {"groups": groups_table, "gaps": gaps}, [f"{len(examples)} template sentences"])
+    return AuditResult({**_figures(checks), "recall": float(found.mean())}, checks, {"groups": groups_table, "gaps": gaps}, [f"{len(examples)} template sentences"])
 
 
 @register("fairness", version=1, config_type=FairnessConfig, description="group fairness of outcomes and errors (fairlearn MetricFrame)")

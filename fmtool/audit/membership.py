@@ -102,7 +102,7 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
     checks_off = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=n) for a in cfg.attacks]
     if n < cfg.min_examples:
         reason = f"{n} members and non-members each, fewer than min_examples={cfg.min_examples} (train: {len(members_pool)}, held out for evaluation: {len(non_members)})"
-        return AuditResult("membership", 1, {"examples": float(n)}, checks_off, warnings=[reason, *warnings])
+        return AuditResult({"examples": float(n)}, checks_off, warnings=[reason, *warnings])
     members, non_members = rng.sample(members_pool, n), non_members[:n]
     examples = [*members, *non_members]
     labels = np.array([1.0] * n + [0.0] * n)
@@ -129,7 +129,7 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
     tables = {"attacks": rows, "roc": roc}
     if use_reference:
         tables["most_exposed"] = _most_exposed(members, target[:n], scores["reference"][:n], cfg.most_exposed)
-    return AuditResult("membership", 1, summary, checks, tables, warnings=warnings)
+    return AuditResult(summary, checks, tables, warnings=warnings)
 
 
 def _most_exposed(members: Sequence[Example], loss: np.ndarray, score: np.ndarray, k: int) -> list[dict[str, Any]]:

@@ -67,12 +67,9 @@ class _NameFinder:
         self.person_types = list(cfg.person_types)
         self.predict = None
         if cfg.person_model is not None:
-            from fmtool.model.load import LoadPolicy
-            from fmtool.predict import LoadedRun
-
-            # the audited model's loading policy: the command's, never the other run's saved config
-            model = ctx.config.model
-            other = LoadedRun.load(cfg.person_model, policy=LoadPolicy(trust_remote_code=model.trust_remote_code, allow_pickle=model.allow_pickle))
+            if ctx.open_run is None:
+                raise FmtoolError(f"{_KEY}.person_model: this audit cannot load another run")
+            other = ctx.open_run(cfg.person_model)
             if other.cfg.task.name.value != "ner":
                 raise FmtoolError(f"{_KEY}.person_model: {cfg.person_model} is a {other.cfg.task.name.value} run; names need an NER run")
             self.predict, labels = other.predictions, other.labels
@@ -89,7 +86,7 @@ class _NameFinder:
 
     def spans(self, examples: Sequence[Example]) -> list[list[PiiSpan]]:
         """Predicted person names with their character offsets in text_of(example)."""
-        from fmtool.predict import split_words
+        from fmtool.dataset.examples import split_words
 
         if self.predict is None:
             return [[] for _ in examples]
@@ -163,4 +160,4 @@ def run(ctx: AuditContext, cfg: PiiConfig) -> AuditResult:
         findings += scanned["listed"]
     if PERSON in cfg.types and not names.available and ctx.task != "ner":
         warnings.append("person names not scanned: the run is no NER model with a person type; set audit.pii.person_model to an NER run")
-    return AuditResult(name="pii", version=1, summary=summary, checks=checks, tables={"counts": rows, "examples": findings}, warnings=warnings)
+    return AuditResult(summary=summary, checks=checks, tables={"counts": rows, "examples": findings}, warnings=warnings)

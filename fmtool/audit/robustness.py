@@ -163,4 +163,4 @@ def run(ctx: AuditContext, cfg: RobustnessConfig) -> AuditResult:
     tested = sum(tested_any)
     summary["worst_case_pass_rate"] = (tested - sum(failed_any)) / tested if tested else float("nan")
     summary["examples"] = float(len(inputs))
-    return AuditResult("robustness", 1, summary, checks, {"tests": rows, "worst_examples": worst}, warnings)
+    return AuditResult(summary, checks, {"tests": rows, "worst_examples": worst}, warnings)

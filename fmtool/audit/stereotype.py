@@ -176,7 +176,7 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
     checks = [check("crows_pairs.stereotype_score", None, max_value=cfg.max_crows_pairs_score),
               check("winobias.pro_stereotype_preference", None, max_value=cfg.max_winobias_score)]
     if ctx.model is None:
-        return AuditResult("stereotype", 1, {}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"])
+        return AuditResult({}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"])
     model, tokenizer = ctx.model.eval(), ctx.tokenizer
     summary, tables, checks, warnings = {}, {}, [], []
     # the probe sets are public data the project does not ship: absent ones skip their check, visibly
@@ -196,4 +196,4 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
         _percent_check("crows_pairs.stereotype_score", summary, "crows_pairs.pairs", cfg.max_crows_pairs_score, "% of pairs where the stereotyping sentence is more likely (50 = unbiased)"),
         _percent_check("winobias.pro_stereotype_preference", summary, "winobias.pairs", cfg.max_winobias_score, "% of pairs where the pro-stereotypical pronoun is more likely (50 = unbiased)"),
     ]
-    return AuditResult("stereotype", 2, summary, checks, tables, warnings)
+    return AuditResult(summary, checks, tables, warnings)

@@ -1,4 +1,5 @@
-"""Find the config tree, compose configs outside @hydra.main, and turn them into typed objects."""
+"""Find the config tree, merge overrides, and turn composed configs into typed objects (composition itself, which
+needs every plug-in's schema, is fmtool/configure.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fmtool.config.schema import TrainConfig, register_schemas
+from fmtool.config.schema import TrainConfig
 from fmtool.errors import FmtoolError, one_line
 
 _NO_CONFIG_DIR = "fmtool's configs/ directory was not found next to the package or under {0}"
@@ -33,7 +32,7 @@ def config_dir() -> Path:
     raise FmtoolError(_NO_CONFIG_DIR.format(candidates[-1]))
 
 
-def _package_dir(package: str, subpath: str = "") -> str:
+def package_dir(package: str, subpath: str = "") -> str:
     try:
         root = importlib.resources.files(package)
     except ModuleNotFoundError:
@@ -41,36 +40,9 @@ def _package_dir(package: str, subpath: str = "") -> str:
     return str(Path(str(root)) / subpath)
 
 
-def register_resolvers() -> None:
-    # pkg_dir lets YAML point at files shipped inside installed packages (the default model, demo data).
-    if not OmegaConf.has_resolver("pkg_dir"):
-        OmegaConf.register_new_resolver("pkg_dir", _package_dir)
-    # probe finds an audit probe installed with `fmtool data install` (fmtool/dataset/probes.py)
-    if not OmegaConf.has_resolver("probe"):
-        from fmtool.dataset.probes import resolve
-
-        OmegaConf.register_new_resolver("probe", resolve)
-
-
-def setup() -> None:
-    register_resolvers()
-    register_schemas()
-
-
-def compose_train_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
-    """Compose configs/<config_name>.yaml with command-line style overrides, without starting a run."""
-    setup()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as error:
-        raise FmtoolError(f"config: {one_line(error)}") from None
-
-
 def resolved(cfg: DictConfig, *, throw_on_missing: bool = False) -> dict:
     """`cfg` as plain dicts and lists with every interpolation resolved; a resolver's failure (a probe not
     installed, a package missing) is the config error it names, not a traceback."""
-    setup()
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=throw_on_missing)
     except OmegaConfBaseException as error:

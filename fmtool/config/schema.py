@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
@@ -326,14 +325,3 @@ class TrainConfig:
     seed: int = ranged(42, low=0, high=2**32 - 1)  # numpy's seeds are unsigned 32-bit
     # replace the run a run directory already holds (its files are deleted first); false: refuse such a directory
     overwrite: bool = False
-
-
-def register_schemas() -> None:
-    from fmtool.audit import AUDITS  # importing the package registers every family
-
-    store = ConfigStore.instance()
-    store.store(name="train_schema", node=TrainConfig)
-    # each configs/audit/<family>.yaml extends its family's dataclass, so `audit.<family>.<key>=value` needs no '+'
-    # and a mistyped key fails with its name when the config is composed
-    for name in AUDITS.names():
-        store.store(group="audit_schema", name=name, node={name: AUDITS.get(name).config_type})

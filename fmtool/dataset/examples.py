@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+import regex
+
 # examples per tokenizer call when encoding: the fast tokenizer's Encoding objects for a whole corpus at once
 # would cost more memory than training itself
 TOKENIZE_CHUNK = 1024
@@ -12,6 +14,10 @@ TOKENIZE_CHUNK = 1024
 # the label of a position the loss skips (padding, a word's later sub-tokens, unmasked words in masked-LM):
 # torch's cross_entropy default, which Hugging Face models use
 IGNORE_INDEX = -100
+
+# words and single punctuation marks, like CoNLL tokenisation ("U.S." stays one word, "(" does not); combining
+# marks (\p{M}: accents in NFD text, Indic vowel signs and viramas) stay with their letter, so no word is cut
+_WORD = regex.compile(r"(?:[^\W\d_]\p{M}*\.){2,}|[\w\p{M}]+(?:[.'’\-][\w\p{M}]+)*|[^\w\s\p{M}]\p{M}*")
 
 
 @dataclass(frozen=True)
@@ -55,3 +61,8 @@ def from_record(record: dict[str, Any]) -> Example:
         id=record["id"], text=record["text"], label=record["label"],
         text_pair=record.get("text_pair"), meta=record.get("meta", {}),
     )
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """(word, start, end) character spans of the words and punctuation marks in `text`."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]

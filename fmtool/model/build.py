@@ -21,7 +21,6 @@ from transformers import (
 )
 
 from fmtool.config.schema import ModelConfig, TaskName
-from fmtool.config.validate import usable_positions
 from fmtool.errors import FmtoolError
 from fmtool.model import load
 from fmtool.model.load import LoadPolicy
@@ -37,6 +36,8 @@ _VOCABULARY = "{key}: the tokenizer ({tokens} tokens, from '{tokenizer}') does n
 _TRAINING_FIX = "is the tokenizer missing from that directory? set model.tokenizer to the one the model was trained with"
 RECEIVED_FIX = "is the tokenizer missing from that directory? save the one the model was trained with beside it (tokenizer.save_pretrained)"
 _NO_SOURCE = "model.name is null and model.tokenizer is null: set model.tokenizer to a tokenizer directory or hub id"
+# position ids start after the padding index in these architectures
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 
 
 def training_policy(cfg: ModelConfig) -> LoadPolicy:
@@ -174,3 +175,15 @@ def load_masked_lm(model_dir, policy: LoadPolicy, device: torch.device = torch.d
     if head_missing:
         return None
     return model.to(device).eval(), tokenizer
+
+
+def usable_positions(model_type: Optional[str], max_position_embeddings: Optional[int]) -> Optional[int]:
+    """Tokens a model can read given its config's max_position_embeddings (None: unknown)."""
+    if max_position_embeddings is None:
+        return None
+    return int(max_position_embeddings) - (2 if model_type in _OFFSET_POSITIONS else 0)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, under a DistributedDataParallel wrapper or not."""
+    return getattr(model, "module", model)

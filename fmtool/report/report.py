@@ -7,7 +7,7 @@ import html
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from fmtool import __version__
+from importlib.metadata import version
 from markdown_it import MarkdownIt
 
 from fmtool.audit.base import FAIL, INCONCLUSIVE, PASS, SKIP, worst_status
@@ -26,7 +26,7 @@ def build_report(*, path: str, task: str, model: str, dataset: str | None, confi
                  provenance: dict, privacy: dict | None = None) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "fmtool_version": __version__,
+        "fmtool_version": version("fmtool"),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "status": overall_status(audits),
         "run": {"path": path, "task": task, "model": model, "dataset": dataset},

@@ -80,7 +80,3 @@ def shared_timestamp(dist: Distributed) -> str:
     if dist.enabled:
         torch_dist.broadcast_object_list(stamp, src=0)
     return stamp[0]
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)

@@ -32,7 +32,8 @@ from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
 from fmtool.trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from fmtool.trainer.clipping import clipped_step
-from fmtool.trainer.distributed import Distributed, unwrap
+from fmtool.model.build import unwrap
+from fmtool.trainer.distributed import Distributed
 from fmtool.trainer import signals
 from fmtool.trainer.runtime import batch_token_budget
 

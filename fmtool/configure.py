@@ -1,18 +1,32 @@
-"""Whole-config checks that types alone cannot express, all reported at once before any weights load."""
+"""The configuration as commands see it. Composition registers every plug-in's schema (the audit families') and the
+`${probe:...}` resolver; validation checks the whole config against the registries of tasks, data formats, audit
+families and loggers, reporting every problem at once before any weights load. It sits above the plug-ins so that
+fmtool/config/ (schemas and composition) imports nothing of fmtool but errors."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fmtool.audit import AUDITS, family_configs
+from fmtool.config.compose import config_dir, package_dir, to_typed
 from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig, range_problems
+from fmtool.dataset import probes
+from fmtool.dataset.augment import CHOICES
 from fmtool.dataset.formats import FORMATS, reading_problem
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, one_line
+from fmtool.logger import check_installed
+from fmtool.model.build import usable_positions
+from fmtool.task import TASKS
 
 _FILE_KEYS = ("train_file", "validation_file", "test_file")
-# position ids start after the padding index in these architectures
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 
 
 def _dataset_problems(cfg: TrainConfig) -> list[str]:
@@ -40,8 +54,6 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
     if data.streaming and cfg.task.name != TaskName.mlm:
         problems.append("dataset.streaming=true is for task=mlm corpora; fine-tuning data is read into memory")
     if data.augment.perturbations:
-        from fmtool.dataset.augment import CHOICES
-
         unknown = [p for p in data.augment.perturbations if p not in CHOICES]
         if unknown:
             problems.append(f"dataset.augment.perturbations: unknown '{unknown[0]}'; choose from: {', '.join(CHOICES)}")
@@ -59,8 +71,6 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
 
 
 def _trainer_problems(cfg: TrainConfig) -> list[str]:
-    from fmtool.task import TASKS
-
     trainer = cfg.trainer
     problems = []
     if trainer.max_batch_tokens is not None and trainer.max_batch_tokens < trainer.max_length:
@@ -110,13 +120,6 @@ def _usable_positions(cfg: TrainConfig) -> Optional[int]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None  # loading the model reports the damaged file with its reason
     return usable_positions(settings.get("model_type"), settings.get("max_position_embeddings"))
-
-
-def usable_positions(model_type: Optional[str], max_position_embeddings: Optional[int]) -> Optional[int]:
-    """Tokens a model can read given its config's max_position_embeddings (None: unknown)."""
-    if max_position_embeddings is None:
-        return None
-    return int(max_position_embeddings) - (2 if model_type in _OFFSET_POSITIONS else 0)
 
 
 def _privacy_problems(cfg: TrainConfig) -> list[str]:
@@ -172,8 +175,6 @@ def _override_problems(cfg: TrainConfig) -> list[str]:
 
 
 def _audit_problems(cfg: TrainConfig) -> list[str]:
-    from fmtool.audit import family_configs
-
     try:
         family_configs(cfg.audit)
     except FmtoolError as error:
@@ -182,8 +183,6 @@ def _audit_problems(cfg: TrainConfig) -> list[str]:
 
 
 def _logger_problems(cfg: TrainConfig) -> list[str]:
-    from fmtool.logger import check_installed
-
     problem = check_installed(cfg.logger)
     return [problem] if problem else []
 
@@ -195,3 +194,33 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if problems:
         raise FmtoolError("config: " + "; ".join(problems))
     return cfg
+
+
+def setup() -> None:
+    """Register the schemas and resolvers that configs/ refers to (idempotent)."""
+    if not OmegaConf.has_resolver("pkg_dir"):
+        # configs/ point at files shipped inside installed packages (the default model, demo data)
+        OmegaConf.register_new_resolver("pkg_dir", package_dir)
+    if not OmegaConf.has_resolver("probe"):
+        OmegaConf.register_new_resolver("probe", probes.resolve)
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    # each configs/audit/<family>.yaml extends its family's dataclass, so `audit.<family>.<key>=value` needs no '+'
+    # and a mistyped key fails with its name when the config is composed
+    for name in AUDITS.names():
+        store.store(group="audit_schema", name=name, node={name: AUDITS.get(name).config_type})
+
+
+def compose_train_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose configs/<config_name>.yaml with command-line style overrides, without starting a run."""
+    setup()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise FmtoolError(f"config: {one_line(error)}") from None
+
+
+def load_train_config(overrides: Sequence[str] = ()) -> TrainConfig:
+    """The validated TrainConfig that `fmtool train` would run with these overrides."""
+    return validate(to_typed(compose_train_config(overrides)))

@@ -1,0 +1,1 @@
+"""Reading, shaping and perturbing data: file formats, examples, batching, probes and lexicons."""
