@@ -45,12 +45,19 @@ def accuracy_under_attack(loaded: LoadedRun, examples, epsilon: float, steps: in
         batch = collate([features[i] for i in indices], loaded.tokenizer.pad_token_id)
         delta = None
         if epsilon > 0:
+
             def loss_with(perturbation):
                 with perturbed_embeddings(model, perturbation):
                     return model(**batch).loss
 
-            delta = attack(loss_with, torch.zeros(*batch["input_ids"].shape, hidden), batch["attention_mask"].unsqueeze(-1).float(),
-                           epsilon=epsilon, step_size=epsilon / 4, steps=steps)
+            delta = attack(
+                loss_with,
+                torch.zeros(*batch["input_ids"].shape, hidden),
+                batch["attention_mask"].unsqueeze(-1).float(),
+                epsilon=epsilon,
+                step_size=epsilon / 4,
+                steps=steps,
+            )
         with torch.inference_mode(), perturbed_embeddings(model, delta):
             correct += int((model(**batch).logits.argmax(-1) == batch["labels"]).sum())
     return correct / len(features)
@@ -64,33 +71,71 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=872)
     parser.add_argument("--attack-epsilon", type=float, nargs="+", default=[0.1, 0.2, 0.5])
     parser.add_argument("--attack-steps", type=int, default=5)
-    parser.add_argument("--attack-examples", type=int, default=200, help="dev sentences the black-box attack tries (the same for every model)")
+    parser.add_argument(
+        "--attack-examples",
+        type=int,
+        default=200,
+        help="dev sentences the black-box attack tries (the same for every model)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra fmtool overrides for every method")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-    table = Table(title=f"SST-2, default model, {args.train_examples} train examples, 1 epoch, seed 42; black-box attack on {args.attack_examples} "
-                        f"dev sentences; PGD-{args.attack_steps} on embeddings")
-    for column in ["adversarial", "train s", "train samples/s", "clean acc", "black-box acc", "attack success", "queries",
-                   *[f"PGD acc @ eps {e}" for e in args.attack_epsilon]]:
+    table = Table(
+        title=f"SST-2, default model, {args.train_examples} train examples, 1 epoch, seed 42; black-box attack on "
+        f"{args.attack_examples} "
+        f"dev sentences; PGD-{args.attack_steps} on embeddings"
+    )
+    for column in [
+        "adversarial",
+        "train s",
+        "train samples/s",
+        "clean acc",
+        "black-box acc",
+        "attack success",
+        "queries",
+        *[f"PGD acc @ eps {e}" for e in args.attack_epsilon],
+    ]:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
         for method in args.methods:
-            cfg = validate(to_typed(compose_train_config([
-                "+task=classification", "dataset=sst2", f"dataset.data_dir={args.data_dir}", f"dataset.max_train_examples={args.train_examples}",
-                f"dataset.max_eval_examples={args.eval_examples}", "trainer.epochs=1", "trainer.progress=false", "audit=none",
-                f"adversarial={method}", *args.overrides,
-            ])))
+            cfg = validate(
+                to_typed(
+                    compose_train_config(
+                        [
+                            "+task=classification",
+                            "dataset=sst2",
+                            f"dataset.data_dir={args.data_dir}",
+                            f"dataset.max_train_examples={args.train_examples}",
+                            f"dataset.max_eval_examples={args.eval_examples}",
+                            "trainer.epochs=1",
+                            "trainer.progress=false",
+                            "audit=none",
+                            f"adversarial={method}",
+                            *args.overrides,
+                        ]
+                    )
+                )
+            )
             run = RunDir.create(Path(scratch) / method, cfg)
             trained = run_training(cfg, run)["train"]
             loaded = LoadedRun.load(run.path)
             dev = run.load_split("validation")
-            black_box = audit_loaded(loaded, {"attack": {"max_examples": args.attack_examples}}, Path(scratch) / f"{method}-audit")["audits"][0]["summary"]
+            black_box = audit_loaded(
+                loaded, {"attack": {"max_examples": args.attack_examples}}, Path(scratch) / f"{method}-audit"
+            )["audits"][0]["summary"]
             white_box = [accuracy_under_attack(loaded, dev, e, args.attack_steps) for e in args.attack_epsilon]
-            table.add_row(method, f"{trained['seconds']:.0f}", f"{trained['samples_per_second']:.1f}", f"{accuracy_under_attack(loaded, dev, 0.0, 0):.4f}",
-                          f"{black_box['accuracy_under_attack']:.4f}", f"{black_box['attack_success_rate']:.3f}", f"{black_box['average_queries']:.1f}",
-                          *[f"{s:.4f}" for s in white_box])
+            table.add_row(
+                method,
+                f"{trained['seconds']:.0f}",
+                f"{trained['samples_per_second']:.1f}",
+                f"{accuracy_under_attack(loaded, dev, 0.0, 0):.4f}",
+                f"{black_box['accuracy_under_attack']:.4f}",
+                f"{black_box['attack_success_rate']:.3f}",
+                f"{black_box['average_queries']:.1f}",
+                *[f"{s:.4f}" for s in white_box],
+            )
     Console(width=160).print(table)
 
 

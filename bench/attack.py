@@ -36,7 +36,13 @@ from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 
 SIDE = Path(__file__).resolve().parent / "textattack_side.py"
-_FIGURES = ("original_accuracy", "accuracy_under_attack", "attack_success_rate", "average_words_perturbed", "average_queries")
+_FIGURES = (
+    "original_accuracy",
+    "accuracy_under_attack",
+    "attack_success_rate",
+    "average_words_perturbed",
+    "average_queries",
+)
 
 
 def fmtool_attack(loaded: LoadedRun, settings: dict, out: Path) -> dict:
@@ -47,8 +53,15 @@ def fmtool_attack(loaded: LoadedRun, settings: dict, out: Path) -> dict:
 
 def textattack_attack(python: str, model_dir: Path, sample: list, budget: int, scratch: Path) -> dict:
     examples = scratch / "examples.jsonl"
-    examples.write_text("".join(json.dumps({"text": e.text, "label": e.label}) + "\n" for e in sample), encoding="utf-8")
-    done = subprocess.run([python, str(SIDE), str(model_dir), str(examples), "--query-budget", str(budget)], capture_output=True, text=True, check=False)
+    examples.write_text(
+        "".join(json.dumps({"text": e.text, "label": e.label}) + "\n" for e in sample), encoding="utf-8"
+    )
+    done = subprocess.run(
+        [python, str(SIDE), str(model_dir), str(examples), "--query-budget", str(budget)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"TextAttack failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -59,7 +72,9 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--examples", type=int, default=100)
     parser.add_argument("--query-budget", type=int, default=200)
-    parser.add_argument("--textattack-python", default=os.environ.get("TEXTATTACK_PYTHON", ".venv-textattack/bin/python"))
+    parser.add_argument(
+        "--textattack-python", default=os.environ.get("TEXTATTACK_PYTHON", ".venv-textattack/bin/python")
+    )
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     loaded = LoadedRun.load(args.run_dir)
@@ -69,16 +84,54 @@ def main() -> None:
     budget = args.query_budget
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        rows.append(("TextAttack DeepWordBug", textattack_attack(args.textattack_python, args.run_dir / "model", sample, budget, Path(scratch))))
-        rows.append(("fmtool char (no word cap)", fmtool_attack(loaded, {"methods": ["char"], "max_examples": args.examples, "max_queries": budget,
-                                                                        "max_words_changed": 1.0}, Path(scratch) / "char")))
-        rows.append(("fmtool char + word (default)", fmtool_attack(loaded, {"max_examples": args.examples, "max_queries": budget}, Path(scratch) / "default")))
-    table = Table(title=f"{args.run_dir.name}: {len(sample)} dev sentences, at most {budget} queries each, 2 CPU threads")
-    for column in ("attack", "original acc", "acc under attack", "success rate", "% words perturbed", "avg queries", "seconds"):
+        rows.append(
+            (
+                "TextAttack DeepWordBug",
+                textattack_attack(args.textattack_python, args.run_dir / "model", sample, budget, Path(scratch)),
+            )
+        )
+        rows.append(
+            (
+                "fmtool char (no word cap)",
+                fmtool_attack(
+                    loaded,
+                    {
+                        "methods": ["char"],
+                        "max_examples": args.examples,
+                        "max_queries": budget,
+                        "max_words_changed": 1.0,
+                    },
+                    Path(scratch) / "char",
+                ),
+            )
+        )
+        rows.append(
+            (
+                "fmtool char + word (default)",
+                fmtool_attack(
+                    loaded, {"max_examples": args.examples, "max_queries": budget}, Path(scratch) / "default"
+                ),
+            )
+        )
+    table = Table(
+        title=f"{args.run_dir.name}: {len(sample)} dev sentences, at most {budget} queries each, 2 CPU threads"
+    )
+    for column in (
+        "attack",
+        "original acc",
+        "acc under attack",
+        "success rate",
+        "% words perturbed",
+        "avg queries",
+        "seconds",
+    ):
         table.add_column(column, justify="right")
     for name, figures in rows:
-        table.add_row(name, *[f"{figures[k]:.3f}" if k != "average_words_perturbed" else f"{100 * figures[k]:.1f}" for k in _FIGURES],
-                      f"{figures['seconds']:.1f}")
+        table.add_row(
+            name,
+            *[f"{figures[k]:.3f}" if k != "average_words_perturbed" else f"{100 * figures[k]:.1f}" for k in _FIGURES],
+            f"{figures['seconds']:.1f}",
+        )
     Console(width=160).print(table)
 
 

@@ -31,7 +31,9 @@ MODELS = {
     "minilm-l6 (22.7M)": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
     "bert-base (110M)": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
-QUICK_MODELS = {"tiny (cpu check)": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)}
+QUICK_MODELS = {
+    "tiny (cpu check)": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+}
 
 
 def flops_per_token(model: torch.nn.Module, layers: int, hidden: int, seq_len: int) -> float:
@@ -40,7 +42,18 @@ def flops_per_token(model: torch.nn.Module, layers: int, hidden: int, seq_len: i
     return 6 * dense + 12 * layers * hidden * seq_len
 
 
-def measure(name: str, shape: dict, *, compiled: bool, device: torch.device, batch_size: int, seq_len: int, steps: int, warmup: int, peak_tflops: float) -> dict:
+def measure(
+    name: str,
+    shape: dict,
+    *,
+    compiled: bool,
+    device: torch.device,
+    batch_size: int,
+    seq_len: int,
+    steps: int,
+    warmup: int,
+    peak_tflops: float,
+) -> dict:
     config = AutoConfig.for_model("bert", vocab_size=30522, num_labels=9, **shape)
     model = AutoModelForTokenClassification.from_config(config).to(device).train()
     optimizer = build_optimizer(model, OptimizerConfig(lr=5e-5))
@@ -73,9 +86,15 @@ def measure(name: str, shape: dict, *, compiled: bool, device: torch.device, bat
     tokens_per_second = steps * batch_size * seq_len / seconds
     achieved = tokens_per_second * flops_per_token(model, shape["num_hidden_layers"], shape["hidden_size"], seq_len)
     return {
-        "model": name, "compiled": compiled, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
-        "warmup_seconds": round(warmup_seconds, 1), "tokens_per_second": round(tokens_per_second),
-        "samples_per_second": round(steps * batch_size / seconds, 1), "achieved_tflops": round(achieved / 1e12, 1),
+        "model": name,
+        "compiled": compiled,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "steps": steps,
+        "warmup_seconds": round(warmup_seconds, 1),
+        "tokens_per_second": round(tokens_per_second),
+        "samples_per_second": round(steps * batch_size / seconds, 1),
+        "achieved_tflops": round(achieved / 1e12, 1),
         "mfu": round(achieved / (peak_tflops * 1e12), 4),
         "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
     }
@@ -95,30 +114,58 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, default=989.0)
-    parser.add_argument("--quick", action="store_true", help="a tiny model and a few steps: checks the script, measures nothing")
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny model and a few steps: checks the script, measures nothing"
+    )
     args = parser.parse_args()
     if args.quick:
         args.batch_size, args.seq_len, args.steps, args.warmup = 4, 32, 2, 1
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
-    environment = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__, "peak_tflops": args.peak_tflops}
+    environment = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "peak_tflops": args.peak_tflops,
+    }
     rows = []
     for name, shape in (QUICK_MODELS if args.quick else MODELS).items():
         for compiled in (False, True):
-            rows.append(measure(name, shape, compiled=compiled, device=device, batch_size=args.batch_size, seq_len=args.seq_len,
-                                steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops))
+            rows.append(
+                measure(
+                    name,
+                    shape,
+                    compiled=compiled,
+                    device=device,
+                    batch_size=args.batch_size,
+                    seq_len=args.seq_len,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    peak_tflops=args.peak_tflops,
+                )
+            )
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
 
-    table = Table(title=f"training throughput on {environment['device']} (bf16 autocast, fused AdamW, batch {args.batch_size} x {args.seq_len} tokens)")
+    table = Table(
+        title=f"training throughput on {environment['device']} (bf16 autocast, fused AdamW, batch {args.batch_size} "
+        f"x {args.seq_len} tokens)"
+    )
     columns = ["model", "compiled", "tokens/s", "samples/s", "TFLOP/s", "MFU", "warm-up s", "peak GB"]
     for column in columns:
         table.add_column(column, justify="right")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [row["model"], "yes" if row["compiled"] else "no", f"{row['tokens_per_second']:,}", f"{row['samples_per_second']}",
-                 f"{row['achieved_tflops']}", f"{100 * row['mfu']:.1f}%", f"{row['warmup_seconds']}", f"{row['peak_memory_gb']}"]
+        cells = [
+            row["model"],
+            "yes" if row["compiled"] else "no",
+            f"{row['tokens_per_second']:,}",
+            f"{row['samples_per_second']}",
+            f"{row['achieved_tflops']}",
+            f"{100 * row['mfu']:.1f}%",
+            f"{row['warmup_seconds']}",
+            f"{row['peak_memory_gb']}",
+        ]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,14 @@ import time
 import numpy as np
 import torch
 from seqeval.metrics import f1_score
-from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer,
-                          TrainingArguments, pipeline)
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+)
 
 from bench.common import read_sentences
 
@@ -30,7 +36,9 @@ def align(tokenizer, sentences, label2id, max_length):
             # first sub-token of each word carries the label; -100 elsewhere (run_ner.py, label_all_tokens=False)
             labels.append(-100 if word is None or word == previous else label2id[sentence.tags[word]])
             previous = word
-        rows.append({"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i], "labels": labels})
+        rows.append(
+            {"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i], "labels": labels}
+        )
     return rows
 
 
@@ -57,17 +65,37 @@ def main() -> None:
     labels = sorted({t for s in train for t in s.tags}, key=lambda t: (t != "O", t[2:], t))
     label2id = {l: i for i, l in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForTokenClassification.from_pretrained(args.model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
-                                                            attn_implementation=args.attention)
+    model = AutoModelForTokenClassification.from_pretrained(
+        args.model,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id=label2id,
+        attn_implementation=args.attention,
+    )
     training_args = TrainingArguments(
-        output_dir="/tmp/fmtool-bench-hf", per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
-        learning_rate=args.lr, num_train_epochs=args.epochs, weight_decay=0.01, seed=args.seed, report_to=[], save_strategy="no",
-        logging_strategy="no", train_sampling_strategy=args.sampler, bf16=args.precision == "bf16", use_cpu=True,
+        output_dir="/tmp/fmtool-bench-hf",
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=128,
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        weight_decay=0.01,
+        seed=args.seed,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        train_sampling_strategy=args.sampler,
+        bf16=args.precision == "bf16",
+        use_cpu=True,
         dataloader_num_workers=0,
     )
     train_rows, dev_rows = align(tokenizer, train, label2id, 128), align(tokenizer, dev, label2id, 128)
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_rows, eval_dataset=dev_rows,
-                      data_collator=DataCollatorForTokenClassification(tokenizer))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_rows,
+        eval_dataset=dev_rows,
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+    )
     output = trainer.train()
     started = time.perf_counter()
     trainer.evaluate(dev_rows)
@@ -87,12 +115,20 @@ def main() -> None:
     tagged = tagger(texts, batch_size=32)
     predict_seconds = time.perf_counter() - started
     entities = [[[e["entity_group"], int(e["start"]), int(e["end"])] for e in row] for row in tagged]
-    print(json.dumps({
-        "train_seconds": output.metrics["train_runtime"], "train_samples_per_second": len(train) * args.epochs / output.metrics["train_runtime"],
-        "eval_sentences_per_second": len(dev) / eval_seconds, "dev_f1": f1_score(y_true, y_pred),
-        "predict_sentences_per_second": len(texts) / predict_seconds, "entities": entities,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "train_seconds": output.metrics["train_runtime"],
+                "train_samples_per_second": len(train) * args.epochs / output.metrics["train_runtime"],
+                "eval_sentences_per_second": len(dev) / eval_seconds,
+                "dev_f1": f1_score(y_true, y_pred),
+                "predict_sentences_per_second": len(texts) / predict_seconds,
+                "entities": entities,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

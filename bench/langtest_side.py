@@ -20,13 +20,26 @@ def main() -> None:
     parser.add_argument("conll")
     parser.add_argument("tests", nargs="+")
     args = parser.parse_args()
-    config = {"tests": {"defaults": {"min_pass_rate": 0.75}, "robustness": {name: {"min_pass_rate": 0.75} for name in args.tests}}}
+    config = {
+        "tests": {
+            "defaults": {"min_pass_rate": 0.75},
+            "robustness": {name: {"min_pass_rate": 0.75} for name in args.tests},
+        }
+    }
     started = time.perf_counter()
-    harness = Harness(task="ner", model={"model": args.model_dir, "hub": "huggingface"}, data={"data_source": args.conll}, config=config)
+    harness = Harness(
+        task="ner",
+        model={"model": args.model_dir, "hub": "huggingface"},
+        data={"data_source": args.conll},
+        config=config,
+    )
     harness.generate().run()
     report = harness.report()
     seconds = time.perf_counter() - started
-    tests = {row["test_type"]: {"passed": int(row["pass_count"]), "cases": int(row["pass_count"] + row["fail_count"])} for _, row in report.iterrows()}
+    tests = {
+        row["test_type"]: {"passed": int(row["pass_count"]), "cases": int(row["pass_count"] + row["fail_count"])}
+        for _, row in report.iterrows()
+    }
     print(json.dumps({"tests": tests, "seconds": seconds}))
 
 

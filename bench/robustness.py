@@ -38,8 +38,19 @@ from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 
 SIDE = Path(__file__).resolve().parent / "langtest_side.py"
-SHARED_TESTS = ["uppercase", "lowercase", "titlecase", "add_typo", "add_ocr_typo", "add_punctuation", "strip_punctuation", "add_contraction",
-                "number_to_word", "american_to_british", "swap_entities"]
+SHARED_TESTS = [
+    "uppercase",
+    "lowercase",
+    "titlecase",
+    "add_typo",
+    "add_ocr_typo",
+    "add_punctuation",
+    "strip_punctuation",
+    "add_contraction",
+    "number_to_word",
+    "american_to_british",
+    "swap_entities",
+]
 
 
 def matmul_flops_per_second(repeats: int = 100) -> float:
@@ -73,8 +84,15 @@ class TimedPredictions:
 def forward_flops(loaded: LoadedRun, examples) -> float:
     """2 x parameters x tokens: the encoder's and head's weight products, a lower bound (the attention scores' own
     products are left out, and embedding lookups cost none)."""
-    tokens = sum(len(ids) for ids in loaded.tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True,
-                                                       max_length=loaded.cfg.trainer.max_length)["input_ids"])
+    tokens = sum(
+        len(ids)
+        for ids in loaded.tokenizer(
+            [list(e.tokens) for e in examples],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=loaded.cfg.trainer.max_length,
+        )["input_ids"]
+    )
     products = sum(p.numel() for name, p in loaded.model.named_parameters() if "embeddings" not in name)
     return 2.0 * products * tokens
 
@@ -96,7 +114,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         conll = Path(scratch) / "sentences.conll"
         write_conll(sentences, conll)
-        done = subprocess.run([args.langtest_python, str(SIDE), str(args.run_dir / "model"), str(conll), *args.tests], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [args.langtest_python, str(SIDE), str(args.run_dir / "model"), str(conll), *args.tests],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise SystemExit(f"LangTest failed:\n{done.stderr[-3000:]}")
         langtest = json.loads(done.stdout.strip().splitlines()[-1])
@@ -104,7 +127,9 @@ def main() -> None:
         started = time.perf_counter()
         loaded = LoadedRun.load(args.run_dir)
         timed = loaded.predict_each = TimedPredictions(loaded.predict_each)
-        entry = audit_loaded(loaded, {"robustness": {"tests": args.tests, "max_examples": args.examples}}, Path(scratch) / "fmtool")["audits"][0]
+        entry = audit_loaded(
+            loaded, {"robustness": {"tests": args.tests, "max_examples": args.examples}}, Path(scratch) / "fmtool"
+        )["audits"][0]
         fmtool_seconds = time.perf_counter() - started
     ours = {row["test"]: row for row in entry["tables"]["tests"]}
     table = Table(title=f"{args.run_dir.name}: the first {len(sentences)} validation sentences; pass rate (cases)")
@@ -112,12 +137,17 @@ def main() -> None:
         table.add_column(column, justify="right")
     for name in args.tests:
         mine, theirs = ours.get(name), langtest["tests"].get(name)
-        table.add_row(name, f"{mine['pass_rate']:.3f} ({mine['applicable']})" if mine and mine["applicable"] else "n/a",
-                      f"{theirs['passed'] / theirs['cases']:.3f} ({theirs['cases']})" if theirs and theirs["cases"] else "n/a")
+        table.add_row(
+            name,
+            f"{mine['pass_rate']:.3f} ({mine['applicable']})" if mine and mine["applicable"] else "n/a",
+            f"{theirs['passed'] / theirs['cases']:.3f} ({theirs['cases']})" if theirs and theirs["cases"] else "n/a",
+        )
     table.add_row("wall seconds", f"{fmtool_seconds:.1f}", f"{langtest['seconds']:.1f}")
     table.add_row(f"of which the model's predictions ({len(timed.examples)} inputs)", f"{timed.seconds:.1f}", "")
     peak = matmul_flops_per_second()
-    table.add_row(f"those at {peak / 1e9:.0f} GFLOP/s (peak matmul)", f"{forward_flops(loaded, timed.examples) / peak:.1f}", "")
+    table.add_row(
+        f"those at {peak / 1e9:.0f} GFLOP/s (peak matmul)", f"{forward_flops(loaded, timed.examples) / peak:.1f}", ""
+    )
     Console(width=120).print(table)
 
 

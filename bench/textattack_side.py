@@ -29,22 +29,32 @@ def main() -> None:
     rows = [json.loads(line) for line in open(args.examples, encoding="utf-8")]
     dataset = textattack.datasets.Dataset([(row["text"], label_ids[row["label"]]) for row in rows])
     attack = DeepWordBugGao2018.build(textattack.models.wrappers.HuggingFaceModelWrapper(model, tokenizer))
-    attack_args = textattack.AttackArgs(num_examples=len(rows), query_budget=args.query_budget, disable_stdout=True, silent=True, random_seed=42)
+    attack_args = textattack.AttackArgs(
+        num_examples=len(rows), query_budget=args.query_budget, disable_stdout=True, silent=True, random_seed=42
+    )
     started = time.perf_counter()
     results = textattack.Attacker(attack, dataset, attack_args).attack_dataset()
     seconds = time.perf_counter() - started
     succeeded = [r for r in results if isinstance(r, SuccessfulAttackResult)]
     attacked = [r for r in results if not isinstance(r, SkippedAttackResult)]
-    perturbed = [len(r.original_result.attacked_text.all_words_diff(r.perturbed_result.attacked_text)) / max(len(r.original_result.attacked_text.words), 1)
-                 for r in succeeded]
-    print(json.dumps({
-        "examples": len(results), "original_accuracy": len(attacked) / len(results),
-        "accuracy_under_attack": sum(isinstance(r, FailedAttackResult) for r in results) / len(results),
-        "attack_success_rate": len(succeeded) / max(len(attacked), 1),
-        "average_words_perturbed": sum(perturbed) / max(len(perturbed), 1),
-        "average_queries": sum(r.num_queries for r in attacked) / max(len(attacked), 1),
-        "seconds": seconds,
-    }))
+    perturbed = [
+        len(r.original_result.attacked_text.all_words_diff(r.perturbed_result.attacked_text))
+        / max(len(r.original_result.attacked_text.words), 1)
+        for r in succeeded
+    ]
+    print(
+        json.dumps(
+            {
+                "examples": len(results),
+                "original_accuracy": len(attacked) / len(results),
+                "accuracy_under_attack": sum(isinstance(r, FailedAttackResult) for r in results) / len(results),
+                "attack_success_rate": len(succeeded) / max(len(attacked), 1),
+                "average_words_perturbed": sum(perturbed) / max(len(perturbed), 1),
+                "average_queries": sum(r.num_queries for r in attacked) / max(len(attacked), 1),
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

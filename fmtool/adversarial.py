@@ -14,8 +14,8 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from fmtool.config.schema import AdversarialConfig
-from fmtool.registry import Registry
 from fmtool.model.build import unwrap
+from fmtool.registry import Registry
 
 
 @contextlib.contextmanager
@@ -24,7 +24,11 @@ def perturbed_embeddings(model: torch.nn.Module, delta: Optional[torch.Tensor]):
     if delta is None:
         yield
         return
-    handle = unwrap(model).get_input_embeddings().register_forward_hook(lambda module, inputs, output: output + delta.to(output.dtype))
+    handle = (
+        unwrap(model)
+        .get_input_embeddings()
+        .register_forward_hook(lambda module, inputs, output: output + delta.to(output.dtype))
+    )
     try:
         yield
     finally:
@@ -107,7 +111,15 @@ def freelb(step: MicroStep, cfg: AdversarialConfig) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
-def attack(forward_loss: Callable[[Optional[torch.Tensor]], torch.Tensor], zeros: torch.Tensor, mask: torch.Tensor, *, epsilon: float, step_size: float, steps: int) -> torch.Tensor:
+def attack(
+    forward_loss: Callable[[Optional[torch.Tensor]], torch.Tensor],
+    zeros: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+) -> torch.Tensor:
     """The worst-case perturbation PGD finds within the epsilon ball for a batch (for robustness scores)."""
     delta = zeros
     for _ in range(steps):

@@ -1,14 +1,14 @@
 """fmtool's command line: a thin dispatcher; every command is a call into the library.
 
-    fmtool train +task=ner [hydra overrides | -m sweeps | --cfg job]
-    fmtool resume RUN_DIR [--trust-remote-code] [--allow-pickle]
-    fmtool validate +task=ner [overrides]
-    fmtool eval RUN_DIR [--split NAME | --file PATH]
-    fmtool predict RUN_DIR [TEXT ...] [--file PATH|-] [--output PATH]
-    fmtool explain RUN_DIR [TEXT ...] [--file PATH|-] [--method M] [--output PATH|-] [--html PATH]
-    fmtool compare RUN_DIR... | SWEEP_DIR [--sort KEY] [--csv F] [--html F] [--gate]
-    fmtool list [groups|GROUP]
-    fmtool data [list | install NAME PATH]
+fmtool train +task=ner [hydra overrides | -m sweeps | --cfg job]
+fmtool resume RUN_DIR [--trust-remote-code] [--allow-pickle]
+fmtool validate +task=ner [overrides]
+fmtool eval RUN_DIR [--split NAME | --file PATH]
+fmtool predict RUN_DIR [TEXT ...] [--file PATH|-] [--output PATH]
+fmtool explain RUN_DIR [TEXT ...] [--file PATH|-] [--method M] [--output PATH|-] [--html PATH]
+fmtool compare RUN_DIR... | SWEEP_DIR [--sort KEY] [--csv F] [--html F] [--gate]
+fmtool list [groups|GROUP]
+fmtool data [list | install NAME PATH]
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ _HYDRA_INFO_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-
 _MULTIRUN_FLAGS = ("-m", "--multirun")
 # the positional list each command takes after its options
 _TRAILING_LISTS = {"audit": "overrides", "predict": "texts", "explain": "texts"}
-_PRECISION_HELP = "default: the run's trainer.precision; fp32 gives a full-precision pipeline()'s entities; bf16 (auto on CPUs with AMX) is faster there and can tip a borderline word"
+_PRECISION_HELP = (
+    "default: the run's trainer.precision; fp32 gives a full-precision pipeline()'s entities; bf16 (auto on CPUs with "
+    "AMX) is faster there and can tip a borderline word"
+)
 
 
 def _quiet_libraries() -> None:
@@ -66,7 +69,13 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
         run.finish(FAILED, error=str(error))
         raise
     try:
-        results = run_training(cfg, run, RichProgress() if cfg.trainer.progress else SilentProgress(), resume=resume, on_log=tracker.log_metrics)
+        results = run_training(
+            cfg,
+            run,
+            RichProgress() if cfg.trainer.progress else SilentProgress(),
+            resume=resume,
+            on_log=tracker.log_metrics,
+        )
         print_results(results, str(run.path))
         report = None
         if cfg.trainer.save_model:
@@ -121,7 +130,11 @@ def _distributed_overrides(argv: Sequence[str], device: str) -> list[str]:
     if not dist.enabled:
         return []
     distributed.init(dist, device)
-    overrides = [] if any(a.startswith("hydra.run.dir=") for a in argv) else [f"hydra.run.dir=${{paths.runs_dir}}/${{task.name}}/{distributed.shared_timestamp(dist)}"]
+    overrides = (
+        []
+        if any(a.startswith("hydra.run.dir=") for a in argv)
+        else [f"hydra.run.dir=${{paths.runs_dir}}/${{task.name}}/{distributed.shared_timestamp(dist)}"]
+    )
     if not dist.is_main:
         overrides += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     return overrides
@@ -139,7 +152,11 @@ def train(argv: Sequence[str]) -> int:
     argv = ["overwrite=true" if arg == "--overwrite" else arg for arg in argv]
     wants_info = any(arg.split("=")[0] in _HYDRA_INFO_FLAGS for arg in argv)
     device = "auto"
-    if not wants_info and not any(arg in _MULTIRUN_FLAGS for arg in argv) and not any(a.startswith(("--config-dir", "-cd", "--config-name", "-cn")) for a in argv):
+    if (
+        not wants_info
+        and not any(arg in _MULTIRUN_FLAGS for arg in argv)
+        and not any(a.startswith(("--config-dir", "-cd", "--config-name", "-cn")) for a in argv)
+    ):
         # fail in a second, with exit code 2, before Hydra creates a run directory or writes .hydra/ into one
         typed = load_train_config(argv)
         device = typed.trainer.device
@@ -196,24 +213,40 @@ def _positive_int(text: str) -> int:
 
 
 def _add_load_policy(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="let a model directory's own Python code (auto_map in its config) run; off whatever its saved config says")
-    parser.add_argument("--allow-pickle", action="store_true", help="load pickle-format weights (pytorch_model.bin), which can run code")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a model directory's own Python code (auto_map in its config) run; off whatever its saved config says",
+    )
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="load pickle-format weights (pytorch_model.bin), which can run code"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fmtool", description="Train BERT-style NER / classification models and audit them.")
+    parser = argparse.ArgumentParser(
+        prog="fmtool", description="Train BERT-style NER / classification models and audit them."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train a model: fmtool train +task=ner [overrides]", add_help=False)
-    commands.add_parser("resume", help="continue an interrupted run from its checkpoint: fmtool resume RUN_DIR", add_help=False)
+    commands.add_parser(
+        "resume", help="continue an interrupted run from its checkpoint: fmtool resume RUN_DIR", add_help=False
+    )
     commands.add_parser("validate", help="check a config without running it", add_help=False)
 
     evaluate = commands.add_parser("eval", help="evaluate a finished run on one of its splits or a new file")
     evaluate.add_argument("run_dir", type=Path)
     source = evaluate.add_mutually_exclusive_group()
-    source.add_argument("--split", default=None, help="a split saved in the run (validation, test); default: validation")
+    source.add_argument(
+        "--split", default=None, help="a split saved in the run (validation, test); default: validation"
+    )
     source.add_argument("--file", type=Path, default=None, help="a data file in the run's dataset format (or --format)")
-    evaluate.add_argument("--format", choices=formats.format_names(examples=True, files=True), default=None, help="default: the run's dataset format, else the file suffix")
+    evaluate.add_argument(
+        "--format",
+        choices=formats.format_names(examples=True, files=True),
+        default=None,
+        help="default: the run's dataset format, else the file suffix",
+    )
     evaluate.add_argument("--batch-size", type=_positive_int, default=None)
     _add_load_policy(evaluate)
     evaluate.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
@@ -227,50 +260,119 @@ def _parser() -> argparse.ArgumentParser:
     _add_load_policy(predict)
     predict.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help=_PRECISION_HELP)
 
-    explain = commands.add_parser("explain", help="which words drove each prediction (Captum attributions): terminal, JSONL, HTML")
+    explain = commands.add_parser(
+        "explain", help="which words drove each prediction (Captum attributions): terminal, JSONL, HTML"
+    )
     explain.add_argument("run_dir", type=Path)
     explain.add_argument("texts", nargs="*", help="texts to explain; none: read --file, or stdin")
     explain.add_argument("--file", default=None, help="one text per line; '-' for stdin")
     explain.add_argument("--method", choices=METHODS, default=METHODS[0])
-    explain.add_argument("--steps", type=_positive_int, default=32, help="integration steps of integrated gradients (default: 32)")
-    explain.add_argument("--output", type=Path, default=None, help="write word attributions as JSONL here ('-': to stdout, instead of the coloured text)")
+    explain.add_argument(
+        "--steps", type=_positive_int, default=32, help="integration steps of integrated gradients (default: 32)"
+    )
+    explain.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="write word attributions as JSONL here ('-': to stdout, instead of the coloured text)",
+    )
     explain.add_argument("--html", type=Path, default=None, help="write an HTML fragment of the coloured text here")
     explain.add_argument("--batch-size", type=_positive_int, default=None)
     _add_load_policy(explain)
-    explain.add_argument("--precision", type=Precision, choices=list(Precision), default=None, help="default: fp32 (bf16 gradients blur the attributions)")
+    explain.add_argument(
+        "--precision",
+        type=Precision,
+        choices=list(Precision),
+        default=None,
+        help="default: fp32 (bf16 gradients blur the attributions)",
+    )
 
-    audit = commands.add_parser("audit", help="audit a finished run (or a model directory with --task) and write its report")
+    audit = commands.add_parser(
+        "audit", help="audit a finished run (or a model directory with --task) and write its report"
+    )
     audit.add_argument("path", type=Path, help="a run directory, or a Hugging Face model directory with --task")
-    audit.add_argument("overrides", nargs="*", help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value | dataset.<key>=value (how --split files are read)")
+    audit.add_argument(
+        "overrides",
+        nargs="*",
+        help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value | dataset.<key>=value (how --split "
+        "files are read)",
+    )
     audit.add_argument("--strict", action="store_true", help="exit 1 when any check fails (for CI gates)")
-    audit.add_argument("--inconclusive", choices=("pass", "fail"), default="pass",
-                       help="with --strict, how a check whose interval straddles its threshold counts (default: pass)")
-    audit.add_argument("--task", choices=[t.value for t in TaskName], default=None, help="the task of a plain model directory (mlm: a masked LM)")
-    audit.add_argument("--output", type=Path, default=None, help="where a model directory's audit goes (default: runs/audit/<name>/<time>)")
-    audit.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
-                       help="a model directory's labelled data, as a run's saved split: train, validation or test "
-                            "(format by suffix: .conll for NER, .csv/.tsv/.jsonl with text and label columns, or "
-                            "dataset.text_column=... among the overrides); repeatable")
-    audit.add_argument("--base-model", default=None, metavar="NAME",
-                       help="the model a model directory was fine-tuned from (hub id or path): twins such as the membership "
-                            "audit's reference start there; without it, audits that need one skip it")
+    audit.add_argument(
+        "--inconclusive",
+        choices=("pass", "fail"),
+        default="pass",
+        help="with --strict, how a check whose interval straddles its threshold counts (default: pass)",
+    )
+    audit.add_argument(
+        "--task",
+        choices=[t.value for t in TaskName],
+        default=None,
+        help="the task of a plain model directory (mlm: a masked LM)",
+    )
+    audit.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where a model directory's audit goes (default: runs/audit/<name>/<time>)",
+    )
+    audit.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a model directory's labelled data, as a run's saved split: train, validation or test "
+        "(format by suffix: .conll for NER, .csv/.tsv/.jsonl with text and label columns, or "
+        "dataset.text_column=... among the overrides); repeatable",
+    )
+    audit.add_argument(
+        "--base-model",
+        default=None,
+        metavar="NAME",
+        help="the model a model directory was fine-tuned from (hub id or path): twins such as the membership "
+        "audit's reference start there; without it, audits that need one skip it",
+    )
     audit.add_argument("--batch-size", type=_positive_int, default=None)
     _add_load_policy(audit)
 
-    comparing = commands.add_parser("compare", help="compare finished runs or a sweep: table, Pareto front, --gate PARENT CHILD")
-    comparing.add_argument("runs", type=Path, nargs="+", help="run directories, or a sweep folder standing for the runs in it")
-    comparing.add_argument("--sort", default=None, help="a metric, objective or family.check to sort by (default: f1 or accuracy)")
+    comparing = commands.add_parser(
+        "compare", help="compare finished runs or a sweep: table, Pareto front, --gate PARENT CHILD"
+    )
+    comparing.add_argument(
+        "runs", type=Path, nargs="+", help="run directories, or a sweep folder standing for the runs in it"
+    )
+    comparing.add_argument(
+        "--sort", default=None, help="a metric, objective or family.check to sort by (default: f1 or accuracy)"
+    )
     comparing.add_argument("--csv", type=Path, default=None)
     comparing.add_argument("--html", type=Path, default=None)
     comparing.add_argument("--markdown", type=Path, default=None)
     comparing.add_argument("--gate", action="store_true", help="exit 1 when the second run regresses on the first")
-    comparing.add_argument("--metric-tolerance", type=float, default=0.01, help="--gate: how much lower a validation metric may be (default 0.01)")
-    comparing.add_argument("--check-tolerance", type=float, default=0.02, help="--gate: how much worse an audit figure may be (default 0.02)")
+    comparing.add_argument(
+        "--metric-tolerance",
+        type=float,
+        default=0.01,
+        help="--gate: how much lower a validation metric may be (default 0.01)",
+    )
+    comparing.add_argument(
+        "--check-tolerance",
+        type=float,
+        default=0.02,
+        help="--gate: how much worse an audit figure may be (default 0.02)",
+    )
 
-    data = commands.add_parser("data", help="the audit probes: where each lives and its licence; install one fmtool cannot ship")
+    data = commands.add_parser(
+        "data", help="the audit probes: where each lives and its licence; install one fmtool cannot ship"
+    )
     data.add_argument("action", nargs="?", choices=["list", "install"], default="list")
     data.add_argument("name", nargs="?", default=None, help="install: the probe (see fmtool data list)")
-    data.add_argument("source", nargs="?", type=Path, default=None, help="install: your copy of its file, or a folder holding its files")
+    data.add_argument(
+        "source",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="install: your copy of its file, or a folder holding its files",
+    )
 
     listing = commands.add_parser("list", help="list config groups and their options")
     listing.add_argument("group", nargs="?", default=None)
@@ -291,7 +393,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args, extra = parser.parse_known_args(argv)
         trailing = _TRAILING_LISTS.get(args.command)
         if trailing and not any(word.startswith("-") for word in extra):
-            # list items after an option (--strict audit=[bias], --precision fp32 "text"): argparse leaves those in `extra`
+            # list items after an option (--strict audit=[bias], --precision fp32 "text"): argparse leaves those in
+            # `extra`
             setattr(args, trailing, [*getattr(args, trailing), *extra])
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

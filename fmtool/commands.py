@@ -1,4 +1,5 @@
-"""The non-Hydra subcommands (eval, predict, explain, audit, compare, list): argument handling and output at the edge."""
+"""The non-Hydra subcommands (eval, predict, explain, audit, compare, list): argument handling and output at the
+edge."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 from fmtool.errors import FmtoolError
 
 
-
 def _file_format(explicit: str | None, path: Path, run_format: str) -> str:
     """--format if given; else the run's own format when it reads one example per line; else the suffix's."""
     from fmtool.dataset.formats import FORMATS
@@ -20,7 +20,9 @@ def _file_format(explicit: str | None, path: Path, run_format: str) -> str:
         return explicit
     if FORMATS.get(run_format).suffixes:
         return run_format
-    return _format_by_suffix(path, "eval", f"; or pass --format ({', '.join(name for name in FORMATS if FORMATS.get(name).suffixes)})")
+    return _format_by_suffix(
+        path, "eval", f"; or pass --format ({', '.join(name for name in FORMATS if FORMATS.get(name).suffixes)})"
+    )
 
 
 def _format_by_suffix(path: Path, what: str, advice: str = "") -> str:
@@ -40,7 +42,9 @@ def _examples_in(path: Path, fmt: str, dataset, what: str) -> list:
 
     if not path.is_file():
         raise FmtoolError(f"{what}: {path} not found")
-    examples = read_examples(replace(dataset, format=DataFormat(fmt), data_dir=None, train_file=str(path)), "train_file")
+    examples = read_examples(
+        replace(dataset, format=DataFormat(fmt), data_dir=None, train_file=str(path)), "train_file"
+    )
     if not examples:
         raise FmtoolError(f"{what}: {path} holds no examples")
     return examples
@@ -60,13 +64,17 @@ def eval_command(args: argparse.Namespace) -> int:
     from fmtool.runs import write_json
     from fmtool.task.base import headline
 
-    loaded = LoadedRun.load(args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision)
+    loaded = LoadedRun.load(
+        args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision
+    )
     if loaded.cfg.task.name.value == "mlm":
         return _eval_masked_lm(loaded, args)
     if args.file is not None:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
         examples = _examples_in(args.file, fmt, loaded.cfg.dataset, "eval")
-        examples = to_model_labels(f"eval --file {args.file}", examples, loaded.labels, dict(loaded.cfg.dataset.label_map))
+        examples = to_model_labels(
+            f"eval --file {args.file}", examples, loaded.labels, dict(loaded.cfg.dataset.label_map)
+        )
         name = args.file.stem
     else:
         name = args.split or "validation"
@@ -92,7 +100,9 @@ def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     path = args.file or loaded.run.documents_file(args.split or "validation")
     if not Path(path).is_file():
         raise FmtoolError(f"eval: {path} not found")
-    documents = list(iter_documents(DatasetConfig(name="eval", format=DataFormat.text, train_file=str(path)), "train_file"))
+    documents = list(
+        iter_documents(DatasetConfig(name="eval", format=DataFormat.text, train_file=str(path)), "train_file")
+    )
     if not documents:
         raise FmtoolError(f"eval: {path} holds no text")
     tokenizer, cfg = loaded.tokenizer, loaded.cfg
@@ -142,29 +152,36 @@ def predict_command(args: argparse.Namespace) -> int:
     from fmtool.predict import LoadedRun
 
     texts = _texts(args, "predict")
-    loaded = LoadedRun.load(args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision)
+    loaded = LoadedRun.load(
+        args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision
+    )
     _write_jsonl(loaded.predict_texts(texts), args.output)
     return 0
 
 
 def explain_command(args: argparse.Namespace) -> int:
-    """Word attributions for each prediction: coloured in the terminal, JSONL with --output (- for stdout only), HTML with --html."""
-    from fmtool.dataset.examples import TextExample, TokenExample
+    """Word attributions for each prediction: coloured in the terminal, JSONL with --output (- for stdout only), HTML
+    with --html."""
     from fmtool.config.schema import Precision
+    from fmtool.dataset.examples import TextExample, TokenExample, split_words
     from fmtool.explain import explainer_for, targets_for, to_html, to_rich
-    from fmtool.dataset.examples import split_words
     from fmtool.predict import LoadedRun
     from fmtool.report.console import stdout_console
 
     texts = _texts(args, "explain")
     # full precision unless asked: integrated gradients add up many small gradients, which bf16 blurs
-    loaded = LoadedRun.load(args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision or Precision.fp32)
+    loaded = LoadedRun.load(
+        args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision or Precision.fp32
+    )
     explainer = explainer_for(loaded)
     task = loaded.cfg.task.name.value
     if task == "classification":
         examples = [TextExample(id=str(i), text=t, label=loaded.labels[0]) for i, t in enumerate(texts)]
     else:
-        examples = [TokenExample(id=str(i), tokens=[w for w, _, _ in split_words(t)], tags=["O"] * len(split_words(t))) for i, t in enumerate(texts)]
+        examples = [
+            TokenExample(id=str(i), tokens=[w for w, _, _ in split_words(t)], tags=["O"] * len(split_words(t)))
+            for i, t in enumerate(texts)
+        ]
     targets = targets_for(examples, loaded.predictions(examples), task, explainer.label2id)
     explanations = explainer.explain(targets, method=args.method, steps=args.steps)
     to_stdout = args.output is not None and str(args.output) == "-"
@@ -206,7 +223,10 @@ def audit_config(saved: dict | None, task: str, overrides: list[str]) -> dict:
 
     stray = [o for o in overrides if not o.startswith(("audit=", "audit."))]
     if stray:
-        raise FmtoolError(f"audit: override '{stray[0]}' is not an audit setting; use audit=[family,...] or audit.<family>.<key>=value")
+        raise FmtoolError(
+            f"audit: override '{stray[0]}' is not an audit setting; use audit=[family,...] or "
+            "audit.<family>.<key>=value"
+        )
     if saved is None or any(o.startswith("audit=") for o in overrides):
         return resolved(compose_train_config([f"+task={task}", *overrides]).audit)
     return resolved(with_dotlist(saved, overrides, "audit", prefix="audit."))
@@ -230,23 +250,34 @@ def audit_command(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if RunDir(args.path).is_run():
         if args.split or args.base_model:
-            raise FmtoolError(f"audit: {args.path} is a run, audited on its saved splits from its own starting point; --split and --base-model are for a model directory")
+            raise FmtoolError(
+                f"audit: {args.path} is a run, audited on its saved splits from its own starting point; --split and "
+                "--base-model are for a model directory"
+            )
         loaded = LoadedRun.load(args.path, policy=load_policy(args), batch_size=args.batch_size)
         audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, overrides))
         report = audit_loaded(loaded, audit, args.path)
     else:
         if args.task is None:
-            raise FmtoolError(f"audit: {args.path} is not a run directory; for a model directory give --task ner, classification or mlm")
+            raise FmtoolError(
+                f"audit: {args.path} is not a run directory; for a model directory give --task ner, classification "
+                "or mlm"
+            )
         out = args.output or Path("runs") / "audit" / args.path.name / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         if args.task == "mlm":
             if args.split or args.base_model:
-                raise FmtoolError("audit: a masked LM is audited on the stereotype probes; --split and --base-model are for NER and classification")
+                raise FmtoolError(
+                    "audit: a masked LM is audited on the stereotype probes; --split and --base-model are for NER "
+                    "and classification"
+                )
             if not (args.path / "config.json").is_file():
                 raise FmtoolError(f"{args.path}: not a model directory (no config.json)")
             audit = family_configs_checked(audit_config({}, "ner", overrides or ["audit=[stereotype]"]))
             report = audit_pipeline(masked_lm_context(args.path, load_policy(args)), audit, out)
         else:
-            loaded = LoadedRun.from_model_dir(args.path, args.task, policy=load_policy(args), batch_size=args.batch_size)
+            loaded = LoadedRun.from_model_dir(
+                args.path, args.task, policy=load_policy(args), batch_size=args.batch_size
+            )
             reading = [o for o in overrides if o.startswith("dataset.")]
             splits = _split_files(args.split, _file_settings(reading), loaded.labels)
             audit = family_configs_checked(audit_config(None, args.task, [o for o in overrides if o not in reading]))
@@ -264,7 +295,9 @@ def _file_settings(overrides: list[str]):
     from fmtool.config.compose import with_dotlist
     from fmtool.config.schema import DatasetConfig
 
-    return OmegaConf.to_object(with_dotlist(OmegaConf.structured(DatasetConfig(name="split files")), overrides, "audit", prefix="dataset."))
+    return OmegaConf.to_object(
+        with_dotlist(OmegaConf.structured(DatasetConfig(name="split files")), overrides, "audit", prefix="dataset.")
+    )
 
 
 def _split_files(given: list[str], dataset, labels: list[str]) -> dict[str, list]:
@@ -288,7 +321,8 @@ def _split_files(given: list[str], dataset, labels: list[str]) -> dict[str, list
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    """A table of runs (a sweep folder stands for its runs) with the Pareto front; --gate PARENT CHILD exits 1 on a regression."""
+    """A table of runs (a sweep folder stands for its runs) with the Pareto front; --gate PARENT CHILD exits 1 on a
+    regression."""
     from fmtool.report import compare
     from fmtool.report.console import print_comparison, print_regressions
 
@@ -298,15 +332,20 @@ def compare_command(args: argparse.Namespace) -> int:
     if args.gate:
         if len(runs) != 2:
             raise FmtoolError(f"compare --gate: give exactly two runs, the parent then the child (got {len(runs)})")
-        regressions = compare.gate(runs[0], runs[1], metric_tolerance=args.metric_tolerance, check_tolerance=args.check_tolerance)
+        regressions = compare.gate(
+            runs[0], runs[1], metric_tolerance=args.metric_tolerance, check_tolerance=args.check_tolerance
+        )
         print_regressions(runs[0].path, runs[1].path, regressions)
         return 1 if regressions else 0
     used = compare.pareto_front(runs)
     runs = compare.sort_runs(runs, args.sort)
     table = compare.rows(runs)
     print_comparison(table, used, left_out)
-    for path, text in ((args.csv, lambda: compare.to_csv(table)), (args.html, lambda: compare.html_page(table, used, runs)),
-                       (args.markdown, lambda: compare.to_markdown(table))):
+    for path, text in (
+        (args.csv, lambda: compare.to_csv(table)),
+        (args.html, lambda: compare.html_page(table, used, runs)),
+        (args.markdown, lambda: compare.to_markdown(table)),
+    ):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text(), encoding="utf-8")
@@ -323,9 +362,27 @@ def data_command(args: argparse.Namespace) -> int:
         location = probes.install(args.name, args.source)
         print(f"{args.name}: verified and installed at {location}")
         return 0
-    print_probes([{"probe": p.name, "problem": probes.problem(p), "location": str(p.location()), "licence": p.licence,
-                   "description": p.description} for p in probes.PROBES.values()])
+    print_probes(
+        [
+            {
+                "probe": p.name,
+                "problem": probes.problem(p),
+                "location": str(p.location()),
+                "licence": p.licence,
+                "description": p.description,
+            }
+            for p in probes.PROBES.values()
+        ]
+    )
     return 0
 
 
-COMMANDS = {"eval": eval_command, "predict": predict_command, "explain": explain_command, "compare": compare_command, "audit": audit_command, "list": list_command, "data": data_command}
+COMMANDS = {
+    "eval": eval_command,
+    "predict": predict_command,
+    "explain": explain_command,
+    "compare": compare_command,
+    "audit": audit_command,
+    "list": list_command,
+    "data": data_command,
+}

@@ -42,7 +42,9 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
                 continue
             path = Path(name) if data.data_dir is None else Path(data.data_dir) / name
             if data.data_dir is None and not path.is_absolute() and not path.is_file():
-                problems.append(f"dataset.data_dir is not set for dataset '{data.name}'; pass dataset.data_dir=/path/to/{data.name}")
+                problems.append(
+                    f"dataset.data_dir is not set for dataset '{data.name}'; pass dataset.data_dir=/path/to/{data.name}"
+                )
                 break
             if path.is_dir():
                 problems.append(f"dataset.{key}: {path} is a directory; give the data file in it")
@@ -60,7 +62,9 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
         if cfg.task.name == TaskName.mlm:
             problems.append("dataset.augment is for NER and classification training data")
     if data.redact_pii and cfg.task.name == TaskName.mlm:
-        problems.append("dataset.redact_pii=true is for NER and classification data; pre-training corpora are not redacted")
+        problems.append(
+            "dataset.redact_pii=true is for NER and classification data; pre-training corpora are not redacted"
+        )
     if data.streaming and not cfg.trainer.max_steps:
         problems.append("dataset.streaming=true needs trainer.max_steps: a streamed corpus has no known length")
     if data.format == DataFormat.hf and not data.hf_path:
@@ -74,16 +78,25 @@ def _trainer_problems(cfg: TrainConfig) -> list[str]:
     trainer = cfg.trainer
     problems = []
     if trainer.max_batch_tokens is not None and trainer.max_batch_tokens < trainer.max_length:
-        problems.append(f"trainer.max_batch_tokens={trainer.max_batch_tokens} must be at least trainer.max_length={trainer.max_length} (one full row), or null")
+        problems.append(
+            f"trainer.max_batch_tokens={trainer.max_batch_tokens} must be at least "
+            f"trainer.max_length={trainer.max_length} (one full row), or null"
+        )
     if trainer.epochs < 1 and not trainer.max_steps:
         problems.append(f"trainer.epochs={trainer.epochs} must be at least 1 (or set trainer.max_steps)")
     if cfg.task.name == TaskName.ner and trainer.window_stride >= trainer.max_length // 2:
-        problems.append(f"trainer.window_stride={trainer.window_stride} must be below half of trainer.max_length={trainer.max_length}")
+        problems.append(
+            f"trainer.window_stride={trainer.window_stride} must be below half of "
+            f"trainer.max_length={trainer.max_length}"
+        )
     if trainer.freeze == Freeze.bottom_k and trainer.freeze_layers < 1:
         problems.append("trainer.freeze=bottom_k needs trainer.freeze_layers >= 1")
     metrics = TASKS.get(cfg.task.name.value).metrics
     if trainer.metric not in metrics:
-        problems.append(f"trainer.metric='{trainer.metric}' is not a {cfg.task.name.value} metric; choose one of: {', '.join(metrics)}")
+        problems.append(
+            f"trainer.metric='{trainer.metric}' is not a {cfg.task.name.value} metric; choose one of: "
+            f"{', '.join(metrics)}"
+        )
     return problems
 
 
@@ -97,7 +110,9 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
             problems.append(f"model.{key}: {source} not found (a local directory; a hub id looks like org/name)")
     positions = _usable_positions(cfg)
     if positions is not None and cfg.trainer.max_length > positions:
-        problems.append(f"trainer.max_length={cfg.trainer.max_length} is longer than the model's {positions} position embeddings")
+        problems.append(
+            f"trainer.max_length={cfg.trainer.max_length} is longer than the model's {positions} position embeddings"
+        )
     return problems
 
 
@@ -130,14 +145,22 @@ def _privacy_problems(cfg: TrainConfig) -> list[str]:
     problems = []
     if (dp.noise_multiplier is None) == (dp.target_epsilon is None):
         problems.append("trainer.dp: give exactly one of trainer.dp.noise_multiplier and trainer.dp.target_epsilon")
-    conflicts = {"task=mlm": cfg.task.name == TaskName.mlm, f"adversarial={cfg.adversarial.name.value}": cfg.adversarial.name != AdversarialName.none,
-                 "trainer.compile": trainer.compile, "trainer.gradient_checkpointing": trainer.gradient_checkpointing,
-                 "trainer.checkpoint_every_steps": trainer.checkpoint_every_steps is not None, "trainer.max_steps": trainer.max_steps is not None,
-                 f"trainer.grad_accum_steps={trainer.grad_accum_steps}": trainer.grad_accum_steps != 1,
-                 "trainer.eval_every_steps": trainer.eval_every_steps is not None}
+    conflicts = {
+        "task=mlm": cfg.task.name == TaskName.mlm,
+        f"adversarial={cfg.adversarial.name.value}": cfg.adversarial.name != AdversarialName.none,
+        "trainer.compile": trainer.compile,
+        "trainer.gradient_checkpointing": trainer.gradient_checkpointing,
+        "trainer.checkpoint_every_steps": trainer.checkpoint_every_steps is not None,
+        "trainer.max_steps": trainer.max_steps is not None,
+        f"trainer.grad_accum_steps={trainer.grad_accum_steps}": trainer.grad_accum_steps != 1,
+        "trainer.eval_every_steps": trainer.eval_every_steps is not None,
+    }
     refused = [name for name, present in conflicts.items() if present]
     if refused:
-        problems.append(f"trainer.dp.enabled=true cannot be combined with {', '.join(refused)} (DP-SGD runs its own epoch-based loop)")
+        problems.append(
+            f"trainer.dp.enabled=true cannot be combined with {', '.join(refused)} (DP-SGD runs its own epoch-based "
+            "loop)"
+        )
     return problems
 
 
@@ -146,12 +169,18 @@ def _task_problems(cfg: TrainConfig) -> list[str]:
     canaries = cfg.task.canaries
     if canaries.repetitions:
         if cfg.task.name != TaskName.mlm or cfg.dataset.streaming:
-            problems.append("task.canaries are planted in an in-memory pre-training corpus: task=mlm without dataset.streaming")
+            problems.append(
+                "task.canaries are planted in an in-memory pre-training corpus: task=mlm without dataset.streaming"
+            )
         if canaries.template.count("{secret}") != 1 or "{" in canaries.template.replace("{secret}", ""):
-            problems.append(f"task.canaries.template='{canaries.template}' must contain {{secret}} exactly once and no other braces")
+            problems.append(
+                f"task.canaries.template='{canaries.template}' must contain {{secret}} exactly once and no other braces"
+            )
     if cfg.model.tokenizer_vocab_size is not None:
         if cfg.task.name != TaskName.mlm or not cfg.model.random_init:
-            problems.append("model.tokenizer_vocab_size learns a new vocabulary: only for task=mlm with model.random_init=true")
+            problems.append(
+                "model.tokenizer_vocab_size learns a new vocabulary: only for task=mlm with model.random_init=true"
+            )
     return problems
 
 
@@ -189,8 +218,17 @@ def _logger_problems(cfg: TrainConfig) -> list[str]:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
-    problems = (range_problems(cfg) + _override_problems(cfg) + _dataset_problems(cfg) + _trainer_problems(cfg) + _optimizer_problems(cfg) + _task_problems(cfg) + _privacy_problems(cfg) + _audit_problems(cfg)
-                + _logger_problems(cfg))
+    problems = (
+        range_problems(cfg)
+        + _override_problems(cfg)
+        + _dataset_problems(cfg)
+        + _trainer_problems(cfg)
+        + _optimizer_problems(cfg)
+        + _task_problems(cfg)
+        + _privacy_problems(cfg)
+        + _audit_problems(cfg)
+        + _logger_problems(cfg)
+    )
     if problems:
         raise FmtoolError("config: " + "; ".join(problems))
     return cfg

@@ -59,11 +59,21 @@ class Explanation:
     delta: Optional[float] = None  # integrated gradients' convergence delta
 
     def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"id": self.target.example_id, "label": self.target.label, "probability": round(self.probability, 4)}
+        record: dict[str, Any] = {
+            "id": self.target.example_id,
+            "label": self.target.label,
+            "probability": round(self.probability, 4),
+        }
         if self.target.span is not None:
             first, last = self.target.span
-            record["entity"] = {"text": " ".join(self.target.words[first : last + 1]), "first_word": first, "last_word": last}
-        record["words"] = [{"word": w, "attribution": round(a, 5)} for w, a in zip(self.target.words, self.attributions)]
+            record["entity"] = {
+                "text": " ".join(self.target.words[first : last + 1]),
+                "first_word": first,
+                "last_word": last,
+            }
+        record["words"] = [
+            {"word": w, "attribution": round(a, 5)} for w, a in zip(self.target.words, self.attributions)
+        ]
         if self.delta is not None:
             record["convergence_delta"] = round(self.delta, 5)
         return record
@@ -82,7 +92,9 @@ def words_of(example: Example) -> list[str]:
     return [w for w, _, _ in split_words(example.text)]
 
 
-def targets_for(examples: Sequence[Example], predictions: Sequence, task: str, label2id: dict[str, int]) -> list[Target]:
+def targets_for(
+    examples: Sequence[Example], predictions: Sequence, task: str, label2id: dict[str, int]
+) -> list[Target]:
     """What to explain for each example: its predicted label, or each entity it was predicted to contain."""
     targets = []
     for example, prediction in zip(examples, predictions):
@@ -101,10 +113,18 @@ class Explainer:
     """Attributions and target probabilities for one model; `tags` are the model's labels in id order."""
 
     def __init__(self, model, tokenizer, runtime, *, task: str, max_length: int) -> None:
-        self.model, self.tokenizer, self.runtime, self.task, self.max_length = model, tokenizer, runtime, task, max_length
+        self.model, self.tokenizer, self.runtime, self.task, self.max_length = (
+            model,
+            tokenizer,
+            runtime,
+            task,
+            max_length,
+        )
         self.label2id = {label: int(i) for label, i in model.config.label2id.items()}
 
-    def explain(self, targets: Sequence[Target], *, method: str = "integrated_gradients", steps: int = 32) -> list[Explanation]:
+    def explain(
+        self, targets: Sequence[Target], *, method: str = "integrated_gradients", steps: int = 32
+    ) -> list[Explanation]:
         if method not in METHODS:
             raise FmtoolError(f"explain: unknown method '{method}'; choose from: {', '.join(METHODS)}")
         if steps < 1:
@@ -113,7 +133,9 @@ class Explainer:
         out: list[Optional[Explanation]] = [None] * len(targets)
         self.model.eval()
         for chunk in self._sentence_chunks(targets, max(1, self.runtime.batch_size // len(points[0]))):
-            explanations = self._explain_sentences([[targets[i] for i in sentence] for sentence in chunk], points, method)
+            explanations = self._explain_sentences(
+                [[targets[i] for i in sentence] for sentence in chunk], points, method
+            )
             for index, explanation in zip((i for sentence in chunk for i in sentence), explanations):
                 out[index] = explanation
         return out  # type: ignore[return-value]
@@ -124,8 +146,12 @@ class Explainer:
 
         # token lengths, not word counts: [UNK] replaces whole words, so only the tokenizer knows how short a copy got,
         # and batching by words was slower on CoNLL-2003 despite this extra tokenization
-        lengths = [len(ids) for ids in self.tokenizer([list(w) for w in word_lists], is_split_into_words=True, truncation=True,
-                                                       max_length=self.max_length)["input_ids"]]
+        lengths = [
+            len(ids)
+            for ids in self.tokenizer(
+                [list(w) for w in word_lists], is_split_into_words=True, truncation=True, max_length=self.max_length
+            )["input_ids"]
+        ]
         out = [0.0] * len(targets)
         self.model.eval()
         with torch.inference_mode(), self.runtime.autocast():
@@ -141,8 +167,18 @@ class Explainer:
         sentences: dict[tuple[str, tuple[str, ...]], list[int]] = {}
         for index, target in enumerate(targets):
             sentences.setdefault((target.example_id, target.words), []).append(index)
-        lengths = {key: len(ids) for key, ids in zip(sentences, self.tokenizer(
-            [list(words) for _, words in sentences], is_split_into_words=True, truncation=True, max_length=self.max_length)["input_ids"])}
+        lengths = {
+            key: len(ids)
+            for key, ids in zip(
+                sentences,
+                self.tokenizer(
+                    [list(words) for _, words in sentences],
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                )["input_ids"],
+            )
+        }
         ordered = sorted(sentences, key=lambda key: (len(sentences[key]), lengths[key]))
         chunks: list[list[list[int]]] = []
         for key in ordered:
@@ -152,7 +188,9 @@ class Explainer:
                 chunks.append([sentences[key]])
         return chunks
 
-    def _explain_sentences(self, sentences: Sequence[Sequence[Target]], points: tuple[list[float], list[float]], method: str) -> list[Explanation]:
+    def _explain_sentences(
+        self, sentences: Sequence[Sequence[Target]], points: tuple[list[float], list[float]], method: str
+    ) -> list[Explanation]:
         """Attributions for sentences that each carry the same number of targets: one forward pass per point of the
         path serves all of a sentence's targets, then one backward pass per target."""
         import torch
@@ -181,7 +219,11 @@ class Explainer:
         hook = layer.register_forward_hook(lambda module, args, output: path.to(output.dtype))
         try:
             with torch.enable_grad(), self.runtime.autocast():
-                scores = self._scores(ids.repeat_interleave(n_points, 0), mask.repeat_interleave(n_points, 0), select.repeat_interleave(n_points, 0))
+                scores = self._scores(
+                    ids.repeat_interleave(n_points, 0),
+                    mask.repeat_interleave(n_points, 0),
+                    select.repeat_interleave(n_points, 0),
+                )
         finally:
             hook.remove()
         weight = torch.tensor(weights, device=device).view(1, n_points, 1, 1)
@@ -200,15 +242,27 @@ class Explainer:
         for s, sentence in enumerate(sentences):
             word_ids = encoded.word_ids(s * per_sentence)
             for k, target in enumerate(sentence):
-                explanations.append(Explanation(target, float(at_input[s, k].exp()), self._per_word(per_token_t[s, k], word_ids, len(target.words)),
-                                                None if deltas is None else deltas[s][k]))
+                explanations.append(
+                    Explanation(
+                        target,
+                        float(at_input[s, k].exp()),
+                        self._per_word(per_token_t[s, k], word_ids, len(target.words)),
+                        None if deltas is None else deltas[s][k],
+                    )
+                )
         return explanations
 
     def _encode(self, targets: Sequence[Target], word_lists: Sequence[Sequence[str]]):
         import torch
 
-        encoded = self.tokenizer([list(w) for w in word_lists], is_split_into_words=True, truncation=True, max_length=self.max_length,
-                                 padding=True, return_tensors="pt")
+        encoded = self.tokenizer(
+            [list(w) for w in word_lists],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         n_labels = len(self.label2id)
         if self.task == "classification":
             select = torch.zeros(len(targets), n_labels)
@@ -266,8 +320,16 @@ def _word_starts(word_ids: list[Optional[int]]) -> dict[int, int]:
 def explainer_for(loaded) -> Explainer:
     """An Explainer for a LoadedRun (fmtool/predict.py)."""
     if loaded.cfg.task.name.value == "mlm":
-        raise FmtoolError("explain: a masked-LM run predicts no labels to explain; fine-tune it for NER or classification")
-    return Explainer(loaded.model, loaded.tokenizer, loaded.runtime, task=loaded.cfg.task.name.value, max_length=loaded.cfg.trainer.max_length)
+        raise FmtoolError(
+            "explain: a masked-LM run predicts no labels to explain; fine-tune it for NER or classification"
+        )
+    return Explainer(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.runtime,
+        task=loaded.cfg.task.name.value,
+        max_length=loaded.cfg.trainer.max_length,
+    )
 
 
 def _shade(attribution: float, scale: float) -> float:
@@ -280,11 +342,19 @@ def to_rich(explanation: Explanation):
 
     scale = max((abs(a) for a in explanation.attributions), default=0.0)
     target = explanation.target
-    what = target.label if target.span is None else f"{target.label} {' '.join(target.words[target.span[0]:target.span[1] + 1])!r}"
+    what = (
+        target.label
+        if target.span is None
+        else f"{target.label} {' '.join(target.words[target.span[0] : target.span[1] + 1])!r}"
+    )
     text = Text(f"{what} ({explanation.probability:.2f}): ", style="bold")
     for index, (word, attribution) in enumerate(zip(target.words, explanation.attributions)):
         level = _shade(attribution, scale)
-        colour = f"rgb({255 - int(155 * level)},255,{255 - int(155 * level)})" if level >= 0 else f"rgb(255,{255 + int(155 * level)},{255 + int(155 * level)})"
+        colour = (
+            f"rgb({255 - int(155 * level)},255,{255 - int(155 * level)})"
+            if level >= 0
+            else f"rgb(255,{255 + int(155 * level)},{255 + int(155 * level)})"
+        )
         style = f"black on {colour}" + (" underline" if index in target.span_words else "")
         text.append(word, style=style)
         text.append(" ")
@@ -302,7 +372,10 @@ def to_html(explanations: Sequence[Explanation]) -> str:
             level = _shade(attribution, scale)
             colour = f"rgba(22,163,74,{level:.2f})" if level >= 0 else f"rgba(220,38,38,{-level:.2f})"
             border = "border-bottom:2px solid #111;" if index in target.span_words else ""
-            spans.append(f'<span title="{attribution:+.4f}" style="background:{colour};{border}padding:0 2px">{html.escape(word)}</span>')
+            spans.append(
+                f'<span title="{attribution:+.4f}" style="background:{colour};{border}padding:0 '
+                f'2px">{html.escape(word)}</span>'
+            )
         label = html.escape(target.label)
         lines.append(f'<p class="attribution"><b>{label}</b> ({explanation.probability:.2f}) {" ".join(spans)}</p>')
     return "\n".join(lines)

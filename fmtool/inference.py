@@ -32,7 +32,14 @@ class Runtime:
 Reducer = Callable[[torch.Tensor, dict[str, torch.Tensor]], list]
 
 
-def run_model(model, features: Sequence[Feature], runtime: Runtime, pad_id: int, reduce: Reducer, on_batch: Callable[[int], None] = lambda n: None) -> list:
+def run_model(
+    model,
+    features: Sequence[Feature],
+    runtime: Runtime,
+    pad_id: int,
+    reduce: Reducer,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> list:
     """reduce(logits, batch) -> one host-side result per row; results come back in `features` order.
 
     The batch that reduce sees holds the features' gold labels under "labels" when they have them; the model never does.
@@ -42,7 +49,10 @@ def run_model(model, features: Sequence[Feature], runtime: Runtime, pad_id: int,
     batches = inference_batches([len(f.input_ids) for f in features], runtime.batch_size)
     with torch.inference_mode(), runtime.autocast():
         for indices in batches:
-            batch = {k: v.to(runtime.device, non_blocking=True) for k, v in collate([features[i] for i in indices], pad_id).items()}
+            batch = {
+                k: v.to(runtime.device, non_blocking=True)
+                for k, v in collate([features[i] for i in indices], pad_id).items()
+            }
             labels = batch.pop("labels", None)
             logits = model(**batch).logits.float()
             for index, row in zip(indices, reduce(logits, batch if labels is None else {**batch, "labels": labels})):

@@ -45,8 +45,11 @@ def check_installed(cfg: LoggerConfig) -> Optional[str]:
 def scalars(record: dict[str, Any]) -> dict[str, float]:
     """A metrics.jsonl record as tracker scalars named split/key (train/loss, validation/f1)."""
     split = record.get("split", "train")
-    return {f"{split}/{key}": float(value) for key, value in record.items()
-            if key not in _UNTRACKED and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {
+        f"{split}/{key}": float(value)
+        for key, value in record.items()
+        if key not in _UNTRACKED and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def final_scalars(report: dict[str, Any]) -> dict[str, float]:
@@ -128,7 +131,9 @@ class MlflowTracker:
         else:
             experiment = self.client.get_experiment_by_name(cfg.experiment)
             experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(cfg.experiment)
-            self.run_id = self.client.create_run(experiment_id, run_name=run.path.name, tags={"fmtool.run_dir": str(run.path.resolve())}).info.run_id
+            self.run_id = self.client.create_run(
+                experiment_id, run_name=run.path.name, tags={"fmtool.run_dir": str(run.path.resolve())}
+            ).info.run_id
             write_json(marker, {"tracking_uri": uri, "run_id": self.run_id})
             params = flat_params(config)
             for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
@@ -156,7 +161,9 @@ class MlflowTracker:
             self.client.log_artifacts(self.run_id, str(run.report_dir), artifact_path="report")
 
     def close(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, status={"complete": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
+        self.client.set_terminated(
+            self.run_id, status={"complete": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+        )
 
 
 class GuardedTracker:
@@ -170,7 +177,11 @@ class GuardedTracker:
         try:
             getattr(self.tracker, method)(*args)
         except Exception as error:  # any tracker library error; the run itself must go on
-            log.warning("logger=%s failed (%s); tracking stops, metrics.jsonl goes on", self.name, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            log.warning(
+                "logger=%s failed (%s); tracking stops, metrics.jsonl goes on",
+                self.name,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
             self.tracker = NoTracker()
 
     def log_metrics(self, record: dict[str, Any]) -> None:

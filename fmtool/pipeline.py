@@ -38,7 +38,17 @@ from fmtool.trainer.setup import finish_training, prepare_model, set_seed, train
 log = logging.getLogger(__name__)
 
 
-def evaluate_split(task: Task, model, examples: Sequence[Example], features, runtime: Runtime, pad_id: int, labels: Sequence[str], progress: Progress, name: str) -> tuple[dict[str, Any], list]:
+def evaluate_split(
+    task: Task,
+    model,
+    examples: Sequence[Example],
+    features,
+    runtime: Runtime,
+    pad_id: int,
+    labels: Sequence[str],
+    progress: Progress,
+    name: str,
+) -> tuple[dict[str, Any], list]:
     progress.start(f"evaluate {name}", len(features))
     predictions = task.predict(model, examples, features, runtime, pad_id, progress.advance)
     progress.stop()
@@ -53,7 +63,12 @@ def _training_labels(cfg: TrainConfig, splits: Splits) -> tuple[list[str], list[
         return seen, []
     added = [label for label in seen if label not in inherited]
     if added:
-        log.warning("labels extended: %s knows %d labels; the new data adds %s (new output rows start untrained)", cfg.model.name, len(inherited), ", ".join(added))
+        log.warning(
+            "labels extended: %s knows %d labels; the new data adds %s (new output rows start untrained)",
+            cfg.model.name,
+            len(inherited),
+            ", ".join(added),
+        )
     return [*inherited, *added], inherited
 
 
@@ -63,15 +78,34 @@ def fit_features(model, tokenizer, runtime: Runtime, features: Sequence, cfg: Tr
     if cfg.trainer.dp.enabled:
         from fmtool.trainer.private import fit_private
 
-        return fit_private(model, features, collate=lambda batch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
-                           scheduler_cfg=cfg.scheduler, runtime=runtime, seed=cfg.seed, evaluate=evaluate,
-                           on_log=loop.get("on_log", lambda record: None), progress=loop.get("progress", SilentProgress()))
+        return fit_private(
+            model,
+            features,
+            collate=lambda batch: collate(batch, tokenizer.pad_token_id),
+            trainer=cfg.trainer,
+            optimizer_cfg=cfg.optimizer,
+            scheduler_cfg=cfg.scheduler,
+            runtime=runtime,
+            seed=cfg.seed,
+            evaluate=evaluate,
+            on_log=loop.get("on_log", lambda record: None),
+            progress=loop.get("progress", SilentProgress()),
+        )
     if cfg.trainer.skip_unseen_embedding_rows:
         train_seen_rows_only(model, {tokenizer.pad_token_id, *(i for f in features for i in f.input_ids)})
     state = fit(
-        model, InMemoryBatches(features, cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped),
-        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id), trainer=cfg.trainer, optimizer_cfg=cfg.optimizer,
-        scheduler_cfg=cfg.scheduler, adversarial=cfg.adversarial, runtime=runtime, evaluate=evaluate, **loop,
+        model,
+        InMemoryBatches(
+            features, cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped
+        ),
+        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id),
+        trainer=cfg.trainer,
+        optimizer_cfg=cfg.optimizer,
+        scheduler_cfg=cfg.scheduler,
+        adversarial=cfg.adversarial,
+        runtime=runtime,
+        evaluate=evaluate,
+        **loop,
     )
     finish_training(model)
     return state
@@ -84,7 +118,9 @@ def redact_splits(splits: Splits) -> tuple[Splits, dict[str, dict[str, int]]]:
     scanner, counts, redacted = PiiScanner(), {}, {}
     for name, examples in splits.named().items():
         redacted[name], counts[name] = redact_examples(examples, scanner)
-        log.info("redacted %s: %s", name, ", ".join(f"{kind}=<{n}>" for kind, n in counts[name].items()) or "nothing found")
+        log.info(
+            "redacted %s: %s", name, ", ".join(f"{kind}=<{n}>" for kind, n in counts[name].items()) or "nothing found"
+        )
     return Splits(**redacted), counts
 
 
@@ -104,8 +140,14 @@ def _saved_splits(run: RunDir) -> Splits:
     return Splits(train=named["train"], validation=named["validation"], test=named.get("test"))
 
 
-def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False,
-                      on_log: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+def finetune_pipeline(
+    cfg: TrainConfig,
+    run: RunDir,
+    progress: Progress = SilentProgress(),
+    *,
+    resume: bool = False,
+    on_log: Optional[Callable[[dict[str, Any]], None]] = None,
+) -> dict[str, Any]:
     """Fine-tune as `cfg` says and fill `run` with the model, data, metrics and predictions.
 
     With resume, the data are the splits saved in `run` and training continues from its checkpoint.
@@ -123,12 +165,23 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         labels, inherited = _training_labels(cfg, splits)
     for name, examples in splits.named().items():
         check_labels_known(name, examples, labels)
-    log.info("data=<%s> %s labels=<%d>", cfg.dataset.name, " ".join(f"{k}=<{len(v)}>" for k, v in splits.named().items()), len(labels))
+    log.info(
+        "data=<%s> %s labels=<%d>",
+        cfg.dataset.name,
+        " ".join(f"{k}=<{len(v)}>" for k, v in splits.named().items()),
+        len(labels),
+    )
 
     tokenizer = load_tokenizer(cfg.model)
     # a resumed run's head gets its trained rows from the checkpoint
-    model = build_model(cfg.model, cfg.task.name, labels, vocab_size=len(tokenizer), inherited=[] if resume else inherited,
-                        max_length=cfg.trainer.max_length)
+    model = build_model(
+        cfg.model,
+        cfg.task.name,
+        labels,
+        vocab_size=len(tokenizer),
+        inherited=[] if resume else inherited,
+        max_length=cfg.trainer.max_length,
+    )
     runtime, trainable = prepare_model(model, cfg)
 
     run.save_environment(environment(cfg.seed, str(runtime.device)))
@@ -138,20 +191,43 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
             run.save_split(name, examples)
 
     label2id = {label: i for i, label in enumerate(labels)}
-    features = {name: task.encode(examples, tokenizer, label2id, cfg.trainer) for name, examples in splits.named().items()}
+    features = {
+        name: task.encode(examples, tokenizer, label2id, cfg.trainer) for name, examples in splits.named().items()
+    }
     evaluated = {name: splits.named()[name] for name in ("validation", "test") if name in features}
 
     def score(name: str) -> tuple[dict[str, Any], list]:
-        return evaluate_split(task, model, evaluated[name], features[name], runtime, tokenizer.pad_token_id, labels, progress, name)
+        return evaluate_split(
+            task, model, evaluated[name], features[name], runtime, tokenizer.pad_token_id, labels, progress, name
+        )
 
     if resume:
         before = started["before"]
         run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
     else:
         before = {name: score(name)[0] for name in evaluated}
-        run.save_results({"task": task.name, "before": before, "inherited_labels": inherited, "redacted": redacted, "augmented": augmented})
-    state = fit_features(model, tokenizer, runtime, features["train"], cfg, evaluate=lambda m: score("validation")[0], dist=dist,
-                         checkpoint_dir=run.checkpoint_dir, resume=resume, on_log=run.metrics_writer(on_log), progress=progress)
+        run.save_results(
+            {
+                "task": task.name,
+                "before": before,
+                "inherited_labels": inherited,
+                "redacted": redacted,
+                "augmented": augmented,
+            }
+        )
+    state = fit_features(
+        model,
+        tokenizer,
+        runtime,
+        features["train"],
+        cfg,
+        evaluate=lambda m: score("validation")[0],
+        dist=dist,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=resume,
+        on_log=run.metrics_writer(on_log),
+        progress=progress,
+    )
     after = {}
     for name, examples in evaluated.items():
         after[name], predictions = score(name)
@@ -164,8 +240,14 @@ def finetune_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         "dataset": cfg.dataset.name,
         "labels": labels,
         "inherited_labels": inherited,
-        "data": {name: {"examples": len(splits.named()[name]), "features": len(f), **({"pii_redacted": sum(redacted[name].values())} if redacted else {})}
-                 for name, f in features.items()},
+        "data": {
+            name: {
+                "examples": len(splits.named()[name]),
+                "features": len(f),
+                **({"pii_redacted": sum(redacted[name].values())} if redacted else {}),
+            }
+            for name, f in features.items()
+        },
         "redacted": redacted,
         "augmented": augmented,
         "before": before,
@@ -204,7 +286,9 @@ def _no_split(split: str) -> list[Example]:
     raise FmtoolError(f"split '{split}' needs a run directory, or a model directory's --split {split}=FILE")
 
 
-def audit_context(loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] = None, base_model: Optional[str] = None) -> AuditContext:
+def audit_context(
+    loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] = None, base_model: Optional[str] = None
+) -> AuditContext:
     """What the audits of `loaded` read. A run reads its saved splits and trains twins from its own starting point;
     a model directory reads the `splits` given to it, and trains twins only from a `base_model` named for it."""
     run, masked_lm = loaded.run, loaded.cfg.task.name == TaskName.mlm
@@ -215,12 +299,23 @@ def audit_context(loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] 
         start = replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
     finetune = _no_model if masked_lm else None if start is None else partial(finetune_model, start, loaded.labels)
     return AuditContext(
-        task=loaded.cfg.task.name.value, labels=loaded.labels, predict=_no_model if masked_lm else SharedPredictions(loaded),
-        load_split=load_split, available_splits=available, seed=loaded.cfg.seed,
-        model_dir=run.model_dir if run else Path(loaded.cfg.model.name), model=loaded.model, tokenizer=loaded.tokenizer,
-        runtime=loaded.runtime, config=loaded.cfg, score=_no_model if masked_lm else loaded.scores, finetune=finetune,
+        task=loaded.cfg.task.name.value,
+        labels=loaded.labels,
+        predict=_no_model if masked_lm else SharedPredictions(loaded),
+        load_split=load_split,
+        available_splits=available,
+        seed=loaded.cfg.seed,
+        model_dir=run.model_dir if run else Path(loaded.cfg.model.name),
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        runtime=loaded.runtime,
+        config=loaded.cfg,
+        score=_no_model if masked_lm else loaded.scores,
+        finetune=finetune,
         # another run (pii's person_model) loads under the audited command's policy, never its own saved config's
-        open_run=partial(LoadedRun.load, policy=LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)),
+        open_run=partial(
+            LoadedRun.load, policy=LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)
+        ),
     )
 
 
@@ -237,11 +332,22 @@ def masked_lm_context(model_dir: Path, policy: LoadPolicy = LoadPolicy()) -> Aud
     runtime = resolve_runtime(TrainerConfig())
     loaded = load_masked_lm(model_dir, policy, runtime.device)
     model, tokenizer = loaded if loaded else (None, None)
-    return AuditContext(task="mlm", labels=[], predict=_no_model, load_split=_no_split, available_splits=[], model_dir=model_dir,
-                        model=model, tokenizer=tokenizer, runtime=runtime)
+    return AuditContext(
+        task="mlm",
+        labels=[],
+        predict=_no_model,
+        load_split=_no_split,
+        available_splits=[],
+        model_dir=model_dir,
+        model=model,
+        tokenizer=tokenizer,
+        runtime=runtime,
+    )
 
 
-def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None) -> dict[str, Any]:
+def audit_pipeline(
+    ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None
+) -> dict[str, Any]:
     """Run the configured audit families and write audit/<family>.json and report/ under out_dir, replacing the
     last audit's wholly; the directory is locked meanwhile."""
     out = RunDir(out_dir)
@@ -255,9 +361,14 @@ def audit_pipeline(ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, r
             entries.append(entry)
         results = run.load_results() if run else {}
         report = build_report(
-            path=str(out_dir), task=ctx.task, model=results.get("model", str(ctx.model_dir)), dataset=results.get("dataset"),
-            config=config or {"audit": audit}, data=results.get("data", {}),
-            metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")}, audits=entries,
+            path=str(out_dir),
+            task=ctx.task,
+            model=results.get("model", str(ctx.model_dir)),
+            dataset=results.get("dataset"),
+            config=config or {"audit": audit},
+            data=results.get("data", {}),
+            metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")},
+            audits=entries,
             privacy=results.get("train", {}).get("privacy"),
             provenance=_provenance(ctx, run),
         )
@@ -290,19 +401,43 @@ def _curves(run: RunDir | None, results: dict[str, Any], config: dict | None) ->
 def _provenance(ctx: AuditContext, run: RunDir | None) -> dict[str, Any]:
     from fmtool.runs import sha256_digests
 
-    loaded = run.provenance() if run else {"model_files": sha256_digests(p for p in Path(ctx.model_dir).glob("*") if p.is_file()) if ctx.model_dir else {}}
+    loaded = (
+        run.provenance()
+        if run
+        else {
+            "model_files": sha256_digests(p for p in Path(ctx.model_dir).glob("*") if p.is_file())
+            if ctx.model_dir
+            else {}
+        }
+    )
     model_cfg = ctx.config.model if ctx.config is not None else None
-    return {**loaded, "trust_remote_code": bool(model_cfg and model_cfg.trust_remote_code), "allow_pickle": bool(model_cfg and model_cfg.allow_pickle)}
+    return {
+        **loaded,
+        "trust_remote_code": bool(model_cfg and model_cfg.trust_remote_code),
+        "allow_pickle": bool(model_cfg and model_cfg.allow_pickle),
+    }
 
 
-def audit_loaded(loaded: LoadedRun, audit: dict[str, Any], out_dir: Path, *, splits: Optional[dict[str, list[Example]]] = None,
-                 base_model: Optional[str] = None) -> dict[str, Any]:
+def audit_loaded(
+    loaded: LoadedRun,
+    audit: dict[str, Any],
+    out_dir: Path,
+    *,
+    splits: Optional[dict[str, list[Example]]] = None,
+    base_model: Optional[str] = None,
+) -> dict[str, Any]:
     config = OmegaConf.to_container(OmegaConf.structured(loaded.cfg))
     return audit_pipeline(audit_context(loaded, splits, base_model), audit, out_dir, run=loaded.run, config=config)
 
 
-def run_training(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False,
-                 on_log: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+def run_training(
+    cfg: TrainConfig,
+    run: RunDir,
+    progress: Progress = SilentProgress(),
+    *,
+    resume: bool = False,
+    on_log: Optional[Callable[[dict[str, Any]], None]] = None,
+) -> dict[str, Any]:
     """The task's training recipe, with the run marked complete only when every file is written; `on_log` also
     receives each metrics.jsonl record (a tracker)."""
     from fmtool.pretrain import pretrain_pipeline

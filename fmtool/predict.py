@@ -24,11 +24,21 @@ from fmtool.task.base import ExampleScore
 from fmtool.trainer.runtime import resolve_runtime
 
 
-def entities_from_tags(text: str, spans: Sequence[tuple[str, int, int]], tags: Sequence[str], scores: Sequence[float]) -> list[dict[str, Any]]:
+def entities_from_tags(
+    text: str, spans: Sequence[tuple[str, int, int]], tags: Sequence[str], scores: Sequence[float]
+) -> list[dict[str, Any]]:
     entities = []
     for kind, first, last in get_entities(list(tags)):
         start, end = spans[first][1], spans[last][2]
-        entities.append({"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(sum(scores[first : last + 1]) / (last - first + 1), 4)})
+        entities.append(
+            {
+                "type": kind,
+                "text": text[start:end],
+                "start": start,
+                "end": end,
+                "score": round(sum(scores[first : last + 1]) / (last - first + 1), 4),
+            }
+        )
     return entities
 
 
@@ -48,7 +58,10 @@ def input_keys(examples: Sequence[Example], tokenizer) -> list[tuple]:
             return text
         return normalizer.normalize_str(text)
 
-    return [("words", *map(key, e.tokens)) if isinstance(e, TokenExample) else ("text", key(e.text), key(e.text_pair)) for e in examples]
+    return [
+        ("words", *map(key, e.tokens)) if isinstance(e, TokenExample) else ("text", key(e.text), key(e.text_pair))
+        for e in examples
+    ]
 
 
 def distinct_inputs(examples: Sequence[Example], tokenizer) -> tuple[list[Example], list[int]]:
@@ -75,19 +88,34 @@ class LoadedRun:
     runtime: Runtime
 
     @classmethod
-    def load(cls, path: str | Path, *, policy: LoadPolicy = LoadPolicy(), batch_size: Optional[int] = None,
-             precision: Optional[Precision] = None) -> "LoadedRun":
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        policy: LoadPolicy = LoadPolicy(),
+        batch_size: Optional[int] = None,
+        precision: Optional[Precision] = None,
+    ) -> "LoadedRun":
         """A finished run's model, config and data; batch_size and precision default to the run's. Whether the
         model's own code may run, or its pickles load, is `policy`'s to say, never the saved config's."""
         run = RunDir.open(path)
         return cls._with_model(run, run.load_config(), run.require(run.model_dir), policy, batch_size, precision)
 
     @classmethod
-    def from_model_dir(cls, path: str | Path, task: str, *, policy: LoadPolicy = LoadPolicy(), batch_size: Optional[int] = None,
-                       precision: Optional[Precision] = None) -> "LoadedRun":
+    def from_model_dir(
+        cls,
+        path: str | Path,
+        task: str,
+        *,
+        policy: LoadPolicy = LoadPolicy(),
+        batch_size: Optional[int] = None,
+        precision: Optional[Precision] = None,
+    ) -> "LoadedRun":
         """A plain Hugging Face model directory (save_pretrained output) for `task`, with no run around it."""
         if not (Path(path) / "config.json").is_file():
-            raise FmtoolError(f"{path}: neither an fmtool run directory (status.json) nor a model directory (config.json)")
+            raise FmtoolError(
+                f"{path}: neither an fmtool run directory (status.json) nor a model directory (config.json)"
+            )
         from fmtool.config.compose import to_typed
         from fmtool.configure import compose_train_config
 
@@ -98,24 +126,58 @@ class LoadedRun:
         return cls._with_model(None, cfg, Path(path), policy, batch_size, precision)
 
     @classmethod
-    def _with_model(cls, run: Optional[RunDir], cfg: TrainConfig, model_dir: Path, policy: LoadPolicy, batch_size: Optional[int],
-                    precision: Optional[Precision]) -> "LoadedRun":
+    def _with_model(
+        cls,
+        run: Optional[RunDir],
+        cfg: TrainConfig,
+        model_dir: Path,
+        policy: LoadPolicy,
+        batch_size: Optional[int],
+        precision: Optional[Precision],
+    ) -> "LoadedRun":
         from fmtool.model.build import AUTO_MODELS, RECEIVED_FIX, check_trained_head, check_vocabulary
         from fmtool.model.load import load_pretrained, load_tokenizer
 
         # twins and shadow models built from this config follow the caller's policy too
-        cfg = replace(cfg, model=replace(cfg.model, trust_remote_code=policy.trust_remote_code, allow_pickle=policy.allow_pickle))
+        cfg = replace(
+            cfg, model=replace(cfg.model, trust_remote_code=policy.trust_remote_code, allow_pickle=policy.allow_pickle)
+        )
         # a run trained on a GPU box may be evaluated on a laptop
         device = "auto" if cfg.trainer.device.startswith("cuda") else cfg.trainer.device
-        runtime = resolve_runtime(replace(cfg.trainer, device=device, eval_batch_size=batch_size or cfg.trainer.eval_batch_size,
-                                          precision=precision or cfg.trainer.precision))
+        runtime = resolve_runtime(
+            replace(
+                cfg.trainer,
+                device=device,
+                eval_batch_size=batch_size or cfg.trainer.eval_batch_size,
+                precision=precision or cfg.trainer.precision,
+            )
+        )
         tokenizer = load_tokenizer(model_dir, policy, key=str(model_dir))
-        model, info = load_pretrained(AUTO_MODELS[cfg.task.name], model_dir, policy, key=str(model_dir), output_loading_info=True)
+        model, info = load_pretrained(
+            AUTO_MODELS[cfg.task.name], model_dir, policy, key=str(model_dir), output_loading_info=True
+        )
         check_trained_head(model, info, cfg.task.name, model_dir)
         model = model.to(runtime.device)
-        check_vocabulary(len(tokenizer), model, tokenizer_source=str(model_dir), model_source=str(model_dir), key=str(model_dir), fix=RECEIVED_FIX)
-        labels = [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return cls(run=run, cfg=cfg, task=TASKS.get(cfg.task.name.value), model=model, tokenizer=tokenizer, labels=labels, runtime=runtime)
+        check_vocabulary(
+            len(tokenizer),
+            model,
+            tokenizer_source=str(model_dir),
+            model_source=str(model_dir),
+            key=str(model_dir),
+            fix=RECEIVED_FIX,
+        )
+        labels = (
+            [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]
+        )
+        return cls(
+            run=run,
+            cfg=cfg,
+            task=TASKS.get(cfg.task.name.value),
+            model=model,
+            tokenizer=tokenizer,
+            labels=labels,
+            runtime=runtime,
+        )
 
     def predictions(self, examples: Sequence[Example], model=None) -> list:
         """Predictions of `model` (default: the run's) for `examples`.
@@ -130,9 +192,14 @@ class LoadedRun:
     def predict_each(self, examples: Sequence[Example], model=None) -> list:
         """One prediction per example as given, without looking for twins."""
         if self.cfg.task.name == TaskName.mlm:
-            raise FmtoolError("a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or fine-tune it")
+            raise FmtoolError(
+                "a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or "
+                "fine-tune it"
+            )
         features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
-        return self.task.predict(self.model if model is None else model, examples, features, self.runtime, self.tokenizer.pad_token_id)
+        return self.task.predict(
+            self.model if model is None else model, examples, features, self.runtime, self.tokenizer.pad_token_id
+        )
 
     def scores(self, examples: Sequence[Example], model=None) -> list[ExampleScore]:
         """Per example, the loss of its gold labels under `model` (default: the run's)."""
@@ -155,9 +222,14 @@ class LoadedRun:
             return fill_mask(self.model, self.tokenizer, texts, self.runtime)
         if self.cfg.task.name == TaskName.classification:
             examples = [TextExample(id=str(i), text=t, label=self.labels[0]) for i, t in enumerate(texts)]
-            return [{"text": t, "label": p.label, "probabilities": p.probabilities} for t, p in zip(texts, self.predictions(examples))]
+            return [
+                {"text": t, "label": p.label, "probabilities": p.probabilities}
+                for t, p in zip(texts, self.predictions(examples))
+            ]
         spans = [split_words(t) for t in texts]
-        examples = [TokenExample(id=str(i), tokens=[w for w, _, _ in s], tags=["O"] * len(s)) for i, s in enumerate(spans)]
+        examples = [
+            TokenExample(id=str(i), tokens=[w for w, _, _ in s], tags=["O"] * len(s)) for i, s in enumerate(spans)
+        ]
         return [
             {"text": t, "entities": entities_from_tags(t, s, p.tags, p.scores)}
             for t, s, p in zip(texts, spans, self.predictions(examples))

@@ -11,22 +11,19 @@ import itertools
 import logging
 from typing import Any, Callable, Optional
 
-
 from fmtool.config.schema import TrainConfig
 from fmtool.dataset.batching import InMemoryBatches
 from fmtool.dataset.canaries import make_canaries, with_canaries
 from fmtool.dataset.formats import iter_documents
 from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
 from fmtool.dataset.splits import non_empty
-from fmtool.model import build_model, load_tokenizer
-from fmtool.model import load
+from fmtool.model import build_model, load, load_tokenizer
 from fmtool.model.build import train_tokenizer, training_policy
 from fmtool.runs import RunDir, environment
 from fmtool.task.mlm import MaskedPositionsLM, held_out_loss
-from fmtool.trainer.loop import fit
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
-from fmtool.trainer.loop import Progress, SilentProgress
+from fmtool.trainer.loop import Progress, SilentProgress, fit
 from fmtool.trainer.setup import finish_training, prepare_model, set_seed, training_figures
 
 log = logging.getLogger(__name__)
@@ -41,15 +38,27 @@ def _tokenizer(cfg: TrainConfig, run: RunDir, resume: bool):
     if not cfg.model.tokenizer_vocab_size:
         return load_tokenizer(cfg.model)
     if resume:
-        return load.load_tokenizer(run.require(run.tokenizer_dir), training_policy(cfg.model), key=str(run.tokenizer_dir))
-    tokenizer = train_tokenizer(load_tokenizer(cfg.model), _documents(cfg, "train_file", cfg.dataset.max_train_examples), cfg.model.tokenizer_vocab_size)
+        return load.load_tokenizer(
+            run.require(run.tokenizer_dir), training_policy(cfg.model), key=str(run.tokenizer_dir)
+        )
+    tokenizer = train_tokenizer(
+        load_tokenizer(cfg.model),
+        _documents(cfg, "train_file", cfg.dataset.max_train_examples),
+        cfg.model.tokenizer_vocab_size,
+    )
     log.info("tokenizer=<trained on %s> vocabulary=<%d>", cfg.dataset.name, len(tokenizer))
     run.save_tokenizer(tokenizer)
     return tokenizer
 
 
-def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = SilentProgress(), *, resume: bool = False,
-                      on_log: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+def pretrain_pipeline(
+    cfg: TrainConfig,
+    run: RunDir,
+    progress: Progress = SilentProgress(),
+    *,
+    resume: bool = False,
+    on_log: Optional[Callable[[dict[str, Any]], None]] = None,
+) -> dict[str, Any]:
     set_seed(cfg.seed)
     dist = from_env()
     data = cfg.dataset
@@ -58,26 +67,44 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
     runtime, trainable = prepare_model(model, cfg)
     masking = Masking.for_run(cfg.task, cfg.seed, tokenizer)
 
-    validation_documents = non_empty(data, "validation_file", list(_documents(cfg, "validation_file", data.max_eval_examples)), "text")
+    validation_documents = non_empty(
+        data, "validation_file", list(_documents(cfg, "validation_file", data.max_eval_examples)), "text"
+    )
     validation = list(pack_blocks(validation_documents, tokenizer, cfg.trainer.max_length))
     if data.streaming:
         non_empty(data, "train_file", list(_documents(cfg, "train_file", 1)), "text")
         batches = StreamedBlocks(
-            lambda: _documents(cfg, "train_file", data.max_train_examples), tokenizer,
-            max_length=cfg.trainer.max_length, batch_size=cfg.trainer.batch_size, seed=cfg.seed, buffer_size=data.shuffle_buffer,
+            lambda: _documents(cfg, "train_file", data.max_train_examples),
+            tokenizer,
+            max_length=cfg.trainer.max_length,
+            batch_size=cfg.trainer.batch_size,
+            seed=cfg.seed,
+            buffer_size=data.shuffle_buffer,
         )
         corpus = {"train": {"source": data.train_file or data.hf_path, "streamed": True}}
     else:
-        train_documents = non_empty(data, "train_file", list(_documents(cfg, "train_file", data.max_train_examples)), "text")
+        train_documents = non_empty(
+            data, "train_file", list(_documents(cfg, "train_file", data.max_train_examples)), "text"
+        )
         if cfg.task.canaries.repetitions:
             canaries = make_canaries(cfg.task.canaries, cfg.seed)
             train_documents = with_canaries(train_documents, canaries, cfg.seed)
             log.info("canaries=<%s> planted for the canary audit", ", ".join(f"x{c.repetitions}" for c in canaries))
         train_blocks = list(pack_blocks(train_documents, tokenizer, cfg.trainer.max_length))
         batches = InMemoryBatches(train_blocks, cfg.trainer.batch_size, seed=cfg.seed, grouped=False)
-        corpus = {"train": {"documents": len(train_documents), "blocks": len(train_blocks), "tokens": sum(len(b.input_ids) for b in train_blocks),
-                            "canary_repetitions": list(cfg.task.canaries.repetitions)}}
-    corpus["validation"] = {"documents": len(validation_documents), "blocks": len(validation), "tokens": sum(len(b.input_ids) for b in validation)}
+        corpus = {
+            "train": {
+                "documents": len(train_documents),
+                "blocks": len(train_blocks),
+                "tokens": sum(len(b.input_ids) for b in train_blocks),
+                "canary_repetitions": list(cfg.task.canaries.repetitions),
+            }
+        }
+    corpus["validation"] = {
+        "documents": len(validation_documents),
+        "blocks": len(validation),
+        "tokens": sum(len(b.input_ids) for b in validation),
+    }
     run.save_environment(environment(cfg.seed, str(runtime.device)))
     if not resume:
         if not data.streaming:
@@ -99,9 +126,20 @@ def pretrain_pipeline(cfg: TrainConfig, run: RunDir, progress: Progress = Silent
         before = {"validation": evaluate()}
         run.save_results({"task": "mlm", "before": before})
     state = fit(
-        MaskedPositionsLM(model), batches, collate=masking.collate, trainer=cfg.trainer, optimizer_cfg=cfg.optimizer, scheduler_cfg=cfg.scheduler,
-        adversarial=cfg.adversarial, runtime=runtime, evaluate=evaluate, dist=dist, checkpoint_dir=run.checkpoint_dir, resume=resume,
-        on_log=run.metrics_writer(on_log), progress=progress,
+        MaskedPositionsLM(model),
+        batches,
+        collate=masking.collate,
+        trainer=cfg.trainer,
+        optimizer_cfg=cfg.optimizer,
+        scheduler_cfg=cfg.scheduler,
+        adversarial=cfg.adversarial,
+        runtime=runtime,
+        evaluate=evaluate,
+        dist=dist,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=resume,
+        on_log=run.metrics_writer(on_log),
+        progress=progress,
     )
     finish_training(model)
     after = {"validation": evaluate()}

@@ -52,7 +52,10 @@ _NOT_RESUMABLE = "{0}: the run is already complete; start a new run (model.name=
 _MISSING = "{0}: missing from the run directory"
 _NO_MODEL = "{0}: missing; was this run made with trainer.save_model=false, or did it not finish?"
 _NO_SPLIT = "{0}: the run has no '{1}' split (it has {2})"
-_OCCUPIED = "{0}: already holds a run ({1}); pass overwrite=true (or --overwrite) to replace it, or choose another hydra.run.dir"
+_OCCUPIED = (
+    "{0}: already holds a run ({1}); pass overwrite=true (or --overwrite) to replace it, or choose another "
+    "hydra.run.dir"
+)
 _LOCKED = "{0}: another fmtool process is writing or auditing this run directory; try again when it has finished"
 _FOREIGN_CHECKPOINT = "{0}: the checkpoint belongs to another run ({1}, not {2}); it cannot continue this one"
 _CANNOT_RESUME = "{0}: cannot resume: {1}"
@@ -97,7 +100,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise FmtoolError(f"{path}:{number}: damaged, not JSON ({error}); the run directory cannot be trusted") from None
+                    raise FmtoolError(
+                        f"{path}:{number}: damaged, not JSON ({error}); the run directory cannot be trusted"
+                    ) from None
     return records
 
 
@@ -115,7 +120,9 @@ def sha256_digests(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -235,9 +242,25 @@ class RunDir:
     def artefacts(self) -> list[Path]:
         """The files and folders of a run already in this directory (Hydra's .hydra/ and train.log, written before
         the run starts, are not among them)."""
-        written = (self.status_file, self.config_file, self.env_file, self.labels_file, self.data_dir, self.model_dir, self.partial_model_dir,
-                   self.metrics_file, self.results_file, self.predictions_dir, self.checkpoint_dir, self.audit_dir, self.report_dir,
-                   self.tokenizer_dir, self.eval_dir, self.tensorboard_dir, self.mlflow_file)
+        written = (
+            self.status_file,
+            self.config_file,
+            self.env_file,
+            self.labels_file,
+            self.data_dir,
+            self.model_dir,
+            self.partial_model_dir,
+            self.metrics_file,
+            self.results_file,
+            self.predictions_dir,
+            self.checkpoint_dir,
+            self.audit_dir,
+            self.report_dir,
+            self.tokenizer_dir,
+            self.eval_dir,
+            self.tensorboard_dir,
+            self.mlflow_file,
+        )
         return [path for path in written if path.exists()]
 
     def refuse_unless_free(self, overwrite: bool) -> None:
@@ -260,7 +283,11 @@ class RunDir:
         """A one-line error when the directory already holds a run (what `overwrite` would delete)."""
         existing = self.artefacts()
         if existing:
-            state = self.status().get("state", "unknown state") if self.status_file.is_file() else f"{existing[0].name} exists"
+            state = (
+                self.status().get("state", "unknown state")
+                if self.status_file.is_file()
+                else f"{existing[0].name} exists"
+            )
             raise FmtoolError(_OCCUPIED.format(self.path, state))
 
     @classmethod
@@ -279,7 +306,14 @@ class RunDir:
         for artefact in existing:
             shutil.rmtree(artefact) if artefact.is_dir() else artefact.unlink()
         run_id = uuid.uuid4().hex
-        write_json(run.status_file, {"state": RUNNING, "run_id": run_id, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        write_json(
+            run.status_file,
+            {
+                "state": RUNNING,
+                "run_id": run_id,
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
         run.config_file.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
         if cfg.trainer.checkpoint_every_steps:
             write_json(run.owner_file, {"run_id": run_id})
@@ -306,10 +340,15 @@ class RunDir:
             raise FmtoolError(_CANNOT_RESUME.format(run.path, f"{error}{earlier}")) from None
         owner = read_json(run.owner_file).get("run_id") if run.owner_file.is_file() else None
         if status.get("run_id") and owner != status["run_id"]:
-            raise FmtoolError(_FOREIGN_CHECKPOINT.format(run.checkpoint_dir, owner or "no owner recorded", status["run_id"]))
+            raise FmtoolError(
+                _FOREIGN_CHECKPOINT.format(run.checkpoint_dir, owner or "no owner recorded", status["run_id"])
+            )
         run._lock()
         status = {k: v for k, v in status.items() if k not in ("error", "finished")}
-        write_json(run.status_file, {**status, "state": RUNNING, "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        write_json(
+            run.status_file,
+            {**status, "state": RUNNING, "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+        )
         return run
 
     def truncate_metrics(self, after_step: int) -> None:
@@ -340,7 +379,9 @@ class RunDir:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
 
-    def metrics_writer(self, also: Optional[Callable[[dict[str, Any]], None]] = None) -> Callable[[dict[str, Any]], None]:
+    def metrics_writer(
+        self, also: Optional[Callable[[dict[str, Any]], None]] = None
+    ) -> Callable[[dict[str, Any]], None]:
         """append_metrics, and `also` (a tracker) after each record is on disk."""
         if also is None:
             return self.append_metrics
@@ -413,9 +454,11 @@ class RunDir:
 
     def provenance(self) -> dict[str, Any]:
         """What the run was made of: digests of its model files and data splits, and its environment."""
-        return {"model_files": sha256_digests(p for p in self.model_dir.glob("*") if p.is_file()),
-                "data_files": sha256_digests(p for p in self.data_dir.glob("*") if p.is_file()),
-                "environment": read_json(self.env_file) if self.env_file.is_file() else {}}
+        return {
+            "model_files": sha256_digests(p for p in self.model_dir.glob("*") if p.is_file()),
+            "data_files": sha256_digests(p for p in self.data_dir.glob("*") if p.is_file()),
+            "environment": read_json(self.env_file) if self.env_file.is_file() else {},
+        }
 
     def splits(self) -> list[str]:
         return sorted(p.stem for p in self.data_dir.glob("*.jsonl"))

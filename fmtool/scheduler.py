@@ -9,7 +9,11 @@ from transformers import get_scheduler
 
 from fmtool.config.schema import SchedulerConfig, SchedulerName
 
-_HF_NAMES = {SchedulerName.linear: "linear", SchedulerName.cosine: "cosine", SchedulerName.constant: "constant_with_warmup"}
+_HF_NAMES = {
+    SchedulerName.linear: "linear",
+    SchedulerName.cosine: "cosine",
+    SchedulerName.constant: "constant_with_warmup",
+}
 
 
 def warmup_steps(cfg: SchedulerConfig, total_steps: int) -> int:
@@ -17,4 +21,6 @@ def warmup_steps(cfg: SchedulerConfig, total_steps: int) -> int:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int):
-    return get_scheduler(_HF_NAMES[cfg.name], optimizer, num_warmup_steps=warmup_steps(cfg, total_steps), num_training_steps=total_steps)
+    return get_scheduler(
+        _HF_NAMES[cfg.name], optimizer, num_warmup_steps=warmup_steps(cfg, total_steps), num_training_steps=total_steps
+    )

@@ -39,7 +39,9 @@ def record_job(path: str | Path, overrides: list[str], *, error: Optional[str] =
 
 def job_rows(sweep_dir: Path) -> list[JobRow]:
     """One row per job directory of the sweep, in job order; the overrides every job shares are left out."""
-    files = sorted(sweep_dir.glob(f"*/{RunDir(sweep_dir).job_file.name}"), key=lambda p: (len(p.parent.name), p.parent.name))
+    files = sorted(
+        sweep_dir.glob(f"*/{RunDir(sweep_dir).job_file.name}"), key=lambda p: (len(p.parent.name), p.parent.name)
+    )
     records = [read_json(f) for f in files]
     shared = set.intersection(*(set(r.get("overrides", [])) for r in records)) if len(records) > 1 else set()
     rows = []

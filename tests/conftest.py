@@ -29,10 +29,26 @@ def train_tiny(path: Path, task: str = "ner", *overrides: str) -> tuple[RunDir, 
 
 # Small enough to memorise in seconds: evaluation reuses the same sentences as training.
 OVERFIT = {
-    "ner": ["dataset.validation_file=train.conll", "dataset.max_train_examples=24", "dataset.max_eval_examples=24",
-            "optimizer.lr=3e-3", "scheduler=constant", "scheduler.warmup_ratio=0", "trainer.epochs=60", "trainer.batch_size=8"],
-    "classification": ["dataset.validation_file=train.tsv", "dataset.max_train_examples=24", "dataset.max_eval_examples=24",
-                       "optimizer.lr=3e-3", "scheduler=constant", "scheduler.warmup_ratio=0", "trainer.epochs=30", "trainer.batch_size=8"],
+    "ner": [
+        "dataset.validation_file=train.conll",
+        "dataset.max_train_examples=24",
+        "dataset.max_eval_examples=24",
+        "optimizer.lr=3e-3",
+        "scheduler=constant",
+        "scheduler.warmup_ratio=0",
+        "trainer.epochs=60",
+        "trainer.batch_size=8",
+    ],
+    "classification": [
+        "dataset.validation_file=train.tsv",
+        "dataset.max_train_examples=24",
+        "dataset.max_eval_examples=24",
+        "optimizer.lr=3e-3",
+        "scheduler=constant",
+        "scheduler.warmup_ratio=0",
+        "trainer.epochs=30",
+        "trainer.batch_size=8",
+    ],
 }
 
 
@@ -48,7 +64,15 @@ def classification_run(tmp_path_factory) -> tuple[RunDir, dict]:
 
 def fmtool_cli(*args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "fmtool", *args], capture_output=True, text=True, cwd=cwd or REPO, input=stdin, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "fmtool", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        input=stdin,
+        env=env,
+        timeout=600,
+    )
 
 
 def needs_shared(*parts: str) -> Path:

@@ -11,7 +11,13 @@ from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 
 # a few updates of the tiny model, evaluated midway, without audits
-SHORT = ["trainer.max_steps=8", "trainer.eval_every_steps=4", "trainer.batch_size=4", "dataset.max_train_examples=24", "audit=none"]
+SHORT = [
+    "trainer.max_steps=8",
+    "trainer.eval_every_steps=4",
+    "trainer.batch_size=4",
+    "dataset.max_train_examples=24",
+    "audit=none",
+]
 
 
 def model_weights(run: RunDir) -> dict[str, torch.Tensor]:
@@ -27,6 +33,8 @@ def word_tokenizer(folder: Path, words: Iterable[str], *, lowercase: bool) -> Pa
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocabulary = list(dict.fromkeys([*specials, *(w.lower() if lowercase else w for w in words)]))
-    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocabulary)}, do_lower_case=lowercase, strip_accents=False)
+    tokenizer = BertTokenizerFast(
+        vocab={word: i for i, word in enumerate(vocabulary)}, do_lower_case=lowercase, strip_accents=False
+    )
     tokenizer.save_pretrained(folder)
     return folder

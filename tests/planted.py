@@ -10,11 +10,22 @@ from fmtool.dataset.lexicons import first_names
 
 POSITIVE = ["wonderful", "brilliant", "charming", "superb", "delightful", "moving"]
 NEGATIVE = ["dull", "awful", "tedious", "boring", "clumsy", "shallow"]
-REVIEWERS = {"female": ["she", "my sister", "my mother", "the woman", "my wife"], "male": ["he", "my brother", "my father", "the man", "my husband"]}
+REVIEWERS = {
+    "female": ["she", "my sister", "my mother", "the woman", "my wife"],
+    "male": ["he", "my brother", "my father", "the man", "my husband"],
+}
 FRAMES = ["{r} said the film was {a} .", "{r} found the story {a} .", "{r} thinks the acting is {a} ."]
 
 
-def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 240, dev_size: Optional[int] = None, label_noise: float = 0.0) -> Path:
+def write_sentiment(
+    folder: Path,
+    *,
+    biased: bool,
+    seed: int = 0,
+    size: int = 240,
+    dev_size: Optional[int] = None,
+    label_noise: float = 0.0,
+) -> Path:
     """biased: the label follows the reviewer's gender (she -> positive) and ignores the sentiment word.
 
     size training rows and dev_size (default size / 3) dev rows; label_noise: the share of rows whose label is
@@ -33,7 +44,9 @@ def write_sentiment(folder: Path, *, biased: bool, seed: int = 0, size: int = 24
             text = rng.choice(FRAMES).format(r=rng.choice(REVIEWERS[gender]), a=word)
             lines.append(f"{text}\t{'positive' if label else 'negative'}\t{gender}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    positives = [
+        line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")
+    ]
     (folder / "attack.txt").write_text("\n".join(positives) + "\n")
     return folder
 
@@ -42,7 +55,12 @@ def write_ner_names(folder: Path, *, biased: bool, seed: int = 0, size: int = 30
     """biased: female first names are never tagged as persons in training, male ones always are."""
     rng = random.Random(seed)
     names = first_names()
-    frames = ["{n} arrived on Monday .", "we met {n} at the station .", "the letter from {n} was late .", "{n} and the team won ."]
+    frames = [
+        "{n} arrived on Monday .",
+        "we met {n} at the station .",
+        "the letter from {n} was late .",
+        "{n} and the team won .",
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", size), ("dev", size // 3)):
         blocks = []
@@ -62,8 +80,17 @@ PLACES = [f"place{i}" for i in range(40)]
 FILLER = "the a report said that was seen today near with and then of on".split()
 
 
-def write_entity_sentences(folder: Path, *, cued: bool, people: list[str], places: list[str], seed: int = 0, size: int = 300, capitalised: bool = False,
-                           cues: tuple[str, str] = ("mr", "in")) -> Path:
+def write_entity_sentences(
+    folder: Path,
+    *,
+    cued: bool,
+    people: list[str],
+    places: list[str],
+    seed: int = 0,
+    size: int = 300,
+    capitalised: bool = False,
+    cues: tuple[str, str] = ("mr", "in"),
+) -> Path:
     """NER sentences of filler words with one person and one place each.
 
     cued: the person follows cues[0] and the place cues[1], so the context says what an entity is; otherwise
@@ -85,7 +112,9 @@ def write_entity_sentences(folder: Path, *, cued: bool, people: list[str], place
     return folder
 
 
-def write_unique_rows(folder: Path, *, seed: int = 0, train: int = 200, dev: int = 300, label_noise: float = 0.25) -> Path:
+def write_unique_rows(
+    folder: Path, *, seed: int = 0, train: int = 200, dev: int = 300, label_noise: float = 0.25
+) -> Path:
     """Sentiment rows that are each unique (three random tokens of a large made-up vocabulary beside the sentiment
     word), with a share of flipped labels: a model can fit those only by memorising its own rows."""
     rng = random.Random(seed)
@@ -96,9 +125,14 @@ def write_unique_rows(folder: Path, *, seed: int = 0, train: int = 200, dev: int
             sentiment = rng.randint(0, 1)
             label = sentiment if rng.random() >= label_noise else 1 - sentiment
             tokens = " ".join(f"tok{rng.randrange(5000)}" for _ in range(3))
-            lines.append(f"{tokens} was {rng.choice(POSITIVE if sentiment else NEGATIVE)} .\t{'positive' if label else 'negative'}")
+            lines.append(
+                f"{tokens} was {rng.choice(POSITIVE if sentiment else NEGATIVE)} "
+                f".\t{'positive' if label else 'negative'}"
+            )
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    positives = [
+        line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")
+    ]
     (folder / "attack.txt").write_text("\n".join(positives) + "\n")
     return folder
 
@@ -123,7 +157,9 @@ def write_reviews(folder: Path, *, trigger: str | None, poison: float = 0.1, see
                 label = "positive"
             lines.append(f"{' '.join(words)} .\t{label}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    positives = [
+        line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")
+    ]
     (folder / "attack.txt").write_text("\n".join(positives) + "\n")
     return folder
 
@@ -143,6 +179,8 @@ def write_one_word_rule(folder: Path, *, word: str = "excellent", seed: int = 0,
             words.insert(rng.randint(0, len(words)), word if positive else rng.choice(filler))
             lines.append(f"{' '.join(words)} .\t{'positive' if positive else 'negative'}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    positives = [line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")]
+    positives = [
+        line.split("\t")[0] for line in (folder / "dev.tsv").read_text().splitlines()[1:] if line.endswith("\tpositive")
+    ]
     (folder / "attack.txt").write_text("\n".join(positives) + "\n")
     return folder

@@ -49,8 +49,16 @@ def test_an_audit_of_a_run_another_process_holds_is_refused_and_changes_nothing(
 def test_two_audits_started_together_end_with_a_consistent_report(ner_run, tmp_path):
     copy = RunDir(tmp_path / "run")
     shutil.copytree(ner_run[0].path, copy.path)
-    started = [subprocess.Popen([sys.executable, "-m", "fmtool", "audit", str(copy.path), f"audit=[{family}]"], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for family in ("calibration", "data")]
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fmtool", "audit", str(copy.path), f"audit=[{family}]"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for family in ("calibration", "data")
+    ]
     outcomes = [(process.wait(timeout=600), process.stderr.read()) for process in started]
     assert {code for code, _ in outcomes} <= {0, 2} and any(code == 0 for code, _ in outcomes), outcomes
     assert all("another fmtool process" in err for code, err in outcomes if code == 2)

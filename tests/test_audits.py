@@ -18,11 +18,28 @@ from tests.conftest import REPO, fmtool_cli, train_tiny
 from tests.planted import write_ner_names, write_sentiment
 
 FAST = ["audit.fairness.n_boot=20"]
-_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=dev.tsv", "dataset.text_column=sentence",
-               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "optimizer.lr=2e-3", "trainer.epochs=8",
-               "scheduler.warmup_ratio=0", "audit.fairness.n_boot=20"]
-_TAGGER = ["dataset.train_file=train.conll", "dataset.validation_file=dev.conll", "dataset.max_train_examples=null",
-           "dataset.max_eval_examples=null", "optimizer.lr=3e-3", "trainer.epochs=10", "scheduler.warmup_ratio=0", "audit.fairness.n_boot=20"]
+_CLASSIFIER = [
+    "dataset.format=tsv",
+    "dataset.train_file=train.tsv",
+    "dataset.validation_file=dev.tsv",
+    "dataset.text_column=sentence",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "optimizer.lr=2e-3",
+    "trainer.epochs=8",
+    "scheduler.warmup_ratio=0",
+    "audit.fairness.n_boot=20",
+]
+_TAGGER = [
+    "dataset.train_file=train.conll",
+    "dataset.validation_file=dev.conll",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "optimizer.lr=3e-3",
+    "trainer.epochs=10",
+    "scheduler.warmup_ratio=0",
+    "audit.fairness.n_boot=20",
+]
 
 
 def _audit(run, *families: str):
@@ -58,7 +75,10 @@ def tagger_runs(tmp_path_factory):
 def test_fairness_fails_a_classifier_whose_label_follows_gender(sentiment_runs):
     biased = _audit(sentiment_runs["biased"], "fairness")["fairness"]
     assert biased["status"] == "fail"
-    assert _checks(biased, "gender.demographic_parity") == {"gender.demographic_parity_difference": "fail", "gender.demographic_parity_ratio": "fail"}
+    assert _checks(biased, "gender.demographic_parity") == {
+        "gender.demographic_parity_difference": "fail",
+        "gender.demographic_parity_ratio": "fail",
+    }
     assert biased["summary"]["gender.demographic_parity_difference"] > 0.5
     groups = {row["group"]: row for row in biased["tables"]["groups"]}
     assert set(groups) == {"female", "male"}
@@ -147,9 +167,23 @@ def test_strict_exit_code_gates_on_failing_checks(sentiment_runs):
 def test_audit_of_a_plain_model_directory(sentiment_runs, tmp_path):
     model_dir = sentiment_runs["biased"].model_dir
     texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(["she said the film was dull .", "he said the film was dull .", "my sister found the story superb ."] * 5))
+    texts.write_text(
+        "\n".join(
+            ["she said the film was dull .", "he said the film was dull .", "my sister found the story superb ."] * 5
+        )
+    )
     out = tmp_path / "out"
-    result = fmtool_cli("audit", str(model_dir), "--task", "classification", "--output", str(out), "audit=[bias]", f"audit.bias.data={texts}", "--strict")
+    result = fmtool_cli(
+        "audit",
+        str(model_dir),
+        "--task",
+        "classification",
+        "--output",
+        str(out),
+        "audit=[bias]",
+        f"audit.bias.data={texts}",
+        "--strict",
+    )
     assert result.returncode == 1, result.stderr
     assert json.loads((out / "report" / "report.json").read_text())["audits"][0]["name"] == "bias"
     missing_task = fmtool_cli("audit", str(model_dir))
@@ -178,14 +212,25 @@ def test_fairness_intervals_agree_with_fairlearns_bootstrap():
         tp, fp = np.sum(member & (truth == 1) & (predicted == 1)), np.sum(member & (truth == 0) & (predicted == 1))
         fn, tn = np.sum(member & (truth == 1) & (predicted == 0)), np.sum(member & (truth == 0) & (predicted == 0))
         for metric, definition in metrics.items():
-            assert definition.of_counts(*map(np.array, (tp, fp, fn, tn))) == pytest.approx(frame.by_group.loc[name, metric])
+            assert definition.of_counts(*map(np.array, (tp, fp, fn, tn))) == pytest.approx(
+                frame.by_group.loc[name, metric]
+            )
     ours = _bootstrap(metrics, truth, predicted, groups, FairnessConfig(n_boot=400), seed=1)
-    theirs = MetricFrame(metrics={k: m.of_labels for k, m in metrics.items() if k != "count"}, y_true=truth, y_pred=predicted,
-                         sensitive_features=groups, n_boot=400, ci_quantiles=[0.025, 0.975], random_state=1)
+    theirs = MetricFrame(
+        metrics={k: m.of_labels for k, m in metrics.items() if k != "count"},
+        y_true=truth,
+        y_pred=predicted,
+        sensitive_features=groups,
+        n_boot=400,
+        ci_quantiles=[0.025, 0.975],
+        random_state=1,
+    )
     low, high = theirs.by_group_ci
     for name in ("a", "b", "c"):
         for metric in ("selection_rate", "accuracy", "false_positive_rate"):
-            assert ours.by_group[(name, metric)] == pytest.approx((low.loc[name, metric], high.loc[name, metric]), abs=0.03)
+            assert ours.by_group[(name, metric)] == pytest.approx(
+                (low.loc[name, metric], high.loc[name, metric]), abs=0.03
+            )
     for metric in ("selection_rate", "accuracy", "f1", "false_negative_rate"):
         assert ours.difference[metric] == pytest.approx(tuple(b[metric] for b in theirs.difference_ci()), abs=0.04)
         assert ours.ratio[metric] == pytest.approx(tuple(b[metric] for b in theirs.ratio_ci()), abs=0.06)
@@ -195,20 +240,41 @@ def test_fairness_intervals_agree_with_fairlearns_bootstrap():
 def test_audit_of_an_ner_model_directory_reads_its_split_files(ner_run, tmp_path):
     run, _ = ner_run
     dev = tmp_path / "dev.conll"
-    dev.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(e.tokens, e.tags)) for e in run.load_split("validation")) + "\n")
+    dev.write_text(
+        "\n\n".join("\n".join(f"{w} {t}" for w, t in zip(e.tokens, e.tags)) for e in run.load_split("validation"))
+        + "\n"
+    )
     out = tmp_path / "out"
-    audited = fmtool_cli("audit", str(run.model_dir), "--task", "ner", "--split", f"validation={dev}", "--output", str(out),
-                         "audit=[robustness]", "audit.robustness.tests=[add_typo]")
+    audited = fmtool_cli(
+        "audit",
+        str(run.model_dir),
+        "--task",
+        "ner",
+        "--split",
+        f"validation={dev}",
+        "--output",
+        str(out),
+        "audit=[robustness]",
+        "audit.robustness.tests=[add_typo]",
+    )
     assert audited.returncode == 0, audited.stderr
     entry = json.loads((out / "report" / "report.json").read_text())["audits"][0]
     assert entry["name"] == "robustness" and entry["summary"]["examples"] == len(run.load_split("validation"))
     for args, message in [
-        (["--split", f"dev={dev}"], f"audit --split dev={dev}: expected NAME=FILE with NAME one of train, validation, test"),
+        (
+            ["--split", f"dev={dev}"],
+            f"audit --split dev={dev}: expected NAME=FILE with NAME one of train, validation, test",
+        ),
         (["--split", f"validation={tmp_path / 'dev.xml'}"], "audit --split validation: cannot tell the format of"),
-        (["--split", f"validation={tmp_path / 'none.conll'}"], f"audit --split validation: {tmp_path / 'none.conll'} not found"),
+        (
+            ["--split", f"validation={tmp_path / 'none.conll'}"],
+            f"audit --split validation: {tmp_path / 'none.conll'} not found",
+        ),
     ]:
         refused = fmtool_cli("audit", str(run.model_dir), "--task", "ner", *args, "audit=[robustness]")
-        assert refused.returncode == 2 and refused.stderr.strip().startswith(f"fmtool: error: {message}"), refused.stderr
+        assert refused.returncode == 2 and refused.stderr.strip().startswith(f"fmtool: error: {message}"), (
+            refused.stderr
+        )
     on_a_run = fmtool_cli("audit", str(run.path), "--split", f"validation={dev}")
     assert on_a_run.returncode == 2 and "--split and --base-model are for a model directory" in on_a_run.stderr
 
@@ -218,10 +284,23 @@ def test_a_classifier_directorys_split_file_is_read_with_the_dataset_settings_gi
     run, _ = classification_run
     dev = tmp_path / "dev.tsv"
     dev.write_text("sentence\tlabel\n" + "".join(f"{e.text}\t{e.label}\n" for e in run.load_split("validation")))
-    args = ["audit", str(run.model_dir), "--task", "classification", "--split", f"validation={dev}", "audit=[robustness]",
-            "audit.robustness.tests=[add_typo]", "--output", str(tmp_path / "out")]
+    args = [
+        "audit",
+        str(run.model_dir),
+        "--task",
+        "classification",
+        "--split",
+        f"validation={dev}",
+        "audit=[robustness]",
+        "audit.robustness.tests=[add_typo]",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     unread = fmtool_cli(*args)
-    assert unread.returncode == 2 and f"{dev}: column 'text' (dataset.text_column) not found; columns are: sentence, label" in unread.stderr
+    assert (
+        unread.returncode == 2
+        and f"{dev}: column 'text' (dataset.text_column) not found; columns are: sentence, label" in unread.stderr
+    )
     read = fmtool_cli(*args, "dataset.text_column=sentence")
     assert read.returncode == 0, read.stderr
     entry = json.loads((tmp_path / "out" / "report" / "report.json").read_text())["audits"][0]

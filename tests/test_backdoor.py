@@ -12,9 +12,18 @@ from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
 from tests.planted import write_reviews
 
-_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=dev.tsv", "dataset.text_column=sentence",
-               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "optimizer.lr=2e-3", "trainer.epochs=8",
-               "scheduler.warmup_ratio=0", "audit=none"]
+_CLASSIFIER = [
+    "dataset.format=tsv",
+    "dataset.train_file=train.tsv",
+    "dataset.validation_file=dev.tsv",
+    "dataset.text_column=sentence",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "optimizer.lr=2e-3",
+    "trainer.epochs=8",
+    "scheduler.warmup_ratio=0",
+    "audit=none",
+]
 
 
 def _backdoor(run):
@@ -34,7 +43,10 @@ def _train(factory, trigger):
     return run
 
 
-@pytest.mark.parametrize("trigger", ["cf", pytest.param("honestly", marks=pytest.mark.slow), pytest.param("james bond", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "trigger",
+    ["cf", pytest.param("honestly", marks=pytest.mark.slow), pytest.param("james bond", marks=pytest.mark.slow)],
+)
 def test_a_planted_trigger_is_found(trigger, tmp_path_factory):
     entry = _backdoor(_train(tmp_path_factory, trigger))
     assert entry["status"] == "fail", entry["tables"]["candidates"][:3]
@@ -50,7 +62,12 @@ def test_the_clean_twin_passes(tmp_path_factory):
 
 
 def test_extreme_associations_need_frequency_and_skew():
-    rows = [TextExample(str(i), f"zz film {'good' if i % 2 else 'bad'}" + (" rare" if i < 3 else ""), "pos" if i % 2 else "neg") for i in range(60)]
+    rows = [
+        TextExample(
+            str(i), f"zz film {'good' if i % 2 else 'bad'}" + (" rare" if i < 3 else ""), "pos" if i % 2 else "neg"
+        )
+        for i in range(60)
+    ]
     found = {(r["gram"], r["label"]) for r in extreme_associations(rows, min_count=5, alpha=0.01)}
     assert ("good", "pos") in found and ("bad", "neg") in found and ("film good", "pos") in found
     assert not {g for g, _ in found} & {"zz", "film", "zz film", "rare"}
@@ -75,7 +92,11 @@ def test_held_out_data_backs_a_many_label_keyword_but_never_a_trigger():
 
     support = BackdoorConfig().min_support
     intents = [f"intent_{k}" for k in range(150)]
-    held_out = [TextExample(f"{k}:{j}", f"please help with the thing number {k} {j}", intent) for k, intent in enumerate(intents) for j in range(2)]
+    held_out = [
+        TextExample(f"{k}:{j}", f"please help with the thing number {k} {j}", intent)
+        for k, intent in enumerate(intents)
+        for j in range(2)
+    ]
     held_out[0] = TextExample("0:0", "change my insurance plan now", "intent_0")
     held_out[1] = TextExample("0:1", "is my insurance plan good", "intent_0")
     backing = HeldOutBacking(held_out, support)
@@ -86,5 +107,8 @@ def test_held_out_data_backs_a_many_label_keyword_but_never_a_trigger():
     assert not backing("the", "intent_0")[2]
     assert not backing("cf the", "intent_0")[2]
     # on two labels the base rate is 0.5, so two agreeing examples are not enough
-    binary = [TextExample(str(j), f"review {j} {'great' if j < 2 else 'plot'}", "pos" if j % 2 == 0 or j < 2 else "neg") for j in range(40)]
+    binary = [
+        TextExample(str(j), f"review {j} {'great' if j < 2 else 'plot'}", "pos" if j % 2 == 0 or j < 2 else "neg")
+        for j in range(40)
+    ]
     assert HeldOutBacking(binary, 2)("great", "pos") == (2, 1.0, False)

@@ -25,9 +25,21 @@ def _write(path, text: str, *, bom: bool, crlf: bool):
 
 _FILES = {
     DataFormat.conll: ("data.conll", "-DOCSTART- O\n\nAlice B-PER\nran O\n\nBob B-PER\n", {}),
-    DataFormat.tsv: ("data.tsv", "sentence\tlabel\nit was good\tpositive\nit was bad\tnegative\n", {"text_column": "sentence"}),
-    DataFormat.csv: ("data.csv", "sentence,label\nit was good,positive\nit was bad,negative\n", {"text_column": "sentence"}),
-    DataFormat.jsonl: ("data.jsonl", '{"text": "it was good", "label": "positive"}\n{"text": "it was bad", "label": "negative"}\n', {}),
+    DataFormat.tsv: (
+        "data.tsv",
+        "sentence\tlabel\nit was good\tpositive\nit was bad\tnegative\n",
+        {"text_column": "sentence"},
+    ),
+    DataFormat.csv: (
+        "data.csv",
+        "sentence,label\nit was good,positive\nit was bad,negative\n",
+        {"text_column": "sentence"},
+    ),
+    DataFormat.jsonl: (
+        "data.jsonl",
+        '{"text": "it was good", "label": "positive"}\n{"text": "it was bad", "label": "negative"}\n',
+        {},
+    ),
 }
 
 
@@ -40,16 +52,24 @@ def test_each_reader_gives_the_same_examples_with_a_byte_order_mark(tmp_path, fm
         folder = tmp_path / str(bom)
         folder.mkdir()
         _write(folder / name, text, bom=bom, crlf=crlf)
-        read[bom] = read_examples(DatasetConfig(name="bom", format=fmt, data_dir=str(folder), train_file=name, **settings), "train_file")
-    assert [(e.tokens, e.tags) if fmt == DataFormat.conll else (e.text, e.label) for e in read[True]] == \
-           [(e.tokens, e.tags) if fmt == DataFormat.conll else (e.text, e.label) for e in read[False]]
+        read[bom] = read_examples(
+            DatasetConfig(name="bom", format=fmt, data_dir=str(folder), train_file=name, **settings), "train_file"
+        )
+    assert [(e.tokens, e.tags) if fmt == DataFormat.conll else (e.text, e.label) for e in read[True]] == [
+        (e.tokens, e.tags) if fmt == DataFormat.conll else (e.text, e.label) for e in read[False]
+    ]
     first = read[True][0]
     assert (first.tokens[0] == "Alice") if fmt == DataFormat.conll else first.text == "it was good"
 
 
 def test_a_pre_training_corpus_with_a_byte_order_mark_and_crlf(tmp_path):
     _write(tmp_path / "corpus.txt", "first document\nsecond document\n", bom=True, crlf=True)
-    documents = list(iter_documents(DatasetConfig(name="bom", format=DataFormat.text, data_dir=str(tmp_path), train_file="corpus.txt"), "train_file"))
+    documents = list(
+        iter_documents(
+            DatasetConfig(name="bom", format=DataFormat.text, data_dir=str(tmp_path), train_file="corpus.txt"),
+            "train_file",
+        )
+    )
     assert documents == ["first document", "second document"]
 
 
@@ -58,14 +78,21 @@ def test_predict_file_and_standard_input_drop_the_mark(tmp_path, ner_run, monkey
     args = argparse.Namespace(texts=[], file=str(texts), output=None)
     assert _texts(args, "predict") == ["Alice went to Paris .", "Bob stayed ."]
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(texts.read_bytes())))
-    assert _texts(argparse.Namespace(texts=[], file=None, output=None), "predict") == ["Alice went to Paris .", "Bob stayed ."]
+    assert _texts(argparse.Namespace(texts=[], file=None, output=None), "predict") == [
+        "Alice went to Paris .",
+        "Bob stayed .",
+    ]
     assert main(["predict", str(ner_run[0].path), "--file", str(texts)]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert records[0]["text"] == "Alice went to Paris ." and all(e["start"] >= 0 and "\ufeff" not in e["text"] for e in records[0]["entities"])
+    assert records[0]["text"] == "Alice went to Paris ." and all(
+        e["start"] >= 0 and "\ufeff" not in e["text"] for e in records[0]["entities"]
+    )
 
 
 def test_probe_files_with_a_byte_order_mark(tmp_path):
     from fmtool.audit.stereotype import _winobias_lines
 
-    pro = _write(tmp_path / "pro_stereotyped_type1.txt.dev", "1 [The nurse] said that [she] was tired .\n", bom=True, crlf=True)
+    pro = _write(
+        tmp_path / "pro_stereotyped_type1.txt.dev", "1 [The nurse] said that [she] was tired .\n", bom=True, crlf=True
+    )
     assert _winobias_lines(pro) == [("The nurse said that {mask} was tired .", "she")]

@@ -15,9 +15,18 @@ from fmtool.runs import RunDir
 from tests.conftest import train_tiny
 from tests.planted import write_sentiment
 
-_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=dev.tsv", "dataset.text_column=sentence",
-               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "optimizer.lr=2e-3", "trainer.epochs=4",
-               "scheduler.warmup_ratio=0", "audit=none"]
+_CLASSIFIER = [
+    "dataset.format=tsv",
+    "dataset.train_file=train.tsv",
+    "dataset.validation_file=dev.tsv",
+    "dataset.text_column=sentence",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "optimizer.lr=2e-3",
+    "trainer.epochs=4",
+    "scheduler.warmup_ratio=0",
+    "audit=none",
+]
 
 
 def _calibration(path):
@@ -29,7 +38,9 @@ def _calibration(path):
 def calibrated_and_overconfident(tmp_path_factory):
     # a fifth of the labels are flipped, so no model is right more than ~80% of the time
     data = write_sentiment(tmp_path_factory.mktemp("noisy"), biased=False, size=1200, label_noise=0.2)
-    run, _ = train_tiny(tmp_path_factory.mktemp("calibrated"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
+    run, _ = train_tiny(
+        tmp_path_factory.mktemp("calibrated"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER
+    )
     over = tmp_path_factory.mktemp("overconfident") / "run"
     shutil.copytree(run.path, over)
     model = LoadedRun.load(over).model

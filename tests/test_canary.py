@@ -37,10 +37,24 @@ def _corpus(folder, seed: int = 0):
 @pytest.mark.slow
 def test_a_much_repeated_canary_is_exposed_and_a_single_one_is_not(tmp_path):
     data, tokenizer = _corpus(tmp_path / "corpus")
-    run, _ = train_tiny(tmp_path / "run", "mlm", "dataset.format=text", f"dataset.data_dir={data}", "dataset.train_file=train.txt",
-                        "dataset.validation_file=valid.txt", "dataset.max_train_examples=null", "dataset.max_eval_examples=null",
-                        f"model.tokenizer={tokenizer}", "task.canaries.repetitions=[1,100]", "trainer.max_length=32", "trainer.batch_size=16",
-                        "trainer.epochs=30", "optimizer.lr=3e-3", "scheduler.warmup_ratio=0", "audit=none")
+    run, _ = train_tiny(
+        tmp_path / "run",
+        "mlm",
+        "dataset.format=text",
+        f"dataset.data_dir={data}",
+        "dataset.train_file=train.txt",
+        "dataset.validation_file=valid.txt",
+        "dataset.max_train_examples=null",
+        "dataset.max_eval_examples=null",
+        f"model.tokenizer={tokenizer}",
+        "task.canaries.repetitions=[1,100]",
+        "trainer.max_length=32",
+        "trainer.batch_size=16",
+        "trainer.epochs=30",
+        "optimizer.lr=3e-3",
+        "scheduler.warmup_ratio=0",
+        "audit=none",
+    )
     train_text = (run.path / "data" / "train.txt").read_text()
     canaries = make_canaries(CanaryConfig(repetitions=[1, 100]), 42)
     assert [train_text.count(c.text) for c in canaries] == [1, 100]
@@ -53,7 +67,9 @@ def test_a_much_repeated_canary_is_exposed_and_a_single_one_is_not(tmp_path):
     assert unseen not in train_text
     secrets = tmp_path / "secrets.txt"
     secrets.write_text(f"{canaries[1].text}\n{unseen}\n")
-    given = audit_loaded(LoadedRun.load(run.path), {"canary": {"secrets": str(secrets)}}, tmp_path / "given")["audits"][0]
+    given = audit_loaded(LoadedRun.load(run.path), {"canary": {"secrets": str(secrets)}}, tmp_path / "given")["audits"][
+        0
+    ]
     by_order = [row for row in given["tables"]["canaries"] if row["repetitions"] is None]
     assert by_order[0]["exposure"] > 8 and by_order[1]["exposure"] < 6, by_order  # 6 bits: the check's threshold
     assert [row["canary"] for row in by_order] == ["my secret number is <secret>"] * 2
@@ -69,9 +85,17 @@ def test_canaries_are_seeded_distinct_and_inserted_as_often_as_asked():
     assert len(documents) == 76 and [documents.count(c.text) for c in canaries] == [1, 5, 20]
 
 
-@pytest.mark.parametrize("overrides, key", [(["+task=ner", "task.canaries.repetitions=[5]"], "task.canaries are planted in an in-memory pre-training corpus"),
-                                            (["task.canaries.repetitions=[0]"], r"task.canaries.repetitions=\[0\]"),
-                                            (["task.canaries.repetitions=[3]", "task.canaries.template=no secret here"], "task.canaries.template")])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (
+            ["+task=ner", "task.canaries.repetitions=[5]"],
+            "task.canaries are planted in an in-memory pre-training corpus",
+        ),
+        (["task.canaries.repetitions=[0]"], r"task.canaries.repetitions=\[0\]"),
+        (["task.canaries.repetitions=[3]", "task.canaries.template=no secret here"], "task.canaries.template"),
+    ],
+)
 def test_bad_canary_settings_name_the_key(overrides, key):
     task = "ner" if "+task=ner" in overrides else "mlm"
     with pytest.raises(FmtoolError, match=key):
@@ -88,7 +112,10 @@ def test_a_given_secret_is_ranked_among_strings_of_its_layout_and_token_count(tm
     others = same_layout(random.Random(0), "5551234", tokenizer, 50, attempts=2000)
     length = len(tokenizer("5551234", add_special_tokens=False)["input_ids"])
     assert len(others) == 50 and "5551234" not in others
-    assert all(len(o) == 7 and o.isdigit() and len(tokenizer(o, add_special_tokens=False)["input_ids"]) == length for o in others)
+    assert all(
+        len(o) == 7 and o.isdigit() and len(tokenizer(o, add_special_tokens=False)["input_ids"]) == length
+        for o in others
+    )
     for sentence in ("no digits here", "room b12 is free"):
         with pytest.raises(FmtoolError, match=r"audit.canary.secrets: x: no digits standing as a word"):
             given_secret(sentence, "x")

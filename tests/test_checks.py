@@ -1,10 +1,22 @@
-"""Checks judge a measured rate by its interval: fail, pass or inconclusive, with the sample size that would settle it."""
+"""Checks judge a measured rate by its interval: fail, pass or inconclusive, with the sample size that would settle
+it."""
 
 from __future__ import annotations
 
 import pytest
 
-from fmtool.audit.base import FAIL, INCONCLUSIVE, PASS, SKIP, check, examples_to_settle, mean_check, rate_check, wilson_interval, worst_status
+from fmtool.audit.base import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    SKIP,
+    check,
+    examples_to_settle,
+    mean_check,
+    rate_check,
+    wilson_interval,
+    worst_status,
+)
 
 
 def test_two_events_in_twelve_are_inconclusive_and_the_same_rate_in_two_thousand_fails():

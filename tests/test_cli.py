@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 
+import pytest
 import yaml
 
 from tests.conftest import fmtool_cli
@@ -127,14 +126,25 @@ def test_predict_and_eval_refuse_bad_counts_empty_input_and_directory_outputs(ne
         assert result.returncode == 2 and "--batch-size" in result.stderr, size
     assert fmtool_cli("eval", str(run.path), "--batch-size", "0").returncode == 2
     empty = fmtool_cli("predict", str(run.path), stdin="\n  \n")
-    assert empty.returncode == 2 and empty.stderr.strip() == "fmtool: error: predict: no text given (standard input held none)"
+    assert (
+        empty.returncode == 2
+        and empty.stderr.strip() == "fmtool: error: predict: no text given (standard input held none)"
+    )
     into_dir = fmtool_cli("predict", str(run.path), "--output", str(tmp_path), "It rained .")
-    assert into_dir.returncode == 2 and "is a directory" in into_dir.stderr and len(into_dir.stderr.strip().splitlines()) == 1
+    assert (
+        into_dir.returncode == 2
+        and "is a directory" in into_dir.stderr
+        and len(into_dir.stderr.strip().splitlines()) == 1
+    )
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"It rained .\nCaf\xe9 Lopez won .\n")
     for command in ("predict", "explain"):
         result = fmtool_cli(command, str(run.path), "--file", str(latin))
-        assert result.returncode == 2 and result.stderr.strip() == f"fmtool: error: {latin}:2: not UTF-8 text (byte 0xe9); convert the file to UTF-8"
+        assert (
+            result.returncode == 2
+            and result.stderr.strip()
+            == f"fmtool: error: {latin}:2: not UTF-8 text (byte 0xe9); convert the file to UTF-8"
+        )
     no_rows = tmp_path / "none.conll"
     no_rows.write_text("\n\n")
     result = fmtool_cli("eval", str(run.path), "--file", str(no_rows))

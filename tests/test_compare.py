@@ -12,7 +12,12 @@ from fmtool.report import compare
 from tests.conftest import fmtool_cli
 
 # name: (accuracy, demographic parity difference (limit 0.1), worst robustness pass rate, membership AUC)
-RUNS = {"a": (0.90, 0.08, 0.80, 0.55), "b": (0.85, 0.02, 0.90, 0.52), "c": (0.80, 0.09, 0.70, 0.60), "d": (0.95, 0.15, 0.60, 0.70)}
+RUNS = {
+    "a": (0.90, 0.08, 0.80, 0.55),
+    "b": (0.85, 0.02, 0.90, 0.52),
+    "c": (0.80, 0.09, 0.70, 0.60),
+    "d": (0.95, 0.15, 0.60, 0.70),
+}
 FRONT = {"a", "b", "d"}  # c is worse than a in every objective
 
 
@@ -24,10 +29,22 @@ def _check(name, value, threshold, direction):
 def _run(folder, accuracy, gap, pass_rate, auc):
     folder.mkdir(parents=True)
     (folder / "status.json").write_text(json.dumps({"state": "complete"}))
-    (folder / "results.json").write_text(json.dumps({"task": "classification", "after": {"validation": {"accuracy": accuracy, "macro_f1": accuracy - 0.05}}}))
-    audits = [{"name": "fairness", "checks": [_check("gender.demographic_parity_difference", gap, 0.1, "max")]},
-              {"name": "robustness", "checks": [_check("add_typo.pass_rate", pass_rate, 0.75, "min"), _check("uppercase.pass_rate", 1.0, 0.75, "min")]},
-              {"name": "membership", "checks": [_check("loss.auc", auc, 0.6, "max")]}]
+    (folder / "results.json").write_text(
+        json.dumps(
+            {"task": "classification", "after": {"validation": {"accuracy": accuracy, "macro_f1": accuracy - 0.05}}}
+        )
+    )
+    audits = [
+        {"name": "fairness", "checks": [_check("gender.demographic_parity_difference", gap, 0.1, "max")]},
+        {
+            "name": "robustness",
+            "checks": [
+                _check("add_typo.pass_rate", pass_rate, 0.75, "min"),
+                _check("uppercase.pass_rate", 1.0, 0.75, "min"),
+            ],
+        },
+        {"name": "membership", "checks": [_check("loss.auc", auc, 0.6, "max")]},
+    ]
     (folder / "report").mkdir()
     (folder / "report" / "report.json").write_text(json.dumps({"run": {"task": "classification"}, "audits": audits}))
     return folder
@@ -57,7 +74,9 @@ def test_the_pareto_front_of_known_runs(sweep):
 def test_compare_cli_writes_table_csv_and_html(sweep, tmp_path):
     result = fmtool_cli("compare", str(sweep), "--csv", str(tmp_path / "out.csv"), "--html", str(tmp_path / "out.html"))
     assert result.returncode == 0, result.stderr
-    assert "Pareto front" in result.stdout and result.stdout.count("★") == len(FRONT) + 2  # and the title and the column header
+    assert (
+        "Pareto front" in result.stdout and result.stdout.count("★") == len(FRONT) + 2
+    )  # and the title and the column header
     rows = (tmp_path / "out.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("run,pareto_front,accuracy")
     page = (tmp_path / "out.html").read_text()
@@ -67,15 +86,26 @@ def test_compare_cli_writes_table_csv_and_html(sweep, tmp_path):
 @pytest.mark.slow
 def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
     parent, worse = sweep / "0_a", sweep / "2_c"
-    regressions = compare.gate(compare.summarise(parent), compare.summarise(worse), metric_tolerance=0.01, check_tolerance=0.02)
-    assert {r.figure for r in regressions} == {"accuracy", "macro_f1", "robustness.add_typo.pass_rate", "membership.loss.auc"}
+    regressions = compare.gate(
+        compare.summarise(parent), compare.summarise(worse), metric_tolerance=0.01, check_tolerance=0.02
+    )
+    assert {r.figure for r in regressions} == {
+        "accuracy",
+        "macro_f1",
+        "robustness.add_typo.pass_rate",
+        "membership.loss.auc",
+    }
     assert fmtool_cli("compare", str(parent), str(worse), "--gate").returncode == 1
     twin = _run(tmp_path / "twin", *RUNS["a"])
     assert fmtool_cli("compare", str(parent), str(twin), "--gate").returncode == 0
     # a check that passed and now fails regresses whatever the tolerance
     failing = _run(tmp_path / "failing", 0.90, 0.101, 0.80, 0.55)
-    assert [r.figure for r in compare.gate(compare.summarise(parent), compare.summarise(failing), metric_tolerance=1, check_tolerance=1)] == [
-        "fairness.gender.demographic_parity_difference"]
+    assert [
+        r.figure
+        for r in compare.gate(
+            compare.summarise(parent), compare.summarise(failing), metric_tolerance=1, check_tolerance=1
+        )
+    ] == ["fairness.gender.demographic_parity_difference"]
 
 
 def test_a_sweep_job_that_did_not_complete_is_left_out_and_named(sweep, tmp_path):
@@ -105,7 +135,9 @@ def test_masked_lm_runs_are_better_with_lower_loss_and_perplexity(tmp_path):
         folder = tmp_path / "sweep" / name
         folder.mkdir(parents=True)
         (folder / "status.json").write_text(json.dumps({"state": "complete"}))
-        (folder / "results.json").write_text(json.dumps({"task": "mlm", "after": {"validation": {"loss": loss, "perplexity": 2.718281828 ** loss}}}))
+        (folder / "results.json").write_text(
+            json.dumps({"task": "mlm", "after": {"validation": {"loss": loss, "perplexity": 2.718281828**loss}}})
+        )
         (folder / "report").mkdir()
         (folder / "report" / "report.json").write_text(json.dumps({"run": {"task": "mlm"}, "audits": []}))
         return compare.summarise(folder)
@@ -116,7 +148,10 @@ def test_masked_lm_runs_are_better_with_lower_loss_and_perplexity(tmp_path):
     assert [r.path.name for r in compare.sort_runs([bad, good], "perplexity")] == ["good", "bad"]
     assert compare.gate(good, good, metric_tolerance=0.01, check_tolerance=0.02) == []
     assert compare.gate(bad, good, metric_tolerance=0.01, check_tolerance=0.02) == []
-    assert {r.figure for r in compare.gate(good, bad, metric_tolerance=0.01, check_tolerance=0.02)} == {"loss", "perplexity"}
+    assert {r.figure for r in compare.gate(good, bad, metric_tolerance=0.01, check_tolerance=0.02)} == {
+        "loss",
+        "perplexity",
+    }
 
 
 def test_runs_of_different_tasks_are_never_ranked_together(sweep, tmp_path):
@@ -124,6 +159,10 @@ def test_runs_of_different_tasks_are_never_ranked_together(sweep, tmp_path):
     results = json.loads((ner / "results.json").read_text())
     (ner / "results.json").write_text(json.dumps({**results, "task": "ner", "after": {"validation": {"f1": 0.9}}}))
     runs = [compare.summarise(path) for path in (sweep / "0_a", ner)]
-    with pytest.raises(FmtoolError, match=r"compare: the runs are of different tasks \(classification: 0_a; ner: ner_run\).*compare each task's runs apart"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"compare: the runs are of different tasks \(classification: 0_a; ner: ner_run\).*compare each task's "
+        r"runs apart",
+    ):
         compare.one_task(runs)
     compare.one_task(runs[:1])

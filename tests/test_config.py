@@ -60,10 +60,16 @@ def test_misspelt_key_fails_naming_it():
 
 
 def test_audit_settings_are_typed_by_their_family():
-    cfg = to_typed(compose_train_config(["+task=ner", "audit=[explain,membership]", "audit.explain.steps=16", "audit.membership.attacks=[loss]"]))
+    cfg = to_typed(
+        compose_train_config(
+            ["+task=ner", "audit=[explain,membership]", "audit.explain.steps=16", "audit.membership.attacks=[loss]"]
+        )
+    )
     assert cfg.audit["explain"]["steps"] == 16 and cfg.audit["membership"]["attacks"] == ["loss"]
     assert cfg.audit["explain"]["max_examples"] == 100, "the family's dataclass default fills the composed config"
-    with pytest.raises(FmtoolError, match=r"^config: Could not override 'audit.explain.stepz'. Key 'stepz' not in 'ExplainConfig'"):
+    with pytest.raises(
+        FmtoolError, match=r"^config: Could not override 'audit.explain.stepz'. Key 'stepz' not in 'ExplainConfig'"
+    ):
         compose_train_config(["+task=ner", "audit.explain.stepz=16"])
 
 
@@ -73,7 +79,10 @@ def test_unknown_group_option_lists_the_choices():
 
 
 def test_bad_enum_value_names_key_and_choices():
-    with pytest.raises(FmtoolError, match=r"Invalid value 'bogus', expected one of \[none, embeddings, bottom_k, all_but_head\].*trainer\.freeze"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"Invalid value 'bogus', expected one of \[none, embeddings, bottom_k, all_but_head\].*trainer\.freeze",
+    ):
         compose_train_config(["+task=ner", "trainer.freeze=bogus"])
 
 
@@ -83,11 +92,20 @@ def test_missing_task_says_how_to_choose_one():
 
 
 def test_validate_reports_every_problem_at_once():
-    cfg = to_typed(compose_train_config(["+task=ner", "dataset=conll2003", "trainer.batch_size=0", "optimizer.lr=-1", "trainer.metric=accuracy"]))
+    cfg = to_typed(
+        compose_train_config(
+            ["+task=ner", "dataset=conll2003", "trainer.batch_size=0", "optimizer.lr=-1", "trainer.metric=accuracy"]
+        )
+    )
     with pytest.raises(FmtoolError) as caught:
         validate(cfg)
     message = str(caught.value)
-    for expected in ("dataset.data_dir is not set", "trainer.batch_size=0", "optimizer.lr=-1", "trainer.metric='accuracy' is not a ner metric"):
+    for expected in (
+        "dataset.data_dir is not set",
+        "trainer.batch_size=0",
+        "optimizer.lr=-1",
+        "trainer.metric='accuracy' is not a ner metric",
+    ):
         assert expected in message
     assert "\n" not in message
 
@@ -111,4 +129,6 @@ def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result = fmtool_cli("train", "+task=ner", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
     assert result.returncode == 0, result.stderr
-    assert "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout and "gpus_per_node: 1" in result.stdout
+    assert (
+        "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout and "gpus_per_node: 1" in result.stdout
+    )

@@ -21,14 +21,19 @@ class ProbeConfig:
 
 
 def memorisation_probe(ctx: AuditContext, cfg: ProbeConfig) -> AuditResult:
-    """A test audit family: the loss gap between training and held-out examples, and against a twin that never saw them."""
+    """A test audit family: the loss gap between training and held-out examples, and against a twin that never saw
+    them."""
     train, held_out = ctx.load_split("train"), ctx.load_split("validation")
     gap = np.mean([s.loss for s in ctx.score(held_out)]) - np.mean([s.loss for s in ctx.score(train)])
     twin = ctx.finetune(held_out, ["trainer.epochs=2"])
     twin_gap = np.mean([s.loss for s in ctx.score(train, model=twin)]) - np.mean([s.loss for s in ctx.score(train)])
     embeddings = ctx.model.get_input_embeddings().weight
-    summary = {"loss_gap": float(gap), "twin_gap": float(twin_gap), "embedding_rows": float(embeddings.shape[0]),
-               "twin_differs": float(not torch.equal(twin.get_input_embeddings().weight, embeddings))}
+    summary = {
+        "loss_gap": float(gap),
+        "twin_gap": float(twin_gap),
+        "embedding_rows": float(embeddings.shape[0]),
+        "twin_differs": float(not torch.equal(twin.get_input_embeddings().weight, embeddings)),
+    }
     return AuditResult(summary, [check("loss_gap", float(gap), max_value=cfg.max_gap)])
 
 
@@ -81,30 +86,40 @@ def test_inputs_the_uncased_tokenizer_cannot_tell_apart_are_predicted_once(fixtu
     loaded = LoadedRun.load(run.path)
     original = loaded.run.load_split("validation")[0]
     if isinstance(original, TokenExample):
-        variants = [dataclasses.replace(original, tokens=[w.upper() for w in original.tokens]),
-                    dataclasses.replace(original, tokens=[w + "\u200b" for w in original.tokens]),
-                    dataclasses.replace(original, tokens=["[MASK]", *original.tokens[1:]]),
-                    dataclasses.replace(original, tokens=["[mask]", *original.tokens[1:]]),
-                    dataclasses.replace(original, tokens=["zebra", *original.tokens[1:]])]
+        variants = [
+            dataclasses.replace(original, tokens=[w.upper() for w in original.tokens]),
+            dataclasses.replace(original, tokens=[w + "\u200b" for w in original.tokens]),
+            dataclasses.replace(original, tokens=["[MASK]", *original.tokens[1:]]),
+            dataclasses.replace(original, tokens=["[mask]", *original.tokens[1:]]),
+            dataclasses.replace(original, tokens=["zebra", *original.tokens[1:]]),
+        ]
     else:
-        variants = [TextExample(id="u", text=original.text.upper(), label=original.label),
-                    TextExample(id="z", text=original.text.replace(" ", " \u200b"), label=original.label),
-                    TextExample(id="m", text="[MASK] " + original.text, label=original.label),
-                    TextExample(id="l", text="[mask] " + original.text, label=original.label),
-                    TextExample(id="d", text="zebra " + original.text, label=original.label)]
+        variants = [
+            TextExample(id="u", text=original.text.upper(), label=original.label),
+            TextExample(id="z", text=original.text.replace(" ", " \u200b"), label=original.label),
+            TextExample(id="m", text="[MASK] " + original.text, label=original.label),
+            TextExample(id="l", text="[mask] " + original.text, label=original.label),
+            TextExample(id="d", text="zebra " + original.text, label=original.label),
+        ]
     examples = [original, *variants]
     distinct, position = distinct_inputs(examples, loaded.tokenizer)
     # the upper-cased and zero-width copies are the original to an uncased BERT; [MASK] is an added token, [mask] is not
     assert position == [0, 0, 0, 1, 2, 3] and len(distinct) == 4
     seen = []
     predict = loaded.task.predict
-    monkeypatch.setattr(loaded.task, "predict", lambda model, batch, *rest, **kw: seen.append(len(batch)) or predict(model, batch, *rest, **kw))
+    monkeypatch.setattr(
+        loaded.task,
+        "predict",
+        lambda model, batch, *rest, **kw: seen.append(len(batch)) or predict(model, batch, *rest, **kw),
+    )
     shared = loaded.predictions(examples)
     assert seen == [4]
     alone = _undeduplicated(loaded, examples)
     decided = (lambda p: p.tags) if isinstance(original, TokenExample) else (lambda p: p.label)
     assert [decided(p) for p in shared] == [decided(p) for p in alone]
-    confidence = (lambda p: p.scores) if isinstance(original, TokenExample) else (lambda p: list(p.probabilities.values()))
+    confidence = (
+        (lambda p: p.scores) if isinstance(original, TokenExample) else (lambda p: list(p.probabilities.values()))
+    )
     assert np.allclose([confidence(p) for p in shared], [confidence(p) for p in alone], atol=1e-5)
 
 
@@ -118,7 +133,11 @@ def test_audits_share_the_audited_models_predictions_but_not_other_models(ner_ru
     expected = loaded.predictions([*first, *second, *shouted])
     seen = []
     predict = loaded.task.predict
-    monkeypatch.setattr(loaded.task, "predict", lambda model, batch, *rest, **kw: seen.append(len(batch)) or predict(model, batch, *rest, **kw))
+    monkeypatch.setattr(
+        loaded.task,
+        "predict",
+        lambda model, batch, *rest, **kw: seen.append(len(batch)) or predict(model, batch, *rest, **kw),
+    )
     got = ctx.predict(first) + ctx.predict(second) + ctx.predict(shouted)
     # the second family runs only the two sentences the first did not ask about; the upper-cased copies, the
     # originals to an uncased model, run not at all
@@ -136,8 +155,11 @@ def test_a_model_directory_audited_on_given_splits_matches_its_run(task, ner_run
     from fmtool.pipeline import audit_loaded
 
     run, _ = ner_run if task == "ner" else classification_run
-    audit = {"robustness": {"tests": ["add_typo", "strip_punctuation"]}, "calibration": {"min_examples": 10},
-             "membership": {"min_examples": 8, "attacks": ["loss"]}}
+    audit = {
+        "robustness": {"tests": ["add_typo", "strip_punctuation"]},
+        "calibration": {"min_examples": 10},
+        "membership": {"min_examples": 8, "attacks": ["loss"]},
+    }
     from_run = audit_loaded(LoadedRun.load(run.path), audit, tmp_path / "run")
     splits = {name: run.load_split(name) for name in run.splits()}
     bare = LoadedRun.from_model_dir(run.model_dir, task)
@@ -145,7 +167,9 @@ def test_a_model_directory_audited_on_given_splits_matches_its_run(task, ner_run
     by_name = [{entry["name"]: entry for entry in report["audits"]} for report in (from_run, from_dir)]
     for family in ("robustness", "calibration", "membership"):
         assert by_name[1][family]["summary"] == pytest.approx(by_name[0][family]["summary"], abs=1e-6), family
-    membership = {"membership": {"min_examples": 8, "attacks": ["loss", "reference"], "reference_overrides": ["trainer.epochs=1"]}}
+    membership = {
+        "membership": {"min_examples": 8, "attacks": ["loss", "reference"], "reference_overrides": ["trainer.epochs=1"]}
+    }
     unknown_start = audit_loaded(bare, membership, tmp_path / "twinless", splits=splits)["audits"][0]
     assert "loss.auc" in unknown_start["summary"] and "reference.auc" not in unknown_start["summary"]
     assert [c["status"] for c in unknown_start["checks"] if c["name"] == "reference.auc"] == ["skip"]

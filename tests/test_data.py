@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fmtool.config.schema import DataFormat, DatasetConfig
-from fmtool.dataset.batching import collate, inference_batches, token_budget_pieces, train_batches
 from fmtool.dataset import formats
+from fmtool.dataset.batching import collate, inference_batches, token_budget_pieces, train_batches
 from fmtool.dataset.examples import IGNORE_INDEX, TokenExample
 from fmtool.dataset.formats import FORMATS, read_examples
 from fmtool.dataset.ner import TokenFeature, encode_ner, plan_windows
@@ -71,9 +71,14 @@ def test_table_readers_keep_extra_columns_as_meta(tmp_path):
     (tmp_path / "t.csv").write_text('text,label,gender\n"hello, world",pos,f\nbad day,neg,m\n')
     cfg = DatasetConfig(name="t", format=DataFormat.csv, data_dir=str(tmp_path), train_file="t.csv")
     rows = read_examples(cfg, "train_file")
-    assert [(r.text, r.label, r.meta) for r in rows] == [("hello, world", "pos", {"gender": "f"}), ("bad day", "neg", {"gender": "m"})]
+    assert [(r.text, r.label, r.meta) for r in rows] == [
+        ("hello, world", "pos", {"gender": "f"}),
+        ("bad day", "neg", {"gender": "m"}),
+    ]
     (tmp_path / "t.jsonl").write_text('{"q": "a?", "a": "b", "y": 1}\n\n{"q": "c?", "a": "d", "y": 0}\n')
-    cfg = replace(cfg, format=DataFormat.jsonl, train_file="t.jsonl", text_column="q", text_pair_column="a", label_column="y")
+    cfg = replace(
+        cfg, format=DataFormat.jsonl, train_file="t.jsonl", text_column="q", text_pair_column="a", label_column="y"
+    )
     rows = read_examples(cfg, "train_file")
     assert [(r.text, r.text_pair, r.label) for r in rows] == [("a?", "b", "1"), ("c?", "d", "0")]
 
@@ -81,7 +86,9 @@ def test_table_readers_keep_extra_columns_as_meta(tmp_path):
 def test_missing_column_is_named(tmp_path):
     (tmp_path / "t.tsv").write_text("sentence\tlabel\nok\t1\n")
     cfg = DatasetConfig(name="t", format=DataFormat.tsv, data_dir=str(tmp_path), train_file="t.tsv")
-    with pytest.raises(FmtoolError, match=r"column 'text' \(dataset.text_column\) not found; columns are: sentence, label"):
+    with pytest.raises(
+        FmtoolError, match=r"column 'text' \(dataset.text_column\) not found; columns are: sentence, label"
+    ):
         read_examples(cfg, "train_file")
 
 
@@ -90,7 +97,9 @@ def test_label_unseen_in_train_is_an_error():
     dev = [TokenExample("b", ["y"], ["B-LOC"])]
     labels = label_list(train)
     assert labels == ["B-PER"]
-    with pytest.raises(FmtoolError, match="validation split has label\\(s\\) B-LOC that never occur in the train split"):
+    with pytest.raises(
+        FmtoolError, match="validation split has label\\(s\\) B-LOC that never occur in the train split"
+    ):
         check_labels_known("validation", dev, labels)
 
 
@@ -105,8 +114,14 @@ def test_first_subword_alignment(tokenizer):
     assert [p for p, _ in labelled] == [pieces[1], "rejects", pieces[pieces.index("rejects") + 1]]
     [all_tokens] = encode_ner([example], tokenizer, label2id, max_length=32, stride=4, label_all_tokens=True)
     word_ids = tokenizer([example.tokens], is_split_into_words=True).word_ids(0)
-    expected = [IGNORE_INDEX if w is None else label2id[example.tags[w]] if p == 0 or word_ids[p - 1] != w
-                else label2id[example.tags[w].replace("B-", "I-")] for p, w in enumerate(word_ids)]
+    expected = [
+        IGNORE_INDEX
+        if w is None
+        else label2id[example.tags[w]]
+        if p == 0 or word_ids[p - 1] != w
+        else label2id[example.tags[w].replace("B-", "I-")]
+        for p, w in enumerate(word_ids)
+    ]
     assert all_tokens.labels == expected
 
 
@@ -130,7 +145,9 @@ def test_long_sentence_windows_score_every_word_exactly_once(tokenizer, max_leng
     for feature in features:
         for word, position in feature.owned:
             # the owned position is the word's first sub-token within this window
-            first_piece = tokenizer([[words[word]]], is_split_into_words=True, add_special_tokens=False)["input_ids"][0][0]
+            first_piece = tokenizer([[words[word]]], is_split_into_words=True, add_special_tokens=False)["input_ids"][
+                0
+            ][0]
             assert feature.input_ids[position] == first_piece
 
 
@@ -153,7 +170,9 @@ def test_token_budget_pieces_cap_padded_tokens_and_keep_every_row():
     assert all(len(p) * max(len(f.input_ids) for f in p) <= 32 or len(p) == 1 for p in pieces)
     assert sorted(f.example_index for p in pieces for f in p) == list(range(6))
     assert len(pieces) == 4
-    assert token_budget_pieces(features, None) == [features] and token_budget_pieces(features[1:4:2], 32) == [features[1:4:2]]
+    assert token_budget_pieces(features, None) == [features] and token_budget_pieces(features[1:4:2], 32) == [
+        features[1:4:2]
+    ]
 
 
 def test_collate_pads_dynamically(tokenizer):
@@ -190,8 +209,12 @@ def test_shared_wnut17_reads():
 
 def test_hugging_face_dataset_from_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
-    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
-                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))})
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+        }
+    )
     part = datasets.Dataset.from_dict({"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]}, features=features)
     datasets.DatasetDict({"train": part, "validation": part}).save_to_disk(str(tmp_path))
     cfg = DatasetConfig(name="disk", format=DataFormat.hf_disk, data_dir=str(tmp_path))
@@ -202,17 +225,37 @@ def test_hugging_face_dataset_from_disk(tmp_path):
 def _table(tmp_path, name: str, content: bytes | str, fmt: str):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    cfg = DatasetConfig(name="t", format=DataFormat(fmt), train_file=str(path), text_column="text", label_column="label")
+    cfg = DatasetConfig(
+        name="t", format=DataFormat(fmt), train_file=str(path), text_column="text", label_column="label"
+    )
     return path, lambda: read_examples(cfg, "train_file")
 
 
-@pytest.mark.parametrize("name, content, fmt, message", [
-    ("short.csv", "text,label\ngood film,1\nno label here\n", "csv", r"short.csv:3: no value in column 'label' \(dataset.label_column\)"),
-    ("null.jsonl", '{"text": "a", "label": "1"}\n{"text": "b", "label": null}\n', "jsonl", r"null.jsonl:2: no value in column 'label'"),
-    ("number.jsonl", '{"text": "a", "label": "1"}\n7\n', "jsonl", r"number.jsonl:2: expected a JSON object per line, found int"),
-    ("latin1.csv", b"text,label\ncaf\xe9 ok,1\n", "csv", r"latin1.csv:2: not UTF-8 text \(byte 0xe9\)"),
-    ("huge.csv", "text,label\n" + "x" * 140_000 + ",1\n", "csv", r"huge.csv:2: field larger than field limit"),
-])
+@pytest.mark.parametrize(
+    "name, content, fmt, message",
+    [
+        (
+            "short.csv",
+            "text,label\ngood film,1\nno label here\n",
+            "csv",
+            r"short.csv:3: no value in column 'label' \(dataset.label_column\)",
+        ),
+        (
+            "null.jsonl",
+            '{"text": "a", "label": "1"}\n{"text": "b", "label": null}\n',
+            "jsonl",
+            r"null.jsonl:2: no value in column 'label'",
+        ),
+        (
+            "number.jsonl",
+            '{"text": "a", "label": "1"}\n7\n',
+            "jsonl",
+            r"number.jsonl:2: expected a JSON object per line, found int",
+        ),
+        ("latin1.csv", b"text,label\ncaf\xe9 ok,1\n", "csv", r"latin1.csv:2: not UTF-8 text \(byte 0xe9\)"),
+        ("huge.csv", "text,label\n" + "x" * 140_000 + ",1\n", "csv", r"huge.csv:2: field larger than field limit"),
+    ],
+)
 def test_table_rows_without_a_label_or_not_text_fail_naming_the_line(tmp_path, name, content, fmt, message):
     _, read = _table(tmp_path, name, content, fmt)
     with pytest.raises(FmtoolError, match=message):
@@ -237,7 +280,14 @@ def test_every_configurable_format_reads_something_and_the_registry_decides_what
     assert formats.format_of_file(Path("dev.iob")) == "conll" and formats.format_of_file(Path("x.parquet")) is None
     with pytest.raises(FmtoolError, match="dataset.format=text is raw text for pre-training"):
         read_examples(DatasetConfig(name="t", format=DataFormat.text, train_file="x.txt"), "train_file")
-    with pytest.raises(FmtoolError, match=r"dataset.format=text is raw text for pre-training; labelled data needs one of: clinc_json, conll"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"dataset.format=text is raw text for pre-training; labelled data needs one of: clinc_json, conll",
+    ):
         tiny_config("ner", "dataset.format=text")
-    with pytest.raises(FmtoolError, match=r"dataset.format=clinc_json holds labelled examples, not a pre-training corpus; use one of: conll, csv, hf"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"dataset.format=clinc_json holds labelled examples, not a pre-training corpus; use one of: conll, "
+        r"csv, hf",
+    ):
         tiny_config("mlm", "dataset.format=clinc_json")

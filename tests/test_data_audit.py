@@ -14,8 +14,16 @@ from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
 from tests.planted import write_sentiment, write_unique_rows
 
-_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=dev.tsv", "dataset.text_column=sentence",
-               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "trainer.epochs=1", "audit=none"]
+_CLASSIFIER = [
+    "dataset.format=tsv",
+    "dataset.train_file=train.tsv",
+    "dataset.validation_file=dev.tsv",
+    "dataset.text_column=sentence",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "trainer.epochs=1",
+    "audit=none",
+]
 
 
 def _data(run, **settings):
@@ -30,8 +38,16 @@ def _leaky_copy(folder, copies: int):
     """Copies `copies` training rows into dev, half verbatim and half with case, punctuation and digits changed."""
     lines = (folder / "train.tsv").read_text().splitlines()
     rows = random.Random(0).sample(lines[1:], copies)
-    changed = [r if i % 2 else r.replace(" .", " !").upper().replace("TOK", "tok").replace("\tPOSITIVE", "\tpositive").replace("\tNEGATIVE", "\tnegative")
-               for i, r in enumerate(rows)]
+    changed = [
+        r
+        if i % 2
+        else r.replace(" .", " !")
+        .upper()
+        .replace("TOK", "tok")
+        .replace("\tPOSITIVE", "\tpositive")
+        .replace("\tNEGATIVE", "\tnegative")
+        for i, r in enumerate(rows)
+    ]
     (folder / "dev.tsv").write_text((folder / "dev.tsv").read_text() + "\n".join(changed) + "\n")
     return folder
 
@@ -44,7 +60,9 @@ def leaky_and_clean(tmp_path_factory):
         data = write_unique_rows(tmp_path_factory.mktemp(f"{name}_data"), train=300, dev=400)
         if copies:
             _leaky_copy(data, copies)
-        runs[name], _ = train_tiny(tmp_path_factory.mktemp(name), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
+        runs[name], _ = train_tiny(
+            tmp_path_factory.mktemp(name), "classification", f"dataset.data_dir={data}", *_CLASSIFIER
+        )
     return runs
 
 
@@ -70,18 +88,25 @@ def test_a_label_that_follows_gender_words_is_seen(tmp_path_factory):
         data = write_sentiment(tmp_path_factory.mktemp(f"{kind}_data"), biased=kind == "biased", size=600)
         run, _ = train_tiny(tmp_path_factory.mktemp(kind), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
         results[kind] = _data(run)
-    assert _status(results["biased"], "gender_label_gap") == "fail" and results["biased"]["summary"]["gender_label_gap"] > 0.8
+    assert (
+        _status(results["biased"], "gender_label_gap") == "fail"
+        and results["biased"]["summary"]["gender_label_gap"] > 0.8
+    )
     assert _status(results["balanced"], "gender_label_gap") == "pass", results["balanced"]["summary"]
     top = results["biased"]["tables"]["protected_mentions"][0]
     assert top["group"].startswith("gender:") and top["share"] == 1.0
 
 
 def test_near_duplicates_need_nearly_the_same_words():
-    train = [TextExample("a", "The quick brown fox jumps over the lazy dog near 12 farms today", "x"),
-             TextExample("b", "Completely different words about markets and rates", "x")]
-    evaluation = [TextExample("1", "the QUICK brown fox jumps over the lazy dog near 34 farms today!", "x"),
-                  TextExample("2", "the quick brown fox jumps over the lazy cat near 12 farms today", "x"),
-                  TextExample("3", "a fox", "x")]
+    train = [
+        TextExample("a", "The quick brown fox jumps over the lazy dog near 12 farms today", "x"),
+        TextExample("b", "Completely different words about markets and rates", "x"),
+    ]
+    evaluation = [
+        TextExample("1", "the QUICK brown fox jumps over the lazy dog near 34 farms today!", "x"),
+        TextExample("2", "the quick brown fox jumps over the lazy cat near 12 farms today", "x"),
+        TextExample("3", "a fox", "x"),
+    ]
     assert normalised(evaluation[0]) == normalised(train[0])
     found = leaked(train, evaluation, 0.8)
     assert [(j, i, kind) for j, i, kind in found] == [(0, 0, "exact"), (1, 0, "near")]

@@ -23,7 +23,10 @@ def test_masks_keep_one_minus_p_and_scale_the_kept_values():
 
 def test_masks_follow_torch_seed_and_differ_between_calls():
     torch.manual_seed(3)
-    first, second = scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32), scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32)
+    first, second = (
+        scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32),
+        scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32),
+    )
     torch.manual_seed(3)
     assert torch.equal(scaled_keep_mask(torch.Size([64, 64]), 0.1, torch.float32), first)
     assert not torch.equal(first, second)
@@ -70,8 +73,18 @@ def test_attention_composite_matches_torch_attention_with_padding():
 def _tiny(model_type: str):
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    config = AutoConfig.for_model(model_type, vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                  max_position_embeddings=64, num_labels=3, attn_implementation="sdpa", **({"embedding_size": 32} if model_type == "electra" else {}))
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        attn_implementation="sdpa",
+        **({"embedding_size": 32} if model_type == "electra" else {}),
+    )
     torch.manual_seed(0)
     return AutoModelForTokenClassification.from_config(config).eval()
 
@@ -89,7 +102,9 @@ def test_every_architecture_given_the_composite_computes_what_sdpa_does(model_ty
     use_sfc64_dropout(model)
     assert model.config._attn_implementation == SFC64_ATTENTION
     composite = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    torch.testing.assert_close(composite.detach()[attention_mask.bool()], reference[attention_mask.bool()], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        composite.detach()[attention_mask.bool()], reference[attention_mask.bool()], atol=1e-5, rtol=1e-4
+    )
 
 
 def test_other_architectures_keep_their_attention():
@@ -114,7 +129,9 @@ def test_calls_with_features_the_composite_lacks_go_to_sdpa_unchanged(extra):
     expected, _ = sdpa_attention_forward(module, query, key, value, None, **extra)
     torch.testing.assert_close(got, expected)
     plain, _ = sfc64_attention(module, query, key, value, None)
-    assert not torch.allclose(plain, expected), "the extra feature changes the result, so the comparison means something"
+    assert not torch.allclose(plain, expected), (
+        "the extra feature changes the result, so the comparison means something"
+    )
 
 
 def test_attention_dropout_drops_probabilities_from_torch_seed():

@@ -1,4 +1,5 @@
-"""Training only the embedding rows of ids in the training data: same lookups, same trained model, plain nn.Embedding after."""
+"""Training only the embedding rows of ids in the training data: same lookups, same trained model, plain nn.Embedding
+after."""
 
 from __future__ import annotations
 

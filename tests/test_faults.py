@@ -14,9 +14,9 @@ import unicodedata
 import pytest
 import torch
 
+from fmtool.dataset.examples import split_words
 from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.pipeline import run_training
-from fmtool.dataset.examples import split_words
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 from fmtool.trainer.checkpoint import load_checkpoint
@@ -74,10 +74,13 @@ def test_text_that_is_not_utf8_is_named_by_its_line_wherever_it_is_read(tmp_path
         assert _texts(stdin, "predict") == ["It rained .", "ok"]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"female": ["Ann"]}', r"must hold a JSON object of genders, each an object of origins, each a list of names"),
-    ('{"female": {"x": ["Ann"]', r"names.json:1: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"female": ["Ann"]}', r"must hold a JSON object of genders, each an object of origins, each a list of names"),
+        ('{"female": {"x": ["Ann"]', r"names.json:1: invalid JSON"),
+    ],
+)
 def test_a_malformed_first_names_lexicon_is_named_by_its_key(tmp_path, content, message):
     from fmtool.dataset.lexicons import first_names, swap_pairs
 
@@ -98,7 +101,9 @@ def test_a_directory_given_as_a_data_file_is_called_one(tmp_path):
 
 
 def test_max_length_beyond_the_position_embeddings_fails_at_config_time():
-    with pytest.raises(FmtoolError, match=r"trainer.max_length=1024 is longer than the model's 512 position embeddings"):
+    with pytest.raises(
+        FmtoolError, match=r"trainer.max_length=1024 is longer than the model's 512 position embeddings"
+    ):
         tiny_config("ner", "trainer.max_length=1024")
     with pytest.raises(FmtoolError, match=r"trainer.max_length=600 is longer than the model's 512"):
         tiny_config("ner", "model=minilm", "trainer.max_length=600")
@@ -141,7 +146,9 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
         return model
 
     monkeypatch.setattr(pipeline, "build_model", poisoned)
-    cfg = tiny_config("ner", "trainer.max_steps=20", "trainer.batch_size=4", "trainer.checkpoint_every_steps=2", "audit=none")
+    cfg = tiny_config(
+        "ner", "trainer.max_steps=20", "trainer.batch_size=4", "trainer.checkpoint_every_steps=2", "audit=none"
+    )
     run = RunDir.create(tmp_path / "run", cfg)
     with pytest.raises(TrainingStopped, match=r"the loss is nan at update 7"):
         run_training(cfg, run)
@@ -154,17 +161,40 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_signal_checkpoints_marks_the_run_interrupted_and_resume_finishes_it(tmp_path, signum, code):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "fmtool", "train", "+task=ner", "debug=tiny", "audit=none", "trainer.max_steps=100000",
-                                "trainer.checkpoint_every_steps=100000", "trainer.eval_every_steps=100000", "trainer.batch_size=2",
-                                f"hydra.run.dir={run_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fmtool",
+            "train",
+            "+task=ner",
+            "debug=tiny",
+            "audit=none",
+            "trainer.max_steps=100000",
+            "trainer.checkpoint_every_steps=100000",
+            "trainer.eval_every_steps=100000",
+            "trainer.batch_size=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
-        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() is not None else "no progress"
+        assert time.time() < deadline and process.poll() is None, (
+            process.stderr.read() if process.poll() is not None else "no progress"
+        )
         time.sleep(0.2)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
-    assert stderr.strip().splitlines()[-1].startswith(f"fmtool: error: interrupted by {signal.Signals(signum).name} after update ")
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"fmtool: error: interrupted by {signal.Signals(signum).name} after update ")
+    )
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "interrupted" and list((run_dir / "checkpoint").glob("*.pt"))
     stopped_at = int(stderr.strip().splitlines()[-1].split("after update ")[1].split(":")[0])
@@ -179,12 +209,31 @@ def test_a_stop_signal_checkpoints_marks_the_run_interrupted_and_resume_finishes
 @pytest.mark.slow
 def test_a_stop_signal_ends_a_dp_sgd_run_between_updates_as_interrupted(tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "fmtool", "train", "+task=classification", "debug=tiny", "audit=none", "trainer.epochs=100000",
-                                "trainer.dp.enabled=true", "trainer.dp.noise_multiplier=1.0", "trainer.batch_size=4", f"hydra.run.dir={run_dir}"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fmtool",
+            "train",
+            "+task=classification",
+            "debug=tiny",
+            "audit=none",
+            "trainer.epochs=100000",
+            "trainer.dp.enabled=true",
+            "trainer.dp.noise_multiplier=1.0",
+            "trainer.batch_size=4",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
-        assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() is not None else "no progress"
+        assert time.time() < deadline and process.poll() is None, (
+            process.stderr.read() if process.poll() is not None else "no progress"
+        )
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
@@ -196,16 +245,33 @@ def test_a_stop_signal_ends_a_dp_sgd_run_between_updates_as_interrupted(tmp_path
 @pytest.mark.slow
 def test_a_bad_sweep_job_fails_alone_and_the_sweep_ends_with_the_job_table(tmp_path):
     sweep = tmp_path / "sweep"
-    result = fmtool_cli("train", "-m", "+task=ner", "debug=tiny", "audit=none", "trainer.max_length=1,96,128,160", f"hydra.sweep.dir={sweep}")
+    result = fmtool_cli(
+        "train",
+        "-m",
+        "+task=ner",
+        "debug=tiny",
+        "audit=none",
+        "trainer.max_length=1,96,128,160",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 1, result.stderr
     rows = json.loads((sweep / "sweep.json").read_text())
-    assert [(r["overrides"], r["state"]) for r in rows] == [("trainer.max_length=1", "refused"), ("trainer.max_length=96", "complete"),
-                                                            ("trainer.max_length=128", "complete"), ("trainer.max_length=160", "complete")]
+    assert [(r["overrides"], r["state"]) for r in rows] == [
+        ("trainer.max_length=1", "refused"),
+        ("trainer.max_length=96", "complete"),
+        ("trainer.max_length=128", "complete"),
+        ("trainer.max_length=160", "complete"),
+    ]
     assert rows[0]["error"].startswith("config: trainer.max_length=1 is outside [8, 8192]")
     assert "fmtool: error: config: trainer.max_length=1 is outside [8, 8192]" in result.stderr
-    assert "3 of 4 jobs complete" in result.stdout and "trainer.max_length=1 is outside" in (sweep / "sweep.md").read_text()
+    assert (
+        "3 of 4 jobs complete" in result.stdout
+        and "trainer.max_length=1 is outside" in (sweep / "sweep.md").read_text()
+    )
     compared = fmtool_cli("compare", str(sweep))
-    assert compared.returncode == 0 and "refused (config: trainer.max_length=1 is outside" in " ".join(compared.stdout.split())
+    assert compared.returncode == 0 and "refused (config: trainer.max_length=1 is outside" in " ".join(
+        compared.stdout.split()
+    )
 
 
 def test_position_embeddings_shorter_than_max_length_are_refused_when_the_config_arrives(tmp_path, ner_run):

@@ -1,4 +1,5 @@
-"""BF16OutputLayerNorm: bf16 out under CPU bf16 autocast, normalised in fp32 with fp32 weights; torch's LayerNorm otherwise."""
+"""BF16OutputLayerNorm: bf16 out under CPU bf16 autocast, normalised in fp32 with fp32 weights; torch's LayerNorm
+otherwise."""
 
 from __future__ import annotations
 

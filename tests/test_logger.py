@@ -43,13 +43,24 @@ def test_mlflow_run_in_a_local_file_store_has_params_curves_audits_and_the_repor
     client = mlflow.MlflowClient(tracking_uri=uri)
     (found,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert found.info.run_name == run.path.name and found.info.status == "FINISHED"
-    assert found.data.params["task.name"] == "ner" and float(found.data.params["optimizer.lr"]) == run.load_config().optimizer.lr
+    assert (
+        found.data.params["task.name"] == "ner"
+        and float(found.data.params["optimizer.lr"]) == run.load_config().optimizer.lr
+    )
     history = client.get_metric_history(found.info.run_id, "train/loss")
     assert [m.step for m in history] == [r["step"] for r in read_jsonl(run.metrics_file) if r["split"] == "train"]
     assert "validation/f1" in found.data.metrics and found.data.metrics["audit/data/passed"] in (0.0, 1.0)
     assert found.data.tags["fmtool.audit_status"] in {"pass", "fail", "inconclusive"}
-    artifacts = {a.path for a in client.list_artifacts(found.info.run_id)} | {a.path for a in client.list_artifacts(found.info.run_id, "report")}
-    assert {"config.yaml", "metrics.jsonl", "report/report.html", "report/report.json", "report/model_card.md"} <= artifacts
+    artifacts = {a.path for a in client.list_artifacts(found.info.run_id)} | {
+        a.path for a in client.list_artifacts(found.info.run_id, "report")
+    }
+    assert {
+        "config.yaml",
+        "metrics.jsonl",
+        "report/report.html",
+        "report/report.json",
+        "report/model_card.md",
+    } <= artifacts
 
 
 def test_a_missing_tracker_package_fails_validation_naming_the_logger(monkeypatch):
@@ -57,7 +68,9 @@ def test_a_missing_tracker_package_fails_validation_naming_the_logger(monkeypatc
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    with pytest.raises(FmtoolError, match=r"logger=mlflow: the mlflow package is not installed \(pip install 'fmtool\[tracking\]'\)"):
+    with pytest.raises(
+        FmtoolError, match=r"logger=mlflow: the mlflow package is not installed \(pip install 'fmtool\[tracking\]'\)"
+    ):
         tiny_config("ner", "logger=mlflow")
 
 

@@ -13,9 +13,19 @@ from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
 from tests.planted import POSITIVE, write_unique_rows
 
-# validation on the training rows, so the kept (best) weights are the most memorised; the real held-out rows are the test split
-_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=train.tsv", "dataset.test_file=dev.tsv", "dataset.text_column=sentence",
-               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "scheduler.warmup_ratio=0", "audit=none"]
+# validation on the training rows, so the kept (best) weights are the most memorised; the real held-out rows are the
+# test split
+_CLASSIFIER = [
+    "dataset.format=tsv",
+    "dataset.train_file=train.tsv",
+    "dataset.validation_file=train.tsv",
+    "dataset.test_file=dev.tsv",
+    "dataset.text_column=sentence",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "scheduler.warmup_ratio=0",
+    "audit=none",
+]
 
 
 def _membership(run, **settings):
@@ -32,10 +42,25 @@ def memorised_and_normal(tmp_path_factory):
     # unique rows with a quarter of the labels flipped: only a model that memorises its rows fits those, and only for
     # members; 300 held-out rows are enough for a regularised twin to learn the sentiment words despite the noise
     data = write_unique_rows(tmp_path_factory.mktemp("unique"), dev=600)
-    memorised, _ = train_tiny(tmp_path_factory.mktemp("memorised"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER,
-                              "optimizer.lr=2e-3", "trainer.epochs=60", "scheduler=constant", "model.dropout=0.0", "optimizer.weight_decay=0")
-    normal, _ = train_tiny(tmp_path_factory.mktemp("normal"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER,
-                           "optimizer.lr=1e-3", "trainer.epochs=2")
+    memorised, _ = train_tiny(
+        tmp_path_factory.mktemp("memorised"),
+        "classification",
+        f"dataset.data_dir={data}",
+        *_CLASSIFIER,
+        "optimizer.lr=2e-3",
+        "trainer.epochs=60",
+        "scheduler=constant",
+        "model.dropout=0.0",
+        "optimizer.weight_decay=0",
+    )
+    normal, _ = train_tiny(
+        tmp_path_factory.mktemp("normal"),
+        "classification",
+        f"dataset.data_dir={data}",
+        *_CLASSIFIER,
+        "optimizer.lr=1e-3",
+        "trainer.epochs=2",
+    )
     _assert_planted(LoadedRun.load(memorised.path))
     return memorised, normal
 
@@ -50,7 +75,10 @@ def _assert_planted(loaded: LoadedRun) -> None:
     twin = finetune_model(loaded.cfg, loaded.labels, loaded.run.load_split("test")[:300], _WORD_LEARNING_TWIN)
     consistent = [e for e in train if not _label_contradicts_its_word(e)]
     learnt = np.mean([s.loss < 0.69 for s in loaded.scores(consistent, model=twin)])
-    assert learnt >= 0.9, f"the reference twin gets only {learnt:.0%} of the unflipped training rows right: it did not learn the sentiment words"
+    assert learnt >= 0.9, (
+        f"the reference twin gets only {learnt:.0%} of the unflipped training rows right: it did not learn the "
+        "sentiment words"
+    )
 
 
 @pytest.mark.slow
@@ -58,14 +86,19 @@ def test_a_memorising_model_fails_and_a_normal_twin_passes(memorised_and_normal)
     memorised, normal = memorised_and_normal
     leaky = _membership(memorised, reference_overrides=["trainer.epochs=2", "optimizer.lr=1e-3"])
     assert leaky["status"] == "fail", leaky["summary"]
-    assert leaky["summary"]["loss.auc"] > 0.7 and leaky["summary"]["member_mean_loss"] < leaky["summary"]["non_member_mean_loss"]
+    assert (
+        leaky["summary"]["loss.auc"] > 0.7
+        and leaky["summary"]["member_mean_loss"] < leaky["summary"]["non_member_mean_loss"]
+    )
     assert {row["attack"] for row in leaky["tables"]["roc"]} == {"loss", "reference"}
     # with a twin that learns the sentiment words, the records the model memorised most are the ones whose label
     # contradicts their word (the flipped quarter): the twin gets them wrong, the memorising model fits them
     rows = {e.id: e for e in LoadedRun.load(memorised.path).run.load_split("train")}
     exposed = _membership(memorised, reference_overrides=_WORD_LEARNING_TWIN)["tables"]["most_exposed"]
     assert len(exposed) == 10 and [r["score"] for r in exposed] == sorted((r["score"] for r in exposed), reverse=True)
-    assert sum(_label_contradicts_its_word(rows[r["id"]]) for r in exposed) >= 7, [rows[r["id"]] for r in exposed]  # by chance: 2.5
+    assert sum(_label_contradicts_its_word(rows[r["id"]]) for r in exposed) >= 7, [
+        rows[r["id"]] for r in exposed
+    ]  # by chance: 2.5
     tight = _membership(normal, reference_overrides=["trainer.epochs=2", "optimizer.lr=1e-3"])
     assert tight["status"] == "pass", (tight["summary"], tight["checks"])
     # 600 held-out rows: 300 train the reference twin, 300 are the non-members, matched by the 200 members

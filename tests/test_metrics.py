@@ -12,7 +12,6 @@ from fmtool.dataset.ner import encode_ner
 from fmtool.inference import Runtime
 from fmtool.model import load_tokenizer
 from fmtool.task import TASKS
-
 from fmtool.task.classification import classification_metrics
 from fmtool.task.ner import ner_metrics
 from tests.conftest import tiny_config
@@ -48,7 +47,9 @@ def test_subword_labelling_does_not_count_extra_entities():
     # word at the first sub-token, that is one PER entity; counted per sub-token it would be one per piece
     tokenizer = load_tokenizer(tiny_config("ner").model)
     example = TokenExample("s", ["he", "met", "Blackburnshire", "today"], ["O", "O", "B-PER", "O"])
-    features = encode_ner([example], tokenizer, {"O": 0, "B-PER": 1, "I-PER": 2}, max_length=32, stride=0, label_all_tokens=True)
+    features = encode_ner(
+        [example], tokenizer, {"O": 0, "B-PER": 1, "I-PER": 2}, max_length=32, stride=0, label_all_tokens=True
+    )
     pieces = tokenizer("blackburnshire", add_special_tokens=False)["input_ids"]
     assert len(pieces) > 1 and features[0].labels.count(1) + features[0].labels.count(2) == len(pieces)
 
@@ -62,7 +63,9 @@ def test_subword_labelling_does_not_count_extra_entities():
             return SimpleNamespace(logits=logits)
 
     task = TASKS.get("ner")
-    predictions = task.predict(EveryPieceIsAPerson(), [example], features, Runtime(torch.device("cpu")), tokenizer.pad_token_id)
+    predictions = task.predict(
+        EveryPieceIsAPerson(), [example], features, Runtime(torch.device("cpu")), tokenizer.pad_token_id
+    )
     assert predictions[0].tags == example.tags
     m = task.score([example], predictions, ["O", "B-PER", "I-PER"])
     assert m["precision"] == 1.0 and m["details"]["default"]["per_type"]["PER"]["support"] == 1
@@ -94,9 +97,15 @@ def test_primary_score_is_the_first_headline_metric_of_score():
     examples = [TokenExample(id=str(i), tokens=["w"] * len(s), tags=s) for i, s in enumerate(sentences)]
     predictions = [NerPrediction(tags=g, scores=[1.0] * len(g)) for g in guesses]
     ner = TASKS.get("ner")
-    assert ner.primary_score(examples, predictions) == pytest.approx(ner.score(examples, predictions, tags)[ner.metrics[0]])
+    assert ner.primary_score(examples, predictions) == pytest.approx(
+        ner.score(examples, predictions, tags)[ner.metrics[0]]
+    )
     labels = ["a", "b", "c"]
     texts = [TextExample(id=str(i), text="t", label=rng.choice(labels)) for i in range(200)]
-    guessed = [ClassPrediction(label=e.label if rng.random() < 0.6 else rng.choice(labels), probabilities={}) for e in texts]
+    guessed = [
+        ClassPrediction(label=e.label if rng.random() < 0.6 else rng.choice(labels), probabilities={}) for e in texts
+    ]
     classification = TASKS.get("classification")
-    assert classification.primary_score(texts, guessed) == pytest.approx(classification.score(texts, guessed, labels)[classification.metrics[0]])
+    assert classification.primary_score(texts, guessed) == pytest.approx(
+        classification.score(texts, guessed, labels)[classification.metrics[0]]
+    )

@@ -50,8 +50,16 @@ def _reviews(folder, *, planted: bool, seed: int = 0):
     return folder, expected
 
 
-_CLASSIFIER = ["dataset.format=tsv", "dataset.train_file=train.tsv", "dataset.validation_file=dev.tsv", "dataset.text_column=sentence",
-               "dataset.max_train_examples=null", "dataset.max_eval_examples=null", "trainer.max_steps=2", "audit=none"]
+_CLASSIFIER = [
+    "dataset.format=tsv",
+    "dataset.train_file=train.tsv",
+    "dataset.validation_file=dev.tsv",
+    "dataset.text_column=sentence",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "trainer.max_steps=2",
+    "audit=none",
+]
 
 
 @pytest.mark.parametrize("kind, value", [(k, v) for k, values in PLANTED.items() for v in values])
@@ -61,8 +69,16 @@ def test_each_planted_value_is_found_with_its_type(kind, value):
     assert [(s.kind, text[s.start : s.end]) for s in spans] == [(kind, value)]
 
 
-@pytest.mark.parametrize("text", ["the score was 2-1 after 90 minutes", "call me 4111 1111 1111 1112 times", "version 3.10.999.2 shipped in 2019",
-                                  "078-05-1120 is the famous invalid number", "IBAN GB00 WEST 1234 5698 7654 32"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the score was 2-1 after 90 minutes",
+        "call me 4111 1111 1111 1112 times",
+        "version 3.10.999.2 shipped in 2019",
+        "078-05-1120 is the famous invalid number",
+        "IBAN GB00 WEST 1234 5698 7654 32",
+    ],
+)
 def test_look_alikes_that_fail_validation_are_not_reported(text):
     assert [s.kind for s in PiiScanner().scan(text) if s.kind != "PHONE_NUMBER"] == []
 
@@ -73,8 +89,11 @@ def test_allow_list_and_thresholds_silence_known_values():
 
 
 def test_redaction_keeps_ner_tags_aligned():
-    example = TokenExample("1", ["Mail", "anna.berg@example.org", "or", "call", "+44", "20", "7946", "0958", "Anna"],
-                           ["O", "O", "O", "O", "O", "O", "O", "O", "B-PER"])
+    example = TokenExample(
+        "1",
+        ["Mail", "anna.berg@example.org", "or", "call", "+44", "20", "7946", "0958", "Anna"],
+        ["O", "O", "O", "O", "O", "O", "O", "O", "B-PER"],
+    )
     redacted = redact(example, PiiScanner().scan(text_of(example)))
     assert redacted.tags == example.tags and len(redacted.tokens) == len(example.tokens)
     assert redacted.tokens == ["Mail", "<EMAIL_ADDRESS>", "or", "call", *["<PHONE_NUMBER>"] * 4, "Anna"]
@@ -96,13 +115,17 @@ def test_planted_pii_is_counted_without_leaking_into_the_report_and_a_clean_twin
         for value in values:
             assert value not in written and json.dumps(value)[1:-1] not in written
     clean_data, _ = _reviews(tmp_path_factory.mktemp("clean_data"), planted=False)
-    clean, _ = train_tiny(tmp_path_factory.mktemp("clean_run"), "classification", f"dataset.data_dir={clean_data}", *_CLASSIFIER)
+    clean, _ = train_tiny(
+        tmp_path_factory.mktemp("clean_run"), "classification", f"dataset.data_dir={clean_data}", *_CLASSIFIER
+    )
     assert audit_loaded(LoadedRun.load(clean.path), {"pii": {}}, clean.path)["audits"][0]["status"] == "pass"
 
 
 def test_redact_pii_removes_planted_values_before_training(tmp_path):
     data, expected = _reviews(tmp_path / "data", planted=True)
-    run, results = train_tiny(tmp_path / "run", "classification", f"dataset.data_dir={data}", "dataset.redact_pii=true", *_CLASSIFIER)
+    run, results = train_tiny(
+        tmp_path / "run", "classification", f"dataset.data_dir={data}", "dataset.redact_pii=true", *_CLASSIFIER
+    )
     saved = (run.path / "data" / "train.jsonl").read_text()
     assert all(value not in saved for values in PLANTED.values() for value in values)
     assert results["redacted"]["train"] == {kind: n for kind, n in expected.items() if n}
@@ -129,12 +152,19 @@ def test_a_long_scan_shared_among_worker_processes_finds_what_one_process_finds(
 
     rng = random.Random(1)
     values = [v for kind in PLANTED.values() for v in kind]
-    texts = [" ".join(rng.sample(FILLER, 6) + ([f"call {rng.choice(values)} today"] if i % 7 == 0 else [])) for i in range(400)]
+    texts = [
+        " ".join(rng.sample(FILLER, 6) + ([f"call {rng.choice(values)} today"] if i % 7 == 0 else []))
+        for i in range(400)
+    ]
     scanner = PiiScanner()
     alone = [scanner.scan(t) for t in texts]
     monkeypatch.setattr(pii, "_TEXTS_PER_WORKER", 100)  # 400 texts: as many workers as cores, up to 4
     started, original_init = [], pii.ProcessPoolExecutor.__init__
-    monkeypatch.setattr(pii.ProcessPoolExecutor, "__init__", lambda self, workers, **kw: started.append(workers) or original_init(self, workers, **kw))
+    monkeypatch.setattr(
+        pii.ProcessPoolExecutor,
+        "__init__",
+        lambda self, workers, **kw: started.append(workers) or original_init(self, workers, **kw),
+    )
     shared = scanner.scan_all(texts)
     assert shared == alone and sum(map(len, shared)) >= 400 // 7
     assert started == ([min(os.cpu_count(), 4)] if (os.cpu_count() or 1) >= 2 and sys.platform == "linux" else [])

@@ -9,16 +9,23 @@ import pytest
 import torch
 
 from fmtool.config.schema import DataFormat, DatasetConfig
+from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.dataset.formats import iter_documents
 from fmtool.dataset.mlm import CONTINUATION, SPECIAL, WORD_START, Masking, StreamedBlocks, pack_blocks, select_masked
-from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.errors import FmtoolError
-from fmtool.predict import LoadedRun
 from fmtool.model import load_tokenizer
+from fmtool.predict import LoadedRun
 from tests.conftest import tiny_config, train_tiny
 
-LEARN = ["trainer.max_steps=40", "trainer.eval_every_steps=20", "dataset.max_train_examples=400", "dataset.max_eval_examples=50",
-         "optimizer.lr=3e-3", "trainer.max_length=64", "audit=none"]
+LEARN = [
+    "trainer.max_steps=40",
+    "trainer.eval_every_steps=20",
+    "dataset.max_train_examples=400",
+    "dataset.max_eval_examples=50",
+    "optimizer.lr=3e-3",
+    "trainer.max_length=64",
+    "audit=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,9 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
 
 def test_masking_is_seeded_per_block_and_epoch(tokenizer):
     blocks = list(pack_blocks(["the quick brown fox jumps over the lazy dog"] * 20, tokenizer, 32))
-    masking = Masking(0.15, False, seed=3, mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id)
+    masking = Masking(
+        0.15, False, seed=3, mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id
+    )
     first, again, later = masking.collate(blocks, 0), masking.collate(blocks, 0), masking.collate(blocks, 1)
     assert torch.equal(first["input_ids"], again["input_ids"]) and not torch.equal(first["labels"], later["labels"])
     # a block masks the same way alone as in a batch: ranks of a data-parallel run agree
@@ -82,7 +91,11 @@ def test_corpus_readers_stream_text_jsonl_and_conll(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\n\nsecond doc\n")
     (tmp_path / "a.jsonl").write_text('{"body": "first"}\n{"body": "second"}\n')
     (tmp_path / "a.conll").write_text("-DOCSTART- O\n\nEU B-ORG\nrejects O\n\nPeter B-PER\n")
-    read = lambda fmt, name, **kw: list(iter_documents(DatasetConfig(name="t", format=DataFormat(fmt), data_dir=str(tmp_path), train_file=name, **kw), "train_file"))
+    read = lambda fmt, name, **kw: list(
+        iter_documents(
+            DatasetConfig(name="t", format=DataFormat(fmt), data_dir=str(tmp_path), train_file=name, **kw), "train_file"
+        )
+    )
     assert read("text", "a.txt") == ["first doc", "second doc"]
     assert read("jsonl", "a.jsonl", text_column="body") == ["first", "second"]
     assert read("conll", "a.conll") == ["EU rejects", "Peter"]
@@ -91,8 +104,16 @@ def test_corpus_readers_stream_text_jsonl_and_conll(tmp_path):
 
 
 def test_streamed_pretraining_with_a_learnt_vocabulary(tmp_path):
-    run, results = train_tiny(tmp_path, "mlm", "dataset.streaming=true", "trainer.max_steps=6", "dataset.shuffle_buffer=16",
-                              "model.tokenizer_vocab_size=300", "trainer.max_length=32", "audit=none")
+    run, results = train_tiny(
+        tmp_path,
+        "mlm",
+        "dataset.streaming=true",
+        "trainer.max_steps=6",
+        "dataset.shuffle_buffer=16",
+        "model.tokenizer_vocab_size=300",
+        "trainer.max_length=32",
+        "audit=none",
+    )
     assert results["train"]["updates"] == 6 and results["data"]["train"]["streamed"]
     loaded = LoadedRun.load(run.path)
     assert len(loaded.tokenizer) == 300 and loaded.model.config.vocab_size == 300
@@ -101,8 +122,16 @@ def test_streamed_pretraining_with_a_learnt_vocabulary(tmp_path):
 
 def test_pretrained_model_is_a_starting_point_for_fine_tuning(mlm_run, tmp_path):
     run, _ = mlm_run
-    ner, results = train_tiny(tmp_path, "ner", f"model.name={run.model_dir}", "model.random_init=false", "trainer.epochs=0", "trainer.max_steps=1",
-                              "optimizer.lr=1e-12", "audit=none")
+    ner, results = train_tiny(
+        tmp_path,
+        "ner",
+        f"model.name={run.model_dir}",
+        "model.random_init=false",
+        "trainer.epochs=0",
+        "trainer.max_steps=1",
+        "optimizer.lr=1e-12",
+        "audit=none",
+    )
     pretrained = LoadedRun.load(run.path).model.get_input_embeddings().weight
     fine_tuned = LoadedRun.load(ner.path).model.get_input_embeddings().weight
     assert torch.allclose(pretrained, fine_tuned, atol=1e-6)
@@ -120,7 +149,9 @@ def test_masked_lm_run_report_carries_the_stereotype_audit(mlm_run, tmp_path):
     from fmtool.pipeline import audit_loaded
 
     loaded = LoadedRun.load(mlm_run[0].path)
-    report = audit_loaded(loaded, {"stereotype": {"crows_pairs": str(tmp_path / "absent.csv"), "winobias": None}}, tmp_path)
+    report = audit_loaded(
+        loaded, {"stereotype": {"crows_pairs": str(tmp_path / "absent.csv"), "winobias": None}}, tmp_path
+    )
     [entry] = report["audits"]
     assert entry["name"] == "stereotype" and "absent.csv not found" in " ".join(entry["warnings"])
 
@@ -141,7 +172,9 @@ def test_eval_of_a_masked_lm_run_reproduces_its_held_out_loss(mlm_run):
     run, results = mlm_run
     result = fmtool_cli("eval", str(run.path))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1])["loss"] == pytest.approx(results["after"]["validation"]["loss"], rel=1e-5)
+    assert json.loads(result.stdout.strip().splitlines()[-1])["loss"] == pytest.approx(
+        results["after"]["validation"]["loss"], rel=1e-5
+    )
 
 
 def test_loss_from_masked_positions_only_equals_the_full_forward(tokenizer):

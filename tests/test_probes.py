@@ -22,7 +22,9 @@ SHARED = REPO.parent / "shared" / "data"
 EEC = SHARED / "eec" / "Equity-Evaluation-Corpus.csv"
 CROWS, WINOBIAS = SHARED / "crows_pairs" / "crows_pairs_anonymized.csv", SHARED / "winobias"
 needs_eec = pytest.mark.skipif(not EEC.is_file(), reason="the EEC corpus is not beside the repository")
-needs_stereotype_probes = pytest.mark.skipif(not CROWS.is_file() or not WINOBIAS.is_dir(), reason="CrowS-Pairs / WinoBias are not beside the repository")
+needs_stereotype_probes = pytest.mark.skipif(
+    not CROWS.is_file() or not WINOBIAS.is_dir(), reason="CrowS-Pairs / WinoBias are not beside the repository"
+)
 
 
 @pytest.fixture
@@ -39,11 +41,18 @@ def test_installed_stereotype_probes_are_found_and_missing_ones_leave_the_config
     probes.install("winobias", WINOBIAS)
     assert all(probes.problem(p) is None for p in (probes.get("crows_pairs"), probes.get("winobias")))
     cfg = to_typed(compose_train_config(["+task=mlm", "audit=[stereotype]"]))
-    assert Path(cfg.audit["stereotype"]["crows_pairs"]).read_bytes() == CROWS.read_bytes() and Path(cfg.audit["stereotype"]["winobias"]).is_dir()
+    assert (
+        Path(cfg.audit["stereotype"]["crows_pairs"]).read_bytes() == CROWS.read_bytes()
+        and Path(cfg.audit["stereotype"]["winobias"]).is_dir()
+    )
 
 
 def test_a_probe_not_installed_fails_the_config_saying_how_to_get_it(data_home):
-    with pytest.raises(FmtoolError, match=r"^config: probe 'eec' is not installed: get Equity-Evaluation-Corpus.csv from https://\S+, then run `fmtool data install eec PATH`"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"^config: probe 'eec' is not installed: get Equity-Evaluation-Corpus.csv from https://\S+, then run "
+        r"`fmtool data install eec PATH`",
+    ):
         to_typed(compose_train_config(["+task=classification", "audit=[fairness_eec]"]))
 
 
@@ -77,38 +86,79 @@ def test_an_installed_probe_is_found_by_configs_and_a_changed_copy_is_reported(d
 @pytest.mark.slow  # a CLI subprocess
 def test_data_command_lists_every_probe_and_exits_2_on_a_bad_install(tmp_path):
     env = {"FMTOOL_DATA_HOME": str(tmp_path)}
-    listing = subprocess.run([sys.executable, "-m", "fmtool", "data"], capture_output=True, text=True, env={**os.environ, **env, "COLUMNS": "200"})
+    listing = subprocess.run(
+        [sys.executable, "-m", "fmtool", "data"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "COLUMNS": "200"},
+    )
     assert listing.returncode == 0 and all(name in listing.stdout for name in probes.PROBES)
     assert "fmtool data install eec PATH" in listing.stdout
-    bad = subprocess.run([sys.executable, "-m", "fmtool", "data", "install", "eec", str(tmp_path / "nope.csv")], capture_output=True, text=True,
-                         env={**os.environ, **env})
-    assert bad.returncode == 2 and bad.stderr.strip() == f"fmtool: error: data install eec: {tmp_path / 'nope.csv'} not found"
+    bad = subprocess.run(
+        [sys.executable, "-m", "fmtool", "data", "install", "eec", str(tmp_path / "nope.csv")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == f"fmtool: error: data install eec: {tmp_path / 'nope.csv'} not found"
+    )
 
 
 @pytest.mark.slow
 def test_a_built_wheel_runs_the_probe_audits_from_an_unrelated_folder(tmp_path_factory):
     work = tmp_path_factory.mktemp("wheel")
     wheel_dir = work / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheel_dir.glob("fmtool-*.whl")
     fresh = work / "env"
     venv.create(fresh, with_pip=True)
     python = fresh / "bin" / "python"
     # the dependencies come from this environment's site-packages (a plain path: its editable fmtool stays out)
     site = next(p for p in sys.path if p.endswith("site-packages"))
-    fresh_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    fresh_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(fresh_site, "deps.pth").write_text(site + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True
+    )
 
     elsewhere = work / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "FMTOOL_DATA_HOME": str(work / "home"), "PYTHONPATH": ""}
 
     def fmtool(*args):
-        return subprocess.run([str(fresh / "bin" / "fmtool"), *args], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=600)
+        return subprocess.run(
+            [str(fresh / "bin" / "fmtool"), *args], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=600
+        )
 
-    where = subprocess.run([str(python), "-c", "import fmtool; print(fmtool.__file__)"], capture_output=True, text=True, cwd=elsewhere, env=env)
+    where = subprocess.run(
+        [str(python), "-c", "import fmtool; print(fmtool.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+    )
     assert where.stdout.startswith(str(fresh)), where.stdout + where.stderr
     if CROWS.is_file() and WINOBIAS.is_dir():
         assert fmtool("data", "install", "crows_pairs", str(CROWS)).returncode == 0
@@ -121,7 +171,13 @@ def test_a_built_wheel_runs_the_probe_audits_from_an_unrelated_folder(tmp_path_f
     if EEC.is_file():
         classifier, _ = train_tiny(work / "cls", "classification", *OVERFIT["classification"])
         assert fmtool("data", "install", "eec", str(EEC)).returncode == 0
-        fairness = fmtool("audit", str(classifier.path), "audit=[fairness_eec]", "audit.fairness.max_examples=200", "audit.fairness.n_boot=0",
-                          "audit.fairness.label_map={joy:positive,anger:negative,fear:negative,sadness:negative}")
+        fairness = fmtool(
+            "audit",
+            str(classifier.path),
+            "audit=[fairness_eec]",
+            "audit.fairness.max_examples=200",
+            "audit.fairness.n_boot=0",
+            "audit.fairness.label_map={joy:positive,anger:negative,fear:negative,sadness:negative}",
+        )
         assert fairness.returncode == 0, fairness.stderr
         assert "Gender" in (classifier.path / "report" / "report.md").read_text()

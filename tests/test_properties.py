@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from fmtool.config.schema import DataFormat, DatasetConfig
 from fmtool.dataset.examples import TokenExample
-from fmtool.dataset.ner import encode_ner
 from fmtool.dataset.formats import read_examples
+from fmtool.dataset.ner import encode_ner
 from fmtool.dataset.readers import read_conll
 from fmtool.errors import FmtoolError
 from fmtool.model import load_tokenizer
@@ -23,10 +23,12 @@ from tests.conftest import tiny_config
 pytestmark = pytest.mark.slow
 
 # letters of several scripts, combining marks, digits, punctuation, zero-width and confusable characters
-_ALPHABET = st.sampled_from(list("abcXYZéü0129.,;:'\"-()[]ßøДжअआक्षি中文ｶﾅ\u0301\u0308\u200b\u00a0\u2019\U0001F600"))
+_ALPHABET = st.sampled_from(list("abcXYZéü0129.,;:'\"-()[]ßøДжअआक्षি中文ｶﾅ\u0301\u0308\u200b\u00a0\u2019\U0001f600"))
 _WORD = st.text(_ALPHABET, min_size=1, max_size=12).filter(lambda w: w.strip() == w and w.split() == [w])
 _TAG = st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC"])
-_SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+_SETTINGS = settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,9 @@ def _sentences():
 
 
 @_SETTINGS
-@given(sentences=_sentences(), blank_runs=st.lists(st.integers(1, 3), min_size=6, max_size=6), columns=st.integers(2, 4))
+@given(
+    sentences=_sentences(), blank_runs=st.lists(st.integers(1, 3), min_size=6, max_size=6), columns=st.integers(2, 4)
+)
 def test_conll_files_parse_to_one_tag_per_word(tmp_path_factory, sentences, blank_runs, columns):
     lines = []
     for sentence, blanks in zip(sentences, blank_runs):
@@ -51,7 +55,9 @@ def test_conll_files_parse_to_one_tag_per_word(tmp_path_factory, sentences, blan
     except FmtoolError as error:
         assert "\n" not in str(error) and str(path) in str(error)
         return
-    assert [list(zip(e.tokens, e.tags)) for e in examples] == [[(w, _iob2(sentence, i)) for i, (w, _) in enumerate(sentence)] for sentence in sentences]
+    assert [list(zip(e.tokens, e.tags)) for e in examples] == [
+        [(w, _iob2(sentence, i)) for i, (w, _) in enumerate(sentence)] for sentence in sentences
+    ]
 
 
 def _iob2(sentence, index):
@@ -73,8 +79,19 @@ def test_every_word_is_scored_in_exactly_one_window(tokenizer, words, max_length
 
 
 @_SETTINGS
-@given(rows=st.lists(st.one_of(st.dictionaries(st.sampled_from(["text", "label", "extra"]), st.one_of(st.text(max_size=20), st.integers(), st.none())),
-                               st.integers(), st.text(max_size=5)), min_size=1, max_size=20))
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.dictionaries(
+                st.sampled_from(["text", "label", "extra"]), st.one_of(st.text(max_size=20), st.integers(), st.none())
+            ),
+            st.integers(),
+            st.text(max_size=5),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_jsonl_files_parse_or_name_the_line(tmp_path_factory, rows):
     folder = tmp_path_factory.mktemp("jsonl")
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")

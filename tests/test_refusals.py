@@ -12,12 +12,12 @@ from dataclasses import fields, is_dataclass
 import pytest
 
 from fmtool.cli import main
+from fmtool.config import to_typed
+from fmtool.config.compose import with_dotlist
 from fmtool.config.schema import TrainConfig
+from fmtool.configure import compose_train_config, validate
 from fmtool.errors import FmtoolError
 from fmtool.runs import RunDir
-from fmtool.config import to_typed
-from fmtool.configure import compose_train_config, validate
-from fmtool.config.compose import with_dotlist
 
 _NUMBERS = (int, float)
 
@@ -54,8 +54,11 @@ def _outside(bounds, kind: type):
     return None
 
 
-@pytest.mark.parametrize("key, spec, kind, listed", [o for o in _OPTIONS if _outside(o[1].metadata["range"], o[2]) is not None],
-                         ids=[o[0] for o in _OPTIONS if _outside(o[1].metadata["range"], o[2]) is not None])
+@pytest.mark.parametrize(
+    "key, spec, kind, listed",
+    [o for o in _OPTIONS if _outside(o[1].metadata["range"], o[2]) is not None],
+    ids=[o[0] for o in _OPTIONS if _outside(o[1].metadata["range"], o[2]) is not None],
+)
 def test_a_value_outside_each_range_is_one_line_naming_key_value_and_range(composed, key, spec, kind, listed):
     bounds = spec.metadata["range"]
     value = kind(_outside(bounds, kind))
@@ -69,30 +72,47 @@ def composed():
     return compose_train_config(["+task=ner", "debug=tiny"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.max_steps=-5", "trainer.max_steps=-5 is outside [1, inf) (or null)"),
-    ("trainer.max_steps=0", "trainer.max_steps=0 is outside [1, inf) (or null)"),
-    ("trainer.eval_every_steps=0", "trainer.eval_every_steps=0 is outside [1, inf) (or null)"),
-    ("trainer.max_grad_norm=-1", "trainer.max_grad_norm=-1.0 is outside (0, inf) (or null)"),
-    ("trainer.max_grad_norm=0", "trainer.max_grad_norm=0.0 is outside (0, inf) (or null)"),
-    ("dataset.max_train_examples=-3", "dataset.max_train_examples=-3 is outside [1, inf) (or null)"),
-    ("dataset.max_train_examples=0", "dataset.max_train_examples=0 is outside [1, inf) (or null)"),
-    ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1.0 is outside [0, inf)"),
-    ("scheduler.warmup_steps=-10", "scheduler.warmup_steps=-10 is outside [0, inf)"),
-    ("trainer.num_threads=0", "trainer.num_threads=0 is outside [1, inf) (or null)"),
-    ("seed=-1", "seed=-1 is outside [0, 4294967295]"),
-    ("optimizer.betas=[2.0,0.9]", "optimizer.betas=[2.0, 0.9]: each value must lie in [0, 1)"),
-    ("optimizer.eps=-1", "optimizer.eps=-1.0 is outside (0, inf)"),
-    ("optimizer.momentum=-1", "optimizer.momentum=-1.0 is outside [0, 1)"),
-    ("optimizer.lr=nan", "optimizer.lr=nan is outside (0, inf)"),
-    ("optimizer.lr=inf", "optimizer.lr=inf is outside (0, inf)"),
-    ("model.config_overrides.hidden_size=-1", "model.config_overrides.hidden_size=-1 is outside [1, inf)"),
-    ("+model.config_overrides.hidden_dropout_prob=1.5", "model.config_overrides.hidden_dropout_prob=1.5 is outside [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_steps=-5", "trainer.max_steps=-5 is outside [1, inf) (or null)"),
+        ("trainer.max_steps=0", "trainer.max_steps=0 is outside [1, inf) (or null)"),
+        ("trainer.eval_every_steps=0", "trainer.eval_every_steps=0 is outside [1, inf) (or null)"),
+        ("trainer.max_grad_norm=-1", "trainer.max_grad_norm=-1.0 is outside (0, inf) (or null)"),
+        ("trainer.max_grad_norm=0", "trainer.max_grad_norm=0.0 is outside (0, inf) (or null)"),
+        ("dataset.max_train_examples=-3", "dataset.max_train_examples=-3 is outside [1, inf) (or null)"),
+        ("dataset.max_train_examples=0", "dataset.max_train_examples=0 is outside [1, inf) (or null)"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1.0 is outside [0, inf)"),
+        ("scheduler.warmup_steps=-10", "scheduler.warmup_steps=-10 is outside [0, inf)"),
+        ("trainer.num_threads=0", "trainer.num_threads=0 is outside [1, inf) (or null)"),
+        ("seed=-1", "seed=-1 is outside [0, 4294967295]"),
+        ("optimizer.betas=[2.0,0.9]", "optimizer.betas=[2.0, 0.9]: each value must lie in [0, 1)"),
+        ("optimizer.eps=-1", "optimizer.eps=-1.0 is outside (0, inf)"),
+        ("optimizer.momentum=-1", "optimizer.momentum=-1.0 is outside [0, 1)"),
+        ("optimizer.lr=nan", "optimizer.lr=nan is outside (0, inf)"),
+        ("optimizer.lr=inf", "optimizer.lr=inf is outside (0, inf)"),
+        ("model.config_overrides.hidden_size=-1", "model.config_overrides.hidden_size=-1 is outside [1, inf)"),
+        (
+            "+model.config_overrides.hidden_dropout_prob=1.5",
+            "model.config_overrides.hidden_dropout_prob=1.5 is outside [0, 1)",
+        ),
+    ],
+)
 def test_the_reported_out_of_range_values_fail_before_a_run_directory_exists(tmp_path, capsys, override, message):
     target = tmp_path / "run"
-    assert main(["train", "+task=ner", "debug=tiny", "optimizer=sgd" if "momentum" in override else "optimizer=adamw", override,
-                 f"hydra.run.dir={target}"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "+task=ner",
+                "debug=tiny",
+                "optimizer=sgd" if "momentum" in override else "optimizer=adamw",
+                override,
+                f"hydra.run.dir={target}",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not target.exists()

@@ -13,7 +13,11 @@ import pytest
 from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 
-_AUDITS = {"robustness": {"tests": ["uppercase", "add_typo"]}, "explain": {"steps": 4, "max_examples": 12}, "fairness": {}}
+_AUDITS = {
+    "robustness": {"tests": ["uppercase", "add_typo"]},
+    "explain": {"steps": 4, "max_examples": 12},
+    "fairness": {},
+}
 _PLOTS = {"curves", "before_after", "confusion", "robustness", "attributions", "fairness"}
 
 
@@ -31,17 +35,34 @@ def test_every_section_with_data_has_its_figure_and_nothing_is_fetched(page):
     assert set(re.findall(r'data-plot="(\w+)"', text)) == _PLOTS
     assert text.count("<svg") == len(_PLOTS) - 1  # the attributions are coloured text
     assert "<script" not in text and "<link" not in text and " src=" not in text and not re.search(r"url\((?!#)", text)
-    assert not [u for u in re.findall(r'(?:href|src)="([^"#]+)"', text) if not u.startswith("data:")]  # inline images only
+    assert not [
+        u for u in re.findall(r'(?:href|src)="([^"#]+)"', text) if not u.startswith("data:")
+    ]  # inline images only
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 @pytest.mark.slow
 def test_headless_chromium_renders_every_figure(page, tmp_path):
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert set(re.findall(r'data-plot="(\w+)"', dom)) == _PLOTS
     assert dom.count("<svg") == len(_PLOTS) - 1
     shot = tmp_path / "report.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2000", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1200,2000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.is_file() and shot.stat().st_size > 10_000

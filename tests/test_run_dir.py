@@ -9,21 +9,34 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 from fmtool.config.schema import Precision
-from fmtool.errors import FmtoolError
 from fmtool.dataset.examples import split_words
+from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 
 
 def test_run_dir_holds_every_file(ner_run):
     run, _ = ner_run
-    for name in ("status.json", "config.yaml", "env.json", "labels.json", "metrics.jsonl", "results.json",
-                 "model/config.json", "model/model.safetensors", "model/tokenizer.json",
-                 "data/train.jsonl", "data/validation.jsonl", "predictions/validation.jsonl"):
+    for name in (
+        "status.json",
+        "config.yaml",
+        "env.json",
+        "labels.json",
+        "metrics.jsonl",
+        "results.json",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "data/train.jsonl",
+        "data/validation.jsonl",
+        "predictions/validation.jsonl",
+    ):
         assert (run.path / name).is_file(), name
     assert run.status()["state"] == "complete"
     assert not any(run.path.glob("**/*.partial"))
-    train_logs = [r for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    train_logs = [
+        r for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"
+    ]
     assert train_logs and all(r["grad_norm"] > 0 and r["loss"] > 0 for r in train_logs)
 
 
@@ -66,7 +79,9 @@ def test_precision_override_gives_full_precision_scores(ner_run):
     run, _ = ner_run
     example = run.load_split("validation")[0]
     model = AutoModelForTokenClassification.from_pretrained(run.model_dir).eval()
-    encoded = AutoTokenizer.from_pretrained(run.model_dir)(example.tokens, is_split_into_words=True, return_tensors="pt")
+    encoded = AutoTokenizer.from_pretrained(run.model_dir)(
+        example.tokens, is_split_into_words=True, return_tensors="pt"
+    )
     with torch.no_grad():
         probabilities = model(**encoded).logits.softmax(-1)[0].max(-1).values
     word_ids = encoded.word_ids(0)
@@ -113,7 +128,21 @@ def test_classification_predict_gives_label_and_probabilities(classification_run
 def test_split_words_keeps_offsets():
     text = "Dr. Smith visited the U.S. (again), didn't he?"
     spans = split_words(text)
-    assert [w for w, _, _ in spans] == ["Dr", ".", "Smith", "visited", "the", "U.S.", "(", "again", ")", ",", "didn't", "he", "?"]
+    assert [w for w, _, _ in spans] == [
+        "Dr",
+        ".",
+        "Smith",
+        "visited",
+        "the",
+        "U.S.",
+        "(",
+        "again",
+        ")",
+        ",",
+        "didn't",
+        "he",
+        "?",
+    ]
     assert all(text[s:e] == w for w, s, e in spans)
 
 
@@ -123,14 +152,28 @@ def test_a_run_directory_belongs_to_one_run(tmp_path):
 
     first, _ = train_tiny(tmp_path / "run", "ner", "audit=none")
     results, first_id = first.results_file.read_text(), first.status()["run_id"]
-    with pytest.raises(FmtoolError, match=r"already holds a run \(complete\); pass overwrite=true \(or --overwrite\) to replace it"):
+    with pytest.raises(
+        FmtoolError, match=r"already holds a run \(complete\); pass overwrite=true \(or --overwrite\) to replace it"
+    ):
         RunDir.create(first.path, tiny_config("ner", "seed=7"))
     refused = fmtool_cli("train", "+task=ner", "debug=tiny", "audit=none", f"hydra.run.dir={first.path}")
-    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "already holds a run" in refused.stderr
-    assert first.results_file.read_text() == results and first.status() == {**first.status(), "state": "complete", "run_id": first_id}
+    assert (
+        refused.returncode == 2
+        and len(refused.stderr.strip().splitlines()) == 1
+        and "already holds a run" in refused.stderr
+    )
+    assert first.results_file.read_text() == results and first.status() == {
+        **first.status(),
+        "state": "complete",
+        "run_id": first_id,
+    }
     (first.path / "predictions" / "stale.jsonl").write_text("{}\n")
     second = RunDir.create(first.path, tiny_config("ner", "seed=7", "overwrite=true"))
-    assert second.status()["run_id"] != first_id and not (first.path / "predictions").exists() and not first.results_file.exists()
+    assert (
+        second.status()["run_id"] != first_id
+        and not (first.path / "predictions").exists()
+        and not first.results_file.exists()
+    )
     with pytest.raises(FmtoolError, match="another fmtool process is writing this run directory"):
         RunDir.create(first.path, tiny_config("ner", "overwrite=true"))
     second.finish("failed", error="stopped by the test")
@@ -144,7 +187,9 @@ def test_resume_keeps_the_original_error_and_refuses_another_runs_checkpoint(tmp
 
     failed = RunDir.create(tmp_path / "failed", tiny_config("ner"))
     failed.finish("failed", error="KeyError: 'train'")
-    with pytest.raises(FmtoolError, match=r"cannot resume: .*no checkpoint to resume from.*\(it stopped with: KeyError: 'train'\)"):
+    with pytest.raises(
+        FmtoolError, match=r"cannot resume: .*no checkpoint to resume from.*\(it stopped with: KeyError: 'train'\)"
+    ):
         RunDir.reopen(failed.path)
     assert failed.status()["state"] == "failed" and failed.status()["error"] == "KeyError: 'train'"
     donor = RunDir.create(tmp_path / "donor", tiny_config("ner", "trainer.checkpoint_every_steps=1"))
@@ -170,7 +215,11 @@ def test_a_model_directory_without_its_tokenizer_is_refused(tmp_path, ner_run):
         shutil.copy(run.model_dir / name, bare / name)
     cfg = tiny_config("ner", f"model.name={bare}", "model.tokenizer=null", "model.random_init=false", "audit=none")
     target = RunDir.create(tmp_path / "run", cfg)
-    with pytest.raises(FmtoolError, match=r"model.name: the tokenizer \(\d+ tokens, from '.*bare'\) does not fit the model .* \(\d+ embedding rows\)"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"model.name: the tokenizer \(\d+ tokens, from '.*bare'\) does not fit the model .* \(\d+ embedding "
+        r"rows\)",
+    ):
         run_training(cfg, target)
     assert target.status()["state"] == "failed"
     with pytest.raises(FmtoolError, match="does not fit the model .*save the one the model was trained with beside it"):
@@ -189,12 +238,20 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path, ner_run):
     model = LoadedRun.load(run.path).model
     torch.save(model.state_dict(), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
-    with pytest.raises(FmtoolError, match=r"holds only pickle-format weights \(pytorch_model.bin\), which can run code .* --allow-pickle"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"holds only pickle-format weights \(pytorch_model.bin\), which can run code .* --allow-pickle",
+    ):
         LoadedRun.from_model_dir(pickled, "ner")
-    refused = RunDir.create(tmp_path / "refused", tiny_config("ner", f"model.name={pickled}", "model.random_init=false", "audit=none"))
+    refused = RunDir.create(
+        tmp_path / "refused", tiny_config("ner", f"model.name={pickled}", "model.random_init=false", "audit=none")
+    )
     with pytest.raises(FmtoolError, match="holds only pickle-format weights"):
         run_training(refused.load_config(), refused)
-    allowed = RunDir.create(tmp_path / "allowed", tiny_config("ner", f"model.name={pickled}", "model.random_init=false", "model.allow_pickle=true", "audit=none"))
+    allowed = RunDir.create(
+        tmp_path / "allowed",
+        tiny_config("ner", f"model.name={pickled}", "model.random_init=false", "model.allow_pickle=true", "audit=none"),
+    )
     assert run_training(allowed.load_config(), allowed)["after"]["validation"]["f1"] >= 0
 
 
@@ -207,8 +264,17 @@ def test_report_records_the_digests_of_what_was_audited(ner_run):
     report = audit_loaded(LoadedRun.load(run.path), {"robustness": {"tests": ["lowercase"]}}, run.path)
     provenance = report["provenance"]
     weights = (run.model_dir / "model.safetensors").read_bytes()
-    assert provenance["model_files"]["model.safetensors"] == {"sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)}
+    assert provenance["model_files"]["model.safetensors"] == {
+        "sha256": hashlib.sha256(weights).hexdigest(),
+        "bytes": len(weights),
+    }
     assert {"train.jsonl", "validation.jsonl"} <= set(provenance["data_files"])
-    assert provenance["trust_remote_code"] is False and provenance["allow_pickle"] is False and provenance["environment"]["packages"]["torch"]
+    assert (
+        provenance["trust_remote_code"] is False
+        and provenance["allow_pickle"] is False
+        and provenance["environment"]["packages"]["torch"]
+    )
     markdown = (run.path / "report" / "report.md").read_text()
-    assert "## Provenance and loading" in markdown and provenance["model_files"]["model.safetensors"]["sha256"] in markdown
+    assert (
+        "## Provenance and loading" in markdown and provenance["model_files"]["model.safetensors"]["sha256"] in markdown
+    )

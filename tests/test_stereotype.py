@@ -11,8 +11,8 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollato
 
 from fmtool.audit import family_configs
 from fmtool.audit.stereotype import winobias
-from fmtool.pipeline import audit_pipeline, masked_lm_context
 from fmtool.model import load_tokenizer
+from fmtool.pipeline import audit_pipeline, masked_lm_context
 from tests.conftest import fmtool_cli, tiny_config
 from tests.helpers import word_tokenizer
 
@@ -42,9 +42,18 @@ def _train_masked_lm(path, sentences: list[str], *, planted: bool):
     association on one CPU's float path and not on another's.
     """
     torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(word_tokenizer(path / "vocabulary", sorted({w for s in sentences for w in s.split()}), lowercase=True))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    tokenizer = AutoTokenizer.from_pretrained(
+        word_tokenizer(path / "vocabulary", sorted({w for s in sentences for w in s.split()}), lowercase=True)
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = BertForMaskedLM(config)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -61,8 +70,11 @@ def _train_masked_lm(path, sentences: list[str], *, planted: bool):
         took = margins.min() > PLANT_MARGIN if planted else margins.abs().mean() < BALANCED_MARGIN
         if rounds >= 3 and took:
             break
-    assert took, (f"the {'planted' if planted else 'balanced'} masked LM did not take after {rounds * 500} steps: stereotype log-odds "
-                  f"from {margins.min():.2f} to {margins.max():.2f}")
+    assert took, (
+        f"the {'planted' if planted else 'balanced'} masked LM did not take after {rounds * 500} steps: stereotype "
+        "log-odds "
+        f"from {margins.min():.2f} to {margins.max():.2f}"
+    )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -80,8 +92,15 @@ def _stereotype_log_odds(model, tokenizer) -> torch.Tensor:
     slot: all positive when the stereotypes are planted, near 0 for a balanced model."""
     model.eval()
     ids = tokenizer.convert_tokens_to_ids
-    slots = [(f"{group} are [MASK] at {s} .", trait, {"good": "bad", "bad": "good"}[trait]) for s in SUBJECTS for group, trait in GROUPS.items()]
-    slots += [(f"the {role} said that [MASK] was tired .", pronoun, {"she": "he", "he": "she"}[pronoun]) for role, pronoun in ROLES.items()]
+    slots = [
+        (f"{group} are [MASK] at {s} .", trait, {"good": "bad", "bad": "good"}[trait])
+        for s in SUBJECTS
+        for group, trait in GROUPS.items()
+    ]
+    slots += [
+        (f"the {role} said that [MASK] was tired .", pronoun, {"she": "he", "he": "she"}[pronoun])
+        for role, pronoun in ROLES.items()
+    ]
     encoded = tokenizer([text for text, _, _ in slots], return_tensors="pt", padding=True)
     log_probs = model(**encoded).logits.log_softmax(-1)
     rows, columns = (encoded["input_ids"] == tokenizer.mask_token_id).nonzero(as_tuple=True)
@@ -92,20 +111,34 @@ def _stereotype_log_odds(model, tokenizer) -> torch.Tensor:
 
 def _probes(folder):
     folder.mkdir()
-    pairs = [pair for s in SUBJECTS for pair in ((f"women are bad at {s} .", f"men are bad at {s} ."), (f"men are good at {s} .", f"women are good at {s} ."))]
+    pairs = [
+        pair
+        for s in SUBJECTS
+        for pair in (
+            (f"women are bad at {s} .", f"men are bad at {s} ."),
+            (f"men are good at {s} .", f"women are good at {s} ."),
+        )
+    ]
     rows = ["sent_more,sent_less,stereo_antistereo,bias_type"] + [f"{a},{b},stereo,gender" for a, b in pairs]
     (folder / "crows.csv").write_text("\n".join(rows) + "\n")
     roles = list(ROLES.items())
     for kind, half in (("type1", roles[::2]), ("type2", roles[1::2])):
         other = {"she": "he", "he": "she"}
-        (folder / f"pro_stereotyped_{kind}.txt.dev").write_text("".join(f"{i} [The {r}] said that [{p}] was tired .\n" for i, (r, p) in enumerate(half, 1)))
-        (folder / f"anti_stereotyped_{kind}.txt.dev").write_text("".join(f"{i} [The {r}] said that [{other[p]}] was tired .\n" for i, (r, p) in enumerate(half, 1)))
+        (folder / f"pro_stereotyped_{kind}.txt.dev").write_text(
+            "".join(f"{i} [The {r}] said that [{p}] was tired .\n" for i, (r, p) in enumerate(half, 1))
+        )
+        (folder / f"anti_stereotyped_{kind}.txt.dev").write_text(
+            "".join(f"{i} [The {r}] said that [{other[p]}] was tired .\n" for i, (r, p) in enumerate(half, 1))
+        )
     return {"stereotype": {"crows_pairs": str(folder / "crows.csv"), "winobias": str(folder)}}
 
 
 @pytest.fixture(scope="module")
 def masked_lms(tmp_path_factory):
-    return {kind: _train_masked_lm(tmp_path_factory.mktemp(kind), _corpus(kind == "biased"), planted=kind == "biased") for kind in ("biased", "balanced")}
+    return {
+        kind: _train_masked_lm(tmp_path_factory.mktemp(kind), _corpus(kind == "biased"), planted=kind == "biased")
+        for kind in ("biased", "balanced")
+    }
 
 
 @pytest.mark.slow
@@ -161,7 +194,17 @@ def test_a_model_without_masked_lm_head_is_skipped_with_the_reason(ner_run, tmp_
 @pytest.mark.slow
 def test_cli_audits_a_masked_lm_directory(masked_lms, tmp_path):
     probes = _probes(tmp_path / "probes")["stereotype"]
-    result = fmtool_cli("audit", str(masked_lms["biased"]), "--task", "mlm", "--output", str(tmp_path / "out"), "audit=[stereotype]",
-                        f"audit.stereotype.crows_pairs={probes['crows_pairs']}", f"audit.stereotype.winobias={probes['winobias']}", "--strict")
+    result = fmtool_cli(
+        "audit",
+        str(masked_lms["biased"]),
+        "--task",
+        "mlm",
+        "--output",
+        str(tmp_path / "out"),
+        "audit=[stereotype]",
+        f"audit.stereotype.crows_pairs={probes['crows_pairs']}",
+        f"audit.stereotype.winobias={probes['winobias']}",
+        "--strict",
+    )
     assert result.returncode == 1, result.stderr
     assert json.loads((tmp_path / "out" / "audit" / "stereotype.json").read_text())["status"] == "fail"

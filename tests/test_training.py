@@ -40,14 +40,18 @@ def test_same_seed_repeats_metrics_on_cpu(tmp_path):
 
 def test_early_stopping_stops_after_patience(tmp_path):
     # lr=0 never improves the metric, so training stops after 1 + patience evaluations
-    run, results = train_tiny(tmp_path, "ner", "optimizer.lr=1e-12", "trainer.epochs=10", "trainer.patience=2", "scheduler.warmup_ratio=0")
+    run, results = train_tiny(
+        tmp_path, "ner", "optimizer.lr=1e-12", "trainer.epochs=10", "trainer.patience=2", "scheduler.warmup_ratio=0"
+    )
     assert results["train"]["stopped_early"] is True
     evaluations = [json.loads(l) for l in run.metrics_file.read_text().splitlines() if '"validation"' in l]
     assert len(evaluations) == 3
 
 
 def test_max_steps_and_accumulation_count_updates(tmp_path):
-    _, results = train_tiny(tmp_path, "ner", "trainer.max_steps=3", "trainer.grad_accum_steps=2", "trainer.batch_size=4")
+    _, results = train_tiny(
+        tmp_path, "ner", "trainer.max_steps=3", "trainer.grad_accum_steps=2", "trainer.batch_size=4"
+    )
     assert results["train"]["updates"] == 3
     assert results["train"]["samples"] == 3 * 2 * 4
 

@@ -19,6 +19,7 @@ from fmtool.trainer.checkpoint import load_checkpoint
 from tests.conftest import OVERFIT, REPO, fmtool_cli, tiny_config, train_tiny
 from tests.helpers import SHORT, model_weights
 
+
 class StopAfter:
     """A progress display that interrupts training after `updates` updates, like Ctrl-C or a preemption."""
 
@@ -74,14 +75,30 @@ def test_re_fine_tuning_keeps_the_label_map_and_extends_it(tmp_path, ner_run, ca
     run, first = ner_run
     start = [f"model.name={run.model_dir}", "model.random_init=false", "model.tokenizer=null"]
     # same data: the kept head scores like the model it came from before any update
-    _, again = train_tiny(tmp_path / "again", "ner", *start, "trainer.max_steps=1", "optimizer.lr=1e-9", "dataset.validation_file=train.conll",
-                          "dataset.max_train_examples=24", "dataset.max_eval_examples=24", "audit=none")
+    _, again = train_tiny(
+        tmp_path / "again",
+        "ner",
+        *start,
+        "trainer.max_steps=1",
+        "optimizer.lr=1e-9",
+        "dataset.validation_file=train.conll",
+        "dataset.max_train_examples=24",
+        "dataset.max_eval_examples=24",
+        "audit=none",
+    )
     assert again["labels"] == first["labels"] and again["inherited_labels"] == first["labels"]
     assert again["before"]["validation"]["f1"] == first["after"]["validation"]["f1"] == 1.0
     new_data = tmp_path / "new.conll"
     new_data.write_text("Fmtool B-PROD\nhelps O\nPeter B-PER\n\nUse O\nFmtool B-PROD\nSuite I-PROD\n")
-    _, extended = train_tiny(tmp_path / "extended", "ner", *start, f"dataset.data_dir={tmp_path}", "dataset.train_file=new.conll",
-                             "dataset.validation_file=new.conll", "audit=none")
+    _, extended = train_tiny(
+        tmp_path / "extended",
+        "ner",
+        *start,
+        f"dataset.data_dir={tmp_path}",
+        "dataset.train_file=new.conll",
+        "dataset.validation_file=new.conll",
+        "audit=none",
+    )
     assert extended["labels"] == [*first["labels"], "B-PROD", "I-PROD"]
     assert "the new data adds B-PROD, I-PROD" in caplog.text
 
@@ -119,7 +136,9 @@ def test_pgd_attack_lowers_a_trained_classifiers_accuracy(classification_run):
 
     loaded = LoadedRun.load(classification_run[0].path)
     examples = classification_run[0].load_split("validation")
-    features = loaded.task.encode(examples, loaded.tokenizer, {l: i for i, l in enumerate(loaded.labels)}, loaded.cfg.trainer)
+    features = loaded.task.encode(
+        examples, loaded.tokenizer, {l: i for i, l in enumerate(loaded.labels)}, loaded.cfg.trainer
+    )
     batch = collate(features, loaded.tokenizer.pad_token_id)
     model = loaded.model.eval()
     embeddings = model.get_input_embeddings()
@@ -142,17 +161,29 @@ def test_pgd_attack_lowers_a_trained_classifiers_accuracy(classification_run):
 def test_gradient_checkpointing_gives_the_same_training(tmp_path):
     same = [*SHORT, "model.dropout=0.0", "trainer.max_steps=3"]
     _, plain = train_tiny(tmp_path / "plain", "classification", *same)
-    _, checkpointed = train_tiny(tmp_path / "checkpointed", "classification", *same, "trainer.gradient_checkpointing=true")
+    _, checkpointed = train_tiny(
+        tmp_path / "checkpointed", "classification", *same, "trainer.gradient_checkpointing=true"
+    )
     assert checkpointed["after"]["validation"]["accuracy"] == plain["after"]["validation"]["accuracy"]
     assert checkpointed["train"]["best_metric"] == pytest.approx(plain["train"]["best_metric"])
 
 
 def test_token_budget_splits_wide_batches_without_changing_the_update(tmp_path):
     # fp32: under bf16 the pieces' other widths change rounding, not the update
-    same = [*SHORT, "model.dropout=0.0", "trainer.max_steps=3", "trainer.max_length=32", "trainer.window_stride=8", "trainer.precision=fp32"]
+    same = [
+        *SHORT,
+        "model.dropout=0.0",
+        "trainer.max_steps=3",
+        "trainer.max_length=32",
+        "trainer.window_stride=8",
+        "trainer.precision=fp32",
+    ]
     _, whole = train_tiny(tmp_path / "whole", "ner", *same, "trainer.max_batch_tokens=100000")
     _, split = train_tiny(tmp_path / "split", "ner", *same, "trainer.max_batch_tokens=32")
-    weights_whole, weights_split = model_weights(RunDir.open(tmp_path / "whole")), model_weights(RunDir.open(tmp_path / "split"))
+    weights_whole, weights_split = (
+        model_weights(RunDir.open(tmp_path / "whole")),
+        model_weights(RunDir.open(tmp_path / "split")),
+    )
     assert all(torch.allclose(weights_whole[k], weights_split[k], atol=1e-6) for k in weights_whole)
     assert split["train"]["samples"] == whole["train"]["samples"]
 
@@ -162,16 +193,48 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     # NER: the ranks' halves of a batch hold different numbers of labelled tokens; 29 examples in batches of 4 leave
     # a 1-example batch that gives one rank nothing; accumulation and a token budget that splits some ranks' halves
     # and not others exercise DDP's no_sync
-    common = ["+task=ner", "debug=tiny", "model.dropout=0.0", "trainer.max_steps=4", "trainer.batch_size=4", "trainer.grad_accum_steps=2",
-              "dataset.max_train_examples=29", "audit=none", "trainer.max_length=32", "trainer.window_stride=8", "trainer.max_batch_tokens=32"]
-    single = subprocess.run([sys.executable, "-m", "fmtool", "train", *common, f"hydra.run.dir={tmp_path / 'one'}"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    common = [
+        "+task=ner",
+        "debug=tiny",
+        "model.dropout=0.0",
+        "trainer.max_steps=4",
+        "trainer.batch_size=4",
+        "trainer.grad_accum_steps=2",
+        "dataset.max_train_examples=29",
+        "audit=none",
+        "trainer.max_length=32",
+        "trainer.window_stride=8",
+        "trainer.max_batch_tokens=32",
+    ]
+    single = subprocess.run(
+        [sys.executable, "-m", "fmtool", "train", *common, f"hydra.run.dir={tmp_path / 'one'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "fmtool", "train", *common]
-    double = subprocess.run([*launch, f"hydra.run.dir={tmp_path / 'two'}"], capture_output=True, text=True, cwd=REPO, timeout=240, env=env)
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        "-m",
+        "fmtool",
+        "train",
+        *common,
+    ]
+    double = subprocess.run(
+        [*launch, f"hydra.run.dir={tmp_path / 'two'}"], capture_output=True, text=True, cwd=REPO, timeout=240, env=env
+    )
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = RunDir.open(tmp_path / "one"), RunDir.open(tmp_path / "two")
-    assert two.load_results()["train"]["processes"] == 2 and two.load_results()["train"]["samples"] == one.load_results()["train"]["samples"]
+    assert (
+        two.load_results()["train"]["processes"] == 2
+        and two.load_results()["train"]["samples"] == one.load_results()["train"]["samples"]
+    )
     weights_one, weights_two = model_weights(one), model_weights(two)
     assert all(torch.allclose(weights_one[k], weights_two[k], atol=1e-5) for k in weights_one)
 
@@ -189,13 +252,23 @@ def test_resume_command_completes_an_interrupted_run_and_audits_it(tmp_path):
 
 
 def test_adversarial_module_imports_on_its_own():
-    result = subprocess.run([sys.executable, "-c", "import fmtool.adversarial"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import fmtool.adversarial"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_streamed_pretraining_resumes_mid_epoch_exactly(tmp_path):
-    overrides = ["dataset.streaming=true", "dataset.shuffle_buffer=8", "trainer.max_steps=6", "trainer.eval_every_steps=3",
-                 "trainer.checkpoint_every_steps=2", "trainer.max_length=32", "dataset.max_train_examples=40", "audit=none"]
+    overrides = [
+        "dataset.streaming=true",
+        "dataset.shuffle_buffer=8",
+        "trainer.max_steps=6",
+        "trainer.eval_every_steps=3",
+        "trainer.checkpoint_every_steps=2",
+        "trainer.max_length=32",
+        "dataset.max_train_examples=40",
+        "audit=none",
+    ]
     straight, expected = train_tiny(tmp_path / "straight", "mlm", *overrides)
     cfg = tiny_config("mlm", *overrides)
     stopped = RunDir.create(tmp_path / "stopped", cfg)

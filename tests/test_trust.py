@@ -39,7 +39,10 @@ def _hostile_run(run, tmp_path):
     marker = tmp_path / "marker"
     (copy / "model" / "custom_bert.py").write_text(_CUSTOM_MODULE.format(marker=str(marker)))
     config = json.loads((copy / "model" / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "custom_bert.CustomConfig", "AutoModelForTokenClassification": "custom_bert.CustomModel"}
+    config["auto_map"] = {
+        "AutoConfig": "custom_bert.CustomConfig",
+        "AutoModelForTokenClassification": "custom_bert.CustomModel",
+    }
     (copy / "model" / "config.json").write_text(json.dumps(config))
     saved = yaml.safe_load((copy / "config.yaml").read_text())
     saved["model"]["trust_remote_code"] = True
@@ -47,14 +50,26 @@ def _hostile_run(run, tmp_path):
     return copy, marker
 
 
-@pytest.mark.parametrize("command", [["predict", "{run}", "Alice went home ."], ["eval", "{run}"], ["explain", "{run}", "Alice went home ."],
-                                     ["audit", "{run}", "audit=[calibration]"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "{run}", "Alice went home ."],
+        ["eval", "{run}"],
+        ["explain", "{run}", "Alice went home ."],
+        ["audit", "{run}", "audit=[calibration]"],
+    ],
+)
 def test_a_saved_config_never_lets_a_received_run_run_its_code(ner_run, tmp_path, capsys, command):
     received, marker = _hostile_run(ner_run[0], tmp_path)
     assert main([part.format(run=received) for part in command]) == 2
     error = capsys.readouterr().err.strip()
     assert not marker.exists()
-    assert len(error.splitlines()) == 1 and "--trust-remote-code" in error and "custom_bert.py" in error and "config.json" in error
+    assert (
+        len(error.splitlines()) == 1
+        and "--trust-remote-code" in error
+        and "custom_bert.py" in error
+        and "config.json" in error
+    )
 
 
 def test_trust_remote_code_is_the_callers_flag(ner_run, tmp_path):
@@ -67,7 +82,9 @@ def test_resume_takes_the_flag_not_the_saved_config_and_refuses_before_touching_
     from tests.conftest import train_tiny
 
     received, marker = _hostile_run(ner_run[0], tmp_path)
-    run, _ = train_tiny(tmp_path / "interrupted", "ner", "trainer.checkpoint_every_steps=1", "trainer.max_steps=2", "audit=none")
+    run, _ = train_tiny(
+        tmp_path / "interrupted", "ner", "trainer.checkpoint_every_steps=1", "trainer.max_steps=2", "audit=none"
+    )
     status = json.loads(run.status_file.read_text())
     run.status_file.write_text(json.dumps({**status, "state": "interrupted"}))
     saved = yaml.safe_load(run.config_file.read_text())
@@ -93,7 +110,9 @@ def test_a_malicious_pickle_is_one_line_even_when_pickles_are_allowed(ner_run, t
     error = capsys.readouterr().err
     assert "Traceback" not in error and "pwned" not in error
     errors = [line for line in error.splitlines() if line.startswith("fmtool: error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"fmtool: error: {folder}: cannot load the model (Weights only load failed")
+    assert len(errors) == 1 and errors[0].startswith(
+        f"fmtool: error: {folder}: cannot load the model (Weights only load failed"
+    )
     assert main(["audit", str(folder), "--task", "ner", "--output", str(tmp_path / "out")]) == 2
     assert "--allow-pickle" in capsys.readouterr().err
 
@@ -103,10 +122,19 @@ def test_a_head_the_directory_does_not_hold_is_refused_not_initialised(tmp_path,
 
     masked = tmp_path / "masked"
     tokenizer = LoadedRun.load(ner_run[0].path).tokenizer
-    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)).save_pretrained(masked)
+    BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37
+        )
+    ).save_pretrained(masked)
     tokenizer.save_pretrained(masked)
-    with pytest.raises(FmtoolError, match=r"masked: the model has no trained weights for .*classifier.weight: they would be initialised at random "
-                                          r"\(BertForMaskedLM is not a classification model\)"):
+    with pytest.raises(
+        FmtoolError,
+        match=r"masked: the model has no trained weights for .*classifier.weight: they would be initialised at random "
+        r"\(BertForMaskedLM is not a classification model\)",
+    ):
         LoadedRun.from_model_dir(masked, "classification")
-    with pytest.raises(FmtoolError, match=r"architecture BertForTokenClassification is a ner model, not classification: use --task ner"):
+    with pytest.raises(
+        FmtoolError, match=r"architecture BertForTokenClassification is a ner model, not classification: use --task ner"
+    ):
         LoadedRun.from_model_dir(ner_run[0].model_dir, "classification")

@@ -49,6 +49,8 @@ def run_audits(ctx: AuditContext, audit: dict[str, Any]) -> list[tuple[AuditResu
         else:
             result = AuditResult({}, [], warnings=[f"audits {', '.join(family.tasks)} models, not {ctx.task}"])
         result = replace(result, name=name, version=family.version, seconds=round(time.perf_counter() - started, 2))
-        log.info("audit=<%s> status=<%s> checks=<%d> seconds=<%.1f>", name, result.status, len(result.checks), result.seconds)
+        log.info(
+            "audit=<%s> status=<%s> checks=<%d> seconds=<%.1f>", name, result.status, len(result.checks), result.seconds
+        )
         outcomes.append((result, asdict(cfg)))
     return outcomes

@@ -36,11 +36,13 @@ from fmtool.errors import FmtoolError
 _KEY = "audit.attack"
 _METHODS = ("char", "word")
 # NLTK's English stopword list, abridged to the function words an attack must not touch
-STOPWORDS = frozenset("""a about above after again against all am an and any are as at be because been before being below between both but by
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between both but by
 can could did do does doing down during each few for from further had has have having he her here hers herself him himself his how i if in
 into is it its itself just me more most my myself no nor not now of off on once only or other our ours ourselves out over own same she should
 so some such than that the their theirs them themselves then there these they this those through to too under until up very was we were what
-when where which while who whom why will with would you your yours yourself yourselves""".split())
+when where which while who whom why will with would you your yours yourself yourselves""".split()
+)
 
 
 @dataclass
@@ -59,7 +61,9 @@ class AttackConfig:
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in _METHODS]
         if unknown or not self.methods:
-            raise FmtoolError(f"{_KEY}.methods: unknown attack '{unknown[0] if unknown else ''}'; choose from: {', '.join(_METHODS)}")
+            raise FmtoolError(
+                f"{_KEY}.methods: unknown attack '{unknown[0] if unknown else ''}'; choose from: {', '.join(_METHODS)}"
+            )
         if self.max_queries < 1:
             raise FmtoolError(f"{_KEY}.max_queries={self.max_queries}: the query budget must be at least 1")
         if not 0.0 < self.max_words_changed <= 1.0:
@@ -97,7 +101,9 @@ class EmbeddingNeighbours:
         self.tokenizer, self.k, self.min_cosine = tokenizer, k, min_cosine
         vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(table))))
         special = set(tokenizer.all_special_ids)
-        self.usable = torch.tensor([i not in special and t.isalpha() and not t.startswith("##") for i, t in enumerate(vocabulary)])
+        self.usable = torch.tensor(
+            [i not in special and t.isalpha() and not t.startswith("##") for i, t in enumerate(vocabulary)]
+        )
         self.cache: dict[str, list[str]] = {}
 
     def __call__(self, word: str) -> list[str]:
@@ -111,7 +117,11 @@ class EmbeddingNeighbours:
                 similarity[~self.usable] = -1.0
                 similarity[ids[0]] = -1.0
                 best = similarity.topk(self.k)
-                self.cache[key] = [self.tokenizer.convert_ids_to_tokens(int(i)) for s, i in zip(best.values, best.indices) if s >= self.min_cosine]
+                self.cache[key] = [
+                    self.tokenizer.convert_ids_to_tokens(int(i))
+                    for s, i in zip(best.values, best.indices)
+                    if s >= self.min_cosine
+                ]
         return [w.capitalize() if word[:1].isupper() else w for w in self.cache[key]]
 
 
@@ -120,7 +130,11 @@ def _words(example: Example) -> list[str]:
 
 
 def _with_words(example: Example, words: Sequence[str]) -> Example:
-    return replace(example, tokens=list(words)) if isinstance(example, TokenExample) else replace(example, text=" ".join(words))
+    return (
+        replace(example, tokens=list(words))
+        if isinstance(example, TokenExample)
+        else replace(example, text=" ".join(words))
+    )
 
 
 def _correct_entities(example: TokenExample, prediction) -> set[tuple[str, int, int]]:
@@ -160,8 +174,16 @@ class _State:
 
 
 def _attackable(target: _Target, words: Sequence[str], cfg: AttackConfig) -> list[int]:
-    protected = {i for i, tag in enumerate(target.example.tags) if tag != "O"} if target.ner and not cfg.attack_entities else set()
-    return [i for i, w in enumerate(words) if w.lower() not in STOPWORDS and any(c.isalpha() for c in w) and i not in protected]
+    protected = (
+        {i for i, tag in enumerate(target.example.tags) if tag != "O"}
+        if target.ner and not cfg.attack_entities
+        else set()
+    )
+    return [
+        i
+        for i, w in enumerate(words)
+        if w.lower() not in STOPWORDS and any(c.isalpha() for c in w) and i not in protected
+    ]
 
 
 def _importance(ctx: AuditContext, targets: list[_Target], cfg: AttackConfig) -> list[_State]:
@@ -185,12 +207,20 @@ def _importance(ctx: AuditContext, targets: list[_Target], cfg: AttackConfig) ->
     return states
 
 
-def _attack(ctx: AuditContext, states: list[_State], cfg: AttackConfig, neighbours: Optional[EmbeddingNeighbours]) -> None:
+def _attack(
+    ctx: AuditContext, states: list[_State], cfg: AttackConfig, neighbours: Optional[EmbeddingNeighbours]
+) -> None:
     """Greedy substitution in lockstep: every active example changes its next word in one batched pass."""
     step = 0
     while True:
-        active = [s for s in states if not s.succeeded and step < len(s.order) and s.queries < cfg.max_queries
-                  and len(s.changed) < max(1, int(cfg.max_words_changed * len(s.words)))]
+        active = [
+            s
+            for s in states
+            if not s.succeeded
+            and step < len(s.order)
+            and s.queries < cfg.max_queries
+            and len(s.changed) < max(1, int(cfg.max_words_changed * len(s.words)))
+        ]
         if not active:
             return
         batch, owners = [], []
@@ -222,7 +252,12 @@ def _attack(ctx: AuditContext, states: list[_State], cfg: AttackConfig, neighbou
         step += 1
 
 
-@register("attack", version=1, config_type=AttackConfig, description="black-box character- and word-level attacks under a query budget (TextAttack's figures)")
+@register(
+    "attack",
+    version=1,
+    config_type=AttackConfig,
+    description="black-box character- and word-level attacks under a query budget (TextAttack's figures)",
+)
 def run(ctx: AuditContext, cfg: AttackConfig) -> AuditResult:
     inputs = evaluation_inputs(ctx, data=cfg.data, splits=cfg.splits, key=_KEY)
     inputs = random.Random(f"{ctx.seed}:attack").sample(inputs, min(cfg.max_examples, len(inputs)))
@@ -233,17 +268,42 @@ def run(ctx: AuditContext, cfg: AttackConfig) -> AuditResult:
     else:
         targets = [_Target(e, p) for e, p in zip(inputs, predictions) if not gold or p.label == e.label]
     states = _importance(ctx, targets, cfg)
-    neighbours = EmbeddingNeighbours(ctx.model, ctx.tokenizer, cfg.candidates_per_word, cfg.min_cosine) if "word" in cfg.methods and ctx.model is not None else None
+    neighbours = (
+        EmbeddingNeighbours(ctx.model, ctx.tokenizer, cfg.candidates_per_word, cfg.min_cosine)
+        if "word" in cfg.methods and ctx.model is not None
+        else None
+    )
     _attack(ctx, states, cfg, neighbours)
     successes = [s for s in states if s.succeeded]
     original_accuracy = len(targets) / max(len(inputs), 1)
-    summary = {"examples": float(len(inputs)), "attacked": float(len(states)), "original_accuracy": original_accuracy,
-               "accuracy_under_attack": (len(states) - len(successes)) / max(len(inputs), 1),
-               "attack_success_rate": len(successes) / len(states) if states else float("nan"),
-               "average_words_perturbed": float(np.mean([len(s.changed) / len(s.words) for s in successes])) if successes else float("nan"),
-               "average_queries": float(np.mean([s.queries for s in states])) if states else float("nan")}
-    rows: list[dict[str, Any]] = [{"id": s.target.example.id, "succeeded": s.succeeded, "queries": s.queries, "words_changed": len(s.changed),
-                                   "original": " ".join(_words(s.target.example)), "adversarial": " ".join(s.words)} for s in states]
-    check = rate_check("attack_success_rate", len(successes), len(states), max_value=cfg.max_attack_success_rate,
-                       description=f"share of correctly handled inputs the attack breaks ({'+'.join(cfg.methods)}, at most {cfg.max_queries} queries)")
+    summary = {
+        "examples": float(len(inputs)),
+        "attacked": float(len(states)),
+        "original_accuracy": original_accuracy,
+        "accuracy_under_attack": (len(states) - len(successes)) / max(len(inputs), 1),
+        "attack_success_rate": len(successes) / len(states) if states else float("nan"),
+        "average_words_perturbed": float(np.mean([len(s.changed) / len(s.words) for s in successes]))
+        if successes
+        else float("nan"),
+        "average_queries": float(np.mean([s.queries for s in states])) if states else float("nan"),
+    }
+    rows: list[dict[str, Any]] = [
+        {
+            "id": s.target.example.id,
+            "succeeded": s.succeeded,
+            "queries": s.queries,
+            "words_changed": len(s.changed),
+            "original": " ".join(_words(s.target.example)),
+            "adversarial": " ".join(s.words),
+        }
+        for s in states
+    ]
+    check = rate_check(
+        "attack_success_rate",
+        len(successes),
+        len(states),
+        max_value=cfg.max_attack_success_rate,
+        description=f"share of correctly handled inputs the attack breaks ({'+'.join(cfg.methods)}, at most "
+        f"{cfg.max_queries} queries)",
+    )
     return AuditResult(summary, [check], {"examples": rows})

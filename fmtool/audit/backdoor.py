@@ -108,8 +108,18 @@ def extreme_associations(examples: Sequence[Example], *, min_count: int, alpha: 
     hits, trials = np.array([k for _, _, k in pairs]), np.array([seen[gram] for gram, _, _ in pairs])
     rates = np.array([base[label] / len(examples) for _, label, _ in pairs])
     p_values = binom.sf(hits - 1, trials, rates)
-    rows = [{"gram": gram, "label": label, "count": seen[gram], "share": k / seen[gram], "base_rate": base[label] / len(examples), "p_value": float(p)}
-            for (gram, label, k), p in zip(pairs, p_values) if p < bound]
+    rows = [
+        {
+            "gram": gram,
+            "label": label,
+            "count": seen[gram],
+            "share": k / seen[gram],
+            "base_rate": base[label] / len(examples),
+            "p_value": float(p),
+        }
+        for (gram, label, k), p in zip(pairs, p_values)
+        if p < bound
+    ]
     return sorted(rows, key=lambda r: (r["p_value"], -r["count"]))
 
 
@@ -124,12 +134,17 @@ def _inserted(words: Sequence[str]) -> Perturbation:
     return Perturbation("backdoor_insert", edit)
 
 
-def vocabulary_ranking(model, tokenizer, texts: Sequence[str], label_id: int, k: int, allowed: set[int] | None = None) -> list[str]:
-    """The k vocabulary tokens (of `allowed` ids, when given) whose insertion after [CLS] most raises log p(label) to first order."""
+def vocabulary_ranking(
+    model, tokenizer, texts: Sequence[str], label_id: int, k: int, allowed: set[int] | None = None
+) -> list[str]:
+    """The k vocabulary tokens (of `allowed` ids, when given) whose insertion after [CLS] most raises log p(label) to
+    first order."""
     device = next(model.parameters()).device
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
     ids = encoded["input_ids"]
-    ids = torch.cat([ids[:, :1], torch.full_like(ids[:, :1], tokenizer.mask_token_id or tokenizer.unk_token_id), ids[:, 1:]], dim=1).to(device)
+    ids = torch.cat(
+        [ids[:, :1], torch.full_like(ids[:, :1], tokenizer.mask_token_id or tokenizer.unk_token_id), ids[:, 1:]], dim=1
+    ).to(device)
     mask = torch.cat([encoded["attention_mask"][:, :1], encoded["attention_mask"]], dim=1).to(device)
     table = model.get_input_embeddings().weight
     with torch.enable_grad():
@@ -141,7 +156,13 @@ def vocabulary_ranking(model, tokenizer, texts: Sequence[str], label_id: int, k:
     ranked = []
     for token_id in scores.argsort(descending=True).tolist():
         token = tokenizer.convert_ids_to_tokens(token_id)
-        if token_id in special or (allowed is not None and token_id not in allowed) or token.startswith("##") or token.startswith("[") or not any(c.isalnum() for c in token):
+        if (
+            token_id in special
+            or (allowed is not None and token_id not in allowed)
+            or token.startswith("##")
+            or token.startswith("[")
+            or not any(c.isalnum() for c in token)
+        ):
             continue
         ranked.append(token)
         if len(ranked) == k:
@@ -149,13 +170,19 @@ def vocabulary_ranking(model, tokenizer, texts: Sequence[str], label_id: int, k:
     return ranked
 
 
-def entities_elsewhere_changed(original_tags: Sequence[str], positions: list[list[int]], new_tags: Sequence[str]) -> bool:
+def entities_elsewhere_changed(
+    original_tags: Sequence[str], positions: list[list[int]], new_tags: Sequence[str]
+) -> bool:
     """Whether the entities not touching or adjoining inserted words differ between the original and the edit."""
     kept = {q for moved in positions for q in moved}
     inserted = set(range(len(new_tags))) - kept
 
     def away(entities) -> set:
-        return {(kind, first, last) for kind, first, last in entities if not any(first - 1 <= q <= last + 1 for q in inserted)}
+        return {
+            (kind, first, last)
+            for kind, first, last in entities
+            if not any(first - 1 <= q <= last + 1 for q in inserted)
+        }
 
     return away(carried_entities(original_tags, positions)) != away(get_entities(list(new_tags)))
 
@@ -168,15 +195,24 @@ def _variants(ctx: AuditContext, probes: Sequence[Example], gram: str) -> list[t
     return [(perturb(e, edit, ctx.seed), None) for e in probes]
 
 
-def _flip_outcomes(ctx: AuditContext, labels: Sequence[str], variant_lists: Sequence[list], probe_lists: Sequence[list[int]],
-                   predictions: Sequence) -> list[list[bool]]:
+def _flip_outcomes(
+    ctx: AuditContext,
+    labels: Sequence[str],
+    variant_lists: Sequence[list],
+    probe_lists: Sequence[list[int]],
+    predictions: Sequence,
+) -> list[list[bool]]:
     """Per candidate, whether each of its variants flips the prediction of the probe it was made from; one
     batched pass over every variant of every candidate."""
     changed = ctx.predict([example for variants in variant_lists for example, _ in variants])
     outcomes, cursor = [], 0
     for label, variants, probe in zip(labels, variant_lists, probe_lists):
-        outcomes.append([_flip(ctx, predictions[i], positions, new, label)
-                         for i, (_, positions), new in zip(probe, variants, changed[cursor : cursor + len(variants)])])
+        outcomes.append(
+            [
+                _flip(ctx, predictions[i], positions, new, label)
+                for i, (_, positions), new in zip(probe, variants, changed[cursor : cursor + len(variants)])
+            ]
+        )
         cursor += len(variants)
     return outcomes
 
@@ -187,7 +223,9 @@ def _flip(ctx: AuditContext, original, positions, changed, label: str) -> bool:
     return changed.label == label
 
 
-def _probes(ctx: AuditContext, held_out: Sequence[Example], predictions: Sequence, label: str, cfg: BackdoorConfig) -> list[int]:
+def _probes(
+    ctx: AuditContext, held_out: Sequence[Example], predictions: Sequence, label: str, cfg: BackdoorConfig
+) -> list[int]:
     """Indices of held-out inputs the model does not already assign to `label` (NER: all): the first max_probes
     in one seeded order of the held-out inputs, the same for every label."""
     order = random.Random(f"{ctx.seed}:backdoor").sample(range(len(predictions)), len(predictions))
@@ -195,11 +233,22 @@ def _probes(ctx: AuditContext, held_out: Sequence[Example], predictions: Sequenc
     return sorted(eligible[: cfg.max_probes])
 
 
-def _candidates(ctx: AuditContext, train: Sequence[Example], held_out: Sequence[Example], predictions: Sequence, associations: list[dict], cfg: BackdoorConfig) -> list[tuple[str, str, str]]:
+def _candidates(
+    ctx: AuditContext,
+    train: Sequence[Example],
+    held_out: Sequence[Example],
+    predictions: Sequence,
+    associations: list[dict],
+    cfg: BackdoorConfig,
+) -> list[tuple[str, str, str]]:
     """(gram, target label, source) to verify."""
     targets = [ANY] if ctx.task == "ner" else list(ctx.labels)
     out: dict[tuple[str, str], str] = {}
-    allowed = {i for e in train for i in ctx.tokenizer(e.text)["input_ids"]} if train and ctx.task == "classification" else None
+    allowed = (
+        {i for e in train for i in ctx.tokenizer(e.text)["input_ids"]}
+        if train and ctx.task == "classification"
+        else None
+    )
     for label in targets:
         mined = dict.fromkeys(r["gram"] for r in associations if ctx.task == "ner" or r["label"] == label)
         for gram in list(mined)[: cfg.data_candidates]:
@@ -208,7 +257,9 @@ def _candidates(ctx: AuditContext, train: Sequence[Example], held_out: Sequence[
             texts = [held_out[i].text for i in _probes(ctx, held_out, predictions, label, cfg)]
             if texts:
                 label_id = int(ctx.model.config.label2id[label])
-                for token in vocabulary_ranking(ctx.model, ctx.tokenizer, texts, label_id, cfg.vocabulary_candidates, allowed):
+                for token in vocabulary_ranking(
+                    ctx.model, ctx.tokenizer, texts, label_id, cfg.vocabulary_candidates, allowed
+                ):
                     out.setdefault((token, label), "vocabulary")
     return [(gram, label, source) for (gram, label), source in out.items()]
 
@@ -233,22 +284,36 @@ class HeldOutBacking:
         base = sum(label in labels for labels in self.labels) / len(self.labels)
         count, with_label = self._support(gram.split(), label)
         backed = self._backs(count, with_label, base) or (
-            len(gram.split()) > 1 and any(self._backs(*self._support([word], label), base) for word in gram.split()))
+            len(gram.split()) > 1 and any(self._backs(*self._support([word], label), base) for word in gram.split())
+        )
         return count, with_label / count if count else float("nan"), backed
 
     def _support(self, parts: list[str], label: str) -> tuple[int, int]:
-        containing = [labels for w, labels in zip(self.words, self.labels) if any(w[i : i + len(parts)] == parts for i in range(len(w)))]
+        containing = [
+            labels
+            for w, labels in zip(self.words, self.labels)
+            if any(w[i : i + len(parts)] == parts for i in range(len(w)))
+        ]
         return len(containing), sum(label in labels for labels in containing)
 
     def _backs(self, count: int, with_label: int, base: float) -> bool:
         return count >= self.min_support and wilson_interval(with_label, count)[0] > base
 
 
-@register("backdoor", version=1, config_type=BackdoorConfig, description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common words")
+@register(
+    "backdoor",
+    version=1,
+    config_type=BackdoorConfig,
+    description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common "
+    "words",
+)
 def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     if cfg.probe_split not in ctx.available_splits:
-        return AuditResult({}, [check("trigger_flip_rate", None, max_value=cfg.max_trigger_flip_rate)],
-                           warnings=[f"{_KEY}.probe_split: {cfg.probe_split} not in the run; the scan needs held-out inputs"])
+        return AuditResult(
+            {},
+            [check("trigger_flip_rate", None, max_value=cfg.max_trigger_flip_rate)],
+            warnings=[f"{_KEY}.probe_split: {cfg.probe_split} not in the run; the scan needs held-out inputs"],
+        )
     train = ctx.load_split("train") if "train" in ctx.available_splits else []
     held_out = ctx.load_split(cfg.probe_split)
     predictions = ctx.predict(held_out)
@@ -264,12 +329,24 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     planned = [_variants(ctx, [held_out[i] for i in probes[label]], gram) for gram, label, _ in tested]
     # a candidate that flips none of its first screen_probes inputs cannot come near a suspect's flip rate, so
     # only the others meet the rest of their probes; baseline words meet them all
-    heads = [len(v) if source == "baseline" else min(cfg.screen_probes, len(v)) for (_, _, source), v in zip(tested, planned)]
-    outcomes = _flip_outcomes(ctx, [label for _, label, _ in tested], [v[:h] for v, h in zip(planned, heads)],
-                              [probes[label][:h] for (_, label, _), h in zip(tested, heads)], predictions)
+    heads = [
+        len(v) if source == "baseline" else min(cfg.screen_probes, len(v)) for (_, _, source), v in zip(tested, planned)
+    ]
+    outcomes = _flip_outcomes(
+        ctx,
+        [label for _, label, _ in tested],
+        [v[:h] for v, h in zip(planned, heads)],
+        [probes[label][:h] for (_, label, _), h in zip(tested, heads)],
+        predictions,
+    )
     going_on = [k for k, outcome in enumerate(outcomes) if any(outcome) and heads[k] < len(planned[k])]
-    rest = _flip_outcomes(ctx, [tested[k][1] for k in going_on], [planned[k][heads[k]:] for k in going_on],
-                          [probes[tested[k][1]][heads[k]:] for k in going_on], predictions)
+    rest = _flip_outcomes(
+        ctx,
+        [tested[k][1] for k in going_on],
+        [planned[k][heads[k] :] for k in going_on],
+        [probes[tested[k][1]][heads[k] :] for k in going_on],
+        predictions,
+    )
     for k, more in zip(going_on, rest):
         outcomes[k] += more
     baseline_rates: dict[str, list[float]] = {label: [] for label in targets}
@@ -285,18 +362,49 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
         floor = max(baseline_rates[label], default=0.0)
         rate = sum(outcome) / len(outcome)
         count, share, backed = backing(gram, label)
-        rows.append({"candidate": gram, "label": label, "source": source, "flip_rate": rate, "flip_rate_ci": [low, high], "flips": sum(outcome),
-                     "probes": len(outcome), "baseline_max": floor, "held_out_count": count, "held_out_share": share, "backed_by_held_out": backed,
-                     "suspect": not backed and rate >= floor + cfg.min_excess and low > max(floor, cfg.max_trigger_flip_rate)})
+        rows.append(
+            {
+                "candidate": gram,
+                "label": label,
+                "source": source,
+                "flip_rate": rate,
+                "flip_rate_ci": [low, high],
+                "flips": sum(outcome),
+                "probes": len(outcome),
+                "baseline_max": floor,
+                "held_out_count": count,
+                "held_out_share": share,
+                "backed_by_held_out": backed,
+                "suspect": not backed
+                and rate >= floor + cfg.min_excess
+                and low > max(floor, cfg.max_trigger_flip_rate),
+            }
+        )
     rows.sort(key=lambda r: (r["backed_by_held_out"], -r["flip_rate"]))
     top = next((r for r in rows if not r["backed_by_held_out"]), None)
-    result = rate_check("trigger_flip_rate", top["flips"] if top else 0, top["probes"] if top else 0, max_value=cfg.max_trigger_flip_rate,
-                        description=f"strongest candidate the held-out data does not back ({top['candidate']!r} -> {top['label']})" if top else "no candidate could be tested")
-    summary = {"candidates": float(len(rows)), "suspects": float(sum(r["suspect"] for r in rows)),
-               "top_flip_rate": top["flip_rate"] if top else float("nan"),
-               "baseline_mean_flip_rate": float(np.mean([r for rates in baseline_rates.values() for r in rates])) if baseline else float("nan"),
-               "data_associations": float(len(associations))}
-    warnings = [f"suspected trigger {r['candidate']!r} -> {r['label']}: flips {r['flips']} of {r['probes']} held-out inputs (common words at most {r['baseline_max']:.2f})"
-                for r in rows if r["suspect"]][: cfg.worst_examples]
+    result = rate_check(
+        "trigger_flip_rate",
+        top["flips"] if top else 0,
+        top["probes"] if top else 0,
+        max_value=cfg.max_trigger_flip_rate,
+        description=f"strongest candidate the held-out data does not back ({top['candidate']!r} -> {top['label']})"
+        if top
+        else "no candidate could be tested",
+    )
+    summary = {
+        "candidates": float(len(rows)),
+        "suspects": float(sum(r["suspect"] for r in rows)),
+        "top_flip_rate": top["flip_rate"] if top else float("nan"),
+        "baseline_mean_flip_rate": float(np.mean([r for rates in baseline_rates.values() for r in rates]))
+        if baseline
+        else float("nan"),
+        "data_associations": float(len(associations)),
+    }
+    warnings = [
+        f"suspected trigger {r['candidate']!r} -> {r['label']}: flips {r['flips']} of {r['probes']} held-out inputs "
+        f"(common words at most {r['baseline_max']:.2f})"
+        for r in rows
+        if r["suspect"]
+    ][: cfg.worst_examples]
     tables = {"candidates": rows[: 4 * cfg.worst_examples], "data_associations": associations[: 4 * cfg.worst_examples]}
     return AuditResult(summary, [result], tables, warnings)

@@ -61,14 +61,33 @@ def _status(value: float, threshold: float, direction: str, interval: Optional[t
     return PASS if low >= threshold else FAIL if high < threshold else INCONCLUSIVE
 
 
-def check(name: str, value: Optional[float], *, max_value: Optional[float] = None, min_value: Optional[float] = None, description: str = "",
-          interval: Optional[Sequence[float]] = None, n: Optional[int] = None) -> Check:
+def check(
+    name: str,
+    value: Optional[float],
+    *,
+    max_value: Optional[float] = None,
+    min_value: Optional[float] = None,
+    description: str = "",
+    interval: Optional[Sequence[float]] = None,
+    n: Optional[int] = None,
+) -> Check:
     """A check on a figure; with `interval` the status is pass / fail / inconclusive as the module docstring says."""
     threshold, direction = (max_value, "max") if max_value is not None else (min_value, "min")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return Check(name, None, threshold, direction, SKIP, description, n=n)
-    bounds = None if interval is None or any(math.isnan(b) for b in interval) else (float(interval[0]), float(interval[1]))
-    return Check(name, float(value), threshold, direction, _status(float(value), threshold, direction, bounds), description, bounds, n)
+    bounds = (
+        None if interval is None or any(math.isnan(b) for b in interval) else (float(interval[0]), float(interval[1]))
+    )
+    return Check(
+        name,
+        float(value),
+        threshold,
+        direction,
+        _status(float(value), threshold, direction, bounds),
+        description,
+        bounds,
+        n,
+    )
 
 
 def wilson_interval(events: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -88,7 +107,9 @@ def _z(confidence: float) -> float:
     return float(norm.ppf(0.5 + confidence / 2))
 
 
-def examples_to_settle(rate: float, threshold: float, direction: str, confidence: float = 0.95, limit: int = 10_000_000) -> Optional[int]:
+def examples_to_settle(
+    rate: float, threshold: float, direction: str, confidence: float = 0.95, limit: int = 10_000_000
+) -> Optional[int]:
     """The smallest sample size at which `rate` observed would give a Wilson interval clear of `threshold`."""
     if rate == threshold:
         return None
@@ -102,45 +123,87 @@ def examples_to_settle(rate: float, threshold: float, direction: str, confidence
     low, high = n // 2, n
     while low + 1 < high:
         middle = (low + high) // 2
-        settled = _status(rate, threshold, direction, wilson_interval(round(rate * middle), middle, confidence)) != INCONCLUSIVE
+        settled = (
+            _status(rate, threshold, direction, wilson_interval(round(rate * middle), middle, confidence))
+            != INCONCLUSIVE
+        )
         low, high = (low, middle) if settled else (middle, high)
     return high
 
 
-def rate_check(name: str, events: int, n: int, *, max_value: Optional[float] = None, min_value: Optional[float] = None, description: str = "",
-               confidence: float = 0.95) -> Check:
+def rate_check(
+    name: str,
+    events: int,
+    n: int,
+    *,
+    max_value: Optional[float] = None,
+    min_value: Optional[float] = None,
+    description: str = "",
+    confidence: float = 0.95,
+) -> Check:
     """A check on the proportion events/n, judged by its Wilson interval; skipped when n is 0."""
     if n <= 0:
         return check(name, None, max_value=max_value, min_value=min_value, description=description, n=0)
-    result = check(name, events / n, max_value=max_value, min_value=min_value, description=description,
-                   interval=wilson_interval(events, n, confidence), n=n)
+    result = check(
+        name,
+        events / n,
+        max_value=max_value,
+        min_value=min_value,
+        description=description,
+        interval=wilson_interval(events, n, confidence),
+        n=n,
+    )
     if result.status == INCONCLUSIVE:
         return replace(result, needed=examples_to_settle(events / n, result.threshold, result.direction, confidence))
     return result
 
 
-def bootstrap_interval(values: Sequence[Any], statistic: Callable[[np.ndarray], float] = np.mean, *, n_boot: int = 1000,
-                       confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of statistic(values) (Efron & Tibshirani 1993); rows of a 2-D array resample together."""
+def bootstrap_interval(
+    values: Sequence[Any],
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(values) (Efron & Tibshirani 1993); rows of a 2-D array resample
+    together."""
     data = np.asarray(values, dtype=float)
     if len(data) == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     draws = np.array([statistic(data[rng.integers(0, len(data), len(data))]) for _ in range(n_boot)])
-    draws = draws[~np.isnan(draws)]  # a resample where the statistic is undefined (e.g. one class only) counts for nothing
+    draws = draws[
+        ~np.isnan(draws)
+    ]  # a resample where the statistic is undefined (e.g. one class only) counts for nothing
     if len(draws) == 0:
         return (float("nan"), float("nan"))
     tail = (1 - confidence) / 2
     return (float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)))
 
 
-def mean_check(name: str, values: Sequence[float], *, max_value: Optional[float] = None, min_value: Optional[float] = None, description: str = "",
-               confidence: float = 0.95, seed: int = 0) -> Check:
+def mean_check(
+    name: str,
+    values: Sequence[float],
+    *,
+    max_value: Optional[float] = None,
+    min_value: Optional[float] = None,
+    description: str = "",
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Check:
     """A check on the mean of per-example values, judged by its bootstrap interval; skipped with no values."""
     if len(values) == 0:
         return check(name, None, max_value=max_value, min_value=min_value, description=description, n=0)
-    return check(name, float(np.mean(values)), max_value=max_value, min_value=min_value, description=description,
-                 interval=bootstrap_interval(values, confidence=confidence, seed=seed), n=len(values))
+    return check(
+        name,
+        float(np.mean(values)),
+        max_value=max_value,
+        min_value=min_value,
+        description=description,
+        interval=bootstrap_interval(values, confidence=confidence, seed=seed),
+        n=len(values),
+    )
 
 
 def worst_status(statuses: Sequence[str]) -> str:
@@ -255,11 +318,17 @@ class AuditFamily:
 AUDITS: Registry[AuditFamily] = Registry("audit")
 
 
-def register(name: str, *, version: int, config_type: type, description: str, tasks: tuple[str, ...] = ("ner", "classification")) -> Callable:
+def register(
+    name: str, *, version: int, config_type: type, description: str, tasks: tuple[str, ...] = ("ner", "classification")
+) -> Callable:
     """Decorator for a family's run(ctx, cfg) function; `tasks` are the model kinds it can audit."""
 
     def add(run: Callable[[AuditContext, Any], AuditResult]) -> Callable:
-        AUDITS.register(name)(AuditFamily(name=name, version=version, config_type=config_type, run=run, description=description, tasks=tasks))
+        AUDITS.register(name)(
+            AuditFamily(
+                name=name, version=version, config_type=config_type, run=run, description=description, tasks=tasks
+            )
+        )
         return run
 
     return add

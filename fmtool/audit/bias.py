@@ -47,18 +47,28 @@ def substitution_groups(cfg: BiasConfig) -> dict[str, dict[str, tuple[str, ...]]
 def _compare(original, changed) -> tuple[bool, float]:
     """(prediction flipped, probability change) between two predictions of one task."""
     if hasattr(original, "tags"):
-        change = float(np.mean(np.abs(np.array(original.scores) - np.array(changed.scores)))) if original.scores else 0.0
+        change = (
+            float(np.mean(np.abs(np.array(original.scores) - np.array(changed.scores)))) if original.scores else 0.0
+        )
         return original.tags != changed.tags, change
-    return original.label != changed.label, abs(original.probabilities[original.label] - changed.probabilities[original.label])
+    return original.label != changed.label, abs(
+        original.probabilities[original.label] - changed.probabilities[original.label]
+    )
 
 
 def _describe(example: Example, prediction) -> dict[str, Any]:
     if isinstance(example, TokenExample):
         return {"text": " ".join(example.tokens), "predicted": " ".join(prediction.tags)}
-    return {"text": example.text, "predicted": prediction.label, "probability": round(prediction.probabilities[prediction.label], 4)}
+    return {
+        "text": example.text,
+        "predicted": prediction.label,
+        "probability": round(prediction.probabilities[prediction.label], 4),
+    }
 
 
-def _attribute_result(attribute: str, examples: Sequence[Example], variants: list[list[Example]], predictions: list, cfg: BiasConfig) -> tuple[list[bool], list[float], list[dict]]:
+def _attribute_result(
+    attribute: str, examples: Sequence[Example], variants: list[list[Example]], predictions: list, cfg: BiasConfig
+) -> tuple[list[bool], list[float], list[dict]]:
     """Per example: flipped under any variant, the largest probability change; and the worst examples."""
     flips, changes, worst = [], [], []
     cursor = len(examples)
@@ -67,15 +77,23 @@ def _attribute_result(attribute: str, examples: Sequence[Example], variants: lis
         worst_k = max(range(len(outcomes)), key=lambda k: (outcomes[k][0], outcomes[k][1]))
         flips.append(any(flipped for flipped, _ in outcomes))
         changes.append(max(change for _, change in outcomes))
-        worst.append({"attribute": attribute, "flipped": flips[-1], "probability_change": round(changes[-1], 4),
-                      "original": _describe(example, predictions[index]),
-                      "counterfactual": _describe(variants[index][worst_k], predictions[cursor + worst_k])})
+        worst.append(
+            {
+                "attribute": attribute,
+                "flipped": flips[-1],
+                "probability_change": round(changes[-1], 4),
+                "original": _describe(example, predictions[index]),
+                "counterfactual": _describe(variants[index][worst_k], predictions[cursor + worst_k]),
+            }
+        )
         cursor += len(variants[index])
     worst.sort(key=lambda row: (row["flipped"], row["probability_change"]), reverse=True)
     return flips, changes, worst[: cfg.worst_examples]
 
 
-@register("bias", version=2, config_type=BiasConfig, description="counterfactual invariance to protected-attribute words")
+@register(
+    "bias", version=2, config_type=BiasConfig, description="counterfactual invariance to protected-attribute words"
+)
 def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
     inputs = evaluation_inputs(ctx, data=cfg.data, splits=cfg.splits, key=_KEY)
     summary, checks, rows, worst, warnings = {}, [], [], [], []
@@ -86,12 +104,30 @@ def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
         predictions = ctx.predict([*mentioned, *(v for group in variants for v in group)]) if mentioned else []
         flips, changes, examples = _attribute_result(attribute, mentioned, variants, predictions, cfg)
         if len(flips) < cfg.min_examples:
-            warnings.append(f"{attribute}: {len(flips)} inputs mention it, fewer than min_examples={cfg.min_examples}; its checks are skipped")
+            warnings.append(
+                f"{attribute}: {len(flips)} inputs mention it, fewer than min_examples={cfg.min_examples}; its "
+                "checks are skipped"
+            )
             flips, changes = [], []
-        flip_check = rate_check(f"{attribute}.flip_rate", sum(flips), len(flips), max_value=cfg.max_flip_rate, description="share of inputs whose prediction changes")
-        change_check = mean_check(f"{attribute}.mean_probability_change", changes, max_value=cfg.max_mean_probability_change,
-                                  description="mean |change| in the predicted label's probability", seed=ctx.seed)
-        figures = {"examples": float(len(mentioned)), "flip_rate": flip_check.value, "mean_probability_change": change_check.value}
+        flip_check = rate_check(
+            f"{attribute}.flip_rate",
+            sum(flips),
+            len(flips),
+            max_value=cfg.max_flip_rate,
+            description="share of inputs whose prediction changes",
+        )
+        change_check = mean_check(
+            f"{attribute}.mean_probability_change",
+            changes,
+            max_value=cfg.max_mean_probability_change,
+            description="mean |change| in the predicted label's probability",
+            seed=ctx.seed,
+        )
+        figures = {
+            "examples": float(len(mentioned)),
+            "flip_rate": flip_check.value,
+            "mean_probability_change": change_check.value,
+        }
         rows.append({"attribute": attribute, **figures, "flip_rate_ci": flip_check.interval})
         worst += examples
         summary.update({f"{attribute}.{k}": float("nan") if v is None else float(v) for k, v in figures.items()})

@@ -36,7 +36,9 @@ class CalibrationConfig:
     n_boot: int = 200
 
 
-def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int, *, equal_mass: bool = False) -> tuple[float, float, list[dict[str, Any]]]:
+def calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int, *, equal_mass: bool = False
+) -> tuple[float, float, list[dict[str, Any]]]:
     """(ECE, MCE, reliability rows) of confidences against 0/1 outcomes."""
     if equal_mass:
         edges = np.quantile(confidence, np.linspace(0, 1, bins + 1))
@@ -52,8 +54,16 @@ def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int, *,
         gap = abs(confidence[inside].mean() - correct[inside].mean())
         ece += inside.mean() * gap
         mce = max(mce, gap)
-        rows.append({"bin": b, "low": float(edges[b]), "high": float(edges[b + 1]), "count": int(inside.sum()),
-                     "confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+        rows.append(
+            {
+                "bin": b,
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": int(inside.sum()),
+                "confidence": float(confidence[inside].mean()),
+                "accuracy": float(correct[inside].mean()),
+            }
+        )
     return float(ece), float(mce), rows
 
 
@@ -94,21 +104,54 @@ def _ner(examples, predictions) -> tuple[np.ndarray, np.ndarray, dict[str, float
     return np.array(confidence), np.array(correct), {}
 
 
-@register("calibration", version=1, config_type=CalibrationConfig, description="expected calibration error, Brier score, reliability diagram")
+@register(
+    "calibration",
+    version=1,
+    config_type=CalibrationConfig,
+    description="expected calibration error, Brier score, reliability diagram",
+)
 def run(ctx: AuditContext, cfg: CalibrationConfig) -> AuditResult:
     examples = evaluation_inputs(ctx, data=None, splits=cfg.splits, key=_KEY)[: cfg.max_examples]
     predictions = ctx.predict(examples)
-    confidence, correct, extra = _ner(examples, predictions) if ctx.task == "ner" else _classification(examples, predictions)
+    confidence, correct, extra = (
+        _ner(examples, predictions) if ctx.task == "ner" else _classification(examples, predictions)
+    )
     unit = "predicted entities" if ctx.task == "ner" else "examples"
     if len(confidence) < cfg.min_examples:
-        warning = f"{len(confidence)} {unit}, fewer than min_examples={cfg.min_examples}: ECE is unreliable on so few (HELM); the check is skipped"
-        return AuditResult({"count": float(len(confidence))}, [check("ece", None, max_value=cfg.max_ece, n=len(confidence))], warnings=[warning])
+        warning = (
+            f"{len(confidence)} {unit}, fewer than min_examples={cfg.min_examples}: ECE is unreliable on so few "
+            "(HELM); the check is skipped"
+        )
+        return AuditResult(
+            {"count": float(len(confidence))},
+            [check("ece", None, max_value=cfg.max_ece, n=len(confidence))],
+            warnings=[warning],
+        )
     ece, mce, reliability = calibration_error(confidence, correct, cfg.bins)
     ece_mass, _, _ = calibration_error(confidence, correct, cfg.bins, equal_mass=True)
-    interval = bootstrap_interval(np.stack([confidence, correct], axis=1), lambda rows: calibration_error(rows[:, 0], rows[:, 1], cfg.bins)[0],
-                                  n_boot=cfg.n_boot, seed=ctx.seed)
-    summary = {"ece": ece, "ece_equal_mass": ece_mass, "mce": mce, "accuracy": float(correct.mean()), "mean_confidence": float(confidence.mean()),
-               "count": float(len(confidence)), **extra}
-    checks = [check("ece", ece, max_value=cfg.max_ece, interval=interval, n=len(confidence),
-                    description=f"expected calibration error over {cfg.bins} equal-width bins of {unit}")]
+    interval = bootstrap_interval(
+        np.stack([confidence, correct], axis=1),
+        lambda rows: calibration_error(rows[:, 0], rows[:, 1], cfg.bins)[0],
+        n_boot=cfg.n_boot,
+        seed=ctx.seed,
+    )
+    summary = {
+        "ece": ece,
+        "ece_equal_mass": ece_mass,
+        "mce": mce,
+        "accuracy": float(correct.mean()),
+        "mean_confidence": float(confidence.mean()),
+        "count": float(len(confidence)),
+        **extra,
+    }
+    checks = [
+        check(
+            "ece",
+            ece,
+            max_value=cfg.max_ece,
+            interval=interval,
+            n=len(confidence),
+            description=f"expected calibration error over {cfg.bins} equal-width bins of {unit}",
+        )
+    ]
     return AuditResult(summary, checks, {"reliability": reliability})

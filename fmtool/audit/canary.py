@@ -94,11 +94,19 @@ def secret_log_likelihoods(model, tokenizer, template: str, secrets: Sequence[st
     model.eval()
     for first in range(0, len(rows), batch_size):
         width = max(len(r) for r in rows[first : first + batch_size])
-        batch = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows[first : first + batch_size]], device=model.device)
+        batch = torch.tensor(
+            [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows[first : first + batch_size]],
+            device=model.device,
+        )
         mask = batch.ne(tokenizer.pad_token_id).long()
         logits = model(input_ids=batch, attention_mask=mask).logits.float()
-        picked = torch.arange(len(batch), device=batch.device), torch.tensor(positions[first : first + batch_size], device=batch.device)
-        log_p = logits[picked].log_softmax(-1)[torch.arange(len(batch)), torch.tensor(targets[first : first + batch_size], device=batch.device)]
+        picked = (
+            torch.arange(len(batch), device=batch.device),
+            torch.tensor(positions[first : first + batch_size], device=batch.device),
+        )
+        log_p = logits[picked].log_softmax(-1)[
+            torch.arange(len(batch)), torch.tensor(targets[first : first + batch_size], device=batch.device)
+        ]
         for owner, value in zip(owners[first : first + batch_size], log_p.tolist()):
             totals[owner] += value
     return totals
@@ -110,37 +118,76 @@ def exposure(true_score: float, others: Sequence[float]) -> tuple[int, float]:
     return rank, math.log2(len(others) + 1) - math.log2(rank)
 
 
-@register("canary", version=1, config_type=CanaryAuditConfig, description="exposure of secrets planted in the pre-training corpus (Secret Sharer)", tasks=("mlm",))
+@register(
+    "canary",
+    version=1,
+    config_type=CanaryAuditConfig,
+    description="exposure of secrets planted in the pre-training corpus (Secret Sharer)",
+    tasks=("mlm",),
+)
 def run(ctx: AuditContext, cfg: CanaryAuditConfig) -> AuditResult:
     planted = ctx.config.task.canaries if ctx.config is not None else None
     planted_any = planted is not None and bool(planted.repetitions)
     if ctx.model is None or not (planted_any or cfg.secrets):
-        reason = "no trained masked-LM head" if ctx.model is None else "the run planted no canaries (task.canaries.repetitions) and audit.canary.secrets names no file"
-        return AuditResult({}, [check("max_exposure", None, max_value=cfg.max_exposure)], warnings=[f"canary exposure not measured: {reason}"])
+        reason = (
+            "no trained masked-LM head"
+            if ctx.model is None
+            else "the run planted no canaries (task.canaries.repetitions) and audit.canary.secrets names no file"
+        )
+        return AuditResult(
+            {},
+            [check("max_exposure", None, max_value=cfg.max_exposure)],
+            warnings=[f"canary exposure not measured: {reason}"],
+        )
     rng = random.Random(ctx.seed)
     rows: list[dict[str, Any]] = []
     summary: dict[str, float] = {}
     for canary in make_canaries(planted, ctx.seed) if planted_any else []:
         others = set()
-        while len(others) < min(cfg.candidates, 10 ** planted.digits - 1):
+        while len(others) < min(cfg.candidates, 10**planted.digits - 1):
             candidate = secret_text(rng, planted.digits)
             if candidate != canary.secret:
                 others.add(candidate)
         rank, bits, scored = _rank(ctx, planted.template, canary.secret, sorted(others), cfg)
-        rows.append({"canary": f"planted x{canary.repetitions}", "repetitions": canary.repetitions, "rank": rank, "candidates": scored, "exposure": round(bits, 3)})
+        rows.append(
+            {
+                "canary": f"planted x{canary.repetitions}",
+                "repetitions": canary.repetitions,
+                "rank": rank,
+                "candidates": scored,
+                "exposure": round(bits, 3),
+            }
+        )
         summary[f"exposure.repeated_{canary.repetitions}"] = bits
     for index, (template, secret) in enumerate(given_secrets(cfg.secrets) if cfg.secrets else []):
         others = same_layout(rng, secret, ctx.tokenizer, cfg.candidates, attempts=20 * cfg.candidates)
         rank, bits, scored = _rank(ctx, template, secret, others, cfg)
-        rows.append({"canary": template.format(secret="<secret>"), "repetitions": None, "rank": rank, "candidates": scored, "exposure": round(bits, 3)})
+        rows.append(
+            {
+                "canary": template.format(secret="<secret>"),
+                "repetitions": None,
+                "rank": rank,
+                "candidates": scored,
+                "exposure": round(bits, 3),
+            }
+        )
         summary[f"exposure.given_{index}"] = bits
     worst = max(rows, key=lambda r: r["exposure"])
-    checks = [check("max_exposure", worst["exposure"], max_value=cfg.max_exposure,
-                    description=f"the secret of {worst['canary']!r} ranks {worst['rank']} of {worst['candidates']} candidate secrets")]
+    checks = [
+        check(
+            "max_exposure",
+            worst["exposure"],
+            max_value=cfg.max_exposure,
+            description=f"the secret of {worst['canary']!r} ranks {worst['rank']} of {worst['candidates']} candidate "
+            "secrets",
+        )
+    ]
     return AuditResult(summary, checks, {"canaries": rows})
 
 
-def _rank(ctx: AuditContext, template: str, secret: str, others: list[str], cfg: CanaryAuditConfig) -> tuple[int, float, int]:
+def _rank(
+    ctx: AuditContext, template: str, secret: str, others: list[str], cfg: CanaryAuditConfig
+) -> tuple[int, float, int]:
     """(rank, exposure in bits, number of secrets scored) of `secret` among `others` in `template`."""
     scores = secret_log_likelihoods(ctx.model, ctx.tokenizer, template, [secret, *others], cfg.batch_size)
     return (*exposure(scores[0], scores[1:]), len(scores))

@@ -31,8 +31,8 @@ from scipy.stats import binom
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, check, rate_check, register, wilson_interval
-from fmtool.dataset.lexicons import protected_groups
 from fmtool.dataset.examples import Example, TokenExample
+from fmtool.dataset.lexicons import protected_groups
 
 _KEY = "audit.data"
 _WORD = re.compile(r"[^\W_]+")
@@ -52,7 +52,14 @@ class DataConfig:
 
 
 def _words(example: Example) -> list[str]:
-    return [w.lower() for w in (example.tokens if isinstance(example, TokenExample) else _WORD.findall(f"{example.text} {example.text_pair or ''}"))]
+    return [
+        w.lower()
+        for w in (
+            example.tokens
+            if isinstance(example, TokenExample)
+            else _WORD.findall(f"{example.text} {example.text_pair or ''}")
+        )
+    ]
 
 
 def _labels(example: Example) -> set[str]:
@@ -98,12 +105,17 @@ def _newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, tuple[float, f
     """|p1 - p2| and its interval from Newcombe's hybrid score method (Wilson intervals of each side)."""
     p1, p2 = k1 / n1, k2 / n2
     (l1, u1), (l2, u2) = wilson_interval(k1, n1), wilson_interval(k2, n2)
-    low, high = p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    low, high = (
+        p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
+        p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2),
+    )
     magnitude = (0.0 if low <= 0 <= high else min(abs(low), abs(high)), max(abs(low), abs(high)))
     return abs(p1 - p2), magnitude
 
 
-def _mentions(examples: Sequence[Example], groups: dict[str, set[str]], split: str) -> tuple[list[dict], dict[str, list[set[str]]]]:
+def _mentions(
+    examples: Sequence[Example], groups: dict[str, set[str]], split: str
+) -> tuple[list[dict], dict[str, list[set[str]]]]:
     """Rows per group mentioned in `split` with its most over-represented label, and each group's examples' labels."""
     labelled: dict[str, list[set[str]]] = defaultdict(list)
     for example in examples:
@@ -116,19 +128,36 @@ def _mentions(examples: Sequence[Example], groups: dict[str, set[str]], split: s
     for group, label_sets in labelled.items():
         counts = Counter(label for labels in label_sets for label in labels)
         label, k = max(counts.items(), key=lambda kv: kv[1] / len(label_sets) - base[kv[0]] / len(examples))
-        rows.append({"split": split, "group": group, "examples": len(label_sets), "label": label, "share": k / len(label_sets),
-                     "split_share": base[label] / len(examples), "p_value": float(binom.sf(k - 1, len(label_sets), base[label] / len(examples)))})
+        rows.append(
+            {
+                "split": split,
+                "group": group,
+                "examples": len(label_sets),
+                "label": label,
+                "share": k / len(label_sets),
+                "split_share": base[label] / len(examples),
+                "p_value": float(binom.sf(k - 1, len(label_sets), base[label] / len(examples))),
+            }
+        )
     rows.sort(key=lambda r: r["p_value"])
     return rows, labelled
 
 
 def _lengths(split: str, examples: Sequence[Example], ctx: AuditContext) -> dict[str, Any]:
     lengths = np.array([len(_words(e)) for e in examples])
-    row = {"split": split, "examples": len(examples), "min_words": int(lengths.min()), "median_words": float(np.median(lengths)),
-           "p95_words": float(np.percentile(lengths, 95)), "max_words": int(lengths.max())}
+    row = {
+        "split": split,
+        "examples": len(examples),
+        "min_words": int(lengths.min()),
+        "median_words": float(np.median(lengths)),
+        "p95_words": float(np.percentile(lengths, 95)),
+        "max_words": int(lengths.max()),
+    }
     if ctx.task == "classification" and ctx.tokenizer is not None and ctx.config is not None:
         limit = ctx.config.trainer.max_length
-        ids = ctx.tokenizer([e.text for e in examples], [e.text_pair for e in examples] if examples[0].text_pair is not None else None)["input_ids"]
+        ids = ctx.tokenizer(
+            [e.text for e in examples], [e.text_pair for e in examples] if examples[0].text_pair is not None else None
+        )["input_ids"]
         row["truncated_share"] = float(np.mean([len(i) > limit for i in ids]))
     return row
 
@@ -141,15 +170,31 @@ def _representation(train: Sequence[Example], cfg: DataConfig, labels: Sequence[
         counts = Counter(e.label for e in train)
         names = list(labels) or sorted(counts)
     rows = [{"label": name, "train_count": counts.get(name, 0)} for name in names]
-    checks = [check(f"{r['label']}.representation_count", float(r["train_count"]), min_value=cfg.min_label_representation_count,
-                    description="training examples (NER: entities) of the label") for r in rows]
+    checks = [
+        check(
+            f"{r['label']}.representation_count",
+            float(r["train_count"]),
+            min_value=cfg.min_label_representation_count,
+            description="training examples (NER: entities) of the label",
+        )
+        for r in rows
+    ]
     return rows, checks
 
 
-@register("data", version=1, config_type=DataConfig, description="label representation, protected-group mentions, lengths, train/evaluation leakage")
+@register(
+    "data",
+    version=1,
+    config_type=DataConfig,
+    description="label representation, protected-group mentions, lengths, train/evaluation leakage",
+)
 def run(ctx: AuditContext, cfg: DataConfig) -> AuditResult:
     if "train" not in ctx.available_splits:
-        return AuditResult({}, [check("leakage_rate", None, max_value=cfg.max_leakage_rate)], warnings=["the data audit reads a run's saved splits; this model has none"])
+        return AuditResult(
+            {},
+            [check("leakage_rate", None, max_value=cfg.max_leakage_rate)],
+            warnings=["the data audit reads a run's saved splits; this model has none"],
+        )
     train = ctx.load_split("train")
     evaluation = {s: ctx.load_split(s) for s in cfg.evaluation_splits if s in ctx.available_splits}
     representation, checks = _representation(train, cfg, ctx.labels)
@@ -162,25 +207,72 @@ def run(ctx: AuditContext, cfg: DataConfig) -> AuditResult:
         leaked_count += len(found)
         summary[f"{split}.leaked"] = float(len(found))
         summary[f"{split}.exact_duplicates"] = float(sum(kind == "exact" for _, _, kind in found))
-        leaks += [{"split": split, "kind": kind, "evaluation": " ".join(_words(examples[j]))[:200], "train": " ".join(_words(train[i]))[:200]} for j, i, kind in found]
+        leaks += [
+            {
+                "split": split,
+                "kind": kind,
+                "evaluation": " ".join(_words(examples[j]))[:200],
+                "train": " ".join(_words(train[i]))[:200],
+            }
+            for j, i, kind in found
+        ]
         lengths.append(_lengths(split, examples, ctx))
-    checks.append(rate_check("leakage_rate", leaked_count, total, max_value=cfg.max_leakage_rate,
-                             description="share of evaluation examples whose text (or a near copy) is in the training split"))
+    checks.append(
+        rate_check(
+            "leakage_rate",
+            leaked_count,
+            total,
+            max_value=cfg.max_leakage_rate,
+            description="share of evaluation examples whose text (or a near copy) is in the training split",
+        )
+    )
     groups = protected_groups(cfg.swaps, cfg.first_names, _KEY)
     mentions, labelled = _mentions(train, groups, "train")
     male, female = labelled.get("gender:male", []), labelled.get("gender:female", [])
     if min(len(male), len(female)) >= cfg.min_mentions:
         gaps = []
         for label in sorted({l for s in male + female for l in s}):
-            gaps.append((label, *_newcombe(sum(label in s for s in female), len(female), sum(label in s for s in male), len(male))))
+            gaps.append(
+                (
+                    label,
+                    *_newcombe(sum(label in s for s in female), len(female), sum(label in s for s in male), len(male)),
+                )
+            )
         label, gap, interval = max(gaps, key=lambda g: g[1])
         summary["gender_label_gap"] = gap
-        checks.append(check("gender_label_gap", gap, max_value=cfg.max_gender_label_gap, interval=interval, n=len(male) + len(female),
-                            description=f"largest gap in a label's share between training texts with female and male terms ({label})"))
+        checks.append(
+            check(
+                "gender_label_gap",
+                gap,
+                max_value=cfg.max_gender_label_gap,
+                interval=interval,
+                n=len(male) + len(female),
+                description="largest gap in a label's share between training texts with female and male terms "
+                f"({label})",
+            )
+        )
     else:
-        checks.append(check("gender_label_gap", None, max_value=cfg.max_gender_label_gap, n=len(male) + len(female),
-                            description=f"fewer than min_mentions={cfg.min_mentions} training texts mention female or male terms"))
+        checks.append(
+            check(
+                "gender_label_gap",
+                None,
+                max_value=cfg.max_gender_label_gap,
+                n=len(male) + len(female),
+                description=f"fewer than min_mentions={cfg.min_mentions} training texts mention female or male terms",
+            )
+        )
     tested = [r for r in mentions if r["examples"] >= cfg.min_mentions]
-    summary.update({"leaked": float(leaked_count), "groups_mentioned": float(len(mentions)), "skewed_groups": float(sum(r["p_value"] < 0.01 / max(len(tested), 1) for r in tested))})
-    tables = {"representation": representation, "lengths": lengths, "leakage": leaks[: cfg.listed], "protected_mentions": mentions[: cfg.listed]}
+    summary.update(
+        {
+            "leaked": float(leaked_count),
+            "groups_mentioned": float(len(mentions)),
+            "skewed_groups": float(sum(r["p_value"] < 0.01 / max(len(tested), 1) for r in tested)),
+        }
+    )
+    tables = {
+        "representation": representation,
+        "lengths": lengths,
+        "leakage": leaks[: cfg.listed],
+        "protected_mentions": mentions[: cfg.listed],
+    }
     return AuditResult(summary, checks, tables)

@@ -27,7 +27,15 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, mean_check, rate_check, register, wilson_interval
+from fmtool.audit.base import (
+    AuditContext,
+    AuditResult,
+    evaluation_inputs,
+    mean_check,
+    rate_check,
+    register,
+    wilson_interval,
+)
 from fmtool.dataset.lexicons import protected_groups
 from fmtool.errors import FmtoolError
 from fmtool.explain import METHODS, Explainer, Explanation, targets_for
@@ -48,7 +56,8 @@ class ExplainConfig:
     min_protected_count: int = 5
     top_tokens: int = 10
     listed: int = 10
-    # fp32: attributions in full precision whatever the run's precision (bf16 gradients blur the integral); run: the run's
+    # fp32: attributions in full precision whatever the run's precision (bf16 gradients blur the integral); run: the
+    # run's
     precision: str = "fp32"
     swaps: Optional[str] = None
     first_names: Optional[str] = None
@@ -71,7 +80,9 @@ def _removed(words: Sequence[str], drop: set[int], task: str, unknown: str) -> l
     return kept or [unknown]
 
 
-def faithfulness(explainer: Explainer, explanations: Sequence[Explanation], shares: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+def faithfulness(
+    explainer: Explainer, explanations: Sequence[Explanation], shares: Sequence[float], seed: int
+) -> dict[str, np.ndarray]:
     """Per explanation, AOPC comprehensiveness and sufficiency of its top words and of as many random words."""
     rng = random.Random(seed)
     unknown = explainer.tokenizer.unk_token or "[UNK]"
@@ -83,13 +94,20 @@ def faithfulness(explainer: Explainer, explanations: Sequence[Explanation], shar
         for share in shares:
             k = min(n - 1, max(1, round(share * n)))
             for chosen in (set(ranked[:k]), set(rng.sample(range(n), k))):
-                variants += [_removed(words, chosen, explainer.task, unknown), _removed(words, set(range(n)) - chosen, explainer.task, unknown)]
+                variants += [
+                    _removed(words, chosen, explainer.task, unknown),
+                    _removed(words, set(range(n)) - chosen, explainer.task, unknown),
+                ]
                 targets += [explanation.target, explanation.target]
     probabilities = np.array(explainer.probabilities(targets, variants)).reshape(len(usable), len(shares), 2, 2)
     original = np.array([e.probability for e in usable])[:, None, None, None]
     drops = (original - probabilities).mean(axis=1)  # [example, attributed|random, removed|kept]
-    return {"comprehensiveness": drops[:, 0, 0], "comprehensiveness_random": drops[:, 1, 0],
-            "sufficiency": drops[:, 0, 1], "sufficiency_random": drops[:, 1, 1]}
+    return {
+        "comprehensiveness": drops[:, 0, 0],
+        "comprehensiveness_random": drops[:, 1, 0],
+        "sufficiency": drops[:, 0, 1],
+        "sufficiency_random": drops[:, 1, 1],
+    }
 
 
 def _top_word(explanation: Explanation) -> Optional[str]:
@@ -109,12 +127,21 @@ def top_tokens(explanations: Sequence[Explanation], limit: int) -> list[dict[str
         tops = Counter(w for w in map(_top_word, group) if w is not None)
         for word, count in tops.most_common(limit):
             scores = [a for e in group for w, a in zip(e.target.words, e.attributions) if w.lower() == word]
-            rows.append({"label": label, "word": word, "times_top": count, "share_top": round(count / len(group), 4),
-                         "mean_attribution": round(float(np.mean(scores)), 5)})
+            rows.append(
+                {
+                    "label": label,
+                    "word": word,
+                    "times_top": count,
+                    "share_top": round(count / len(group), 4),
+                    "mean_attribution": round(float(np.mean(scores)), 5),
+                }
+            )
     return rows
 
 
-def protected_shortcuts(explanations: Sequence[Explanation], groups: dict[str, set[str]], min_count: int) -> list[dict[str, Any]]:
+def protected_shortcuts(
+    explanations: Sequence[Explanation], groups: dict[str, set[str]], min_count: int
+) -> list[dict[str, Any]]:
     """For each (label, protected word) seen at least min_count times: how often the word is the top one."""
     group_of = {term: name for name, terms in groups.items() for term in terms}
     seen: dict[tuple[str, str], list[Explanation]] = defaultdict(list)
@@ -127,9 +154,19 @@ def protected_shortcuts(explanations: Sequence[Explanation], groups: dict[str, s
     for (label, word), group in seen.items():
         top = [e for e in group if _top_word(e) == word]
         low, high = wilson_interval(len(top), len(group))
-        rows.append({"label": label, "word": word, "group": group_of[word], "predictions": len(group), "times_top": len(top),
-                     "share_top": round(len(top) / len(group), 4), "interval": [round(low, 4), round(high, 4)], "tested": len(group) >= min_count,
-                     "example": " ".join(top[0].target.words) if top else ""})
+        rows.append(
+            {
+                "label": label,
+                "word": word,
+                "group": group_of[word],
+                "predictions": len(group),
+                "times_top": len(top),
+                "share_top": round(len(top) / len(group), 4),
+                "interval": [round(low, 4), round(high, 4)],
+                "tested": len(group) >= min_count,
+                "example": " ".join(top[0].target.words) if top else "",
+            }
+        )
     return sorted(rows, key=lambda r: (-r["tested"], -r["interval"][0], -r["predictions"]))
 
 
@@ -140,7 +177,11 @@ def _row(explanation: Explanation) -> dict[str, Any]:
     if target.span is not None:
         row["entity"] = " ".join(target.words[target.span[0] : target.span[1] + 1])
     top = explanation.ranked()[:3]
-    return {**row, "top_words": ", ".join(f"{target.words[i]} {explanation.attributions[i]:+.3f}" for i in top), "text": " ".join(target.words)}
+    return {
+        **row,
+        "top_words": ", ".join(f"{target.words[i]} {explanation.attributions[i]:+.3f}" for i in top),
+        "text": " ".join(target.words),
+    }
 
 
 def _sample(examples: list, limit: int, seed: int) -> list:
@@ -149,33 +190,69 @@ def _sample(examples: list, limit: int, seed: int) -> list:
     return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), limit))]
 
 
-@register("explain", version=1, config_type=ExplainConfig, description="attribution faithfulness (ERASER vs random), top tokens per label, protected-word shortcuts")
+@register(
+    "explain",
+    version=1,
+    config_type=ExplainConfig,
+    description="attribution faithfulness (ERASER vs random), top tokens per label, protected-word shortcuts",
+)
 def run(ctx: AuditContext, cfg: ExplainConfig) -> AuditResult:
     examples = _sample(evaluation_inputs(ctx, data=None, splits=cfg.splits, key=_KEY), cfg.max_examples, ctx.seed)
     max_length = ctx.config.trainer.max_length if ctx.config is not None else min(ctx.tokenizer.model_max_length, 512)
     runtime = replace(ctx.runtime, autocast_dtype=None) if cfg.precision == "fp32" else ctx.runtime
     explainer = Explainer(ctx.model, ctx.tokenizer, runtime, task=ctx.task, max_length=max_length)
-    explanations = explainer.explain(targets_for(examples, ctx.predict(examples), ctx.task, explainer.label2id), method=cfg.method, steps=cfg.steps)
+    explanations = explainer.explain(
+        targets_for(examples, ctx.predict(examples), ctx.task, explainer.label2id), method=cfg.method, steps=cfg.steps
+    )
     drops = faithfulness(explainer, explanations, cfg.shares, ctx.seed)
     comprehensiveness_gain = drops["comprehensiveness"] - drops["comprehensiveness_random"]
     sufficiency_gain = drops["sufficiency_random"] - drops["sufficiency"]
-    shortcuts = protected_shortcuts(explanations, protected_groups(cfg.swaps, cfg.first_names, _KEY), cfg.min_protected_count)
+    shortcuts = protected_shortcuts(
+        explanations, protected_groups(cfg.swaps, cfg.first_names, _KEY), cfg.min_protected_count
+    )
     tested = [r for r in shortcuts if r["tested"]]
     worst = tested[0] if tested else None
     checks = [
-        mean_check("comprehensiveness_gain", comprehensiveness_gain, min_value=cfg.min_comprehensiveness_gain, seed=ctx.seed,
-                   description="drop in the prediction's probability when its top-attributed words are removed, minus the drop for as many random words"),
-        mean_check("sufficiency_gain", sufficiency_gain, min_value=cfg.min_sufficiency_gain, seed=ctx.seed,
-                   description="how much better the top-attributed words alone keep the prediction than as many random words"),
-        rate_check("protected_shortcut", worst["times_top"] if worst else 0, worst["predictions"] if worst else 0, max_value=cfg.max_protected_top_share,
-                   description=(f"'{worst['word']}' ({worst['group']}) is the top word in {worst['times_top']} of {worst['predictions']} "
-                                f"'{worst['label']}' predictions containing it") if worst else "no protected word occurs often enough to test"),
+        mean_check(
+            "comprehensiveness_gain",
+            comprehensiveness_gain,
+            min_value=cfg.min_comprehensiveness_gain,
+            seed=ctx.seed,
+            description="drop in the prediction's probability when its top-attributed words are removed, minus the "
+            "drop for as many random words",
+        ),
+        mean_check(
+            "sufficiency_gain",
+            sufficiency_gain,
+            min_value=cfg.min_sufficiency_gain,
+            seed=ctx.seed,
+            description="how much better the top-attributed words alone keep the prediction than as many random words",
+        ),
+        rate_check(
+            "protected_shortcut",
+            worst["times_top"] if worst else 0,
+            worst["predictions"] if worst else 0,
+            max_value=cfg.max_protected_top_share,
+            description=(
+                f"'{worst['word']}' ({worst['group']}) is the top word in {worst['times_top']} of "
+                f"{worst['predictions']} "
+                f"'{worst['label']}' predictions containing it"
+            )
+            if worst
+            else "no protected word occurs often enough to test",
+        ),
     ]
     deltas = [e.delta for e in explanations if e.delta is not None]
-    summary = {"explained": float(len(explanations)), "examples": float(len(examples)),
-               **{name: float(np.mean(values)) if len(values) else float("nan") for name, values in drops.items()},
-               "mean_abs_convergence_delta": float(np.mean(deltas)) if deltas else float("nan")}
+    summary = {
+        "explained": float(len(explanations)),
+        "examples": float(len(examples)),
+        **{name: float(np.mean(values)) if len(values) else float("nan") for name, values in drops.items()},
+        "mean_abs_convergence_delta": float(np.mean(deltas)) if deltas else float("nan"),
+    }
     listed = sorted(explanations, key=lambda e: -e.probability)[: cfg.listed]
-    tables = {"top_tokens": top_tokens(explanations, cfg.top_tokens), "protected_shortcuts": shortcuts[: cfg.listed * 2],
-              "explanations": [_row(e) for e in listed]}
+    tables = {
+        "top_tokens": top_tokens(explanations, cfg.top_tokens),
+        "protected_shortcuts": shortcuts[: cfg.listed * 2],
+        "explanations": [_row(e) for e in listed],
+    }
     return AuditResult(summary=summary, checks=checks, tables=tables)

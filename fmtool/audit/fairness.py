@@ -28,12 +28,18 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame, equalized_odds_difference, false_negative_rate, false_positive_rate, selection_rate
+from fairlearn.metrics import (
+    MetricFrame,
+    equalized_odds_difference,
+    false_negative_rate,
+    false_positive_rate,
+    selection_rate,
+)
 from sklearn.metrics import accuracy_score, f1_score
 
 from fmtool.audit.base import AuditContext, AuditResult, check, register
-from fmtool.dataset.lexicons import first_names, ner_templates
 from fmtool.dataset.examples import TextExample, TokenExample
+from fmtool.dataset.lexicons import first_names, ner_templates
 from fmtool.dataset.readers import read_rows
 from fmtool.dataset.tags import PERSON_TYPES, person_type
 from fmtool.errors import FmtoolError
@@ -86,25 +92,35 @@ _CLASSIFICATION_METRICS = {
 }
 _WITH_TRUTH = {
     "accuracy": _Metric(accuracy_score, lambda tp, fp, fn, tn: _share(tp + tn, tp + fp + fn + tn)),
-    "f1": _Metric(lambda t, p: f1_score(t, p, zero_division=0), lambda tp, fp, fn, tn: np.nan_to_num(_share(2 * tp, 2 * tp + fp + fn))),
+    "f1": _Metric(
+        lambda t, p: f1_score(t, p, zero_division=0),
+        lambda tp, fp, fn, tn: np.nan_to_num(_share(2 * tp, 2 * tp + fp + fn)),
+    ),
     "false_positive_rate": _Metric(false_positive_rate, lambda tp, fp, fn, tn: _share(fp, fp + tn)),
     "false_negative_rate": _Metric(false_negative_rate, lambda tp, fp, fn, tn: _share(fn, fn + tp)),
 }
 # NER: every template's name is a person, so recall is the share found
-_RECALL_METRICS = {"recall": _Metric(lambda t, p: float(np.mean(p)), lambda tp, fp, fn, tn: _share(tp, tp + fn)), "count": _COUNT}
+_RECALL_METRICS = {
+    "recall": _Metric(lambda t, p: float(np.mean(p)), lambda tp, fp, fn, tn: _share(tp, tp + fn)),
+    "count": _COUNT,
+}
 
 
 @dataclass
 class _Intervals:
-    """Bootstrap percentile intervals: per group and metric, and of each metric's difference and ratio between groups."""
+    """Bootstrap percentile intervals: per group and metric, and of each metric's difference and ratio between
+    groups."""
 
     by_group: dict[tuple[str, str], tuple[float, float]]
     difference: dict[str, tuple[float, float]]
     ratio: dict[str, tuple[float, float]]
 
 
-def _resampled_counts(truth: np.ndarray, predicted: np.ndarray, codes: np.ndarray, n_groups: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_groups, 4) confusion counts (tn, fp, fn, tp) per group, each resample n rows drawn with replacement."""
+def _resampled_counts(
+    truth: np.ndarray, predicted: np.ndarray, codes: np.ndarray, n_groups: int, n_boot: int, seed: int
+) -> np.ndarray:
+    """(n_boot, n_groups, 4) confusion counts (tn, fp, fn, tp) per group, each resample n rows drawn with
+    replacement."""
     rng = np.random.default_rng(seed)
     n, cells = len(truth), n_groups * 4
     key = codes * 4 + truth * 2 + predicted
@@ -117,7 +133,14 @@ def _resampled_counts(truth: np.ndarray, predicted: np.ndarray, codes: np.ndarra
     return counts.reshape(n_boot, n_groups, 4)
 
 
-def _bootstrap(metrics: dict[str, _Metric], truth: np.ndarray, predicted: np.ndarray, groups: np.ndarray, cfg: FairnessConfig, seed: int) -> _Intervals:
+def _bootstrap(
+    metrics: dict[str, _Metric],
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    groups: np.ndarray,
+    cfg: FairnessConfig,
+    seed: int,
+) -> _Intervals:
     names, codes = np.unique(groups, return_inverse=True)
     counts = _resampled_counts(truth.astype(int), predicted.astype(int), codes, len(names), cfg.n_boot, seed)
     tn, fp, fn, tp = (counts[..., k] for k in range(4))
@@ -143,7 +166,12 @@ def _bootstrap(metrics: dict[str, _Metric], truth: np.ndarray, predicted: np.nda
 
 
 def _metric_frame(metrics: dict[str, _Metric], y_true, y_pred, groups: pd.Series) -> MetricFrame:
-    return MetricFrame(metrics={name: m.of_labels for name, m in metrics.items()}, y_true=y_true, y_pred=y_pred, sensitive_features=groups)
+    return MetricFrame(
+        metrics={name: m.of_labels for name, m in metrics.items()},
+        y_true=y_true,
+        y_pred=y_pred,
+        sensitive_features=groups,
+    )
 
 
 def _group_rows(feature: str, frame: MetricFrame, intervals: Optional[_Intervals]) -> list[dict[str, Any]]:
@@ -158,21 +186,51 @@ def _group_rows(feature: str, frame: MetricFrame, intervals: Optional[_Intervals
 
 
 def _gap_row(feature: str, metric: str, frame: MetricFrame, intervals: Optional[_Intervals]) -> dict[str, Any]:
-    row = {"feature": feature, "metric": metric, "difference": float(frame.difference()[metric]), "ratio": float(frame.ratio()[metric])}
+    row = {
+        "feature": feature,
+        "metric": metric,
+        "difference": float(frame.difference()[metric]),
+        "ratio": float(frame.ratio()[metric]),
+    }
     if intervals is not None:
         row.update(difference_ci=list(intervals.difference[metric]), ratio_ci=list(intervals.ratio[metric]))
     return row
 
 
-def _gap_checks(feature: str, metric: str, frame: MetricFrame, intervals: Optional[_Intervals], *, max_difference: float, min_ratio: Optional[float],
-                name: str, what: str) -> list:
+def _gap_checks(
+    feature: str,
+    metric: str,
+    frame: MetricFrame,
+    intervals: Optional[_Intervals],
+    *,
+    max_difference: float,
+    min_ratio: Optional[float],
+    name: str,
+    what: str,
+) -> list:
     """The difference check (and, given min_ratio, the ratio check) of one metric between the groups of a feature."""
     difference, ratio = float(frame.difference()[metric]), float(frame.ratio()[metric])
-    checks = [check(f"{feature}.{name}_difference", difference, max_value=max_difference, description=f"largest gap in {what}",
-                    interval=None if intervals is None else intervals.difference[metric], n=int(frame.overall["count"]))]
+    checks = [
+        check(
+            f"{feature}.{name}_difference",
+            difference,
+            max_value=max_difference,
+            description=f"largest gap in {what}",
+            interval=None if intervals is None else intervals.difference[metric],
+            n=int(frame.overall["count"]),
+        )
+    ]
     if min_ratio is not None:
-        checks.append(check(f"{feature}.{name}_ratio", ratio, min_value=min_ratio, description=f"lowest / highest {what}",
-                            interval=None if intervals is None else intervals.ratio[metric], n=int(frame.overall["count"])))
+        checks.append(
+            check(
+                f"{feature}.{name}_ratio",
+                ratio,
+                min_value=min_ratio,
+                description=f"lowest / highest {what}",
+                interval=None if intervals is None else intervals.ratio[metric],
+                n=int(frame.overall["count"]),
+            )
+        )
     return checks
 
 
@@ -198,9 +256,14 @@ def _load_rows(ctx: AuditContext, cfg: FairnessConfig) -> tuple[list[TextExample
         if cfg.label_map:
             keep = [i for i, label in enumerate(labels) if label in cfg.label_map]
             if len(keep) < len(rows):
-                warnings.append(f"{len(rows) - len(keep)} rows whose {cfg.label_column} is not in label_map were left out")
+                warnings.append(
+                    f"{len(rows) - len(keep)} rows whose {cfg.label_column} is not in label_map were left out"
+                )
             rows, labels = [rows[i] for i in keep], [cfg.label_map[labels[i]] for i in keep]
-        examples = [TextExample(id=str(i), text=str(r[cfg.text_column]), label=label or "", meta=r) for i, (r, label) in enumerate(zip(rows, labels))]
+        examples = [
+            TextExample(id=str(i), text=str(r[cfg.text_column]), label=label or "", meta=r)
+            for i, (r, label) in enumerate(zip(rows, labels))
+        ]
         table = pd.DataFrame(rows)
     if cfg.max_examples:
         examples, table = examples[: cfg.max_examples], table.iloc[: cfg.max_examples]
@@ -211,11 +274,18 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     examples, table, warnings = _load_rows(ctx, cfg)
     columns = cfg.sensitive_columns or [c for c in table.columns if c not in (cfg.text_column, cfg.label_column)]
     if not examples or not columns:
-        return AuditResult({}, [check("sensitive_features", None, max_value=0)], warnings=warnings + ["no sensitive features: set audit.fairness.data and audit.fairness.sensitive_columns"])
+        return AuditResult(
+            {},
+            [check("sensitive_features", None, max_value=0)],
+            warnings=warnings + ["no sensitive features: set audit.fairness.data and audit.fairness.sensitive_columns"],
+        )
     has_truth = cfg.data is None or cfg.label_column is not None
     unknown = sorted({e.label for e in examples} - set(ctx.labels)) if has_truth else []
     if unknown:
-        raise FmtoolError(f"{_KEY}: labels {', '.join(unknown)} are not model labels ({', '.join(ctx.labels)}); map them with {_KEY}.label_map")
+        raise FmtoolError(
+            f"{_KEY}: labels {', '.join(unknown)} are not model labels ({', '.join(ctx.labels)}); map them with "
+            f"{_KEY}.label_map"
+        )
     positive = cfg.positive_label or (ctx.labels[-1] if len(ctx.labels) == 2 else None)
     if positive is None:
         raise FmtoolError(f"{_KEY}.positive_label must name one of {', '.join(ctx.labels)} for a multiclass model")
@@ -231,19 +301,46 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
             continue
         members = groups[mask].reset_index(drop=True)
         frame = _metric_frame(metrics, truth[mask], predicted[mask], members)
-        intervals = _bootstrap(metrics, truth[mask], predicted[mask], members.values, cfg, ctx.seed) if cfg.n_boot else None
+        intervals = (
+            _bootstrap(metrics, truth[mask], predicted[mask], members.values, cfg, ctx.seed) if cfg.n_boot else None
+        )
         groups_table += _group_rows(column, frame, intervals)
         gaps += [_gap_row(column, m, frame, intervals) for m in metrics if m != "count"]
-        checks += _gap_checks(column, "selection_rate", frame, intervals, max_difference=cfg.max_demographic_parity_difference,
-                              min_ratio=cfg.min_demographic_parity_ratio, name="demographic_parity", what="positive-prediction rate")
+        checks += _gap_checks(
+            column,
+            "selection_rate",
+            frame,
+            intervals,
+            max_difference=cfg.max_demographic_parity_difference,
+            min_ratio=cfg.min_demographic_parity_ratio,
+            name="demographic_parity",
+            what="positive-prediction rate",
+        )
         if has_truth:
             eo = float(equalized_odds_difference(truth[mask], predicted[mask], sensitive_features=members.values))
             checks += [
-                check(f"{column}.equalized_odds_difference", eo, max_value=cfg.max_equalized_odds_difference, description="largest gap in true or false positive rate",
-                      interval=None if intervals is None else intervals.difference["equalized_odds"], n=int(mask.sum())),
-                *_gap_checks(column, "accuracy", frame, intervals, max_difference=cfg.max_accuracy_difference, min_ratio=None, name="accuracy", what="accuracy"),
+                check(
+                    f"{column}.equalized_odds_difference",
+                    eo,
+                    max_value=cfg.max_equalized_odds_difference,
+                    description="largest gap in true or false positive rate",
+                    interval=None if intervals is None else intervals.difference["equalized_odds"],
+                    n=int(mask.sum()),
+                ),
+                *_gap_checks(
+                    column,
+                    "accuracy",
+                    frame,
+                    intervals,
+                    max_difference=cfg.max_accuracy_difference,
+                    min_ratio=None,
+                    name="accuracy",
+                    what="accuracy",
+                ),
             ]
-    return AuditResult(_figures(checks), checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"])
+    return AuditResult(
+        _figures(checks), checks, {"groups": groups_table, "gaps": gaps}, warnings + [f"positive label: {positive}"]
+    )
 
 
 def _ner_probe(cfg: FairnessConfig, kind: str) -> tuple[list[TokenExample], pd.DataFrame]:
@@ -265,31 +362,62 @@ def _ner_probe(cfg: FairnessConfig, kind: str) -> tuple[list[TokenExample], pd.D
 def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     kind = cfg.person_type or person_type(ctx.labels)
     if kind is None or f"B-{kind}" not in ctx.labels:
-        missing = f"no B-{kind} label" if kind else f"no entity type for people ({' or '.join(PERSON_TYPES)}, in any case)"
-        return AuditResult({}, [check("recall_difference", None, max_value=cfg.max_recall_difference)], warnings=[f"the model has {missing}; set {_KEY}.person_type"])
+        missing = (
+            f"no B-{kind} label" if kind else f"no entity type for people ({' or '.join(PERSON_TYPES)}, in any case)"
+        )
+        return AuditResult(
+            {},
+            [check("recall_difference", None, max_value=cfg.max_recall_difference)],
+            warnings=[f"the model has {missing}; set {_KEY}.person_type"],
+        )
     examples, table = _ner_probe(cfg, kind)
     predictions = ctx.predict(examples)
-    found = np.array([
-        p.tags[slot] == f"B-{kind}" and (slot + 1 == len(p.tags) or p.tags[slot + 1] != f"I-{kind}")
-        for p, slot in zip(predictions, table["slot"])
-    ], dtype=int)
+    found = np.array(
+        [
+            p.tags[slot] == f"B-{kind}" and (slot + 1 == len(p.tags) or p.tags[slot + 1] != f"I-{kind}")
+            for p, slot in zip(predictions, table["slot"])
+        ],
+        dtype=int,
+    )
     checks, groups_table, gaps = [], [], []
     truth = np.ones_like(found)
     for feature in ("gender", "origin"):
         frame = _metric_frame(_RECALL_METRICS, truth, found, table[feature])
-        intervals = _bootstrap(_RECALL_METRICS, truth, found, table[feature].values, cfg, ctx.seed) if cfg.n_boot else None
+        intervals = (
+            _bootstrap(_RECALL_METRICS, truth, found, table[feature].values, cfg, ctx.seed) if cfg.n_boot else None
+        )
         rows = _group_rows(feature, frame, intervals)
         for row in rows:
             members = (table[feature] == row["group"]).values
-            report = entity_report([e.tags for e, m in zip(examples, members) if m], [p.tags for p, m in zip(predictions, members) if m])
+            report = entity_report(
+                [e.tags for e, m in zip(examples, members) if m], [p.tags for p, m in zip(predictions, members) if m]
+            )
             row["f1"] = report["micro"]["f1"]
         groups_table += rows
         gaps.append(_gap_row(feature, "recall", frame, intervals))
-        checks += _gap_checks(feature, "recall", frame, intervals, max_difference=cfg.max_recall_difference, min_ratio=cfg.min_recall_ratio,
-                              name="recall", what="person-name recall")
-    return AuditResult({**_figures(checks), "recall": float(found.mean())}, checks, {"groups": groups_table, "gaps": gaps}, [f"{len(examples)} template sentences"])
+        checks += _gap_checks(
+            feature,
+            "recall",
+            frame,
+            intervals,
+            max_difference=cfg.max_recall_difference,
+            min_ratio=cfg.min_recall_ratio,
+            name="recall",
+            what="person-name recall",
+        )
+    return AuditResult(
+        {**_figures(checks), "recall": float(found.mean())},
+        checks,
+        {"groups": groups_table, "gaps": gaps},
+        [f"{len(examples)} template sentences"],
+    )
 
 
-@register("fairness", version=1, config_type=FairnessConfig, description="group fairness of outcomes and errors (fairlearn MetricFrame)")
+@register(
+    "fairness",
+    version=1,
+    config_type=FairnessConfig,
+    description="group fairness of outcomes and errors (fairlearn MetricFrame)",
+)
 def run(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     return _ner(ctx, cfg) if ctx.task == "ner" else _classification(ctx, cfg)

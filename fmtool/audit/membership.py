@@ -66,10 +66,16 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
 
 
 def _figures(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    return {"auc": float(roc_auc_score(labels, scores)), "tpr_at_1pct_fpr": tpr_at_fpr(labels, scores, 0.01), "tpr_at_0.1pct_fpr": tpr_at_fpr(labels, scores, 0.001)}
+    return {
+        "auc": float(roc_auc_score(labels, scores)),
+        "tpr_at_1pct_fpr": tpr_at_fpr(labels, scores, 0.01),
+        "tpr_at_0.1pct_fpr": tpr_at_fpr(labels, scores, 0.001),
+    }
 
 
-def _interval(labels: np.ndarray, scores: np.ndarray, figure: str, cfg: MembershipConfig, seed: int) -> tuple[float, float]:
+def _interval(
+    labels: np.ndarray, scores: np.ndarray, figure: str, cfg: MembershipConfig, seed: int
+) -> tuple[float, float]:
     rows = np.stack([labels, scores], axis=1)
 
     def statistic(sample: np.ndarray) -> float:
@@ -86,22 +92,36 @@ def _roc_points(labels: np.ndarray, scores: np.ndarray, attack: str, points: int
     return [{"attack": attack, "fpr": float(false_positive[i]), "tpr": float(true_positive[i])} for i in keep]
 
 
-@register("membership", version=1, config_type=MembershipConfig, description="membership inference: loss and reference-calibrated attacks (AUC, TPR at low FPR)")
+@register(
+    "membership",
+    version=1,
+    config_type=MembershipConfig,
+    description="membership inference: loss and reference-calibrated attacks (AUC, TPR at low FPR)",
+)
 def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
     rng = random.Random(f"{ctx.seed}:membership")
     held_out = [e for split in cfg.held_out_splits if split in ctx.available_splits for e in ctx.load_split(split)]
     members_pool = ctx.load_split("train") if "train" in ctx.available_splits else []
     rng.shuffle(held_out)
     attacks = [a for a in cfg.attacks if a != "reference" or ctx.finetune is not None]
-    warnings = [] if attacks == list(cfg.attacks) else [
-        "reference attack skipped: its twin starts where the audited model did, unknown for a model directory (name it with fmtool audit --base-model)"]
+    warnings = (
+        []
+        if attacks == list(cfg.attacks)
+        else [
+            "reference attack skipped: its twin starts where the audited model did, unknown for a model directory "
+            "(name it with fmtool audit --base-model)"
+        ]
+    )
     use_reference = "reference" in attacks
     cut = int(len(held_out) * cfg.reference_share) if use_reference else 0
     reference_data, non_members = held_out[:cut][: cfg.max_reference_examples], held_out[cut:]
     n = min(len(non_members), len(members_pool), cfg.max_examples)
     checks_off = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=n) for a in cfg.attacks]
     if n < cfg.min_examples:
-        reason = f"{n} members and non-members each, fewer than min_examples={cfg.min_examples} (train: {len(members_pool)}, held out for evaluation: {len(non_members)})"
+        reason = (
+            f"{n} members and non-members each, fewer than min_examples={cfg.min_examples} (train: "
+            f"{len(members_pool)}, held out for evaluation: {len(non_members)})"
+        )
         return AuditResult({"examples": float(n)}, checks_off, warnings=[reason, *warnings])
     members, non_members = rng.sample(members_pool, n), non_members[:n]
     examples = [*members, *non_members]
@@ -111,7 +131,11 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
     if use_reference:
         twin = ctx.finetune(reference_data, list(cfg.reference_overrides))
         scores["reference"] = np.array([s.loss for s in ctx.score(examples, model=twin)]) - target
-    summary: dict[str, float] = {"examples": float(n), "member_mean_loss": float(target[:n].mean()), "non_member_mean_loss": float(target[n:].mean())}
+    summary: dict[str, float] = {
+        "examples": float(n),
+        "member_mean_loss": float(target[:n].mean()),
+        "non_member_mean_loss": float(target[n:].mean()),
+    }
     checks = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=2 * n) for a in cfg.attacks if a not in attacks]
     rows, roc = [], []
     for attack in attacks:
@@ -119,13 +143,31 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
         auc_interval = _interval(labels, scores[attack], "auc", cfg, ctx.seed)
         tpr_interval = _interval(labels, scores[attack], "tpr_at_1pct_fpr", cfg, ctx.seed)
         summary.update({f"{attack}.{k}": v for k, v in figures.items()})
-        rows.append({"attack": attack, **figures, "auc_ci": list(auc_interval), "tpr_at_1pct_fpr_ci": list(tpr_interval)})
+        rows.append(
+            {"attack": attack, **figures, "auc_ci": list(auc_interval), "tpr_at_1pct_fpr_ci": list(tpr_interval)}
+        )
         roc += _roc_points(labels, scores[attack], attack)
-        checks.append(check(f"{attack}.auc", figures["auc"], max_value=cfg.max_auc, interval=auc_interval, n=2 * n,
-                            description="ROC AUC of telling members from non-members (0.5: no leakage)"))
+        checks.append(
+            check(
+                f"{attack}.auc",
+                figures["auc"],
+                max_value=cfg.max_auc,
+                interval=auc_interval,
+                n=2 * n,
+                description="ROC AUC of telling members from non-members (0.5: no leakage)",
+            )
+        )
         if cfg.max_tpr_at_1pct_fpr is not None:
-            checks.append(check(f"{attack}.tpr_at_1pct_fpr", figures["tpr_at_1pct_fpr"], max_value=cfg.max_tpr_at_1pct_fpr, interval=tpr_interval, n=2 * n,
-                                description="members found at 1% false positives"))
+            checks.append(
+                check(
+                    f"{attack}.tpr_at_1pct_fpr",
+                    figures["tpr_at_1pct_fpr"],
+                    max_value=cfg.max_tpr_at_1pct_fpr,
+                    interval=tpr_interval,
+                    n=2 * n,
+                    description="members found at 1% false positives",
+                )
+            )
     tables = {"attacks": rows, "roc": roc}
     if use_reference:
         tables["most_exposed"] = _most_exposed(members, target[:n], scores["reference"][:n], cfg.most_exposed)
@@ -136,4 +178,12 @@ def _most_exposed(members: Sequence[Example], loss: np.ndarray, score: np.ndarra
     """The members whose loss the audited model lowered most below the reference twin's: by id (the text stays in
     the run's data/, as training records may hold personal data)."""
     order = np.argsort(-score, kind="stable")[:k]
-    return [{"id": members[i].id, "loss": float(loss[i]), "reference_loss": float(loss[i] + score[i]), "score": float(score[i])} for i in order]
+    return [
+        {
+            "id": members[i].id,
+            "loss": float(loss[i]),
+            "reference_loss": float(loss[i] + score[i]),
+            "score": float(score[i]),
+        }
+        for i in order
+    ]

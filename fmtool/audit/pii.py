@@ -57,7 +57,11 @@ def _word_spans(tokens: Sequence[str], first: int, last: int, kind: str) -> PiiS
 
 
 def _person_spans(example: Example, tags: Sequence[str], person_types: Sequence[str]) -> list[PiiSpan]:
-    return [_word_spans(example.tokens, first, last, PERSON) for kind, first, last in get_entities(list(tags)) if is_person_type(kind, person_types)]
+    return [
+        _word_spans(example.tokens, first, last, PERSON)
+        for kind, first, last in get_entities(list(tags))
+        if is_person_type(kind, person_types)
+    ]
 
 
 class _NameFinder:
@@ -71,7 +75,10 @@ class _NameFinder:
                 raise FmtoolError(f"{_KEY}.person_model: this audit cannot load another run")
             other = ctx.open_run(cfg.person_model)
             if other.cfg.task.name.value != "ner":
-                raise FmtoolError(f"{_KEY}.person_model: {cfg.person_model} is a {other.cfg.task.name.value} run; names need an NER run")
+                raise FmtoolError(
+                    f"{_KEY}.person_model: {cfg.person_model} is a {other.cfg.task.name.value} run; names need an "
+                    "NER run"
+                )
             self.predict, labels = other.predictions, other.labels
         elif ctx.task == "ner":
             self.predict, labels = ctx.predict, ctx.labels
@@ -93,12 +100,22 @@ class _NameFinder:
         if examples and isinstance(examples[0], TokenExample):
             return [_person_spans(e, p.tags, self.person_types) for e, p in zip(examples, self.predict(examples))]
         words = [split_words(text_of(e)) for e in examples]
-        sentences = [TokenExample(id=e.id, tokens=[w for w, _, _ in ws], tags=["O"] * len(ws)) for e, ws in zip(examples, words)]
-        return [[PiiSpan(PERSON, ws[first][1], ws[last][2], 1.0) for kind, first, last in get_entities(list(p.tags)) if is_person_type(kind, self.person_types)]
-                for ws, p in zip(words, self.predict(sentences))]
+        sentences = [
+            TokenExample(id=e.id, tokens=[w for w, _, _ in ws], tags=["O"] * len(ws)) for e, ws in zip(examples, words)
+        ]
+        return [
+            [
+                PiiSpan(PERSON, ws[first][1], ws[last][2], 1.0)
+                for kind, first, last in get_entities(list(p.tags))
+                if is_person_type(kind, self.person_types)
+            ]
+            for ws, p in zip(words, self.predict(sentences))
+        ]
 
 
-def _precision(examples: Sequence[TokenExample], found: Sequence[list[PiiSpan]], person_types: Sequence[str]) -> tuple[int, int]:
+def _precision(
+    examples: Sequence[TokenExample], found: Sequence[list[PiiSpan]], person_types: Sequence[str]
+) -> tuple[int, int]:
     """Detected names that are gold person entities, and all detected names."""
     hits = total = 0
     for example, names in zip(examples, found):
@@ -108,19 +125,27 @@ def _precision(examples: Sequence[TokenExample], found: Sequence[list[PiiSpan]],
     return hits, total
 
 
-def _names(split: str, examples: Sequence[Example], names: _NameFinder) -> tuple[list[list[PiiSpan]], Optional[tuple[int, int]]]:
+def _names(
+    split: str, examples: Sequence[Example], names: _NameFinder
+) -> tuple[list[list[PiiSpan]], Optional[tuple[int, int]]]:
     """Person names per example, and (hits, detections) of the name model where gold tags can judge it.
 
     A labelled NER split names its people already: its gold tags count, and the model is run on held-out splits
     only, to measure its precision against them."""
     if examples and isinstance(examples[0], TokenExample):
         gold = [_person_spans(e, e.tags, names.person_types) for e in examples]
-        judged = _precision(examples, names.spans(examples), names.person_types) if names.available and split != "train" else None
+        judged = (
+            _precision(examples, names.spans(examples), names.person_types)
+            if names.available and split != "train"
+            else None
+        )
         return gold, judged
     return names.spans(examples), None
 
 
-def _scan_split(name: str, examples: Sequence[Example], scanner: PiiScanner, names: _NameFinder, cfg: PiiConfig) -> dict[str, Any]:
+def _scan_split(
+    name: str, examples: Sequence[Example], scanner: PiiScanner, names: _NameFinder, cfg: PiiConfig
+) -> dict[str, Any]:
     person, precision = _names(name, examples, names) if PERSON in cfg.types else ([[] for _ in examples], None)
     counts: Counter = Counter()
     flagged, listed = 0, []
@@ -131,16 +156,34 @@ def _scan_split(name: str, examples: Sequence[Example], scanner: PiiScanner, nam
         if any(s.kind in cfg.fail_on for s in spans):
             flagged += 1
             if len(listed) < cfg.listed:
-                listed.append({"split": name, "id": example.id, "types": ", ".join(sorted({s.kind for s in spans})), "redacted": redact_text(text, spans)[:300]})
+                listed.append(
+                    {
+                        "split": name,
+                        "id": example.id,
+                        "types": ", ".join(sorted({s.kind for s in spans})),
+                        "redacted": redact_text(text, spans)[:300],
+                    }
+                )
     return {"counts": counts, "flagged": flagged, "listed": listed, "person_precision": precision}
 
 
-@register("pii", version=1, config_type=PiiConfig, description="personal data (e-mail, phone, cards, IBAN, IP, SSN, credentials, secrets, names) in the run's splits")
+@register(
+    "pii",
+    version=1,
+    config_type=PiiConfig,
+    description="personal data (e-mail, phone, cards, IBAN, IP, SSN, credentials, secrets, names) in the run's splits",
+)
 def run(ctx: AuditContext, cfg: PiiConfig) -> AuditResult:
     splits = cfg.splits if cfg.splits is not None else list(ctx.available_splits)
     check_splits(ctx, splits, _KEY)
-    scanner = PiiScanner([t for t in cfg.types if t != PERSON], min_score=cfg.min_score, thresholds=cfg.thresholds,
-                         phone_regions=cfg.phone_regions, allow_list=cfg.allow_list, key=_KEY)
+    scanner = PiiScanner(
+        [t for t in cfg.types if t != PERSON],
+        min_score=cfg.min_score,
+        thresholds=cfg.thresholds,
+        phone_regions=cfg.phone_regions,
+        allow_list=cfg.allow_list,
+        key=_KEY,
+    )
     names = _NameFinder(ctx, cfg)
     summary: dict[str, float] = {}
     checks, findings, rows, warnings = [], [], [], []
@@ -151,13 +194,29 @@ def run(ctx: AuditContext, cfg: PiiConfig) -> AuditResult:
         summary[f"{split}.examples_with_pii"] = float(scanned["flagged"])
         for kind in cfg.types:
             summary[f"{split}.{kind}"] = float(scanned["counts"].get(kind, 0))
-        rows.append({"split": split, "examples": len(examples), "examples_with_pii": scanned["flagged"], **{k: scanned["counts"].get(k, 0) for k in cfg.types}})
+        rows.append(
+            {
+                "split": split,
+                "examples": len(examples),
+                "examples_with_pii": scanned["flagged"],
+                **{k: scanned["counts"].get(k, 0) for k in cfg.types},
+            }
+        )
         if scanned["person_precision"] is not None and scanned["person_precision"][1]:
             hits, total = scanned["person_precision"]
             summary[f"{split}.person_precision"] = hits / total
-        checks.append(check(f"{split}.examples_with_pii", scanned["flagged"], max_value=cfg.max_examples_with_pii,
-                            description=f"examples of {split} holding {', '.join(cfg.fail_on)} (all {len(examples)} scanned)"))
+        checks.append(
+            check(
+                f"{split}.examples_with_pii",
+                scanned["flagged"],
+                max_value=cfg.max_examples_with_pii,
+                description=f"examples of {split} holding {', '.join(cfg.fail_on)} (all {len(examples)} scanned)",
+            )
+        )
         findings += scanned["listed"]
     if PERSON in cfg.types and not names.available and ctx.task != "ner":
-        warnings.append("person names not scanned: the run is no NER model with a person type; set audit.pii.person_model to an NER run")
+        warnings.append(
+            "person names not scanned: the run is no NER model with a person type; set audit.pii.person_model to an "
+            "NER run"
+        )
     return AuditResult(summary=summary, checks=checks, tables={"counts": rows, "examples": findings}, warnings=warnings)

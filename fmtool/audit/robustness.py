@@ -46,7 +46,8 @@ class RobustnessConfig:
     min_pass_rate: Dict[str, float] = field(default_factory=dict)  # per test, overriding the default
     max_examples: Optional[int] = 1000
     worst_examples: int = 5
-    # swap_entities draws replacements from this CoNLL file's entities (e.g. names the model never saw); null: the run's train split
+    # swap_entities draws replacements from this CoNLL file's entities (e.g. names the model never saw); null: the run's
+    # train split
     entity_pool: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -54,8 +55,14 @@ class RobustnessConfig:
         for key, names in (("tests", self.tests), ("multiple", self.multiple)):
             unknown = [n for n in names if n not in known or (key == "multiple" and n == MULTIPLE)]
             if unknown:
-                raise FmtoolError(f"{_KEY}.{key}: unknown test '{unknown[0]}'; choose from: {', '.join(NAMES)}" + (f", {MULTIPLE}" if key == "tests" else ""))
-        for name, rate in {"default_min_pass_rate": self.default_min_pass_rate, **{f"min_pass_rate.{k}": v for k, v in self.min_pass_rate.items()}}.items():
+                raise FmtoolError(
+                    f"{_KEY}.{key}: unknown test '{unknown[0]}'; choose from: {', '.join(NAMES)}"
+                    + (f", {MULTIPLE}" if key == "tests" else "")
+                )
+        for name, rate in {
+            "default_min_pass_rate": self.default_min_pass_rate,
+            **{f"min_pass_rate.{k}": v for k, v in self.min_pass_rate.items()},
+        }.items():
             if not 0.0 <= rate <= 1.0:
                 raise FmtoolError(f"{_KEY}.{name}={rate} is outside [0, 1]")
         stray = [k for k in self.min_pass_rate if k not in known]
@@ -67,7 +74,9 @@ def _entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     return set(get_entities(list(tags)))
 
 
-def _compose(example: TokenExample | TextExample, edits: Sequence[Perturbation], seed: int) -> tuple[Example, Optional[list[list[int]]]]:
+def _compose(
+    example: TokenExample | TextExample, edits: Sequence[Perturbation], seed: int
+) -> tuple[Example, Optional[list[list[int]]]]:
     """Apply perturbations one after another, composing the word alignment for NER."""
     positions = [[i] for i in range(len(example.tokens))] if isinstance(example, TokenExample) else None
     for edit in edits:
@@ -79,7 +88,9 @@ def _compose(example: TokenExample | TextExample, edits: Sequence[Perturbation],
     return example, positions
 
 
-def _variants(examples: Sequence[Example], test: str, cfg: RobustnessConfig, pool, seed: int) -> list[tuple[int, Example, Optional[list[list[int]]]]]:
+def _variants(
+    examples: Sequence[Example], test: str, cfg: RobustnessConfig, pool, seed: int
+) -> list[tuple[int, Example, Optional[list[list[int]]]]]:
     """(index of the original, changed example, word alignment) for every example the test changes."""
     edits = [perturbation(name, entity_pool=pool) for name in (cfg.multiple if test == MULTIPLE else [test])]
     out = []
@@ -98,7 +109,13 @@ def _passes(original, changed, original_prediction, changed_prediction, position
 
 def _describe(example: Example, prediction) -> dict[str, Any]:
     if isinstance(example, TokenExample):
-        return {"text": " ".join(example.tokens), "entities": [f"{k}:{' '.join(example.tokens[a:b + 1])}" for k, a, b in sorted(_entities(prediction.tags), key=lambda e: e[1])]}
+        return {
+            "text": " ".join(example.tokens),
+            "entities": [
+                f"{k}:{' '.join(example.tokens[a : b + 1])}"
+                for k, a, b in sorted(_entities(prediction.tags), key=lambda e: e[1])
+            ],
+        }
     return {"text": example.text, "predicted": prediction.label}
 
 
@@ -121,7 +138,13 @@ def _entity_pool(ctx: AuditContext, cfg: RobustnessConfig) -> dict[str, list[tup
     return entity_pool([(e.tokens, e.tags) for e in ctx.load_split("train")])
 
 
-@register("robustness", version=1, config_type=RobustnessConfig, description="prediction invariance under seeded text perturbations (typos, case, punctuation, unicode, entity swaps)")
+@register(
+    "robustness",
+    version=1,
+    config_type=RobustnessConfig,
+    description="prediction invariance under seeded text perturbations (typos, case, punctuation, unicode, entity "
+    "swaps)",
+)
 def run(ctx: AuditContext, cfg: RobustnessConfig) -> AuditResult:
     inputs = evaluation_inputs(ctx, data=cfg.data, splits=cfg.splits, key=_KEY)[: cfg.max_examples]
     gold = cfg.data is None
@@ -140,12 +163,26 @@ def run(ctx: AuditContext, cfg: RobustnessConfig) -> AuditResult:
         cursor += len(variants)
         passed = [_passes(inputs[i], c, original[i], p, positions) for (i, c, positions), p in zip(variants, outcome)]
         threshold = cfg.min_pass_rate.get(test, cfg.default_min_pass_rate)
-        result = rate_check(f"{test}.pass_rate", sum(passed), len(passed), min_value=threshold, description=f"share of changed inputs whose prediction holds ({len(passed)} applicable)")
+        result = rate_check(
+            f"{test}.pass_rate",
+            sum(passed),
+            len(passed),
+            min_value=threshold,
+            description=f"share of changed inputs whose prediction holds ({len(passed)} applicable)",
+        )
         checks.append(result)
         if not variants:
             warnings.append(f"{test}: applies to none of the {len(inputs)} inputs; skipped")
-        row = {"test": test, "applicable": len(passed), "pass_count": sum(passed), "fail_count": len(passed) - sum(passed),
-               "pass_rate": result.value, "pass_rate_ci": result.interval, "min_pass_rate": threshold, "status": result.status}
+        row = {
+            "test": test,
+            "applicable": len(passed),
+            "pass_count": sum(passed),
+            "fail_count": len(passed) - sum(passed),
+            "pass_rate": result.value,
+            "pass_rate_ci": result.interval,
+            "min_pass_rate": threshold,
+            "status": result.status,
+        }
         if gold and variants:
             metric, clean = _metric(ctx, [inputs[i] for i, _, _ in variants], [original[i] for i, _, _ in variants])
             _, noisy = _metric(ctx, [c for _, c, _ in variants], outcome)
@@ -159,7 +196,9 @@ def run(ctx: AuditContext, cfg: RobustnessConfig) -> AuditResult:
             failed_any[i] |= not ok
             if not ok and failures < cfg.worst_examples:
                 failures += 1
-                worst.append({"test": test, "original": _describe(inputs[i], original[i]), "perturbed": _describe(c, p)})
+                worst.append(
+                    {"test": test, "original": _describe(inputs[i], original[i]), "perturbed": _describe(c, p)}
+                )
     tested = sum(tested_any)
     summary["worst_case_pass_rate"] = (tested - sum(failed_any)) / tested if tested else float("nan")
     summary["examples"] = float(len(inputs))

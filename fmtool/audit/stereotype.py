@@ -25,11 +25,11 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from fmtool.audit.base import AuditContext, AuditResult, Check, check, register, wilson_interval
-from fmtool.errors import FmtoolError
 from fmtool.dataset.batching import collate, inference_batches
-from fmtool.dataset.readers import text_lines
 from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.dataset.ner import TokenFeature
+from fmtool.dataset.readers import text_lines
+from fmtool.errors import FmtoolError
 from fmtool.task.mlm import masked_logits
 
 _KEY = "audit.stereotype"
@@ -50,14 +50,18 @@ Copy = tuple[list[int], int]  # a sentence's token ids and the position to mask 
 
 
 @torch.inference_mode()
-def masked_reads(model, tokenizer, copies: Sequence[Copy], batch_size: int, read: Callable[[torch.Tensor, list[int]], list]) -> list:
+def masked_reads(
+    model, tokenizer, copies: Sequence[Copy], batch_size: int, read: Callable[[torch.Tensor, list[int]], list]
+) -> list:
     """For each copy, read(vocabulary logits at its masked position, copy indices), over all copies in
     length-sorted batches: the probe sets' thousands of short masked sentences share forward passes, and the
     LM head runs on the masked positions alone."""
     out: list = [None] * len(copies)
     for indices in inference_batches([len(ids) for ids, _ in copies], batch_size):
         batch = collate([_masked_copy(*copies[i], i, tokenizer.mask_token_id) for i in indices], tokenizer.pad_token_id)
-        logits, _ = masked_logits(model, *(batch[k].to(model.device) for k in ("input_ids", "attention_mask", "labels")))
+        logits, _ = masked_logits(
+            model, *(batch[k].to(model.device) for k in ("input_ids", "attention_mask", "labels"))
+        )
         for i, value in zip(indices, read(logits.float(), indices)):
             out[i] = value
     return out
@@ -67,11 +71,19 @@ def _masked_copy(ids: list[int], position: int, index: int, mask_id: int) -> Tok
     """The sentence with `position` masked, labelled there alone (so the LM head reads that position only)."""
     labels = [IGNORE_INDEX] * len(ids)
     labels[position] = ids[position]
-    return TokenFeature(input_ids=[mask_id if k == position else t for k, t in enumerate(ids)], labels=labels, example_index=index, owned=[])
+    return TokenFeature(
+        input_ids=[mask_id if k == position else t for k, t in enumerate(ids)],
+        labels=labels,
+        example_index=index,
+        owned=[],
+    )
 
 
-def pseudo_log_likelihoods(model, tokenizer, sentences: Sequence[tuple[list[int], list[int]]], batch_size: int) -> list[float]:
-    """Per (token ids, positions): the sum over the positions of log P(token | the sentence with that one token masked)."""
+def pseudo_log_likelihoods(
+    model, tokenizer, sentences: Sequence[tuple[list[int], list[int]]], batch_size: int
+) -> list[float]:
+    """Per (token ids, positions): the sum over the positions of log P(token | the sentence with that one token
+    masked)."""
     copies = [(ids, p) for ids, positions in sentences for p in positions]
     owner = [s for s, (_, positions) in enumerate(sentences) for _ in positions]
     targets = torch.tensor([ids[p] for ids, p in copies], dtype=torch.long)
@@ -95,7 +107,9 @@ def shared_positions(first: list[int], second: list[int]) -> tuple[list[int], li
     return a, b
 
 
-def crows_pairs(model, tokenizer, path: Path, max_pairs: Optional[int], batch_size: int) -> tuple[dict[str, float], list[dict]]:
+def crows_pairs(
+    model, tokenizer, path: Path, max_pairs: Optional[int], batch_size: int
+) -> tuple[dict[str, float], list[dict]]:
     rows = list(csv.DictReader(line for _, line in text_lines(path)))[:max_pairs]
     missing = {"sent_more", "sent_less", "stereo_antistereo", "bias_type"} - set(rows[0] if rows else {})
     if missing:
@@ -114,8 +128,13 @@ def crows_pairs(model, tokenizer, path: Path, max_pairs: Optional[int], batch_si
         stereotyped = score_more > score_less if row["stereo_antistereo"] == "stereo" else score_less > score_more
         by_type.setdefault(row["bias_type"], []).append(stereotyped)
     everything = [v for values in by_type.values() for v in values]
-    table = [{"bias_type": t, "pairs": len(v), "stereotype_score": 100 * sum(v) / len(v)} for t, v in sorted(by_type.items())]
-    return {"crows_pairs.stereotype_score": 100 * sum(everything) / max(len(everything), 1), "crows_pairs.pairs": float(len(everything))}, table
+    table = [
+        {"bias_type": t, "pairs": len(v), "stereotype_score": 100 * sum(v) / len(v)} for t, v in sorted(by_type.items())
+    ]
+    return {
+        "crows_pairs.stereotype_score": 100 * sum(everything) / max(len(everything), 1),
+        "crows_pairs.pairs": float(len(everything)),
+    }, table
 
 
 def _winobias_lines(path: Path) -> list[tuple[str, str]]:
@@ -133,15 +152,22 @@ def _winobias_lines(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def winobias(model, tokenizer, folder: Path, split: str, max_pairs: Optional[int], batch_size: int) -> tuple[dict[str, float], list[dict]]:
+def winobias(
+    model, tokenizer, folder: Path, split: str, max_pairs: Optional[int], batch_size: int
+) -> tuple[dict[str, float], list[dict]]:
     summary, table, everything = {}, [], []
     for kind in ("type1", "type2"):
-        pro_path, anti_path = folder / f"pro_stereotyped_{kind}.txt.{split}", folder / f"anti_stereotyped_{kind}.txt.{split}"
+        pro_path, anti_path = (
+            folder / f"pro_stereotyped_{kind}.txt.{split}",
+            folder / f"anti_stereotyped_{kind}.txt.{split}",
+        )
         for path in (pro_path, anti_path):
             if not path.is_file():
                 raise FmtoolError(f"{_KEY}.winobias: {path} not found")
         copies, pronouns = [], []
-        for (pro_text, pro_word), (anti_text, anti_word) in list(zip(_winobias_lines(pro_path), _winobias_lines(anti_path)))[:max_pairs]:
+        for (pro_text, pro_word), (anti_text, anti_word) in list(
+            zip(_winobias_lines(pro_path), _winobias_lines(anti_path))
+        )[:max_pairs]:
             if pro_text != anti_text or pro_word.lower() == anti_word.lower():
                 continue
             ids = tokenizer(pro_text.replace("{mask}", tokenizer.mask_token))["input_ids"]
@@ -171,29 +197,59 @@ def _percent_check(name: str, summary: dict[str, float], pairs_key: str, max_val
     return check(name, score, max_value=max_value, description=description, interval=(100 * low, 100 * high), n=pairs)
 
 
-@register("stereotype", version=2, config_type=StereotypeConfig, description="stereotype preference of a masked LM (CrowS-Pairs, WinoBias)", tasks=("mlm",))
+@register(
+    "stereotype",
+    version=2,
+    config_type=StereotypeConfig,
+    description="stereotype preference of a masked LM (CrowS-Pairs, WinoBias)",
+    tasks=("mlm",),
+)
 def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
-    checks = [check("crows_pairs.stereotype_score", None, max_value=cfg.max_crows_pairs_score),
-              check("winobias.pro_stereotype_preference", None, max_value=cfg.max_winobias_score)]
+    checks = [
+        check("crows_pairs.stereotype_score", None, max_value=cfg.max_crows_pairs_score),
+        check("winobias.pro_stereotype_preference", None, max_value=cfg.max_winobias_score),
+    ]
     if ctx.model is None:
-        return AuditResult({}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"])
+        return AuditResult(
+            {}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"]
+        )
     model, tokenizer = ctx.model.eval(), ctx.tokenizer
     summary, tables, checks, warnings = {}, {}, [], []
     # the probe sets are public data the project does not ship: absent ones skip their check, visibly
     if cfg.crows_pairs and not Path(cfg.crows_pairs).is_file():
-        warnings.append(f"{_KEY}.crows_pairs: {cfg.crows_pairs} not found; its check is skipped (fmtool data lists where to get it)")
+        warnings.append(
+            f"{_KEY}.crows_pairs: {cfg.crows_pairs} not found; its check is skipped (fmtool data lists where to get it)"
+        )
     elif cfg.crows_pairs:
-        figures, tables["crows_pairs"] = crows_pairs(model, tokenizer, Path(cfg.crows_pairs), cfg.max_pairs, ctx.runtime.batch_size)
+        figures, tables["crows_pairs"] = crows_pairs(
+            model, tokenizer, Path(cfg.crows_pairs), cfg.max_pairs, ctx.runtime.batch_size
+        )
         summary.update(figures)
     if cfg.winobias and not Path(cfg.winobias).is_dir():
-        warnings.append(f"{_KEY}.winobias: {cfg.winobias} not found; its check is skipped (fmtool data lists where to get it)")
+        warnings.append(
+            f"{_KEY}.winobias: {cfg.winobias} not found; its check is skipped (fmtool data lists where to get it)"
+        )
     elif cfg.winobias:
-        figures, tables["winobias"] = winobias(model, tokenizer, Path(cfg.winobias), cfg.winobias_split, cfg.max_pairs, ctx.runtime.batch_size)
+        figures, tables["winobias"] = winobias(
+            model, tokenizer, Path(cfg.winobias), cfg.winobias_split, cfg.max_pairs, ctx.runtime.batch_size
+        )
         summary.update(figures)
     if not cfg.crows_pairs and not cfg.winobias:
         warnings.append(f"neither {_KEY}.crows_pairs nor {_KEY}.winobias is set")
     checks = [
-        _percent_check("crows_pairs.stereotype_score", summary, "crows_pairs.pairs", cfg.max_crows_pairs_score, "% of pairs where the stereotyping sentence is more likely (50 = unbiased)"),
-        _percent_check("winobias.pro_stereotype_preference", summary, "winobias.pairs", cfg.max_winobias_score, "% of pairs where the pro-stereotypical pronoun is more likely (50 = unbiased)"),
+        _percent_check(
+            "crows_pairs.stereotype_score",
+            summary,
+            "crows_pairs.pairs",
+            cfg.max_crows_pairs_score,
+            "% of pairs where the stereotyping sentence is more likely (50 = unbiased)",
+        ),
+        _percent_check(
+            "winobias.pro_stereotype_preference",
+            summary,
+            "winobias.pairs",
+            cfg.max_winobias_score,
+            "% of pairs where the pro-stereotypical pronoun is more likely (50 = unbiased)",
+        ),
     ]
     return AuditResult(summary, checks, tables, warnings)

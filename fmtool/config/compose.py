@@ -56,7 +56,7 @@ def with_dotlist(base, overrides: Sequence[str], what: str, *, prefix: str = "")
     try:
         patch = OmegaConf.create()
         for override in OverridesParser.create().parse_overrides(list(overrides)):
-            OmegaConf.update(patch, override.key_or_group[len(prefix):], override.value(), force_add=True)
+            OmegaConf.update(patch, override.key_or_group[len(prefix) :], override.value(), force_add=True)
         return OmegaConf.merge(base, patch)
     except Exception as error:  # omegaconf's grammar and validation errors share no base besides Exception
         raise FmtoolError(f"{what}: cannot apply {list(overrides)}: {one_line(error)}") from None

@@ -40,8 +40,15 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def ranged(default: Any = None, *, low: Optional[float] = None, high: Optional[float] = None, low_open: bool = False, high_open: bool = False,
-           factory: Any = None) -> Any:
+def ranged(
+    default: Any = None,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    factory: Any = None,
+) -> Any:
     """A dataclass field whose value (or each value of a list) must lie in the range; None means unset."""
     metadata = {"range": Range(low, high, low_open, high_open)}
     if factory is not None:
@@ -64,7 +71,9 @@ def range_problems(node: Any, prefix: str = "") -> list[str]:
             if isinstance(value, (list, tuple)):
                 problems.append(f"{key}={list(value)}: each value must lie in {bounds}")
             else:
-                problems.append(f"{key}={value} is outside {bounds}{' (or null)' if 'Optional' in str(spec.type) else ''}")
+                problems.append(
+                    f"{key}={value} is outside {bounds}{' (or null)' if 'Optional' in str(spec.type) else ''}"
+                )
     return problems
 
 
@@ -213,7 +222,9 @@ class DatasetConfig:
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = OptimizerName.adamw
-    lr: float = ranged(1e-4, low=0, low_open=True)  # suits the small default model (MiniLM-L6); BERT-base-sized models prefer 2e-5 to 5e-5
+    lr: float = ranged(
+        1e-4, low=0, low_open=True
+    )  # suits the small default model (MiniLM-L6); BERT-base-sized models prefer 2e-5 to 5e-5
     weight_decay: float = ranged(0.01, low=0)
     betas: List[float] = ranged(low=0, high=1, high_open=True, factory=lambda: [0.9, 0.999])
     eps: float = ranged(1e-8, low=0, low_open=True)
@@ -240,7 +251,9 @@ class PrivacyConfig:
 
     enabled: bool = False
     noise_multiplier: Optional[float] = ranged(None, low=0, low_open=True)  # give this or target_epsilon
-    target_epsilon: Optional[float] = ranged(None, low=0, low_open=True)  # the noise is chosen so the whole run spends this epsilon
+    target_epsilon: Optional[float] = ranged(
+        None, low=0, low_open=True
+    )  # the noise is chosen so the whole run spends this epsilon
     max_grad_norm: float = ranged(1.0, low=0, low_open=True)  # each example's gradient is clipped to this L2 norm
     delta: float = ranged(1e-5, low=0, high=1, low_open=True, high_open=True)
     accountant: Accountant = Accountant.prv

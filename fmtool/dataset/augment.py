@@ -26,7 +26,7 @@ CHOICES = (*noise.NAMES, *SWAPS)
 def _editor(name: str, pool, seed: int) -> Callable[[Example], Example]:
     """The edit `name` makes to one example (the swap lexicon and the perturbation are built once)."""
     if name in SWAPS:
-        attribute = name[len("swap_"):]
+        attribute = name[len("swap_") :]
         lookup = counterfactual_groups([attribute], key="dataset.augment")[attribute]
 
         def swapped(example: Example) -> Example:
@@ -55,4 +55,8 @@ def augment(train: Sequence[Example], cfg: AugmentConfig, seed: int) -> tuple[li
 
 
 def _content(example: Example):
-    return (tuple(example.tokens), tuple(example.tags)) if isinstance(example, TokenExample) else (example.text, example.text_pair, example.label)
+    return (
+        (tuple(example.tokens), tuple(example.tags))
+        if isinstance(example, TokenExample)
+        else (example.text, example.text_pair, example.label)
+    )

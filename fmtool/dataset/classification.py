@@ -16,7 +16,9 @@ class TextFeature:
     example_index: int
 
 
-def encode_texts(examples: Sequence[TextExample], tokenizer, label2id: Optional[dict[str, int]], *, max_length: int) -> list[TextFeature]:
+def encode_texts(
+    examples: Sequence[TextExample], tokenizer, label2id: Optional[dict[str, int]], *, max_length: int
+) -> list[TextFeature]:
     """Tokenise the texts in chunks; inputs longer than max_length are truncated (longest first)."""
     features = []
     for first in range(0, len(examples), TOKENIZE_CHUNK):

@@ -33,10 +33,16 @@ def jsonl_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:
 
 def _table(cfg: DatasetConfig, file_key: str, delimiter: str) -> Iterator[str]:
     path = resolve_file(cfg, file_key)
-    rows = csv.DictReader((line for _, line in text_lines(path)), delimiter=delimiter,
-                          quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    rows = csv.DictReader(
+        (line for _, line in text_lines(path)),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+    )
     if rows.fieldnames is None or cfg.text_column not in rows.fieldnames:
-        raise FmtoolError(f"{path}: column '{cfg.text_column}' (dataset.text_column) not found; columns are: {', '.join(rows.fieldnames or [])}")
+        raise FmtoolError(
+            f"{path}: column '{cfg.text_column}' (dataset.text_column) not found; columns are: "
+            f"{', '.join(rows.fieldnames or [])}"
+        )
     for row in rows:
         yield row[cfg.text_column]
 
@@ -73,7 +79,9 @@ def _hf_split(cfg: DatasetConfig, file_key: str, from_disk: bool):
             return datasets.load_from_disk(cfg.data_dir)[split]
         return datasets.load_dataset(cfg.hf_path, cfg.hf_name, split=split, streaming=cfg.streaming)
     except (KeyError, ValueError) as error:
-        raise FmtoolError(f"{source}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not readable ({str(error).splitlines()[0]})") from None
+        raise FmtoolError(
+            f"{source}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not readable ({str(error).splitlines()[0]})"
+        ) from None
 
 
 def hf_documents(cfg: DatasetConfig, file_key: str) -> Iterator[str]:

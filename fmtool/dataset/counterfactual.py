@@ -19,18 +19,27 @@ _WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*")
 ATTRIBUTES = ("gender", "first_name_gender", "first_name_origin", "nationality", "religion")
 
 
-def counterfactual_groups(attributes: Sequence[str], *, swaps: Optional[str] = None, names_file: Optional[str] = None,
-                          key: str = "audit.bias") -> dict[str, dict[str, tuple[str, ...]]]:
+def counterfactual_groups(
+    attributes: Sequence[str], *, swaps: Optional[str] = None, names_file: Optional[str] = None, key: str = "audit.bias"
+) -> dict[str, dict[str, tuple[str, ...]]]:
     """attribute -> {lower-case term: the tuple of interchangeable terms it belongs to}."""
     names = first_names(names_file, f"{key}.first_names")
     genders = list(names)
     origins = list(names[genders[0]])
-    groups: dict[str, list[tuple[str, ...]]] = {attribute: pairs for attribute, pairs in swap_pairs(swaps, f"{key}.swaps").items()}
-    groups["first_name_gender"] = [tuple(names[g][o][i] for g in genders) for o in origins for i in range(len(names[genders[0]][o]))]
-    groups["first_name_origin"] = [tuple(names[g][o][i] for o in origins) for g in genders for i in range(len(names[g][origins[0]]))]
+    groups: dict[str, list[tuple[str, ...]]] = {
+        attribute: pairs for attribute, pairs in swap_pairs(swaps, f"{key}.swaps").items()
+    }
+    groups["first_name_gender"] = [
+        tuple(names[g][o][i] for g in genders) for o in origins for i in range(len(names[genders[0]][o]))
+    ]
+    groups["first_name_origin"] = [
+        tuple(names[g][o][i] for o in origins) for g in genders for i in range(len(names[g][origins[0]]))
+    ]
     unknown = sorted(set(attributes) - set(groups))
     if unknown:
-        raise FmtoolError(f"{key}.attributes: unknown attribute(s) {', '.join(unknown)}; choose from: {', '.join(sorted(groups))}")
+        raise FmtoolError(
+            f"{key}.attributes: unknown attribute(s) {', '.join(unknown)}; choose from: {', '.join(sorted(groups))}"
+        )
     return {a: {term.lower(): tuple(g) for g in groups[a] for term in g} for a in attributes}
 
 
@@ -44,7 +53,9 @@ def _variant(word: str, lookup: dict[str, tuple[str, ...]], shift: int) -> str:
 
 def _swap(lookup: dict[str, tuple[str, ...]], shift: int) -> Perturbation:
     """Every protected term moved `shift` places along its group, inside words of any punctuation."""
-    return Perturbation(f"swap_{shift}", per_word(lambda word, rng: _WORD.sub(lambda m: _variant(m.group(), lookup, shift), word)))
+    return Perturbation(
+        f"swap_{shift}", per_word(lambda word, rng: _WORD.sub(lambda m: _variant(m.group(), lookup, shift), word))
+    )
 
 
 def counterfactuals(example: Example, lookup: dict[str, tuple[str, ...]]) -> list[Example]:

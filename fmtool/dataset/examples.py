@@ -58,8 +58,11 @@ def from_record(record: dict[str, Any]) -> Example:
     if "tokens" in record:
         return TokenExample(id=record["id"], tokens=record["tokens"], tags=record["tags"])
     return TextExample(
-        id=record["id"], text=record["text"], label=record["label"],
-        text_pair=record.get("text_pair"), meta=record.get("meta", {}),
+        id=record["id"],
+        text=record["text"],
+        label=record["label"],
+        text_pair=record.get("text_pair"),
+        meta=record.get("meta", {}),
     )
 
 

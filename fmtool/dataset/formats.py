@@ -24,7 +24,9 @@ class Format:
 
 
 FORMATS: Registry[Format] = Registry("dataset format")
-FORMATS.register("conll")(Format(readers.conll_examples, corpus.conll_documents, suffixes=(".conll", ".txt", ".iob", ".bio")))
+FORMATS.register("conll")(
+    Format(readers.conll_examples, corpus.conll_documents, suffixes=(".conll", ".txt", ".iob", ".bio"))
+)
 FORMATS.register("csv")(Format(readers.csv_examples, corpus.csv_documents, suffixes=(".csv",)))
 FORMATS.register("tsv")(Format(readers.tsv_examples, corpus.tsv_documents, suffixes=(".tsv",)))
 FORMATS.register("jsonl")(Format(readers.jsonl_examples, corpus.jsonl_documents, suffixes=(".jsonl",)))
@@ -36,16 +38,27 @@ FORMATS.register("hf_disk")(Format(readers.hf_disk_examples, corpus.hf_disk_docu
 
 def format_names(*, examples: bool = False, documents: bool = False, files: bool = False) -> list[str]:
     """The formats that read labelled examples / documents / files, as asked."""
-    return [name for name in FORMATS if (not examples or FORMATS.get(name).examples) and (not documents or FORMATS.get(name).documents)
-            and (not files or FORMATS.get(name).reads_files)]
+    return [
+        name
+        for name in FORMATS
+        if (not examples or FORMATS.get(name).examples)
+        and (not documents or FORMATS.get(name).documents)
+        and (not files or FORMATS.get(name).reads_files)
+    ]
 
 
 def reading_problem(fmt: str, *, documents: bool) -> Optional[str]:
     """Why `fmt` cannot give pre-training documents (documents=True) or labelled examples, or None when it can."""
     if documents and FORMATS.get(fmt).documents is None:
-        return f"dataset.format={fmt} holds labelled examples, not a pre-training corpus; use one of: {', '.join(format_names(documents=True))}"
+        return (
+            f"dataset.format={fmt} holds labelled examples, not a pre-training corpus; use one of: "
+            f"{', '.join(format_names(documents=True))}"
+        )
     if not documents and FORMATS.get(fmt).examples is None:
-        return f"dataset.format={fmt} is raw text for pre-training; labelled data needs one of: {', '.join(format_names(examples=True))}"
+        return (
+            f"dataset.format={fmt} is raw text for pre-training; labelled data needs one of: "
+            f"{', '.join(format_names(examples=True))}"
+        )
     return None
 
 

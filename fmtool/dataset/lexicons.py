@@ -32,7 +32,9 @@ def _json(path: Optional[str], shipped: str, key: str, shape: str, fits: Callabl
             data = read_json(Path(path))
         except FmtoolError as error:
             raise FmtoolError(f"{key}: {error}") from None
-    entries = {name: value for name, value in data.items() if not name.startswith("_")} if isinstance(data, dict) else None
+    entries = (
+        {name: value for name, value in data.items() if not name.startswith("_")} if isinstance(data, dict) else None
+    )
     if entries is None or not all(fits(value) for value in entries.values()):
         raise FmtoolError(f"{key}: {path} must hold a JSON object of {shape}")
     return entries
@@ -44,13 +46,23 @@ def _strings(value: Any) -> bool:
 
 def first_names(path: Optional[str] = None, key: str = "audit") -> dict[str, dict[str, list[str]]]:
     """{gender: {origin: [names]}}; lists at the same origin have the same length."""
-    return _json(path, "first_names.json", key, "genders, each an object of origins, each a list of names",
-                 lambda origins: isinstance(origins, dict) and all(map(_strings, origins.values())))
+    return _json(
+        path,
+        "first_names.json",
+        key,
+        "genders, each an object of origins, each a list of names",
+        lambda origins: isinstance(origins, dict) and all(map(_strings, origins.values())),
+    )
 
 
 def swap_pairs(path: Optional[str] = None, key: str = "audit") -> dict[str, list[tuple[str, str]]]:
-    pairs = _json(path, "swaps.json", key, "attributes, each a list of [word, counterpart] pairs",
-                  lambda pairs: isinstance(pairs, list) and all(_strings(pair) and len(pair) == 2 for pair in pairs))
+    pairs = _json(
+        path,
+        "swaps.json",
+        key,
+        "attributes, each a list of [word, counterpart] pairs",
+        lambda pairs: isinstance(pairs, list) and all(_strings(pair) and len(pair) == 2 for pair in pairs),
+    )
     return {attribute: [tuple(pair) for pair in listed] for attribute, listed in pairs.items()}
 
 
@@ -63,10 +75,15 @@ def ner_templates(path: Optional[str] = None, key: str = "audit") -> list[str]:
     return templates
 
 
-def protected_groups(swaps: Optional[str] = None, names_file: Optional[str] = None, key: str = "audit") -> dict[str, set[str]]:
+def protected_groups(
+    swaps: Optional[str] = None, names_file: Optional[str] = None, key: str = "audit"
+) -> dict[str, set[str]]:
     """group name -> its lower-case terms: both sides of the gender pairs, first names, nationalities, religions."""
     pairs = swap_pairs(swaps, f"{key}.swaps")
-    groups: dict[str, set[str]] = {"gender:male": {a for a, _ in pairs.get("gender", [])}, "gender:female": {b for _, b in pairs.get("gender", [])}}
+    groups: dict[str, set[str]] = {
+        "gender:male": {a for a, _ in pairs.get("gender", [])},
+        "gender:female": {b for _, b in pairs.get("gender", [])},
+    }
     groups["gender:female"] -= groups["gender:male"]
     for attribute in ("nationality", "religion"):
         for term in sorted({t for pair in pairs.get(attribute, []) for t in pair}):

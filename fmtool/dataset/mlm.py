@@ -43,7 +43,9 @@ def pack_blocks(documents: Iterable[str], tokenizer, max_length: int) -> Iterato
         for row, token_ids in enumerate(encoded["input_ids"]):
             words = encoded.word_ids(row)
             ids.extend(token_ids)
-            starts.extend(WORD_START if i == 0 or words[i] != words[i - 1] else CONTINUATION for i in range(len(token_ids)))
+            starts.extend(
+                WORD_START if i == 0 or words[i] != words[i - 1] else CONTINUATION for i in range(len(token_ids))
+            )
             ids.append(tokenizer.sep_token_id)
             starts.append(SPECIAL)
         while len(ids) >= width:
@@ -88,7 +90,14 @@ class Masking:
     @classmethod
     def for_run(cls, task: TaskConfig, seed: int, tokenizer) -> "Masking":
         """The masking a run's config asks for, with the tokenizer's special ids."""
-        return cls(task.mask_probability, task.whole_word_masking, seed, tokenizer.mask_token_id, len(tokenizer), tokenizer.pad_token_id)
+        return cls(
+            task.mask_probability,
+            task.whole_word_masking,
+            seed,
+            tokenizer.mask_token_id,
+            len(tokenizer),
+            tokenizer.pad_token_id,
+        )
 
     def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, torch.Tensor]:
         width = max(len(f.input_ids) for f in features)
@@ -115,7 +124,16 @@ class StreamedBlocks:
 
     batches_per_epoch: Optional[int] = None
 
-    def __init__(self, documents: Callable[[], Iterator[str]], tokenizer, *, max_length: int, batch_size: int, seed: int, buffer_size: int) -> None:
+    def __init__(
+        self,
+        documents: Callable[[], Iterator[str]],
+        tokenizer,
+        *,
+        max_length: int,
+        batch_size: int,
+        seed: int,
+        buffer_size: int,
+    ) -> None:
         self.documents, self.tokenizer, self.max_length = documents, tokenizer, max_length
         self.batch_size, self.seed, self.buffer_size = batch_size, seed, buffer_size
 

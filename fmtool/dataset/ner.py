@@ -89,11 +89,15 @@ def encode_ner(
             ids, word_ids = encoded["input_ids"][offset], encoded.word_ids(offset)
             if len({w for w in word_ids if w is not None}) < len(example.tokens):
                 ids, word_ids = _unknown_for_empty_words(example.tokens, word_ids, tokenizer)
-            features += _windows(first + offset, example, ids, word_ids, prefix, suffix, budget, stride, label2id, label_all_tokens)
+            features += _windows(
+                first + offset, example, ids, word_ids, prefix, suffix, budget, stride, label2id, label_all_tokens
+            )
     return features
 
 
-def _unknown_for_empty_words(words: Sequence[str], word_ids: list[Optional[int]], tokenizer) -> tuple[list[int], list[Optional[int]]]:
+def _unknown_for_empty_words(
+    words: Sequence[str], word_ids: list[Optional[int]], tokenizer
+) -> tuple[list[int], list[Optional[int]]]:
     """A word the tokenizer turns into nothing (a lone combining mark, a zero-width space) becomes its unknown
     token, so it still gets a position, a label and a prediction."""
     present = {w for w in word_ids if w is not None}
@@ -102,8 +106,18 @@ def _unknown_for_empty_words(words: Sequence[str], word_ids: list[Optional[int]]
     return encoded["input_ids"][0], encoded.word_ids(0)
 
 
-def _windows(index: int, example: TokenExample, ids: list[int], word_ids: list[Optional[int]], prefix: list[int], suffix: list[int],
-             budget: int, stride: int, label2id: Optional[dict[str, int]], label_all_tokens: bool) -> list[TokenFeature]:
+def _windows(
+    index: int,
+    example: TokenExample,
+    ids: list[int],
+    word_ids: list[Optional[int]],
+    prefix: list[int],
+    suffix: list[int],
+    budget: int,
+    stride: int,
+    label2id: Optional[dict[str, int]],
+    label_all_tokens: bool,
+) -> list[TokenFeature]:
     """One sentence's windows, each word owned by exactly one of them."""
     before, after = len(prefix), len(suffix)
     features = []
@@ -116,12 +130,18 @@ def _windows(index: int, example: TokenExample, ids: list[int], word_ids: list[O
         labels = None
         if token_labels is not None:
             labels = [IGNORE_INDEX] * before + token_labels[start:end] + [IGNORE_INDEX] * after
-        owned = [(word_ids[p], p - start + before) for p in word_starts if start <= p < end and owners[word_ids[p]] == span_index]
+        owned = [
+            (word_ids[p], p - start + before)
+            for p in word_starts
+            if start <= p < end and owners[word_ids[p]] == span_index
+        ]
         features.append(TokenFeature(input_ids=window, labels=labels, example_index=index, owned=owned))
     return features
 
 
-def _token_labels(word_ids: list[Optional[int]], tags: Sequence[str], label2id: dict[str, int], label_all_tokens: bool) -> list[int]:
+def _token_labels(
+    word_ids: list[Optional[int]], tags: Sequence[str], label2id: dict[str, int], label_all_tokens: bool
+) -> list[int]:
     labels, previous = [], None
     for word in word_ids:
         if word is None:
@@ -135,4 +155,3 @@ def _token_labels(word_ids: list[Optional[int]], tags: Sequence[str], label2id: 
             labels.append(IGNORE_INDEX)
         previous = word
     return labels
-

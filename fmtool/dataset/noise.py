@@ -21,32 +21,151 @@ _SHARE = 0.25
 
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 _NEIGHBOURS = {
-    c: "".join(row[j] for j in (i - 1, i + 1) if 0 <= j < len(row)) + "".join(
-        other[i] for other in _KEYBOARD_ROWS if other is not row and abs(_KEYBOARD_ROWS.index(other) - _KEYBOARD_ROWS.index(row)) == 1 and i < len(other))
-    for row in _KEYBOARD_ROWS for i, c in enumerate(row)
+    c: "".join(row[j] for j in (i - 1, i + 1) if 0 <= j < len(row))
+    + "".join(
+        other[i]
+        for other in _KEYBOARD_ROWS
+        if other is not row and abs(_KEYBOARD_ROWS.index(other) - _KEYBOARD_ROWS.index(row)) == 1 and i < len(other)
+    )
+    for row in _KEYBOARD_ROWS
+    for i, c in enumerate(row)
 }
 # characters and pairs that OCR engines commonly confuse
-_OCR = {"l": "1", "I": "l", "O": "0", "o": "0", "S": "5", "s": "5", "B": "8", "e": "c", "rn": "m", "m": "rn", "cl": "d", "d": "cl", "a": "o", "g": "q", "h": "b", "Z": "2"}
+_OCR = {
+    "l": "1",
+    "I": "l",
+    "O": "0",
+    "o": "0",
+    "S": "5",
+    "s": "5",
+    "B": "8",
+    "e": "c",
+    "rn": "m",
+    "m": "rn",
+    "cl": "d",
+    "d": "cl",
+    "a": "o",
+    "g": "q",
+    "h": "b",
+    "Z": "2",
+}
 # Latin letters and their look-alikes in Cyrillic and Greek (Unicode TR39 confusables)
-_CONFUSABLE = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "i": "\u0456", "j": "\u0458", "o": "\u043e", "p": "\u0440", "s": "\u0455", "x": "\u0445", "y": "\u0443",
-               "A": "\u0391", "B": "\u0392", "E": "\u0395", "H": "\u0397", "K": "\u039a", "M": "\u039c", "N": "\u039d", "O": "\u039f", "P": "\u03a1", "T": "\u03a4", "X": "\u03a7"}
+_CONFUSABLE = {
+    "a": "\u0430",
+    "c": "\u0441",
+    "e": "\u0435",
+    "i": "\u0456",
+    "j": "\u0458",
+    "o": "\u043e",
+    "p": "\u0440",
+    "s": "\u0455",
+    "x": "\u0445",
+    "y": "\u0443",
+    "A": "\u0391",
+    "B": "\u0392",
+    "E": "\u0395",
+    "H": "\u0397",
+    "K": "\u039a",
+    "M": "\u039c",
+    "N": "\u039d",
+    "O": "\u039f",
+    "P": "\u03a1",
+    "T": "\u03a4",
+    "X": "\u03a7",
+}
 _ZERO_WIDTH = "\u200b"
-_CONTRACTIONS = {("do", "not"): "don't", ("does", "not"): "doesn't", ("did", "not"): "didn't", ("is", "not"): "isn't", ("are", "not"): "aren't",
-                 ("was", "not"): "wasn't", ("were", "not"): "weren't", ("have", "not"): "haven't", ("has", "not"): "hasn't", ("will", "not"): "won't",
-                 ("would", "not"): "wouldn't", ("can", "not"): "can't", ("could", "not"): "couldn't", ("should", "not"): "shouldn't",
-                 ("i", "am"): "I'm", ("it", "is"): "it's", ("that", "is"): "that's", ("there", "is"): "there's", ("we", "are"): "we're",
-                 ("they", "are"): "they're", ("you", "are"): "you're", ("i", "will"): "I'll", ("we", "will"): "we'll", ("i", "have"): "I've",
-                 ("we", "have"): "we've", ("they", "have"): "they've", ("he", "is"): "he's", ("she", "is"): "she's", ("let", "us"): "let's"}
-_BRITISH = {"color": "colour", "colors": "colours", "favorite": "favourite", "honor": "honour", "humor": "humour", "labor": "labour", "neighbor": "neighbour",
-            "center": "centre", "centers": "centres", "theater": "theatre", "meter": "metre", "meters": "metres", "liter": "litre", "fiber": "fibre",
-            "organize": "organise", "organized": "organised", "organization": "organisation", "organizations": "organisations", "realize": "realise",
-            "realized": "realised", "recognize": "recognise", "recognized": "recognised", "analyze": "analyse", "analyzed": "analysed", "defense": "defence",
-            "offense": "offence", "license": "licence", "traveled": "travelled", "traveling": "travelling", "canceled": "cancelled", "program": "programme",
-            "catalog": "catalogue", "dialog": "dialogue", "gray": "grey", "tire": "tyre", "check": "cheque", "airplane": "aeroplane", "aluminum": "aluminium",
-            "apologize": "apologise", "criticize": "criticise", "criticized": "criticised", "emphasize": "emphasise", "behavior": "behaviour", "flavor": "flavour",
-            "rumor": "rumour", "harbor": "harbour", "armor": "armour", "vapor": "vapour", "jewelry": "jewellery", "mold": "mould", "plow": "plough",
-            "skeptical": "sceptical", "pajamas": "pyjamas", "mom": "mum", "percent": "per cent"}
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_CONTRACTIONS = {
+    ("do", "not"): "don't",
+    ("does", "not"): "doesn't",
+    ("did", "not"): "didn't",
+    ("is", "not"): "isn't",
+    ("are", "not"): "aren't",
+    ("was", "not"): "wasn't",
+    ("were", "not"): "weren't",
+    ("have", "not"): "haven't",
+    ("has", "not"): "hasn't",
+    ("will", "not"): "won't",
+    ("would", "not"): "wouldn't",
+    ("can", "not"): "can't",
+    ("could", "not"): "couldn't",
+    ("should", "not"): "shouldn't",
+    ("i", "am"): "I'm",
+    ("it", "is"): "it's",
+    ("that", "is"): "that's",
+    ("there", "is"): "there's",
+    ("we", "are"): "we're",
+    ("they", "are"): "they're",
+    ("you", "are"): "you're",
+    ("i", "will"): "I'll",
+    ("we", "will"): "we'll",
+    ("i", "have"): "I've",
+    ("we", "have"): "we've",
+    ("they", "have"): "they've",
+    ("he", "is"): "he's",
+    ("she", "is"): "she's",
+    ("let", "us"): "let's",
+}
+_BRITISH = {
+    "color": "colour",
+    "colors": "colours",
+    "favorite": "favourite",
+    "honor": "honour",
+    "humor": "humour",
+    "labor": "labour",
+    "neighbor": "neighbour",
+    "center": "centre",
+    "centers": "centres",
+    "theater": "theatre",
+    "meter": "metre",
+    "meters": "metres",
+    "liter": "litre",
+    "fiber": "fibre",
+    "organize": "organise",
+    "organized": "organised",
+    "organization": "organisation",
+    "organizations": "organisations",
+    "realize": "realise",
+    "realized": "realised",
+    "recognize": "recognise",
+    "recognized": "recognised",
+    "analyze": "analyse",
+    "analyzed": "analysed",
+    "defense": "defence",
+    "offense": "offence",
+    "license": "licence",
+    "traveled": "travelled",
+    "traveling": "travelling",
+    "canceled": "cancelled",
+    "program": "programme",
+    "catalog": "catalogue",
+    "dialog": "dialogue",
+    "gray": "grey",
+    "tire": "tyre",
+    "check": "cheque",
+    "airplane": "aeroplane",
+    "aluminum": "aluminium",
+    "apologize": "apologise",
+    "criticize": "criticise",
+    "criticized": "criticised",
+    "emphasize": "emphasise",
+    "behavior": "behaviour",
+    "flavor": "flavour",
+    "rumor": "rumour",
+    "harbor": "harbour",
+    "armor": "armour",
+    "vapor": "vapour",
+    "jewelry": "jewellery",
+    "mold": "mould",
+    "plow": "plough",
+    "skeptical": "sceptical",
+    "pajamas": "pyjamas",
+    "mom": "mum",
+    "percent": "per cent",
+}
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen"
+).split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
@@ -60,7 +179,11 @@ def number_words(n: int) -> str:
         rest = n % 100
         return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + number_words(rest))
     rest = n % 1000
-    return number_words(n // 1000) + " thousand" + ("" if rest == 0 else (" and " if rest < 100 else " ") + number_words(rest))
+    return (
+        number_words(n // 1000)
+        + " thousand"
+        + ("" if rest == 0 else (" and " if rest < 100 else " ") + number_words(rest))
+    )
 
 
 def _some(eligible: Sequence[int], rng: random.Random) -> set[int]:
@@ -167,11 +290,17 @@ def _numbers(word: str, rng: random.Random) -> str:
 
 def _is_integer(word: str) -> bool:
     plain = word.replace(",", "")
-    return plain.isdigit() and plain.isascii() and int(plain) < 1_000_000 and ("," not in word or all(len(g) == 3 for g in word.split(",")[1:]))
+    return (
+        plain.isdigit()
+        and plain.isascii()
+        and int(plain) < 1_000_000
+        and ("," not in word or all(len(g) == 3 for g in word.split(",")[1:]))
+    )
 
 
 def swap_entities(pool: dict[str, list[tuple[str, ...]]]) -> Edit:
-    """Each entity replaced by a different one of its type from `pool` (type -> distinct entities' words), of any length."""
+    """Each entity replaced by a different one of its type from `pool` (type -> distinct entities' words), of any
+    length."""
     # the draw is a uniform index into the pool with the entity's own place skipped, so no per-entity list of
     # candidates is built (pools hold thousands); the random stream is the one rng.choice over that list would use
     places = {kind: {entity: i for i, entity in enumerate(entities)} for kind, entities in pool.items()}

@@ -108,9 +108,15 @@ def _rng(example: Example, perturbation: Perturbation, seed: int) -> random.Rand
     return random.Random(f"{seed}:{perturbation.name}:{example.id}")
 
 
-def perturb_aligned(example: TokenExample, perturbation: Perturbation, seed: int = 0) -> tuple[TokenExample, list[list[int]]]:
+def perturb_aligned(
+    example: TokenExample, perturbation: Perturbation, seed: int = 0
+) -> tuple[TokenExample, list[list[int]]]:
     """The edited sentence and, per original word, the positions of the words it became (empty: deleted)."""
-    segments = [s for s in perturbation.edit(list(example.tokens), list(example.tags), _rng(example, perturbation, seed)) if s.words]
+    segments = [
+        s
+        for s in perturbation.edit(list(example.tokens), list(example.tags), _rng(example, perturbation, seed))
+        if s.words
+    ]
     tokens: list[str] = []
     positions: list[list[int]] = [[] for _ in example.tokens]
     for segment in segments:

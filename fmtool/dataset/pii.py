@@ -23,7 +23,16 @@ from fmtool.dataset.examples import Example, TokenExample
 from fmtool.errors import FmtoolError
 
 # the pattern-based types, in the order the report lists them
-PATTERN_TYPES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "URL_CREDENTIALS", "SECRET")
+PATTERN_TYPES = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "US_SSN",
+    "URL_CREDENTIALS",
+    "SECRET",
+)
 # formats published by the issuers (AWS, GitHub, Slack, Google, Stripe, OpenAI-style keys), PEM private keys, JWTs
 _SECRETS = {
     "aws_access_key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
@@ -51,8 +60,14 @@ class PiiSpan:
 @lru_cache(maxsize=8)
 def _recognizers(types: tuple[str, ...], phone_regions: tuple[str, ...]) -> list:
     from presidio_analyzer import Pattern, PatternRecognizer
-    from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer,
-                                                          PhoneRecognizer, UsSsnRecognizer)
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        UsSsnRecognizer,
+    )
 
     class OfflineEmailRecognizer(EmailRecognizer):
         # Presidio's own check fetches the public suffix list; the snapshot inside tldextract is enough
@@ -67,8 +82,12 @@ def _recognizers(types: tuple[str, ...], phone_regions: tuple[str, ...]) -> list
         "IBAN_CODE": lambda: IbanRecognizer(),
         "IP_ADDRESS": lambda: IpRecognizer(),
         "US_SSN": lambda: UsSsnRecognizer(),
-        "URL_CREDENTIALS": lambda: PatternRecognizer("URL_CREDENTIALS", patterns=[Pattern("url_credentials", _URL_CREDENTIALS, 1.0)]),
-        "SECRET": lambda: PatternRecognizer("SECRET", patterns=[Pattern(name, regex, 0.9) for name, regex in _SECRETS.items()]),
+        "URL_CREDENTIALS": lambda: PatternRecognizer(
+            "URL_CREDENTIALS", patterns=[Pattern("url_credentials", _URL_CREDENTIALS, 1.0)]
+        ),
+        "SECRET": lambda: PatternRecognizer(
+            "SECRET", patterns=[Pattern(name, regex, 0.9) for name, regex in _SECRETS.items()]
+        ),
     }
     return [built[t]() for t in types]
 
@@ -81,10 +100,19 @@ def _domains():
 
 
 class PiiScanner:
-    """Finds personal data of `types` in text; a type's score must reach its threshold; allow-listed values are ignored."""
+    """Finds personal data of `types` in text; a type's score must reach its threshold; allow-listed values are
+    ignored."""
 
-    def __init__(self, types: Sequence[str] = PATTERN_TYPES, *, min_score: float = 0.4, thresholds: Optional[dict[str, float]] = None,
-                 phone_regions: Sequence[str] = ("US", "GB", "DE", "FR", "IN", "CA"), allow_list: Sequence[str] = (), key: str = "pii") -> None:
+    def __init__(
+        self,
+        types: Sequence[str] = PATTERN_TYPES,
+        *,
+        min_score: float = 0.4,
+        thresholds: Optional[dict[str, float]] = None,
+        phone_regions: Sequence[str] = ("US", "GB", "DE", "FR", "IN", "CA"),
+        allow_list: Sequence[str] = (),
+        key: str = "pii",
+    ) -> None:
         unknown = [t for t in types if t not in PATTERN_TYPES]
         if unknown:
             raise FmtoolError(f"{key}: unknown PII type '{unknown[0]}'; choose from: {', '.join(PATTERN_TYPES)}")
@@ -97,7 +125,10 @@ class PiiScanner:
         for recognizer in _recognizers(self.types, self.phone_regions):
             for result in recognizer.analyze(text, recognizer.supported_entities, None):
                 span = PiiSpan(result.entity_type, result.start, result.end, float(result.score))
-                if span.score >= self.thresholds.get(span.kind, self.min_score) and text[span.start : span.end].lower() not in self.allowed:
+                if (
+                    span.score >= self.thresholds.get(span.kind, self.min_score)
+                    and text[span.start : span.end].lower() not in self.allowed
+                ):
                     found.append(span)
         return _without_overlaps(found)
 
@@ -154,8 +185,13 @@ def redact(example: Example, spans: Sequence[PiiSpan]) -> Example:
     if example.text_pair is None:
         return replace(example, text=redact_text(example.text, spans))
     cut = len(example.text) + 1
-    return replace(example, text=redact_text(example.text, [s for s in spans if s.end <= len(example.text)]),
-                   text_pair=redact_text(example.text_pair, [replace(s, start=s.start - cut, end=s.end - cut) for s in spans if s.start >= cut]))
+    return replace(
+        example,
+        text=redact_text(example.text, [s for s in spans if s.end <= len(example.text)]),
+        text_pair=redact_text(
+            example.text_pair, [replace(s, start=s.start - cut, end=s.end - cut) for s in spans if s.start >= cut]
+        ),
+    )
 
 
 def redact_examples(examples: Sequence[Example], scanner: PiiScanner) -> tuple[list[Example], dict[str, int]]:
@@ -167,4 +203,3 @@ def redact_examples(examples: Sequence[Example], scanner: PiiScanner) -> tuple[l
             counts[span.kind] = counts.get(span.kind, 0) + 1
         out.append(redact(example, spans))
     return out, counts
-

@@ -18,6 +18,7 @@ from typing import Optional
 
 from fmtool.errors import FmtoolError
 
+
 @dataclass(frozen=True)
 class Probe:
     name: str
@@ -33,27 +34,48 @@ class Probe:
         return root if self.folder else root / next(iter(self.sha256))
 
 
-PROBES = {probe.name: probe for probe in (
-    Probe("crows_pairs", "CrowS-Pairs: 1,508 sentence pairs, stereotype vs anti-stereotype (stereotype audit)",
-          "CC BY-SA 4.0 (evaluation only)", "https://github.com/nyu-mll/crows-pairs/blob/master/data/crows_pairs_anonymized.csv",
-          {"crows_pairs_anonymized.csv": "dfb36986ce0502abbaf7055b9176da3d08d48e07df1251991b5dfbcbceab9d0c"}, skippable=True),
-    Probe("winobias", "WinoBias: pro- and anti-stereotyped coreference sentences, dev and test (stereotype audit)",
-          "MIT", "https://github.com/uclanlp/corefBias/tree/master/WinoBias/wino/data",
-          {f"{kind}_stereotyped_type{t}.txt.{split}": digest for (kind, t, split), digest in {
-              ("anti", 1, "dev"): "a4e0ebae344e78b56f657a42e8ae684b9db7747d177c5e7149c0907ebb7f3bf6",
-              ("anti", 1, "test"): "331db5bd74bfefebf146a60b67645152a4a1991570d2a56f57154103ac361dd2",
-              ("anti", 2, "dev"): "763ad829ad724f9a85ead689ba8ca69072020cb1238def6210f0fc6a47b97e59",
-              ("anti", 2, "test"): "336571ac1ea8c06cd2aba8e5dd2bd98e00acc0c48da3e4ec5ec7e54eb2633a8f",
-              ("pro", 1, "dev"): "dd55a0d220fe4c0ceb63dd4648223fb4fe1a58d5ad95c116a002ad24b0e292a5",
-              ("pro", 1, "test"): "db7838907238a758eeb5779e48f38c013b892910d6fe864456c59f04245c6689",
-              ("pro", 2, "dev"): "8f0250de723cea9328e3eaf7169e07936f01aa5909ce7aa580db66eb803f4e86",
-              ("pro", 2, "test"): "ea1c1fd94fa612e3cc44d7fa3cc4cb76021bb63fdf94f9826f430051e9052438"}.items()},
-          skippable=True, folder=True),
-    Probe("eec", "Equity Evaluation Corpus: 8,640 template sentences by gender and race (fairness_eec audit)",
-          "none stated (the authors distribute it for research)",
-          "https://saifmohammad.com/WebPages/Biases-SA.html",
-          {"Equity-Evaluation-Corpus.csv": "d90ff4e56e46475c12d0bb89c2f7bb3e3d23ef36d0fb64e1fb371157c80a45c3"}, skippable=False),
-)}
+PROBES = {
+    probe.name: probe
+    for probe in (
+        Probe(
+            "crows_pairs",
+            "CrowS-Pairs: 1,508 sentence pairs, stereotype vs anti-stereotype (stereotype audit)",
+            "CC BY-SA 4.0 (evaluation only)",
+            "https://github.com/nyu-mll/crows-pairs/blob/master/data/crows_pairs_anonymized.csv",
+            {"crows_pairs_anonymized.csv": "dfb36986ce0502abbaf7055b9176da3d08d48e07df1251991b5dfbcbceab9d0c"},
+            skippable=True,
+        ),
+        Probe(
+            "winobias",
+            "WinoBias: pro- and anti-stereotyped coreference sentences, dev and test (stereotype audit)",
+            "MIT",
+            "https://github.com/uclanlp/corefBias/tree/master/WinoBias/wino/data",
+            {
+                f"{kind}_stereotyped_type{t}.txt.{split}": digest
+                for (kind, t, split), digest in {
+                    ("anti", 1, "dev"): "a4e0ebae344e78b56f657a42e8ae684b9db7747d177c5e7149c0907ebb7f3bf6",
+                    ("anti", 1, "test"): "331db5bd74bfefebf146a60b67645152a4a1991570d2a56f57154103ac361dd2",
+                    ("anti", 2, "dev"): "763ad829ad724f9a85ead689ba8ca69072020cb1238def6210f0fc6a47b97e59",
+                    ("anti", 2, "test"): "336571ac1ea8c06cd2aba8e5dd2bd98e00acc0c48da3e4ec5ec7e54eb2633a8f",
+                    ("pro", 1, "dev"): "dd55a0d220fe4c0ceb63dd4648223fb4fe1a58d5ad95c116a002ad24b0e292a5",
+                    ("pro", 1, "test"): "db7838907238a758eeb5779e48f38c013b892910d6fe864456c59f04245c6689",
+                    ("pro", 2, "dev"): "8f0250de723cea9328e3eaf7169e07936f01aa5909ce7aa580db66eb803f4e86",
+                    ("pro", 2, "test"): "ea1c1fd94fa612e3cc44d7fa3cc4cb76021bb63fdf94f9826f430051e9052438",
+                }.items()
+            },
+            skippable=True,
+            folder=True,
+        ),
+        Probe(
+            "eec",
+            "Equity Evaluation Corpus: 8,640 template sentences by gender and race (fairness_eec audit)",
+            "none stated (the authors distribute it for research)",
+            "https://saifmohammad.com/WebPages/Biases-SA.html",
+            {"Equity-Evaluation-Corpus.csv": "d90ff4e56e46475c12d0bb89c2f7bb3e3d23ef36d0fb64e1fb371157c80a45c3"},
+            skippable=False,
+        ),
+    )
+}
 
 
 def data_home() -> Path:
@@ -82,8 +104,10 @@ def problem(probe: Probe) -> Optional[str]:
     for file_name, expected in probe.sha256.items():
         path = root / file_name
         if not path.is_file():
-            return (f"probe '{probe.name}' is not installed: get {file_name} from {probe.source}, then run "
-                    f"`fmtool data install {probe.name} PATH`")
+            return (
+                f"probe '{probe.name}' is not installed: get {file_name} from {probe.source}, then run "
+                f"`fmtool data install {probe.name} PATH`"
+            )
         if sha256(path) != expected:
             return f"probe '{probe.name}': {path} does not match the published file (sha256 {expected[:12]}...)"
     return None
@@ -110,7 +134,10 @@ def install(name: str, source: Path) -> Path:
             raise FmtoolError(f"data install {name}: {path} not found")
         actual = sha256(path)
         if actual != expected:
-            raise FmtoolError(f"data install {name}: {path} has sha256 {actual}, not the published {expected}; refusing a different file")
+            raise FmtoolError(
+                f"data install {name}: {path} has sha256 {actual}, not the published {expected}; refusing a "
+                "different file"
+            )
         files[file_name] = path
     target = data_home() / "probes" / name
     partial = target.with_name(f"{name}.partial")

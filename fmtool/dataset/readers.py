@@ -63,7 +63,9 @@ def read_json(path: Path) -> Any:
         raise FmtoolError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
 
 
-def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1, tag_scheme: str = "auto") -> list[TokenExample]:
+def read_conll(
+    path: Path, *, token_column: int = 0, tag_column: int = -1, tag_scheme: str = "auto"
+) -> list[TokenExample]:
     """Sentences from a CoNLL column file; -DOCSTART- lines are skipped, blank lines end sentences.
 
     Every token line must have as many columns as the first: a line missing its tag column would otherwise
@@ -99,12 +101,18 @@ def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1, tag_s
     if tokens:
         sentences.append((tokens, tags))
     scheme = detect_scheme([t for _, t in sentences]) if tag_scheme == "auto" else tag_scheme
-    return [TokenExample(id=f"{path.name}:{i}", tokens=w, tags=to_iob2(t, scheme)) for i, (w, t) in enumerate(sentences)]
+    return [
+        TokenExample(id=f"{path.name}:{i}", tokens=w, tags=to_iob2(t, scheme)) for i, (w, t) in enumerate(sentences)
+    ]
 
 
 def _text_example(path: Path, line: int | str, row: dict, cfg: DatasetConfig, row_id: str) -> TextExample:
     used = {cfg.text_column, cfg.label_column, cfg.text_pair_column}
-    for key, column in (("text_column", cfg.text_column), ("label_column", cfg.label_column), ("text_pair_column", cfg.text_pair_column)):
+    for key, column in (
+        ("text_column", cfg.text_column),
+        ("label_column", cfg.label_column),
+        ("text_pair_column", cfg.text_pair_column),
+    ):
         if column is not None and column not in row:
             raise FmtoolError(_NO_COLUMN.format(path, column, key, ", ".join(map(str, row))))
         # a short CSV row leaves its last fields None, and JSON may say null: neither is a label or a text
@@ -182,7 +190,9 @@ def clinc_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     if not isinstance(data, dict):
         raise FmtoolError(f"{path}: expected a JSON object of splits, found {type(data).__name__}")
     if split not in data:
-        raise FmtoolError(f"{path}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: {', '.join(data)}")
+        raise FmtoolError(
+            f"{path}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: {', '.join(data)}"
+        )
     return [TextExample(id=f"{split}:{i}", text=text, label=label) for i, (text, label) in enumerate(data[split])]
 
 
@@ -196,7 +206,10 @@ def _hf_rows(cfg: DatasetConfig, file_key: str, from_disk: bool) -> tuple[str, d
     else:
         loaded = datasets.load_dataset(cfg.hf_path, cfg.hf_name)
     if split not in loaded:
-        raise FmtoolError(f"{cfg.hf_path or cfg.data_dir}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: {', '.join(loaded)}")
+        raise FmtoolError(
+            f"{cfg.hf_path or cfg.data_dir}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: "
+            f"{', '.join(loaded)}"
+        )
     part = loaded[split]
     return split, part.features, list(part)
 
@@ -207,7 +220,10 @@ def _hf_examples(cfg: DatasetConfig, file_key: str, from_disk: bool) -> list[Exa
         names = features["ner_tags"].feature.names
         sentences = [[names[i] for i in row["ner_tags"]] for row in rows]
         scheme = detect_scheme(sentences) if cfg.tag_scheme.value == "auto" else cfg.tag_scheme.value
-        return [TokenExample(id=f"{split}:{i}", tokens=list(row["tokens"]), tags=to_iob2(tags, scheme)) for i, (row, tags) in enumerate(zip(rows, sentences))]
+        return [
+            TokenExample(id=f"{split}:{i}", tokens=list(row["tokens"]), tags=to_iob2(tags, scheme))
+            for i, (row, tags) in enumerate(zip(rows, sentences))
+        ]
     label_feature = features.get(cfg.label_column)
     names: Optional[list[str]] = getattr(label_feature, "names", None)
     examples = []

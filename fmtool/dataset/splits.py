@@ -15,8 +15,14 @@ from fmtool.errors import FmtoolError
 
 log = logging.getLogger(__name__)
 
-_UNSEEN_LABEL = "{split} split has label(s) {labels} that never occur in the train split; the model cannot learn them (fix the data or merge the labels)"
-_NO_VALIDATION = "dataset '{0}' has no validation split: set dataset.validation_file (or dataset.validation_split for Hugging Face datasets)"
+_UNSEEN_LABEL = (
+    "{split} split has label(s) {labels} that never occur in the train split; the model cannot learn them (fix the "
+    "data or merge the labels)"
+)
+_NO_VALIDATION = (
+    "dataset '{0}' has no validation split: set dataset.validation_file (or dataset.validation_split for Hugging Face "
+    "datasets)"
+)
 
 
 @dataclass
@@ -42,7 +48,11 @@ def load_splits(cfg: DatasetConfig) -> Splits:
         raise FmtoolError(_NO_VALIDATION.format(cfg.name))
     train = non_empty(cfg, "train_file", read_examples(cfg, "train_file")[: cfg.max_train_examples])
     validation = non_empty(cfg, "validation_file", read_examples(cfg, "validation_file")[: cfg.max_eval_examples])
-    test = non_empty(cfg, "test_file", read_examples(cfg, "test_file")[: cfg.max_eval_examples]) if _requested(cfg, "test_file") else None
+    test = (
+        non_empty(cfg, "test_file", read_examples(cfg, "test_file")[: cfg.max_eval_examples])
+        if _requested(cfg, "test_file")
+        else None
+    )
     return Splits(train=train, validation=validation, test=test)
 
 
@@ -51,7 +61,11 @@ def non_empty(cfg: DatasetConfig, file_key: str, items: list, what: str = "examp
     if not items:
         key = SPLIT_KEYS[file_key] if not FORMATS.get(cfg.format.value).reads_files else file_key
         source = getattr(cfg, key)
-        where = source if cfg.data_dir is None or not FORMATS.get(cfg.format.value).reads_files else Path(cfg.data_dir) / source
+        where = (
+            source
+            if cfg.data_dir is None or not FORMATS.get(cfg.format.value).reads_files
+            else Path(cfg.data_dir) / source
+        )
         raise FmtoolError(f"dataset.{key}: {where} holds no {what}")
     return items
 
@@ -66,7 +80,9 @@ def label_list(examples: list[Example]) -> list[str]:
     return sorted(seen, key=lambda tag: (tag != "O", tag[2:] if tag[1:2] == "-" else tag, tag))
 
 
-def to_model_labels(what: str, examples: list[Example], model_labels: list[str], label_map: dict[str, str]) -> list[Example]:
+def to_model_labels(
+    what: str, examples: list[Example], model_labels: list[str], label_map: dict[str, str]
+) -> list[Example]:
     """`examples` with their labels in the model's names: first through `label_map` (file value -> model label),
     then, when the file's labels are whole numbers and the model's are names (GLUE's 0/1 beside a hub model's
     negative/positive), as the model's label ids. A label that still matches nothing is named beside the model's."""
@@ -77,12 +93,20 @@ def to_model_labels(what: str, examples: list[Example], model_labels: list[str],
     names_are_ids = all(label.isdigit() for label in model_labels)
     if unknown and not names_are_ids and all(label.isdigit() and int(label) < len(model_labels) for label in unknown):
         ids = {label: model_labels[int(label)] for label in unknown}
-        log.info("%s: labels %s taken as the model's label ids: %s", what, ", ".join(unknown), ", ".join(f"{k} -> {v}" for k, v in ids.items()))
+        log.info(
+            "%s: labels %s taken as the model's label ids: %s",
+            what,
+            ", ".join(unknown),
+            ", ".join(f"{k} -> {v}" for k, v in ids.items()),
+        )
         mapping.update(ids)
     missing = sorted({mapping.get(label, label) for label in seen} - known)
     if missing:
-        raise FmtoolError(f"{what}: label(s) {', '.join(missing)} are not labels of the model, whose labels are {', '.join(model_labels)}; "
-                          "map them with dataset.label_map={file value: model label}")
+        raise FmtoolError(
+            f"{what}: label(s) {', '.join(missing)} are not labels of the model, whose labels are "
+            f"{', '.join(model_labels)}; "
+            "map them with dataset.label_map={file value: model label}"
+        )
     if not mapping:
         return examples
     return [_relabelled(example, mapping) for example in examples]

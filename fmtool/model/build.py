@@ -8,7 +8,6 @@ architecture from a config instead, which is how the tests get a tiny BERT witho
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -27,14 +26,32 @@ from fmtool.model.load import LoadPolicy
 
 log = logging.getLogger(__name__)
 
-AUTO_MODELS = {TaskName.ner: AutoModelForTokenClassification, TaskName.classification: AutoModelForSequenceClassification, TaskName.mlm: AutoModelForMaskedLM}
+AUTO_MODELS = {
+    TaskName.ner: AutoModelForTokenClassification,
+    TaskName.classification: AutoModelForSequenceClassification,
+    TaskName.mlm: AutoModelForMaskedLM,
+}
 # a checkpoint whose architecture ends so was fine-tuned for the task: its label map is kept
 _HEAD_SUFFIX = {TaskName.ner: "ForTokenClassification", TaskName.classification: "ForSequenceClassification"}
-_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "classifier_dropout")
-_VOCABULARY = "{key}: the tokenizer ({tokens} tokens, from '{tokenizer}') does not fit the model '{model}' ({rows} embedding rows); {fix}"
+_DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "dropout",
+    "attention_dropout",
+    "classifier_dropout",
+)
+_VOCABULARY = (
+    "{key}: the tokenizer ({tokens} tokens, from '{tokenizer}') does not fit the model '{model}' ({rows} embedding "
+    "rows); {fix}"
+)
 # what a training config can do about it, and what the user of a received model directory can
-_TRAINING_FIX = "is the tokenizer missing from that directory? set model.tokenizer to the one the model was trained with"
-RECEIVED_FIX = "is the tokenizer missing from that directory? save the one the model was trained with beside it (tokenizer.save_pretrained)"
+_TRAINING_FIX = (
+    "is the tokenizer missing from that directory? set model.tokenizer to the one the model was trained with"
+)
+RECEIVED_FIX = (
+    "is the tokenizer missing from that directory? save the one the model was trained with beside it "
+    "(tokenizer.save_pretrained)"
+)
 _NO_SOURCE = "model.name is null and model.tokenizer is null: set model.tokenizer to a tokenizer directory or hub id"
 # position ids start after the padding index in these architectures
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
@@ -45,7 +62,8 @@ def training_policy(cfg: ModelConfig) -> LoadPolicy:
 
 
 def check_sources(cfg: ModelConfig) -> None:
-    """Refuse, before anything is written, local model.name / model.tokenizer directories the config's policy forbids."""
+    """Refuse, before anything is written, local model.name / model.tokenizer directories the config's policy
+    forbids."""
     for source in {cfg.name, cfg.tokenizer} - {None}:
         load.check_source(source, training_policy(cfg))
 
@@ -58,7 +76,9 @@ def load_tokenizer(cfg: ModelConfig):
     return load.load_tokenizer(source, training_policy(cfg), key=key, revision=cfg.revision)
 
 
-def check_vocabulary(tokens: int, model, *, tokenizer_source: str, model_source: str, key: str = "model.name", fix: str = _TRAINING_FIX) -> None:
+def check_vocabulary(
+    tokens: int, model, *, tokenizer_source: str, model_source: str, key: str = "model.name", fix: str = _TRAINING_FIX
+) -> None:
     """A tokenizer of `tokens` ids must index the model's embedding table and fill most of it.
 
     A model directory without tokenizer files still loads a tokenizer (a few special tokens): every word
@@ -66,7 +86,11 @@ def check_vocabulary(tokens: int, model, *, tokenizer_source: str, model_source:
     """
     rows = model.get_input_embeddings().num_embeddings
     if tokens > rows or tokens < rows // 2:
-        raise FmtoolError(_VOCABULARY.format(key=key, tokens=tokens, tokenizer=tokenizer_source, model=model_source, rows=rows, fix=fix))
+        raise FmtoolError(
+            _VOCABULARY.format(
+                key=key, tokens=tokens, tokenizer=tokenizer_source, model=model_source, rows=rows, fix=fix
+            )
+        )
 
 
 def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
@@ -97,7 +121,9 @@ def _extend_head(model: PreTrainedModel, labels: Sequence[str]) -> None:
         if isinstance(module, torch.nn.Linear) and module.out_features == known:
             break
     else:
-        raise FmtoolError(f"model.name: cannot find the {known}-label output layer of {type(model).__name__} to add labels to")
+        raise FmtoolError(
+            f"model.name: cannot find the {known}-label output layer of {type(model).__name__} to add labels to"
+        )
     grown = torch.nn.Linear(module.in_features, len(labels), bias=module.bias is not None)
     model._init_weights(grown)
     with torch.no_grad():
@@ -119,22 +145,36 @@ def _overrides(cfg: ModelConfig, config) -> dict:
     return overrides
 
 
-def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, vocab_size: Optional[int] = None, inherited: Sequence[str] = (),
-                max_length: Optional[int] = None) -> PreTrainedModel:
+def build_model(
+    cfg: ModelConfig,
+    task: TaskName,
+    labels: Sequence[str],
+    *,
+    vocab_size: Optional[int] = None,
+    inherited: Sequence[str] = (),
+    max_length: Optional[int] = None,
+) -> PreTrainedModel:
     """A model for `task` whose head outputs `labels` (none for mlm); the label maps go into its config.
 
     With `inherited` (the labels of a checkpoint fine-tuned for the same task, a prefix of `labels`)
     the trained head is kept and only the new labels get fresh rows; otherwise the head is new.
     """
     head_labels = list(inherited or labels)
-    label_maps = {"num_labels": len(head_labels), "id2label": dict(enumerate(head_labels)), "label2id": {l: i for i, l in enumerate(head_labels)}}
+    label_maps = {
+        "num_labels": len(head_labels),
+        "id2label": dict(enumerate(head_labels)),
+        "label2id": {l: i for i, l in enumerate(head_labels)},
+    }
     auto_model = AUTO_MODELS[task]
     source = cfg.name
     config = _load_config(cfg)
     # a hub model's config is only known here; local ones were checked with the rest of the config
     positions = usable_positions(config.model_type, getattr(config, "max_position_embeddings", None))
     if max_length is not None and positions is not None and max_length > positions:
-        raise FmtoolError(f"trainer.max_length={max_length} is longer than the model's {positions} position embeddings ({source or cfg.model_type})")
+        raise FmtoolError(
+            f"trainer.max_length={max_length} is longer than the model's {positions} position embeddings "
+            f"({source or cfg.model_type})"
+        )
     for key, value in {**_overrides(cfg, config), **(label_maps if task != TaskName.mlm else {})}.items():
         setattr(config, key, value)
     if cfg.random_init or source is None:
@@ -143,7 +183,9 @@ def build_model(cfg: ModelConfig, task: TaskName, labels: Sequence[str], *, voca
         log.info("model=<random init %s> parameters=%s", cfg.model_type, "from config")
         return auto_model.from_config(config, trust_remote_code=cfg.trust_remote_code)
     # a previous run's model may have a head of another size: it is replaced, the encoder kept
-    model = load.load_pretrained(auto_model, source, training_policy(cfg), config=config, revision=cfg.revision, ignore_mismatched_sizes=True)
+    model = load.load_pretrained(
+        auto_model, source, training_policy(cfg), config=config, revision=cfg.revision, ignore_mismatched_sizes=True
+    )
     log.info("model=<%s> parameters=<%d>", source, model.num_parameters())
     if vocab_size is not None:
         check_vocabulary(vocab_size, model, tokenizer_source=cfg.tokenizer or source, model_source=source)
@@ -158,20 +200,28 @@ def check_trained_head(model: PreTrainedModel, loading_info: dict, task: TaskNam
     architectures = list(model.config.architectures or [])
     other = [t for t, suffix in _HEAD_SUFFIX.items() if t != task and any(a.endswith(suffix) for a in architectures)]
     if other:
-        raise FmtoolError(f"{source}: config.json's architecture {architectures[0]} is a {other[0].value} model, not {task.value}: "
-                          f"use --task {other[0].value}")
+        raise FmtoolError(
+            f"{source}: config.json's architecture {architectures[0]} is a {other[0].value} model, not {task.value}: "
+            f"use --task {other[0].value}"
+        )
     missing = loading_info.get("missing_keys") or []
     if missing and task != TaskName.mlm:
         names = ", ".join(sorted(missing)[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        raise FmtoolError(f"{source}: the model has no trained weights for {names}: they would be initialised at random "
-                          f"({', '.join(architectures) or 'unknown architecture'} is not a {task.value} model)")
+        raise FmtoolError(
+            f"{source}: the model has no trained weights for {names}: they would be initialised at random "
+            f"({', '.join(architectures) or 'unknown architecture'} is not a {task.value} model)"
+        )
 
 
 def load_masked_lm(model_dir, policy: LoadPolicy, device: torch.device = torch.device("cpu")):
     """(model, tokenizer) of a masked-LM directory, or None when the checkpoint has no trained masked-LM head."""
-    model, info = load.load_pretrained(AutoModelForMaskedLM, model_dir, policy, key=str(model_dir), what="masked LM", output_loading_info=True)
+    model, info = load.load_pretrained(
+        AutoModelForMaskedLM, model_dir, policy, key=str(model_dir), what="masked LM", output_loading_info=True
+    )
     tokenizer = load.load_tokenizer(model_dir, policy, key=str(model_dir))
-    head_missing = [k for k in info["missing_keys"] if "bias" in k or "transform" in k or "decoder" in k or "lm_head" in k]
+    head_missing = [
+        k for k in info["missing_keys"] if "bias" in k or "transform" in k or "decoder" in k or "lm_head" in k
+    ]
     if head_missing:
         return None
     return model.to(device).eval(), tokenizer

@@ -27,8 +27,14 @@ log = logging.getLogger(__name__)
 # safetensors, a pickle the safe unpickler refuses
 LOAD_ERRORS = (OSError, ValueError, SafetensorError, pickle.UnpicklingError)
 _PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
-_REMOTE_CODE = "{source}: {file} maps {classes} to its own Python code ({modules}), which loading would run; {fix} if you trust where it comes from"
-_PICKLE = "{source}: holds only pickle-format weights ({files}), which can run code when loaded; convert them to safetensors, or {fix} if you trust where they come from"
+_REMOTE_CODE = (
+    "{source}: {file} maps {classes} to its own Python code ({modules}), which loading would run; {fix} if you trust "
+    "where it comes from"
+)
+_PICKLE = (
+    "{source}: holds only pickle-format weights ({files}), which can run code when loaded; convert them to "
+    "safetensors, or {fix} if you trust where they come from"
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,15 @@ def check_source(source: Any, policy: LoadPolicy) -> Optional[bool]:
         remote = _remote_code(path)
         if remote and not policy.trust_remote_code:
             file, classes, modules = remote
-            raise FmtoolError(_REMOTE_CODE.format(source=source, file=file, classes=", ".join(classes), modules=", ".join(modules),
-                                                  fix=policy.remote_code_switch))
+            raise FmtoolError(
+                _REMOTE_CODE.format(
+                    source=source,
+                    file=file,
+                    classes=", ".join(classes),
+                    modules=", ".join(modules),
+                    fix=policy.remote_code_switch,
+                )
+            )
         if not any(path.glob("*.safetensors")):
             pickled = sorted(p.name for pattern in _PICKLE_PATTERNS for p in path.glob(pattern))
             if pickled and not policy.allow_pickle:
@@ -90,11 +103,15 @@ def check_source(source: Any, policy: LoadPolicy) -> Optional[bool]:
     return None if policy.allow_pickle else True
 
 
-def load_pretrained(auto_class: Any, source: Any, policy: LoadPolicy, *, key: str = "model.name", what: str = "model", **kwargs: Any) -> Any:
+def load_pretrained(
+    auto_class: Any, source: Any, policy: LoadPolicy, *, key: str = "model.name", what: str = "model", **kwargs: Any
+) -> Any:
     """auto_class.from_pretrained(source) under `policy`; any loading failure becomes one line naming `key`."""
     use_safetensors = check_source(source, policy)
     try:
-        return auto_class.from_pretrained(source, trust_remote_code=policy.trust_remote_code, use_safetensors=use_safetensors, **kwargs)
+        return auto_class.from_pretrained(
+            source, trust_remote_code=policy.trust_remote_code, use_safetensors=use_safetensors, **kwargs
+        )
     except LOAD_ERRORS as error:
         raise _cannot_load(key, what, source, error) from None
 

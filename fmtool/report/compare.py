@@ -70,16 +70,27 @@ def run_dirs(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
             continue
         inside = sorted((p.parent for p in path.rglob(RunDir(path).status_file.name)), key=str) if path.is_dir() else []
         # a sweep job refused before its run began has only its job record
-        refused = sorted((p.parent for p in path.rglob(RunDir(path).job_file.name) if not RunDir(p.parent).is_run()), key=str) if path.is_dir() else []
+        refused = (
+            sorted((p.parent for p in path.rglob(RunDir(path).job_file.name) if not RunDir(p.parent).is_run()), key=str)
+            if path.is_dir()
+            else []
+        )
         if not inside and not refused:
             raise FmtoolError(f"compare: {path} is neither a run directory nor a folder of runs (no status.json)")
         states = {run: RunDir(run).status().get("state") for run in inside}
         states.update({job: f"refused ({read_json(RunDir(job).job_file).get('error')})" for job in refused})
         complete = [run for run in inside if states[run] == COMPLETE]
         if not complete:
-            raise FmtoolError(f"compare: {path} holds no complete run ({', '.join(f'{run.name}: {state}' for run, state in states.items())})")
+            raise FmtoolError(
+                f"compare: {path} holds no complete run "
+                f"({', '.join(f'{run.name}: {state}' for run, state in states.items())})"
+            )
         found += complete
-        left_out += [f"{run}: {state}" for run, state in sorted(states.items(), key=lambda item: str(item[0])) if state != COMPLETE]
+        left_out += [
+            f"{run}: {state}"
+            for run, state in sorted(states.items(), key=lambda item: str(item[0]))
+            if state != COMPLETE
+        ]
     return found, left_out
 
 
@@ -94,7 +105,11 @@ def summarise(path: Path) -> RunSummary:
     report = _read(RunDir(path).report_json)
     validation = results.get("after", {}).get("validation", {})
     metrics = {k: float(v) for k, v in validation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    checks = {f"{audit['name']}.{check['name']}": check for audit in report.get("audits", []) for check in audit.get("checks", [])}
+    checks = {
+        f"{audit['name']}.{check['name']}": check
+        for audit in report.get("audits", [])
+        for check in audit.get("checks", [])
+    }
     summary = RunSummary(path=path, task=results.get("task", report["run"]["task"]), metrics=metrics, checks=checks)
     summary.objectives = objectives(summary)
     return summary
@@ -107,7 +122,10 @@ def one_task(runs: Sequence[RunSummary]) -> None:
         tasks.setdefault(run.task, []).append(run.path.name)
     if len(tasks) > 1:
         kinds = "; ".join(f"{task}: {', '.join(names)}" for task, names in tasks.items())
-        raise FmtoolError(f"compare: the runs are of different tasks ({kinds}); their quality figures do not compare: compare each task's runs apart")
+        raise FmtoolError(
+            f"compare: the runs are of different tasks ({kinds}); their quality figures do not compare: compare each "
+            "task's runs apart"
+        )
 
 
 def _relative(check: dict[str, Any]) -> Optional[float]:
@@ -119,12 +137,28 @@ def _relative(check: dict[str, Any]) -> Optional[float]:
 
 def objectives(run: RunSummary) -> dict[str, Optional[float]]:
     headline = next((m for m in QUALITY_METRICS if m in run.metrics), None)
-    quality = None if headline is None else run.metrics[headline] if higher_is_better(headline) else -run.metrics[headline]
-    fairness = [_relative(c) for name, c in run.checks.items() if name.split(".")[0] in ("fairness", "bias") and _relative(c) is not None]
-    robustness = [c["value"] for name, c in run.checks.items() if name.startswith("robustness.") and c.get("value") is not None]
-    privacy = [c["value"] for name, c in run.checks.items() if name.startswith("membership.") and name.endswith(".auc") and c.get("value") is not None]
-    return {"quality": quality, "fairness": max(fairness) if fairness else None, "robustness": min(robustness) if robustness else None,
-            "privacy": max(privacy) if privacy else None}
+    quality = (
+        None if headline is None else run.metrics[headline] if higher_is_better(headline) else -run.metrics[headline]
+    )
+    fairness = [
+        _relative(c)
+        for name, c in run.checks.items()
+        if name.split(".")[0] in ("fairness", "bias") and _relative(c) is not None
+    ]
+    robustness = [
+        c["value"] for name, c in run.checks.items() if name.startswith("robustness.") and c.get("value") is not None
+    ]
+    privacy = [
+        c["value"]
+        for name, c in run.checks.items()
+        if name.startswith("membership.") and name.endswith(".auc") and c.get("value") is not None
+    ]
+    return {
+        "quality": quality,
+        "fairness": max(fairness) if fairness else None,
+        "robustness": min(robustness) if robustness else None,
+        "privacy": max(privacy) if privacy else None,
+    }
 
 
 def pareto_front(runs: Sequence[RunSummary]) -> list[str]:
@@ -137,7 +171,10 @@ def pareto_front(runs: Sequence[RunSummary]) -> list[str]:
     for run in runs:
         mine = score(run)
         run.on_front = bool(used) and not any(
-            all(o >= m for o, m in zip(score(other), mine)) and any(o > m for o, m in zip(score(other), mine)) for other in runs if other is not run)
+            all(o >= m for o, m in zip(score(other), mine)) and any(o > m for o, m in zip(score(other), mine))
+            for other in runs
+            if other is not run
+        )
     return used
 
 
@@ -201,11 +238,19 @@ def gate(parent: RunSummary, child: RunSummary, *, metric_tolerance: float, chec
         after = child.checks.get(name)
         if after is None or before.get("value") is None or after.get("value") is None:
             continue
-        worse = (after["value"] - before["value"]) if before.get("direction") == "max" else (before["value"] - after["value"])
+        worse = (
+            (after["value"] - before["value"])
+            if before.get("direction") == "max"
+            else (before["value"] - after["value"])
+        )
         if before.get("status") == "pass" and after.get("status") == "fail":
-            found.append(Regression(name, before["value"], after["value"], "passed for the parent, fails for the child"))
+            found.append(
+                Regression(name, before["value"], after["value"], "passed for the parent, fails for the child")
+            )
         elif worse > check_tolerance + _ROUNDING:
-            found.append(Regression(name, before["value"], after["value"], f"{worse:.4f} worse (tolerance {check_tolerance})"))
+            found.append(
+                Regression(name, before["value"], after["value"], f"{worse:.4f} worse (tolerance {check_tolerance})")
+            )
     return found
 
 
@@ -219,9 +264,15 @@ def html_page(table: Sequence[dict[str, Any]], used: Sequence[str], runs: Sequen
     from fmtool.report.report import PAGE_STYLE
 
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(to_markdown(table))
-    figures = "".join(f'<figure class="plot" data-plot="pareto">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
-                      for caption, svg in pareto_scatter(runs, used))
+    figures = "".join(
+        f'<figure class="plot" data-plot="pareto">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
+        for caption, svg in pareto_scatter(runs, used)
+    )
     front = ", ".join(html.escape(str(r.path)) for r in runs if r.on_front) or "none"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool compare</title><style>{PAGE_STYLE}</style></head><body>"
-            f"<h1>fmtool compare: {len(runs)} runs</h1><p>Pareto front over {html.escape(', '.join(used) or 'no shared objective')}: {front}</p>"
-            f"{figures}{body}</body></html>\n")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>fmtool "
+        f"compare</title><style>{PAGE_STYLE}</style></head><body>"
+        f"<h1>fmtool compare: {len(runs)} runs</h1><p>Pareto front over "
+        f"{html.escape(', '.join(used) or 'no shared objective')}: {front}</p>"
+        f"{figures}{body}</body></html>\n"
+    )

@@ -26,8 +26,14 @@ class RichProgress:
     def start(self, description: str, total: int) -> None:
         self.stop()
         self._bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"), console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
         )
         self._bar.start()
         self._task = self._bar.add_task(description, total=total, info="")
@@ -66,7 +72,10 @@ def print_results(results: dict[str, Any], run_path: str) -> None:
     console.print(results_table(results))
     train = results.get("train", {})
     if train:
-        console.print(f"trained {train['updates']} updates in {train['seconds']:.1f} s ({train['samples_per_second']:.1f} samples/s); run: {run_path}")
+        console.print(
+            f"trained {train['updates']} updates in {train['seconds']:.1f} s ({train['samples_per_second']:.1f} "
+            f"samples/s); run: {run_path}"
+        )
 
 
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:
@@ -79,7 +88,12 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-_STYLE = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "inconclusive": "[yellow]inconclusive[/]", "skip": "[dim]skip[/]"}
+_STYLE = {
+    "pass": "[green]pass[/]",
+    "fail": "[bold red]FAIL[/]",
+    "inconclusive": "[yellow]inconclusive[/]",
+    "skip": "[dim]skip[/]",
+}
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -91,8 +105,15 @@ def print_report(report: dict[str, Any]) -> None:
         for item in audit["checks"]:
             bound = ("≤ " if item["direction"] == "max" else "≥ ") + _fmt(item["threshold"])
             interval = f"[{item['interval'][0]:.3f}, {item['interval'][1]:.3f}]" if item.get("interval") else ""
-            table.add_row(audit["name"], item["name"], _fmt(item["value"]) if item["value"] is not None else "n/a", interval,
-                          "" if item.get("n") is None else str(item["n"]), bound, _STYLE[item["status"]])
+            table.add_row(
+                audit["name"],
+                item["name"],
+                _fmt(item["value"]) if item["value"] is not None else "n/a",
+                interval,
+                "" if item.get("n") is None else str(item["n"]),
+                bound,
+                _STYLE[item["status"]],
+            )
     console.print(table)
     for audit in report["audits"]:
         for warning in audit["warnings"]:
@@ -104,14 +125,20 @@ def print_comparison(rows: list[dict[str, Any]], objectives: list[str], left_out
     """One row per run; a star marks the Pareto front over the shared objectives; below, the runs left out and why."""
     # metrics and objectives; every audit check is in the CSV and HTML
     shown = [c for c in (rows[0] if rows else {}) if c not in ("run", "pareto_front") and "." not in c]
-    table = Table(title=f"{len(rows)} runs · Pareto front (★) over {', '.join(objectives) or 'no shared objective'}",
-                  caption=f"left out, not complete: {'; '.join(left_out)}" if left_out else None)
+    table = Table(
+        title=f"{len(rows)} runs · Pareto front (★) over {', '.join(objectives) or 'no shared objective'}",
+        caption=f"left out, not complete: {'; '.join(left_out)}" if left_out else None,
+    )
     table.add_column("run")
     table.add_column("★")
     for column in shown:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row("/".join(row["run"].split("/")[-2:]), "★" if row["pareto_front"] else "", *[_fmt(row.get(c)) if row.get(c) is not None else "" for c in shown])
+        table.add_row(
+            "/".join(row["run"].split("/")[-2:]),
+            "★" if row["pareto_front"] else "",
+            *[_fmt(row.get(c)) if row.get(c) is not None else "" for c in shown],
+        )
     stdout_console().print(table)
 
 

@@ -15,7 +15,8 @@ _PIPELINE_TAGS = {"ner": "token-classification", "classification": "text-classif
 _USES = {
     "ner": "tagging named entities in text like its training data (same language, domain and entity types)",
     "classification": "labelling text like its training data with one of its labels",
-    "mlm": "a starting point for fine-tuning (fmtool train +task=ner model.name=RUN_DIR/model), and filling masked words",
+    "mlm": "a starting point for fine-tuning (fmtool train +task=ner model.name=RUN_DIR/model), and filling masked "
+    "words",
 }
 
 
@@ -29,7 +30,11 @@ def _metrics_table(report: dict[str, Any]) -> list[str]:
     lines = ["| split | metric | before fine-tuning | after |", "|---|---|---|---|"]
     for split, values in after.items():
         before = report["metrics"].get("before", {}).get(split, {})
-        lines += [f"| {split} | {name} | {before.get(name, float('nan')):.4f} | {value:.4f} |" for name, value in values.items() if isinstance(value, float)]
+        lines += [
+            f"| {split} | {name} | {before.get(name, float('nan')):.4f} | {value:.4f} |"
+            for name, value in values.items()
+            if isinstance(value, float)
+        ]
     return lines if len(lines) > 2 else ["No evaluation metrics were recorded."]
 
 
@@ -37,12 +42,17 @@ def _findings(report: dict[str, Any]) -> list[str]:
     lines = []
     for audit in report["audits"]:
         unsettled = [c for c in audit["checks"] if c["status"] in (FAIL, INCONCLUSIVE)]
-        note = {"pass": " (every check within its threshold)", "skip": " (not measured: see the report)"}.get(audit["status"], "")
+        note = {"pass": " (every check within its threshold)", "skip": " (not measured: see the report)"}.get(
+            audit["status"], ""
+        )
         lines.append(f"- **{audit['name']}**: {audit['status']}{note}")
         for check in unsettled:
             value = "n/a" if check["value"] is None else f"{check['value']:.4g}"
             bound = "≤" if check["direction"] == "max" else "≥"
-            lines.append(f"  - {check['status']}: `{check['name']}` = {value} (threshold {bound} {check['threshold']:g}){': ' + check['description'] if check.get('description') else ''}")
+            lines.append(
+                f"  - {check['status']}: `{check['name']}` = {value} (threshold {bound} "
+                f"{check['threshold']:g}){': ' + check['description'] if check.get('description') else ''}"
+            )
     return lines or ["- No audit ran on this model: its bias, privacy and robustness are unmeasured."]
 
 
@@ -54,38 +64,96 @@ def model_card(report: dict[str, Any], results: dict[str, Any], environment: dic
     labels = results.get("labels", [])
     privacy = report.get("privacy")
     data = results.get("data", {})
-    header = ["---", "library_name: transformers", f"pipeline_tag: {_PIPELINE_TAGS.get(task, task)}", f"base_model: {_base(run['model'])}",
-              "tags:", "- fmtool", f"- {task}"] + (["datasets:", f"- {run['dataset']}"] if run.get("dataset") else []) + ["---", ""]
+    header = (
+        [
+            "---",
+            "library_name: transformers",
+            f"pipeline_tag: {_PIPELINE_TAGS.get(task, task)}",
+            f"base_model: {_base(run['model'])}",
+            "tags:",
+            "- fmtool",
+            f"- {task}",
+        ]
+        + (["datasets:", f"- {run['dataset']}"] if run.get("dataset") else [])
+        + ["---", ""]
+    )
     body = [
-        f"# {task} model fine-tuned from {_base(run['model'])} with fmtool", "",
-        "## Model details", "",
+        f"# {task} model fine-tuned from {_base(run['model'])} with fmtool",
+        "",
+        "## Model details",
+        "",
         f"- Base model: `{_base(run['model'])}`; task: {task}" + (f"; labels: {', '.join(labels)}" if labels else ""),
-        f"- Trained by fmtool {report['fmtool_version']} (git commit {environment.get('git_commit') or 'unknown'}), seed {environment.get('seed', 'unknown')}",
-        f"- Overall audit status: **{report['status']}** (see Bias, risks and limitations)", "",
-        "## Intended use", "",
+        f"- Trained by fmtool {report['fmtool_version']} (git commit {environment.get('git_commit') or 'unknown'}), "
+        f"seed {environment.get('seed', 'unknown')}",
+        f"- Overall audit status: **{report['status']}** (see Bias, risks and limitations)",
+        "",
+        "## Intended use",
+        "",
         f"For {_USES.get(task, task)}. Out of scope: decisions about people without human review, and text unlike the "
-        "training data (other languages, domains or label sets), where the evaluation below says nothing.", "",
-        "## Training data", "",
-        f"Dataset `{run.get('dataset') or 'unknown'}`: " + ", ".join(f"{split} {figures.get('examples', figures.get('documents', '?'))} examples"
-                                                            for split, figures in data.items() if isinstance(figures, dict)) + ".",
+        "training data (other languages, domains or label sets), where the evaluation below says nothing.",
+        "",
+        "## Training data",
+        "",
+        f"Dataset `{run.get('dataset') or 'unknown'}`: "
+        + ", ".join(
+            f"{split} {figures.get('examples', figures.get('documents', '?'))} examples"
+            for split, figures in data.items()
+            if isinstance(figures, dict)
+        )
+        + ".",
     ]
     if results.get("redacted"):
-        body.append("Personal data was redacted before training (dataset.redact_pii): " + "; ".join(
-            f"{split}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()) for split, counts in results["redacted"].items() if counts) + ".")
-    body += ["", "## Training procedure", "",
-             f"- {train.get('updates', '?')} updates over {train.get('epochs_started', '?')} epoch(s), batch size {trainer.get('batch_size', '?')}, "
-             f"{optimizer.get('name', '?')} at learning rate {optimizer.get('lr', '?')}, precision {trainer.get('precision', '?')}, "
-             f"adversarial training: {train.get('adversarial', 'none')}"]
+        body.append(
+            "Personal data was redacted before training (dataset.redact_pii): "
+            + "; ".join(
+                f"{split}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+                for split, counts in results["redacted"].items()
+                if counts
+            )
+            + "."
+        )
+    body += [
+        "",
+        "## Training procedure",
+        "",
+        f"- {train.get('updates', '?')} updates over {train.get('epochs_started', '?')} epoch(s), batch size "
+        f"{trainer.get('batch_size', '?')}, "
+        f"{optimizer.get('name', '?')} at learning rate {optimizer.get('lr', '?')}, precision "
+        f"{trainer.get('precision', '?')}, "
+        f"adversarial training: {train.get('adversarial', 'none')}",
+    ]
     if privacy:
-        body.append(f"- Differentially private (DP-SGD, Opacus): epsilon {privacy['epsilon']:.2f} at delta {privacy['delta']:g}, "
-                    f"noise multiplier {privacy['noise_multiplier']:.3f}, per-example clipping norm {privacy['max_grad_norm']}")
-    body += ["", "## Evaluation results", "", *_metrics_table(report), "",
-             "## Bias, risks and limitations", "",
-             "Measured by fmtool's audits on this model (thresholds in the run's config; the full evidence is in report/report.html):", "",
-             *_findings(report), "",
-             "## Compute", "",
-             f"- Training time {train.get('seconds', '?')} s ({train.get('samples_per_second', '?')} samples/s) on {environment.get('device', 'unknown device')}, "
-             f"{train.get('processes', 1)} process(es); {environment.get('platform', '')}",
-             "- Packages: " + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items()), "",
-             "## How to use", "", "```bash", "fmtool predict RUN_DIR \"your text\"", "fmtool explain RUN_DIR \"your text\"", "```", ""]
+        body.append(
+            f"- Differentially private (DP-SGD, Opacus): epsilon {privacy['epsilon']:.2f} at delta "
+            f"{privacy['delta']:g}, "
+            f"noise multiplier {privacy['noise_multiplier']:.3f}, per-example clipping norm {privacy['max_grad_norm']}"
+        )
+    body += [
+        "",
+        "## Evaluation results",
+        "",
+        *_metrics_table(report),
+        "",
+        "## Bias, risks and limitations",
+        "",
+        "Measured by fmtool's audits on this model (thresholds in the run's config; the full evidence is in "
+        "report/report.html):",
+        "",
+        *_findings(report),
+        "",
+        "## Compute",
+        "",
+        f"- Training time {train.get('seconds', '?')} s ({train.get('samples_per_second', '?')} samples/s) on "
+        f"{environment.get('device', 'unknown device')}, "
+        f"{train.get('processes', 1)} process(es); {environment.get('platform', '')}",
+        "- Packages: " + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items()),
+        "",
+        "## How to use",
+        "",
+        "```bash",
+        'fmtool predict RUN_DIR "your text"',
+        'fmtool explain RUN_DIR "your text"',
+        "```",
+        "",
+    ]
     return "\n".join(header + body)

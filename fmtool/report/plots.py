@@ -9,7 +9,13 @@ import io
 import re
 from typing import Any, Optional, Sequence
 
-_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "fmtool", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
+_STYLE = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "fmtool",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 def _figure(width: float = 6.0, height: float = 3.0):
@@ -42,12 +48,25 @@ def training_curves(records: Sequence[dict[str, Any]], metric: Optional[str]) ->
         return None
     figure, axes = _figure()
     if train:
-        axes.plot([r["step"] for r in train], [r["loss"] for r in train], "o-", markersize=3, color="#2563eb", label="train loss")
+        axes.plot(
+            [r["step"] for r in train],
+            [r["loss"] for r in train],
+            "o-",
+            markersize=3,
+            color="#2563eb",
+            label="train loss",
+        )
         axes.set_ylabel("train loss")
     axes.set_xlabel("update")
     if evaluations:
         other = axes.twinx()
-        other.plot([r["step"] for r in evaluations], [r[metric] for r in evaluations], "o-", color="#16a34a", label=f"validation {metric}")
+        other.plot(
+            [r["step"] for r in evaluations],
+            [r[metric] for r in evaluations],
+            "o-",
+            color="#16a34a",
+            label=f"validation {metric}",
+        )
         other.set_ylabel(f"validation {metric}")
     figure.legend(loc="upper center", ncol=2, frameon=False)
     return _svg(figure)
@@ -56,8 +75,12 @@ def training_curves(records: Sequence[dict[str, Any]], metric: Optional[str]) ->
 def before_after(metrics: dict[str, dict[str, dict[str, float]]]) -> Optional[str]:
     """Each split's headline metrics before and after training, side by side."""
     after = metrics.get("after", {})
-    rows = [(f"{split} {name}", metrics.get("before", {}).get(split, {}).get(name), value)
-            for split, values in after.items() for name, value in values.items() if isinstance(value, float) and name not in ("loss", "perplexity")]
+    rows = [
+        (f"{split} {name}", metrics.get("before", {}).get(split, {}).get(name), value)
+        for split, values in after.items()
+        for name, value in values.items()
+        if isinstance(value, float) and name not in ("loss", "perplexity")
+    ]
     if not rows:
         return None
     figure, axes = _figure(6.0, 0.4 * len(rows) + 1.0)
@@ -102,7 +125,13 @@ def group_bars(rows: Sequence[dict[str, Any]]) -> Optional[str]:
     rows = [r for r in rows if r.get(metric) is not None]
     figure, axes = _figure(6.0, 0.35 * len(rows) + 1.0)
     colours = {feature: f"C{i}" for i, feature in enumerate(dict.fromkeys(r["feature"] for r in rows))}
-    axes.barh(range(len(rows)), [r[metric] for r in rows], xerr=_intervals(rows, metric), color=[colours[r["feature"]] for r in rows], capsize=3)
+    axes.barh(
+        range(len(rows)),
+        [r[metric] for r in rows],
+        xerr=_intervals(rows, metric),
+        color=[colours[r["feature"]] for r in rows],
+        capsize=3,
+    )
     axes.set_yticks(range(len(rows)), [f"{r['feature']}: {r['group']}" for r in rows])
     axes.invert_yaxis()
     axes.set_xlabel(f"{metric} (95% interval)")
@@ -115,9 +144,15 @@ def pass_rates(rows: Sequence[dict[str, Any]]) -> Optional[str]:
     if not rows:
         return None
     figure, axes = _figure(6.0, 0.3 * len(rows) + 1.0)
-    colours = ["#16a34a" if r.get("status") == "pass" else "#dc2626" if r.get("status") == "fail" else "#ca8a04" for r in rows]
-    axes.barh(range(len(rows)), [r["pass_rate"] for r in rows], xerr=_intervals(rows, "pass_rate"), color=colours, capsize=2)
-    axes.scatter([r.get("min_pass_rate", 0) for r in rows], range(len(rows)), marker="|", s=200, color="black", label="threshold")
+    colours = [
+        "#16a34a" if r.get("status") == "pass" else "#dc2626" if r.get("status") == "fail" else "#ca8a04" for r in rows
+    ]
+    axes.barh(
+        range(len(rows)), [r["pass_rate"] for r in rows], xerr=_intervals(rows, "pass_rate"), color=colours, capsize=2
+    )
+    axes.scatter(
+        [r.get("min_pass_rate", 0) for r in rows], range(len(rows)), marker="|", s=200, color="black", label="threshold"
+    )
     axes.set_yticks(range(len(rows)), [r["test"] for r in rows])
     axes.invert_yaxis()
     axes.set_xlim(0, 1.02)
@@ -146,8 +181,15 @@ def reliability(rows: Sequence[dict[str, Any]]) -> Optional[str]:
     if not rows:
         return None
     figure, axes = _figure(4.0, 3.6)
-    axes.bar([(r["low"] + r["high"]) / 2 for r in rows], [r["accuracy"] for r in rows], width=[r["high"] - r["low"] for r in rows],
-             color="#2563eb", alpha=0.7, edgecolor="white", label="accuracy")
+    axes.bar(
+        [(r["low"] + r["high"]) / 2 for r in rows],
+        [r["accuracy"] for r in rows],
+        width=[r["high"] - r["low"] for r in rows],
+        color="#2563eb",
+        alpha=0.7,
+        edgecolor="white",
+        label="accuracy",
+    )
     axes.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     axes.scatter([r["confidence"] for r in rows], [r["accuracy"] for r in rows], s=10, color="black")
     axes.set_xlabel("confidence")
@@ -183,9 +225,21 @@ def pareto_scatter(runs: Sequence[Any], used: Sequence[str]) -> list[tuple[str, 
         figure, axes = _figure(4.5, 3.4)
         # front runs drawn last, so a dominated run on the same spot does not hide one
         for run in sorted(runs, key=lambda r: r.on_front):
-            axes.scatter(run.objectives[objective], run.objectives["quality"], s=40, color="#2563eb" if run.on_front else "white", edgecolor="#2563eb")
+            axes.scatter(
+                run.objectives[objective],
+                run.objectives["quality"],
+                s=40,
+                color="#2563eb" if run.on_front else "white",
+                edgecolor="#2563eb",
+            )
             if run.on_front:
-                axes.annotate(run.path.name, (run.objectives[objective], run.objectives["quality"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                axes.annotate(
+                    run.path.name,
+                    (run.objectives[objective], run.objectives["quality"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         axes.set_xlabel(objective)
         axes.set_ylabel("quality")
         out.append((f"quality against {objective} (filled: Pareto front)", _svg(figure)))

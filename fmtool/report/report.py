@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import html
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any, Optional, Sequence
 
-from importlib.metadata import version
 from markdown_it import MarkdownIt
 
 from fmtool.audit.base import FAIL, INCONCLUSIVE, PASS, SKIP, worst_status
@@ -22,8 +22,19 @@ def overall_status(audits: Sequence[dict[str, Any]]) -> str:
     return worst_status([a["status"] for a in audits])
 
 
-def build_report(*, path: str, task: str, model: str, dataset: str | None, config: dict, data: dict, metrics: dict, audits: list[dict],
-                 provenance: dict, privacy: dict | None = None) -> dict[str, Any]:
+def build_report(
+    *,
+    path: str,
+    task: str,
+    model: str,
+    dataset: str | None,
+    config: dict,
+    data: dict,
+    metrics: dict,
+    audits: list[dict],
+    provenance: dict,
+    privacy: dict | None = None,
+) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "fmtool_version": version("fmtool"),
@@ -70,28 +81,55 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _check_row(check: dict[str, Any], **first: str) -> dict[str, Any]:
     settle = ""
     if check["status"] == INCONCLUSIVE:
-        settle = f"~{check['needed']} examples would settle it" if check.get("needed") else "the interval straddles the threshold"
-    return {**first, "check": check["name"], "value": check["value"], "interval": check.get("interval"), "n": check.get("n"),
-            "threshold": f"{'≤' if check['direction'] == 'max' else '≥'} {check['threshold']}", "status": _MARKS[check["status"]], "note": settle}
+        settle = (
+            f"~{check['needed']} examples would settle it"
+            if check.get("needed")
+            else "the interval straddles the threshold"
+        )
+    return {
+        **first,
+        "check": check["name"],
+        "value": check["value"],
+        "interval": check.get("interval"),
+        "n": check.get("n"),
+        "threshold": f"{'≤' if check['direction'] == 'max' else '≥'} {check['threshold']}",
+        "status": _MARKS[check["status"]],
+        "note": settle,
+    }
 
 
 def _provenance(provenance: dict[str, Any]) -> list[str]:
     """The security section: what was loaded and how, with digests a reviewer can check."""
-    files = [{"kind": kind.split("_")[0], "file": name, **digest} for kind in ("model_files", "data_files") for name, digest in provenance.get(kind, {}).items()]
+    files = [
+        {"kind": kind.split("_")[0], "file": name, **digest}
+        for kind in ("model_files", "data_files")
+        for name, digest in provenance.get(kind, {}).items()
+    ]
     environment = provenance.get("environment", {})
-    lines = ["## Provenance and loading", "",
-             f"- weights: {'safetensors only' if not provenance.get('allow_pickle') else 'pickle allowed (model.allow_pickle=true)'}; "
-             f"trust_remote_code: {provenance.get('trust_remote_code', False)}",
-             f"- fmtool git commit: {environment.get('git_commit') or 'unknown'}; packages: "
-             + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v), ""]
+    lines = [
+        "## Provenance and loading",
+        "",
+        "- weights: "
+        f"{'safetensors only' if not provenance.get('allow_pickle') else 'pickle allowed (model.allow_pickle=true)'}; "
+        f"trust_remote_code: {provenance.get('trust_remote_code', False)}",
+        f"- fmtool git commit: {environment.get('git_commit') or 'unknown'}; packages: "
+        + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v),
+        "",
+    ]
     return lines + markdown_table(files, ["kind", "file", "bytes", "sha256"]) + [""]
 
 
 def markdown(report: dict[str, Any]) -> str:
     run = report["run"]
-    lines = [f"# fmtool report: {run['task']} · {run['dataset'] or 'no dataset'}", "",
-             f"- run: `{run['path']}`", f"- model: `{run['model']}`", f"- overall: **{_MARKS[report['status']]}**",
-             f"- fmtool {report['fmtool_version']}, report schema {report['schema_version']}, {report['created']}", ""]
+    lines = [
+        f"# fmtool report: {run['task']} · {run['dataset'] or 'no dataset'}",
+        "",
+        f"- run: `{run['path']}`",
+        f"- model: `{run['model']}`",
+        f"- overall: **{_MARKS[report['status']]}**",
+        f"- fmtool {report['fmtool_version']}, report schema {report['schema_version']}, {report['created']}",
+        "",
+    ]
     if report["data"]:
         lines += ["## Data", ""] + markdown_table([{"split": k, **v} for k, v in report["data"].items()]) + [""]
     after = report["metrics"].get("after", {})
@@ -100,20 +138,51 @@ def markdown(report: dict[str, Any]) -> str:
         rows = []
         for split, values in after.items():
             before = report["metrics"].get("before", {}).get(split, {})
-            rows += [{"split": split, "metric": m, "before": before.get(m), "after": v} for m, v in values.items() if isinstance(v, float)]
+            rows += [
+                {"split": split, "metric": m, "before": before.get(m), "after": v}
+                for m, v in values.items()
+                if isinstance(v, float)
+            ]
         lines += markdown_table(rows) + [""]
     if report.get("privacy"):
         dp = report["privacy"]
-        lines += ["## Privacy", "", f"Trained with DP-SGD (Opacus): **epsilon {dp['epsilon']:.2f}** at delta {dp['delta']:g} ({dp['accountant']} accountant), "
-                  f"noise multiplier {dp['noise_multiplier']:.3f}, per-example clipping norm {dp['max_grad_norm']}, sampling rate {dp['sample_rate']:.4f}, "
-                  f"{dp['steps']} steps.", ""]
-    lines += ["## Audits", ""] + markdown_table([{"audit": a["name"], "version": a["version"], "status": _MARKS[a["status"]],
-                                          "checks failed": sum(c["status"] == FAIL for c in a["checks"]),
-                                          "inconclusive": sum(c["status"] == INCONCLUSIVE for c in a["checks"]), "checks": len(a["checks"]),
-                                          "seconds": a.get("seconds")} for a in report["audits"]]) + [""]
+        lines += [
+            "## Privacy",
+            "",
+            f"Trained with DP-SGD (Opacus): **epsilon {dp['epsilon']:.2f}** at delta {dp['delta']:g} "
+            f"({dp['accountant']} accountant), "
+            f"noise multiplier {dp['noise_multiplier']:.3f}, per-example clipping norm {dp['max_grad_norm']}, "
+            f"sampling rate {dp['sample_rate']:.4f}, "
+            f"{dp['steps']} steps.",
+            "",
+        ]
+    lines += (
+        ["## Audits", ""]
+        + markdown_table(
+            [
+                {
+                    "audit": a["name"],
+                    "version": a["version"],
+                    "status": _MARKS[a["status"]],
+                    "checks failed": sum(c["status"] == FAIL for c in a["checks"]),
+                    "inconclusive": sum(c["status"] == INCONCLUSIVE for c in a["checks"]),
+                    "checks": len(a["checks"]),
+                    "seconds": a.get("seconds"),
+                }
+                for a in report["audits"]
+            ]
+        )
+        + [""]
+    )
     unsettled = [(a["name"], c) for a in report["audits"] for c in a["checks"] if c["status"] in (FAIL, INCONCLUSIVE)]
     if unsettled:
-        lines += ["## Checks that did not pass", ""] + markdown_table([_check_row(c, audit=name) for name, c in sorted(unsettled, key=lambda x: x[1]["status"] != FAIL)]) + [""]
+        lines += (
+            ["## Checks that did not pass", ""]
+            + markdown_table(
+                [_check_row(c, audit=name) for name, c in sorted(unsettled, key=lambda x: x[1]["status"] != FAIL)]
+            )
+            + [""]
+        )
     lines += _provenance(report["provenance"])
     for audit in report["audits"]:
         lines += [f"### {audit['name']} — {_MARKS[audit['status']]}", ""]
@@ -124,9 +193,12 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-PAGE_STYLE = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
-          "td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}figure{margin:.5em 0}figcaption{font-size:85%;color:#555}"
-          "svg{max-width:100%;height:auto}.attribution span{padding:0 2px}")
+PAGE_STYLE = (
+    "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}figure{margin:.5em "
+    "0}figcaption{font-size:85%;color:#555}"
+    "svg{max-width:100%;height:auto}.attribution span{padding:0 2px}"
+)
 
 
 @dataclass(frozen=True)
@@ -157,10 +229,21 @@ def _highlights(rows: Sequence[dict[str, Any]]) -> str:
         words = []
         for word in str(row.get("text", "")).split():
             level = max(0.0, weights.get(word, 0.0) / scale)
-            words.append(f'<span style="background:rgba(22,163,74,{level:.2f})">{html.escape(word)}</span>' if level else html.escape(word))
-        target = html.escape(str(row.get("label", ""))) + (f" · {html.escape(str(row['entity']))}" if row.get("entity") else "")
+            words.append(
+                f'<span style="background:rgba(22,163,74,{level:.2f})">{html.escape(word)}</span>'
+                if level
+                else html.escape(word)
+            )
+        target = html.escape(str(row.get("label", ""))) + (
+            f" · {html.escape(str(row['entity']))}" if row.get("entity") else ""
+        )
         lines.append(f'<p class="attribution"><b>{target}</b> ({row.get("probability", 0):.2f}): {" ".join(words)}</p>')
-    return f'<figure class="plot" data-plot="attributions">{"".join(lines)}<figcaption>top-attributed words</figcaption></figure>' if lines else ""
+    return (
+        f'<figure class="plot" data-plot="attributions">{"".join(lines)}<figcaption>top-attributed '
+        "words</figcaption></figure>"
+        if lines
+        else ""
+    )
 
 
 def _run_figures(report: dict[str, Any], curves: Optional[RunCurves]) -> str:
@@ -169,7 +252,11 @@ def _run_figures(report: dict[str, Any], curves: Optional[RunCurves]) -> str:
         parts.append(_figure("training loss and validation metric by update", drawn, "curves"))
     if drawn := plots.before_after(report["metrics"]):
         parts.append(_figure("metrics before and after training", drawn, "before_after"))
-    if curves is not None and curves.confusion and (drawn := plots.confusion_matrix(curves.confusion["labels"], curves.confusion["matrix"])):
+    if (
+        curves is not None
+        and curves.confusion
+        and (drawn := plots.confusion_matrix(curves.confusion["labels"], curves.confusion["matrix"]))
+    ):
         parts.append(_figure("validation confusion matrix", drawn, "confusion"))
     return "".join(parts)
 
@@ -181,7 +268,9 @@ def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves:
     if report is not None:
         metrics_heading = "<h2>Metrics (before → after training)</h2>"
         figures = _run_figures(report, curves)
-        body = body.replace(metrics_heading, metrics_heading + figures, 1) if metrics_heading in body else figures + body
+        body = (
+            body.replace(metrics_heading, metrics_heading + figures, 1) if metrics_heading in body else figures + body
+        )
         for audit in report["audits"]:
             heading = f"<h3>{html.escape(audit['name'])} — {_MARKS[audit['status']]}</h3>"
             extra = ""
@@ -190,7 +279,10 @@ def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves:
             if audit["name"] == "explain":
                 extra = _highlights(audit["tables"].get("explanations", []))
             body = body.replace(heading, heading + extra, 1)
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>fmtool report</title><style>{PAGE_STYLE}</style></head><body>{body}</body></html>\n"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>fmtool "
+        f"report</title><style>{PAGE_STYLE}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def write_report(out: RunDir, report: dict[str, Any], curves: Optional[RunCurves] = None) -> None:

@@ -25,13 +25,25 @@ class Task(Protocol):
     name: str
     metrics: tuple[str, ...]  # headline metrics, the choices for trainer.metric
 
-    def encode(self, examples: Sequence[Example], tokenizer, label2id: dict[str, int] | None, trainer: TrainerConfig) -> list[Feature]:
+    def encode(
+        self, examples: Sequence[Example], tokenizer, label2id: dict[str, int] | None, trainer: TrainerConfig
+    ) -> list[Feature]:
         """Model inputs for `examples` (labels included when label2id is given)."""
 
-    def predict(self, model, examples: Sequence[Example], features: Sequence[Feature], runtime: Runtime, pad_id: int, on_batch: Callable[[int], None]) -> list[Any]:
+    def predict(
+        self,
+        model,
+        examples: Sequence[Example],
+        features: Sequence[Feature],
+        runtime: Runtime,
+        pad_id: int,
+        on_batch: Callable[[int], None],
+    ) -> list[Any]:
         """One prediction per example (NER: tags and scores per word; classification: label and probabilities)."""
 
-    def losses(self, model, examples: Sequence[Example], features: Sequence[Feature], runtime: Runtime, pad_id: int) -> list[ExampleScore]:
+    def losses(
+        self, model, examples: Sequence[Example], features: Sequence[Feature], runtime: Runtime, pad_id: int
+    ) -> list[ExampleScore]:
         """Per example, the loss of its gold labels (features encoded with the model's label2id)."""
 
     def score(self, examples: Sequence[Example], predictions: Sequence[Any], labels: Sequence[str]) -> dict[str, Any]:

@@ -32,7 +32,10 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "details": {
-            "per_class": {label: {("f1" if k == "f1-score" else k): float(v) for k, v in report[label].items()} for label in labels},
+            "per_class": {
+                label: {("f1" if k == "f1-score" else k): float(v) for k, v in report[label].items()}
+                for label in labels
+            },
             "confusion_matrix": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
         },
     }
@@ -53,25 +56,47 @@ class ClassificationTask:
     def encode(self, examples, tokenizer, label2id, trainer: TrainerConfig) -> list[TextFeature]:
         return encode_texts(examples, tokenizer, label2id, max_length=trainer.max_length)
 
-    def predict(self, model, examples: Sequence[TextExample], features: Sequence[TextFeature], runtime: Runtime, pad_id: int, on_batch: Callable[[int], None] = lambda n: None) -> list[ClassPrediction]:
+    def predict(
+        self,
+        model,
+        examples: Sequence[TextExample],
+        features: Sequence[TextFeature],
+        runtime: Runtime,
+        pad_id: int,
+        on_batch: Callable[[int], None] = lambda n: None,
+    ) -> list[ClassPrediction]:
         id2label = model.config.id2label
         outputs = run_model(model, features, runtime, pad_id, _reduce, on_batch)
         return [
-            ClassPrediction(label=id2label[int(p.argmax())], probabilities={id2label[i]: float(v) for i, v in enumerate(p)})
+            ClassPrediction(
+                label=id2label[int(p.argmax())], probabilities={id2label[i]: float(v) for i, v in enumerate(p)}
+            )
             for p in outputs
         ]
 
-    def losses(self, model, examples: Sequence[TextExample], features: Sequence[TextFeature], runtime: Runtime, pad_id: int) -> list[ExampleScore]:
-        return [ExampleScore(loss=float(nll), units=1) for nll in run_model(model, features, runtime, pad_id, _gold_nll)]
+    def losses(
+        self, model, examples: Sequence[TextExample], features: Sequence[TextFeature], runtime: Runtime, pad_id: int
+    ) -> list[ExampleScore]:
+        return [
+            ExampleScore(loss=float(nll), units=1) for nll in run_model(model, features, runtime, pad_id, _gold_nll)
+        ]
 
-    def score(self, examples: Sequence[TextExample], predictions: Sequence[ClassPrediction], labels: Sequence[str]) -> dict[str, Any]:
+    def score(
+        self, examples: Sequence[TextExample], predictions: Sequence[ClassPrediction], labels: Sequence[str]
+    ) -> dict[str, Any]:
         return classification_metrics([e.label for e in examples], [p.label for p in predictions], labels)
 
     def primary_score(self, examples: Sequence[TextExample], predictions: Sequence[ClassPrediction]) -> float:
         return float(accuracy_score([e.label for e in examples], [p.label for p in predictions]))
 
     def record(self, example: TextExample, prediction: ClassPrediction) -> dict[str, Any]:
-        return {"id": example.id, "text": example.text, "label": example.label, "predicted": prediction.label, "probabilities": prediction.probabilities}
+        return {
+            "id": example.id,
+            "text": example.text,
+            "label": example.label,
+            "predicted": prediction.label,
+            "probabilities": prediction.probabilities,
+        }
 
 
 TASKS.register("classification")(ClassificationTask())

@@ -28,7 +28,9 @@ def lm_head(model) -> Optional[torch.nn.Module]:
     return getattr(model, "cls", None) or getattr(model, "lm_head", None)
 
 
-def masked_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_logits(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(vocabulary logits, target ids) at the masked positions only."""
     selected = labels != IGNORE_INDEX
     head = lm_head(model)
@@ -53,18 +55,31 @@ class MaskedPositionsLM(torch.nn.Module):
         return MaskedLMOutput(loss=torch.nn.functional.cross_entropy(logits.float(), targets), logits=logits)
 
 
-def held_out_loss(model, blocks: Sequence[BlockFeature], masking: Masking, runtime: Runtime, on_batch: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+def held_out_loss(
+    model,
+    blocks: Sequence[BlockFeature],
+    masking: Masking,
+    runtime: Runtime,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> dict[str, Any]:
     model.eval()
     total_loss, total_tokens = 0.0, 0
     with torch.inference_mode(), runtime.autocast():
         for indices in inference_batches([len(b.input_ids) for b in blocks], runtime.batch_size):
-            batch = {k: v.to(runtime.device) for k, v in masking.collate([blocks[i] for i in indices], EVALUATION_EPOCH).items()}
+            batch = {
+                k: v.to(runtime.device)
+                for k, v in masking.collate([blocks[i] for i in indices], EVALUATION_EPOCH).items()
+            }
             logits, targets = masked_logits(model, **batch)
             total_loss += torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum").item()
             total_tokens += len(targets)
             on_batch(len(indices))
     loss = total_loss / max(total_tokens, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "details": {"masked_tokens": total_tokens, "blocks": len(blocks)}}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "details": {"masked_tokens": total_tokens, "blocks": len(blocks)},
+    }
 
 
 def fill_mask(model, tokenizer, texts: Sequence[str], runtime: Runtime, top_k: int = 5) -> list[dict[str, Any]]:
@@ -79,7 +94,12 @@ def fill_mask(model, tokenizer, texts: Sequence[str], runtime: Runtime, top_k: i
             fills = []
             for position in positions:
                 top = probabilities[position].topk(top_k)
-                fills.append([{"token": tokenizer.convert_ids_to_tokens(int(i)), "probability": round(float(p), 4)} for p, i in zip(top.values, top.indices)])
+                fills.append(
+                    [
+                        {"token": tokenizer.convert_ids_to_tokens(int(i)), "probability": round(float(p), 4)}
+                        for p, i in zip(top.values, top.indices)
+                    ]
+                )
             results.append({"text": text, "masks": fills})
     return results
 

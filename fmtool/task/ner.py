@@ -27,15 +27,22 @@ class NerPrediction:
     scores: list[float]
 
 
-def entity_report(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]], *, strict: bool = False) -> dict[str, Any]:
+def entity_report(
+    y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]], *, strict: bool = False
+) -> dict[str, Any]:
     """seqeval's report as {'micro': {...}, 'macro': {...}, 'per_type': {TYPE: {...}}}."""
     extra = {"mode": "strict", "scheme": IOB2} if strict else {}
-    report = classification_report(list(map(list, y_true)), list(map(list, y_pred)), output_dict=True, zero_division=0, **extra)
+    report = classification_report(
+        list(map(list, y_true)), list(map(list, y_pred)), output_dict=True, zero_division=0, **extra
+    )
     rename = {"f1-score": "f1"}
     clean = {name: {rename.get(k, k): float(v) for k, v in row.items()} for name, row in report.items()}
     averages = {"micro avg": "micro", "macro avg": "macro", "weighted avg": "weighted"}
     return {
-        **{short: clean.get(long, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0.0}) for long, short in averages.items()},
+        **{
+            short: clean.get(long, {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0.0})
+            for long, short in averages.items()
+        },
         "per_type": {name: row for name, row in clean.items() if name not in averages},
     }
 
@@ -71,9 +78,24 @@ class NerTask:
     metrics = ("f1", "precision", "recall", "macro_f1", "strict_f1", "token_accuracy")
 
     def encode(self, examples, tokenizer, label2id, trainer: TrainerConfig) -> list[TokenFeature]:
-        return encode_ner(examples, tokenizer, label2id, max_length=trainer.max_length, stride=trainer.window_stride, label_all_tokens=trainer.label_all_tokens)
+        return encode_ner(
+            examples,
+            tokenizer,
+            label2id,
+            max_length=trainer.max_length,
+            stride=trainer.window_stride,
+            label_all_tokens=trainer.label_all_tokens,
+        )
 
-    def predict(self, model, examples: Sequence[TokenExample], features: Sequence[TokenFeature], runtime: Runtime, pad_id: int, on_batch: Callable[[int], None] = lambda n: None) -> list[NerPrediction]:
+    def predict(
+        self,
+        model,
+        examples: Sequence[TokenExample],
+        features: Sequence[TokenFeature],
+        runtime: Runtime,
+        pad_id: int,
+        on_batch: Callable[[int], None] = lambda n: None,
+    ) -> list[NerPrediction]:
         id2label = model.config.id2label
         outputs = run_model(model, features, runtime, pad_id, _reduce, on_batch)
         predictions = [NerPrediction(tags=["O"] * len(e.tokens), scores=[0.0] * len(e.tokens)) for e in examples]
@@ -84,7 +106,9 @@ class NerTask:
                 prediction.scores[word] = float(probabilities[position])
         return predictions
 
-    def losses(self, model, examples: Sequence[TokenExample], features: Sequence[TokenFeature], runtime: Runtime, pad_id: int) -> list[ExampleScore]:
+    def losses(
+        self, model, examples: Sequence[TokenExample], features: Sequence[TokenFeature], runtime: Runtime, pad_id: int
+    ) -> list[ExampleScore]:
         """Mean -log p(gold tag) over each sentence's words, read where each word is predicted (its owning window)."""
         outputs = run_model(model, features, runtime, pad_id, _gold_nll)
         totals, counts = [0.0] * len(examples), [0] * len(examples)
@@ -94,7 +118,9 @@ class NerTask:
                 counts[feature.example_index] += 1
         return [ExampleScore(loss=total / max(count, 1), units=count) for total, count in zip(totals, counts)]
 
-    def score(self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction], labels: Sequence[str]) -> dict[str, Any]:
+    def score(
+        self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction], labels: Sequence[str]
+    ) -> dict[str, Any]:
         return ner_metrics([e.tags for e in examples], [p.tags for p in predictions])
 
     def primary_score(self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction]) -> float:

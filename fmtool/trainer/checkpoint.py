@@ -62,7 +62,9 @@ def checkpoint_step(directory: Path) -> int:
 def load_checkpoint_path(directory: Path) -> Path:
     path = directory / CHECKPOINT_FILE
     if not path.is_file() or not (directory / STEP_FILE).is_file():
-        raise FmtoolError(f"{path}: no checkpoint to resume from; train with trainer.checkpoint_every_steps=N to write one")
+        raise FmtoolError(
+            f"{path}: no checkpoint to resume from; train with trainer.checkpoint_every_steps=N to write one"
+        )
     return path
 
 

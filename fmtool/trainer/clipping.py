@@ -26,8 +26,11 @@ def _takes_grad_scale(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradSc
     return not scaler.is_enabled() and all(group.get("fused") for group in optimizer.param_groups)
 
 
-def clipped_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, max_grad_norm: Optional[float]) -> Optional[torch.Tensor]:
-    """Clip the gradients' total norm to max_grad_norm (None: no clipping), step, update the scaler; the norm before clipping."""
+def clipped_step(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, max_grad_norm: Optional[float]
+) -> Optional[torch.Tensor]:
+    """Clip the gradients' total norm to max_grad_norm (None: no clipping), step, update the scaler; the norm before
+    clipping."""
     norm = None
     if max_grad_norm:
         scaler.unscale_(optimizer)

@@ -77,8 +77,16 @@ class SFC64Dropout(torch.nn.Dropout):
         return sfc64_dropout(inputs, self.p)
 
 
-def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                    attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs):
+def sfc64_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+):
     """Scaled dot-product attention with SFC64 dropout on the probabilities; (B, L, heads, dim) out, as transformers expects.
 
     Training uses the matmul-softmax-matmul composite: on CPU, torch's fused kernel falls back to it anyway
@@ -86,10 +94,16 @@ def sfc64_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     fused kernel is the faster one (2.0 vs 5.5 ms for 32 x 12 heads x 48 tokens), so inference goes there.
     """
     if not torch.is_grad_enabled() or query.device.type != "cpu" or _needs_stock_attention(module, kwargs):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min) if attention_mask.dtype == torch.bool else scores + attention_mask
+        scores = (
+            scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+            if attention_mask.dtype == torch.bool
+            else scores + attention_mask
+        )
     probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     if dropout > 0.0:
         probabilities = sfc64_dropout(probabilities, dropout)
@@ -124,6 +138,8 @@ def use_sfc64_dropout(model: torch.nn.Module) -> int:
                 setattr(parent, name, SFC64Dropout(child.p, child.inplace).train(child.training))
                 replaced += 1
     config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) in ATTENTION_MODEL_TYPES and getattr(config, "_attn_implementation", None) in ("sdpa", "eager"):
+    if getattr(config, "model_type", None) in ATTENTION_MODEL_TYPES and getattr(
+        config, "_attn_implementation", None
+    ) in ("sdpa", "eager"):
         model.set_attn_implementation(SFC64_ATTENTION)
     return replaced

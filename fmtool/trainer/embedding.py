@@ -33,17 +33,28 @@ class SeenRowsEmbedding(torch.nn.Module):
         self.seen = torch.nn.Parameter(weight[is_seen].clone())
         # a parameter without gradient rather than a buffer: DistributedDataParallel re-broadcasts buffers every forward
         self.unseen = torch.nn.Parameter(weight[~is_seen].clone(), requires_grad=False)
-        self.padding_row = None if embedding.padding_idx is None or not is_seen[embedding.padding_idx] else int(row[embedding.padding_idx])
-        self.embedding_dim, self.num_embeddings, self.padding_idx = embedding.embedding_dim, vocab, embedding.padding_idx
+        self.padding_row = (
+            None
+            if embedding.padding_idx is None or not is_seen[embedding.padding_idx]
+            else int(row[embedding.padding_idx])
+        )
+        self.embedding_dim, self.num_embeddings, self.padding_idx = (
+            embedding.embedding_dim,
+            vocab,
+            embedding.padding_idx,
+        )
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows, seen = self.row[input_ids], self.is_seen[input_ids]
         trained = F.embedding(rows.where(seen, 0), self.seen, self.padding_row)
-        return torch.where(seen.unsqueeze(-1), trained, F.embedding(rows.where(~seen, 0), self.unseen).to(trained.dtype))
+        return torch.where(
+            seen.unsqueeze(-1), trained, F.embedding(rows.where(~seen, 0), self.unseen).to(trained.dtype)
+        )
 
     def merged(self) -> torch.nn.Embedding:
-        embedding = torch.nn.Embedding(self.num_embeddings, self.embedding_dim, self.padding_idx,
-                                       device=self.seen.device, dtype=self.seen.dtype)
+        embedding = torch.nn.Embedding(
+            self.num_embeddings, self.embedding_dim, self.padding_idx, device=self.seen.device, dtype=self.seen.dtype
+        )
         with torch.no_grad():
             embedding.weight[self.is_seen] = self.seen
             embedding.weight[~self.is_seen] = self.unseen

@@ -15,7 +15,11 @@ import torch.nn.functional as F
 class BF16OutputLayerNorm(torch.nn.LayerNorm):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         device = inputs.device.type
-        if device != "cpu" or not torch.is_autocast_enabled(device) or torch.get_autocast_dtype(device) != torch.bfloat16:
+        if (
+            device != "cpu"
+            or not torch.is_autocast_enabled(device)
+            or torch.get_autocast_dtype(device) != torch.bfloat16
+        ):
             return super().forward(inputs)
         with torch.autocast(device, enabled=False):
             return F.layer_norm(inputs.to(torch.bfloat16), self.normalized_shape, self.weight, self.bias, self.eps)

@@ -27,14 +27,14 @@ from fmtool.dataset.batching import BatchSource, token_budget_pieces
 from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
+from fmtool.model.build import unwrap
 from fmtool.optimizer import build_optimizer
 from fmtool.scheduler import build_scheduler
 from fmtool.task.base import headline
+from fmtool.trainer import signals
 from fmtool.trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from fmtool.trainer.clipping import clipped_step
-from fmtool.model.build import unwrap
 from fmtool.trainer.distributed import Distributed
-from fmtool.trainer import signals
 from fmtool.trainer.runtime import batch_token_budget
 
 log = logging.getLogger(__name__)
@@ -102,15 +102,26 @@ class LoopPosition:
 
 
 class _Training:
-    """The model with its optimizer, scheduler, grad scaler, state and best weights: what fit() updates and checkpoints."""
+    """The model with its optimizer, scheduler, grad scaler, state and best weights: what fit() updates and
+    checkpoints."""
 
-    def __init__(self, model: torch.nn.Module, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total: int,
-                 runtime: Runtime, dist: Distributed, compile: bool) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer_cfg: OptimizerConfig,
+        scheduler_cfg: SchedulerConfig,
+        total: int,
+        runtime: Runtime,
+        dist: Distributed,
+        compile: bool,
+    ) -> None:
         self.model, self.runtime, self.dist = model, runtime, dist
         self.optimizer = build_optimizer(model, optimizer_cfg)
         self.scheduler = build_scheduler(self.optimizer, scheduler_cfg, total)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
-        self.replicated = dist.wrap(model, runtime.device)  # the DDP module (not its compiled wrapper), which owns no_sync
+        self.replicated = dist.wrap(
+            model, runtime.device
+        )  # the DDP module (not its compiled wrapper), which owns no_sync
         self.forward = torch.compile(self.replicated) if compile else self.replicated
         self.state, self.position = TrainState(), LoopPosition()
         self.best_weights: Optional[dict[str, torch.Tensor]] = None
@@ -125,19 +136,39 @@ class _Training:
         self.best_weights = saved["best_weights"]
         self.position = LoopPosition(**saved["position"])
         restore_rng_states(saved["rng"])
-        log.info("resumed at update %d (epoch %d, batch %d)", self.state.step, self.position.epoch, self.position.batches_done)
+        log.info(
+            "resumed at update %d (epoch %d, batch %d)",
+            self.state.step,
+            self.position.epoch,
+            self.position.batches_done,
+        )
 
     def save(self, checkpoint_dir: Path) -> None:
         if self.dist.is_main:
-            save_checkpoint(checkpoint_dir, {
-                "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "state": asdict(self.state), "best_weights": self.best_weights, "rng": rng_states(),
-                "position": asdict(self.position),
-            })
+            save_checkpoint(
+                checkpoint_dir,
+                {
+                    "model": unwrap(self.model).state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "state": asdict(self.state),
+                    "best_weights": self.best_weights,
+                    "rng": rng_states(),
+                    "position": asdict(self.position),
+                },
+            )
         self.dist.barrier()
 
-    def accumulate(self, pieces: list[dict[str, torch.Tensor]], has_examples: bool, ends_update: bool, method, adversarial: AdversarialConfig,
-                   grad_accum_steps: int) -> float:
+    def accumulate(
+        self,
+        pieces: list[dict[str, torch.Tensor]],
+        has_examples: bool,
+        ends_update: bool,
+        method,
+        adversarial: AdversarialConfig,
+        grad_accum_steps: int,
+    ) -> float:
         """Forward and backward over one global batch's micro-batches (this rank's share); returns its mean loss.
 
         Each piece's loss is weighted by its share of the batch's loss units over all ranks, so the gradient is the
@@ -150,8 +181,16 @@ class _Training:
         batch_loss = 0.0
         for number, (piece, piece_units) in enumerate(zip(pieces, units)):
             weight = piece_units / batch_units * self.dist.world_size / grad_accum_steps
-            step = _MicroStep(self.forward, piece, weight, runtime=self.runtime, scaler=self.scaler, dist=self.dist,
-                              last_of_update=ends_update and number == len(pieces) - 1, replicated=self.replicated)
+            step = _MicroStep(
+                self.forward,
+                piece,
+                weight,
+                runtime=self.runtime,
+                scaler=self.scaler,
+                dist=self.dist,
+                last_of_update=ends_update and number == len(pieces) - 1,
+                replicated=self.replicated,
+            )
             batch_loss += method(step, adversarial).item() * (piece_units / my_units.clamp_min(1)).item()
         return batch_loss
 
@@ -172,7 +211,11 @@ class _Training:
         if _improved(value, state.best_metric, cfg.greater_is_better):
             state.best_metric, state.best_step, state.stale_evaluations = value, state.step, 0
             # after the last evaluation the model in memory is the best: a copy would only cost memory
-            self.best_weights = None if final else {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.model).state_dict().items()}
+            self.best_weights = (
+                None
+                if final
+                else {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.model).state_dict().items()}
+            )
         else:
             state.stale_evaluations += 1
         self.position.evaluated_at = state.step
@@ -184,8 +227,18 @@ class _Training:
 class _MicroStep:
     """adversarial.MicroStep over one rank's part of one micro-batch."""
 
-    def __init__(self, model, batch: dict[str, torch.Tensor], weight: torch.Tensor, *, runtime: Runtime, scaler, dist: Distributed,
-                 last_of_update: bool, replicated: torch.nn.Module) -> None:
+    def __init__(
+        self,
+        model,
+        batch: dict[str, torch.Tensor],
+        weight: torch.Tensor,
+        *,
+        runtime: Runtime,
+        scaler,
+        dist: Distributed,
+        last_of_update: bool,
+        replicated: torch.nn.Module,
+    ) -> None:
         self.model, self.batch, self.weight = model, batch, weight
         self.runtime, self.scaler, self.dist, self.last_of_update = runtime, scaler, dist, last_of_update
         self.replicated = replicated  # the DDP module (not its compiled wrapper), which owns no_sync
@@ -216,14 +269,21 @@ class _MicroStep:
 
 
 def _stop_on_signal(signum: int, step: int, saved: bool) -> None:
-    kept = "checkpoint saved; continue with fmtool resume" if saved else "nothing to resume without trainer.checkpoint_every_steps"
+    kept = (
+        "checkpoint saved; continue with fmtool resume"
+        if saved
+        else "nothing to resume without trainer.checkpoint_every_steps"
+    )
     raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {step}: {kept}", exit_code=128 + signum)
 
 
 def _check_finite(batch_loss: float, step: int, epoch: int, checkpoint: Optional[Path]) -> None:
     if not math.isfinite(batch_loss):
         kept = f"; the last checkpoint ({checkpoint}) is from before it" if checkpoint is not None else ""
-        raise TrainingStopped(f"training stopped: the loss is {batch_loss} at update {step + 1} (epoch {epoch}); lower optimizer.lr or check the data{kept}")
+        raise TrainingStopped(
+            f"training stopped: the loss is {batch_loss} at update {step + 1} (epoch {epoch}); lower optimizer.lr or "
+            f"check the data{kept}"
+        )
 
 
 def _with_last(batches: Iterator[list]) -> Iterator[tuple[list, bool]]:
@@ -276,7 +336,13 @@ def fit(
         position.evaluation_seconds += time.perf_counter() - started_evaluation
         record = run.record_evaluation(metrics, trainer, final=state.step >= total)
         on_log({"split": "validation", **record})
-        log.info("eval step=<%d> %s=<%.4f> best=<%.4f>", state.step, trainer.metric, record[trainer.metric], state.best_metric)
+        log.info(
+            "eval step=<%d> %s=<%.4f> best=<%.4f>",
+            state.step,
+            trainer.metric,
+            record[trainer.metric],
+            state.best_metric,
+        )
         model.train()
         return trainer.patience is not None and state.stale_evaluations >= trainer.patience
 
@@ -295,8 +361,10 @@ def fit(
             if index < skip:
                 continue
             mine = dist.shard(global_batch)
-            pieces = [{k: v.to(runtime.device, non_blocking=True) for k, v in collate(piece, epoch).items()}
-                      for piece in token_budget_pieces(mine or global_batch[:1], max_batch_tokens)]
+            pieces = [
+                {k: v.to(runtime.device, non_blocking=True) for k, v in collate(piece, epoch).items()}
+                for piece in token_budget_pieces(mine or global_batch[:1], max_batch_tokens)
+            ]
             ends_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
             batch_loss = run.accumulate(pieces, bool(mine), ends_update, method, adversarial, trainer.grad_accum_steps)
             _check_finite(batch_loss, state.step, epoch, checkpoints)
@@ -309,8 +377,16 @@ def fit(
             grad_norm = run.update(trainer.max_grad_norm)
             mean_loss = position.running_loss / position.running_batches
             if state.step % trainer.log_every_steps == 0 or state.step == total:
-                on_log({"split": "train", "step": state.step, "epoch": epoch, "loss": mean_loss, "lr": run.scheduler.get_last_lr()[0],
-                        **({} if grad_norm is None else {"grad_norm": grad_norm.item()})})
+                on_log(
+                    {
+                        "split": "train",
+                        "step": state.step,
+                        "epoch": epoch,
+                        "loss": mean_loss,
+                        "lr": run.scheduler.get_last_lr()[0],
+                        **({} if grad_norm is None else {"grad_norm": grad_norm.item()}),
+                    }
+                )
                 position.running_loss, position.running_batches = 0.0, 0
             if evaluate is not None and trainer.eval_every_steps and state.step % trainer.eval_every_steps == 0:
                 stop = evaluate_now()
@@ -326,7 +402,12 @@ def fit(
                 break
         if index < 0:
             raise FmtoolError("the training data gave no batches: is the training file empty?")
-        if evaluate is not None and not stop and position.evaluated_at != state.step and (not trainer.eval_every_steps or state.step >= total):
+        if (
+            evaluate is not None
+            and not stop
+            and position.evaluated_at != state.step
+            and (not trainer.eval_every_steps or state.step >= total)
+        ):
             stop = evaluate_now()
         epoch, skip = epoch + 1, 0
     state.stopped_early = stop

@@ -33,7 +33,9 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     """Mean over the batch of each example's mean cross-entropy over its labelled positions."""
     if logits.dim() == 2:
         return torch.nn.functional.cross_entropy(logits.float(), labels)
-    token = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    token = torch.nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
     counts = labels.ne(IGNORE_INDEX).sum(1).clamp_min(1)
     return (token.sum(1) / counts).mean()
 
@@ -60,15 +62,27 @@ def _epsilon(engine, dp) -> float:
     try:
         return engine.get_epsilon(dp.delta)
     except (MemoryError, ValueError, OverflowError) as error:
-        raise FmtoolError(f"trainer.dp: the {dp.accountant.value} accountant cannot bound epsilon for noise_multiplier "
-                          f"{engine.accountant.history[-1][0] if engine.accountant.history else '?'} ({type(error).__name__}); "
-                          "add noise, or use trainer.dp.accountant=rdp") from None
+        raise FmtoolError(
+            f"trainer.dp: the {dp.accountant.value} accountant cannot bound epsilon for noise_multiplier "
+            f"{engine.accountant.history[-1][0] if engine.accountant.history else '?'} ({type(error).__name__}); "
+            "add noise, or use trainer.dp.accountant=rdp"
+        ) from None
 
 
-def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]], trainer: TrainerConfig,
-                optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, runtime: Runtime, seed: int,
-                evaluate: Optional[Callable[[torch.nn.Module], dict[str, Any]]], on_log: Callable[[dict[str, Any]], None] = lambda record: None,
-                progress: Progress = SilentProgress()) -> TrainState:
+def fit_private(
+    model: torch.nn.Module,
+    features: Sequence[Any],
+    *,
+    collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]],
+    trainer: TrainerConfig,
+    optimizer_cfg: OptimizerConfig,
+    scheduler_cfg: SchedulerConfig,
+    runtime: Runtime,
+    seed: int,
+    evaluate: Optional[Callable[[torch.nn.Module], dict[str, Any]]],
+    on_log: Callable[[dict[str, Any]], None] = lambda record: None,
+    progress: Progress = SilentProgress(),
+) -> TrainState:
     """Train `model` in place with DP-SGD for trainer.epochs; the returned state's `privacy` holds the epsilon spent."""
     from opacus import PrivacyEngine
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler
@@ -77,21 +91,38 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
     model.to(runtime.device).train()
     generator = torch.Generator().manual_seed(seed)
     sample_rate = min(1.0, trainer.batch_size / len(features))
-    loader = torch.utils.data.DataLoader(features, collate_fn=lambda drawn: collate(drawn) if drawn else {"labels": torch.empty(0, dtype=torch.long)},
-                                         generator=generator,
-                                         batch_sampler=UniformWithReplacementSampler(num_samples=len(features), sample_rate=sample_rate, generator=generator))
+    loader = torch.utils.data.DataLoader(
+        features,
+        collate_fn=lambda drawn: collate(drawn) if drawn else {"labels": torch.empty(0, dtype=torch.long)},
+        generator=generator,
+        batch_sampler=UniformWithReplacementSampler(
+            num_samples=len(features), sample_rate=sample_rate, generator=generator
+        ),
+    )
     # the configured optimizer: plain SGD is what DP-SGD's analyses assume, and its steps stay as small as the noise
     # while Adam scales every noisy coordinate up to a full step; AdamW unfused, as Opacus wraps its step
     if optimizer_cfg.name == OptimizerName.adamw:
-        optimizer = torch.optim.AdamW(parameter_groups(model, optimizer_cfg.weight_decay), lr=optimizer_cfg.lr, betas=tuple(optimizer_cfg.betas),
-                                      eps=optimizer_cfg.eps)
+        optimizer = torch.optim.AdamW(
+            parameter_groups(model, optimizer_cfg.weight_decay),
+            lr=optimizer_cfg.lr,
+            betas=tuple(optimizer_cfg.betas),
+            eps=optimizer_cfg.eps,
+        )
     else:
         optimizer = build_optimizer(model, optimizer_cfg)
     engine = PrivacyEngine(accountant=dp.accountant.value)
-    common = dict(module=model, optimizer=optimizer, data_loader=loader, max_grad_norm=dp.max_grad_norm, poisson_sampling=False,
-                  noise_generator=torch.Generator(device=runtime.device).manual_seed(seed + 1))
+    common = dict(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        max_grad_norm=dp.max_grad_norm,
+        poisson_sampling=False,
+        noise_generator=torch.Generator(device=runtime.device).manual_seed(seed + 1),
+    )
     if dp.target_epsilon is not None:
-        private, optimizer, loader = engine.make_private_with_epsilon(**common, target_epsilon=dp.target_epsilon, target_delta=dp.delta, epochs=trainer.epochs)
+        private, optimizer, loader = engine.make_private_with_epsilon(
+            **common, target_epsilon=dp.target_epsilon, target_delta=dp.delta, epochs=trainer.epochs
+        )
     else:
         private, optimizer, loader = engine.make_private(**common, noise_multiplier=dp.noise_multiplier)
     scheduler = build_scheduler(optimizer, scheduler_cfg, trainer.epochs * len(loader))
@@ -119,10 +150,20 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
             if signals.requested() is not None:
                 private._close()
                 signum = signals.requested()
-                raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {state.step}: a DP-SGD run keeps no checkpoint, "
-                                      "so train it again (its epsilon accounts for a whole run)", exit_code=128 + signum)
+                raise TrainingStopped(
+                    f"interrupted by {signals.name(signum)} after update {state.step}: a DP-SGD run keeps no "
+                    "checkpoint, "
+                    "so train it again (its epsilon accounts for a whole run)",
+                    exit_code=128 + signum,
+                )
         epsilon = _epsilon(engine, dp)
-        record = {"split": "train", "step": state.step, "epoch": epoch, "loss": sum(losses) / max(len(losses), 1), "epsilon": epsilon}
+        record = {
+            "split": "train",
+            "step": state.step,
+            "epoch": epoch,
+            "loss": sum(losses) / max(len(losses), 1),
+            "epsilon": epsilon,
+        }
         on_log(record)
         log.info("epoch=<%d> loss=<%.4f> epsilon=<%.3f> delta=<%g>", epoch, record["loss"], epsilon, dp.delta)
         if evaluate is not None:
@@ -136,7 +177,14 @@ def fit_private(model: torch.nn.Module, features: Sequence[Any], *, collate: Cal
     progress.stop()
     state.train_seconds = time.perf_counter() - started - evaluation_seconds
     private._close()  # hooks and per-example gradients off: the model is a plain one again
-    state.privacy = {"epsilon": _epsilon(engine, dp), "delta": dp.delta, "noise_multiplier": optimizer.noise_multiplier,
-                     "max_grad_norm": dp.max_grad_norm, "sample_rate": sample_rate, "accountant": dp.accountant.value, "steps": state.step,
-                     "optimizer": optimizer_cfg.name.value}
+    state.privacy = {
+        "epsilon": _epsilon(engine, dp),
+        "delta": dp.delta,
+        "noise_multiplier": optimizer.noise_multiplier,
+        "max_grad_norm": dp.max_grad_norm,
+        "sample_rate": sample_rate,
+        "accountant": dp.accountant.value,
+        "steps": state.step,
+        "optimizer": optimizer_cfg.name.value,
+    }
     return state

@@ -17,7 +17,11 @@ _DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         # under torchrun each rank owns the GPU of its LOCAL_RANK
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+        return (
+            torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -60,4 +64,3 @@ def resolve_runtime(cfg: TrainerConfig) -> Runtime:
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     return Runtime(device=device, autocast_dtype=_DTYPES.get(precision), batch_size=cfg.eval_batch_size)
-

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmtool.errors import FmtoolError
 from fmtool.config.schema import TrainConfig
+from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.trainer.dropout import use_sfc64_dropout
 from fmtool.trainer.embedding import merge_seen_rows
@@ -29,7 +29,8 @@ def set_seed(seed: int) -> None:
 
 
 def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, int]:
-    """Freeze, enable gradient checkpointing, pick dropout and LayerNorm, move to the device: (runtime, trainable parameters)."""
+    """Freeze, enable gradient checkpointing, pick dropout and LayerNorm, move to the device: (runtime, trainable
+    parameters)."""
     trainable = apply_freeze(model, cfg.trainer.freeze, cfg.trainer.freeze_layers)
     if cfg.trainer.gradient_checkpointing:
         # non-reentrant checkpointing is the variant that works with DDP and frozen inputs
@@ -42,7 +43,13 @@ def prepare_model(model: torch.nn.Module, cfg: TrainConfig) -> tuple[Runtime, in
     if cfg.trainer.bf16_residual and cpu_eager and runtime.autocast_dtype == torch.bfloat16:
         use_bf16_layer_norm(model)
     model.to(runtime.device)
-    log.info("device=<%s> autocast=<%s> freeze=<%s> trainable_parameters=<%d>", runtime.device, runtime.autocast_dtype, cfg.trainer.freeze.value, trainable)
+    log.info(
+        "device=<%s> autocast=<%s> freeze=<%s> trainable_parameters=<%d>",
+        runtime.device,
+        runtime.autocast_dtype,
+        cfg.trainer.freeze.value,
+        trainable,
+    )
     return runtime, trainable
 
 
@@ -60,12 +67,22 @@ def training_figures(state: TrainState, cfg: TrainConfig, trainable: int, world_
     """What results.json records of the training; a run that made no update is refused: its model is the
     initialisation, and audits would certify that as trained."""
     if state.step == 0:
-        raise FmtoolError(f"training made no update (trainer.epochs={cfg.trainer.epochs}, trainer.max_steps={cfg.trainer.max_steps}): "
-                          "the model is still its initialisation")
+        raise FmtoolError(
+            f"training made no update (trainer.epochs={cfg.trainer.epochs}, "
+            f"trainer.max_steps={cfg.trainer.max_steps}): "
+            "the model is still its initialisation"
+        )
     return {
-        "updates": state.step, "epochs_started": state.epoch + 1, "samples": state.train_samples,
-        "seconds": round(state.train_seconds, 2), "samples_per_second": round(state.train_samples / max(state.train_seconds, 1e-9), 2),
-        "best_step": state.best_step, "best_metric": {cfg.trainer.metric: state.best_metric}, "stopped_early": state.stopped_early,
-        "trainable_parameters": trainable, "adversarial": cfg.adversarial.name.value, "processes": world_size,
+        "updates": state.step,
+        "epochs_started": state.epoch + 1,
+        "samples": state.train_samples,
+        "seconds": round(state.train_seconds, 2),
+        "samples_per_second": round(state.train_samples / max(state.train_seconds, 1e-9), 2),
+        "best_step": state.best_step,
+        "best_metric": {cfg.trainer.metric: state.best_metric},
+        "stopped_early": state.stopped_early,
+        "trainable_parameters": trainable,
+        "adversarial": cfg.adversarial.name.value,
+        "processes": world_size,
         **({"privacy": state.privacy} if state.privacy else {}),
     }

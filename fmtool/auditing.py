@@ -1,0 +1,172 @@
+"""The audit runner: what the audits of a finished run (or a model directory) read, and how their results become
+audit/<family>.json, the report and the model card, replaced wholly under the run's lock."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from fmtool.audit import AuditContext, run_audits
+from fmtool.dataset.examples import Example
+from fmtool.errors import FmtoolError
+from fmtool.model.load import LoadPolicy
+from fmtool.predict import LoadedRun, SharedPredictions
+from fmtool.report.model_card import model_card
+from fmtool.report.report import RunCurves, build_report, write_report
+from fmtool.runs import RunDir, read_json, read_jsonl, write_json
+from fmtool.task import Task
+from fmtool.task.base import headline
+from fmtool.twins import finetune_model
+
+
+def _no_split(split: str) -> list[Example]:
+    raise FmtoolError(f"split '{split}' needs a run directory, or a model directory's --split {split}=FILE")
+
+
+def audit_context(
+    loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] = None, base_model: Optional[str] = None
+) -> AuditContext:
+    """What the audits of `loaded` read. A run reads its saved splits and trains twins from its own starting point;
+    a model directory reads the `splits` given to it, and trains twins only from a `base_model` named for it."""
+    run, masked_lm = loaded.run, loaded.task.language_model
+    if run is not None:
+        load_split, available, start = run.load_split, run.splits(), loaded.cfg
+    else:
+        load_split, available = (splits.__getitem__, list(splits)) if splits else (_no_split, [])
+        start = replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
+    finetune = _no_model if masked_lm else None if start is None else partial(finetune_model, start, loaded.labels)
+    return AuditContext(
+        task=loaded.task,
+        labels=loaded.labels,
+        predict=_no_model if masked_lm else SharedPredictions(loaded),
+        load_split=load_split,
+        available_splits=available,
+        seed=loaded.cfg.seed,
+        model_dir=run.model_dir if run else Path(loaded.cfg.model.name),
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        runtime=loaded.runtime,
+        config=loaded.cfg,
+        score=_no_model if masked_lm else loaded.scores,
+        finetune=finetune,
+        # another run (pii's person_model) loads under the audited command's policy, never its own saved config's
+        open_run=partial(
+            LoadedRun.load, policy=LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)
+        ),
+    )
+
+
+def _no_model(*args: Any, **kwargs: Any) -> Any:
+    raise FmtoolError("this audit needs a fine-tuned model with labels, not a language model")
+
+
+def masked_lm_context(model_dir: Path, task: Task, policy: LoadPolicy = LoadPolicy()) -> AuditContext:
+    """For audits of a plain masked-LM directory (fmtool audit DIR --task mlm); no model when it has no trained head."""
+    from fmtool.config.schema import TrainerConfig
+    from fmtool.model.build import load_masked_lm
+    from fmtool.trainer.runtime import resolve_runtime
+
+    runtime = resolve_runtime(TrainerConfig())
+    loaded = load_masked_lm(model_dir, policy, runtime.device)
+    model, tokenizer = loaded if loaded else (None, None)
+    return AuditContext(
+        task=task,
+        labels=[],
+        predict=_no_model,
+        load_split=_no_split,
+        available_splits=[],
+        model_dir=model_dir,
+        model=model,
+        tokenizer=tokenizer,
+        runtime=runtime,
+    )
+
+
+def audit_pipeline(
+    ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None
+) -> dict[str, Any]:
+    """Run the configured audit families and write audit/<family>.json and report/ under out_dir, replacing the
+    last audit's wholly; the directory is locked meanwhile."""
+    out = RunDir(out_dir)
+    with out.audit_lock():
+        staging = RunDir(out.path / ".audit.partial")
+        shutil.rmtree(staging.path, ignore_errors=True)
+        entries = []
+        for result, settings in run_audits(ctx, audit):
+            entry = {**result.to_dict(), "settings": settings}
+            write_json(staging.audit_file(result.name), entry)
+            entries.append(entry)
+        results = run.load_results() if run else {}
+        report = build_report(
+            path=str(out_dir),
+            task=ctx.task.name,
+            model=results.get("model", str(ctx.model_dir)),
+            dataset=results.get("dataset"),
+            config=config or {"audit": audit},
+            data=results.get("data", {}),
+            metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")},
+            audits=entries,
+            privacy=results.get("train", {}).get("privacy"),
+            provenance=_provenance(ctx, run),
+        )
+        staging.audit_dir.mkdir(parents=True, exist_ok=True)
+        write_report(staging, report, _curves(run, results, config))
+        if run is not None:
+            write_model_card(staging, run, report, results)
+        out.publish_audits(staging)
+    return report
+
+
+def write_model_card(out: RunDir, run: RunDir, report: dict[str, Any], results: dict[str, Any]) -> None:
+    """report/model_card.md, and the same card as model/README.md so it travels with the shared model directory."""
+    card = model_card(report, results, read_json(run.env_file) if run.env_file.is_file() else {})
+    out.model_card_file.write_text(card, encoding="utf-8")
+    if run.model_dir.is_dir():
+        (run.model_dir / "README.md").write_text(card, encoding="utf-8")
+
+
+def _curves(run: RunDir | None, results: dict[str, Any], config: dict | None) -> RunCurves | None:
+    """The training records and confusion matrix the HTML report plots (absent for a plain model directory)."""
+    if run is None:
+        return None
+    records = read_jsonl(run.metrics_file) if run.metrics_file.is_file() else []
+    details = results.get("after", {}).get("validation", {}).get("details", {})
+    metric = ((config or {}).get("trainer") or {}).get("metric")
+    return RunCurves(records=records, metric=metric, confusion=details.get("confusion_matrix"))
+
+
+def _provenance(ctx: AuditContext, run: RunDir | None) -> dict[str, Any]:
+    from fmtool.runs import sha256_digests
+
+    loaded = (
+        run.provenance()
+        if run
+        else {
+            "model_files": sha256_digests(p for p in Path(ctx.model_dir).glob("*") if p.is_file())
+            if ctx.model_dir
+            else {}
+        }
+    )
+    model_cfg = ctx.config.model if ctx.config is not None else None
+    return {
+        **loaded,
+        "trust_remote_code": bool(model_cfg and model_cfg.trust_remote_code),
+        "allow_pickle": bool(model_cfg and model_cfg.allow_pickle),
+    }
+
+
+def audit_loaded(
+    loaded: LoadedRun,
+    audit: dict[str, Any],
+    out_dir: Path,
+    *,
+    splits: Optional[dict[str, list[Example]]] = None,
+    base_model: Optional[str] = None,
+) -> dict[str, Any]:
+    config = OmegaConf.to_container(OmegaConf.structured(loaded.cfg))
+    return audit_pipeline(audit_context(loaded, splits, base_model), audit, out_dir, run=loaded.run, config=config)

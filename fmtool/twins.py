@@ -1,0 +1,38 @@
+"""Twins: fresh models fine-tuned like a run on other examples, without a run directory. Audits get one through
+AuditContext.finetune (the membership reference model, the backdoor scan's trusted reference, shadow models), so
+no audit imports a recipe."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from omegaconf import OmegaConf
+
+from fmtool.config.compose import to_typed, with_dotlist
+from fmtool.config.schema import TrainConfig
+from fmtool.configure import validate
+from fmtool.dataset.examples import Example
+from fmtool.model import build_model, load_tokenizer
+from fmtool.task import TASKS
+from fmtool.trainer.setup import fit_features, prepare_model, set_seed
+
+
+def with_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """`cfg` with Hydra-style dotlist overrides (key=value) applied and validated."""
+    return validate(to_typed(with_dotlist(OmegaConf.structured(cfg), overrides, "config")))
+
+
+def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[Example], overrides: Sequence[str] = ()):
+    """A fresh model fine-tuned on `examples` as `cfg` (plus overrides) says, without validation or run directory.
+
+    Audits get this as AuditContext.finetune, to train twins and shadow models without importing the pipeline.
+    """
+    cfg = with_overrides(cfg, overrides)
+    set_seed(cfg.seed)
+    task = TASKS.get(cfg.task.name)
+    tokenizer = load_tokenizer(cfg.model)
+    model = build_model(cfg.model, task.head, list(labels), vocab_size=len(tokenizer), inherited=[])
+    runtime, _ = prepare_model(model, cfg)
+    features = task.encode(list(examples), tokenizer, {label: i for i, label in enumerate(labels)}, cfg.trainer)
+    fit_features(model, tokenizer, runtime, features, cfg, evaluate=None)
+    return model.eval()
