@@ -24,10 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from fmtool.adversarial import attack, perturbed_embeddings
+from fmtool.auditing import audit_loaded
 from fmtool.config import to_typed
 from fmtool.configure import compose_train_config, validate
 from fmtool.dataset.batching import collate, inference_batches
-from fmtool.pipeline import audit_loaded, run_training
+from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 
@@ -46,7 +47,7 @@ def accuracy_under_attack(loaded: LoadedRun, examples, epsilon: float, steps: in
         delta = None
         if epsilon > 0:
 
-            def loss_with(perturbation):
+            def loss_with(perturbation, batch=batch):
                 with perturbed_embeddings(model, perturbation):
                     return model(**batch).loss
 

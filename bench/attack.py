@@ -32,7 +32,7 @@ import transformers
 from rich.console import Console
 from rich.table import Table
 
-from fmtool.pipeline import audit_loaded
+from fmtool.auditing import audit_loaded
 from fmtool.predict import LoadedRun
 
 SIDE = Path(__file__).resolve().parent / "textattack_side.py"

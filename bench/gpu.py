@@ -148,8 +148,10 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats(device)
 
     table = Table(
-        title=f"training throughput on {environment['device']} (bf16 autocast, fused AdamW, batch {args.batch_size} "
-        f"x {args.seq_len} tokens)"
+        title=(
+            f"training throughput on {environment['device']} (bf16 autocast, fused AdamW, batch {args.batch_size} x "
+            f"{args.seq_len} tokens)"
+        )
     )
     columns = ["model", "compiled", "tokens/s", "samples/s", "TFLOP/s", "MFU", "warm-up s", "peak GB"]
     for column in columns:

@@ -63,7 +63,7 @@ def main() -> None:
     train = read_sentences(args.train)[: args.limit_train]
     dev = read_sentences(args.dev)[: args.limit_dev]
     labels = sorted({t for s in train for t in s.tags}, key=lambda t: (t != "O", t[2:], t))
-    label2id = {l: i for i, l in enumerate(labels)}
+    label2id = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForTokenClassification.from_pretrained(
         args.model,
@@ -106,7 +106,10 @@ def main() -> None:
     prediction = trainer.predict(dev_rows)
     predicted = np.argmax(prediction.predictions, axis=-1)
     # the rows' own labels mark the first sub-tokens (the returned label_ids are padded with 0, not -100)
-    y_pred = [[labels[p] for p, l in zip(row, gold["labels"]) if l != -100] for row, gold in zip(predicted, dev_rows)]
+    y_pred = [
+        [labels[p] for p, gold_id in zip(row, gold["labels"]) if gold_id != -100]
+        for row, gold in zip(predicted, dev_rows)
+    ]
     y_true = [s.tags[: len(p)] for s, p in zip(dev, y_pred)]
 
     texts = [" ".join(s.tokens) for s in read_sentences(args.dev)[: args.predict_sentences]]

@@ -33,7 +33,7 @@ import transformers
 from rich.console import Console
 from rich.table import Table
 
-from fmtool.pipeline import audit_loaded
+from fmtool.auditing import audit_loaded
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 

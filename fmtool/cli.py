@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fmtool.config.schema import Precision, TaskName
+from fmtool.config.schema import Precision
 from fmtool.dataset import formats
 from fmtool.errors import FmtoolError, TrainingStopped, one_line
 from fmtool.explain import METHODS
@@ -50,9 +50,10 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
     tracker (logger=...) follows training as it goes and receives the report."""
     from omegaconf import OmegaConf
 
+    from fmtool.auditing import audit_loaded
     from fmtool.logger import open_tracker
     from fmtool.model.build import training_policy
-    from fmtool.pipeline import audit_loaded, run_training
+    from fmtool.pipeline import run_training
     from fmtool.predict import LoadedRun
     from fmtool.report.console import RichProgress, print_report, print_results
     from fmtool.runs import FAILED
@@ -294,8 +295,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "overrides",
         nargs="*",
-        help="audit=[fairness,bias] | audit=none | audit.<family>.<key>=value | dataset.<key>=value (how --split "
-        "files are read)",
+        help=(
+            "audit=[fairness,bias] | audit=none | audit.<family>.<key>=value | dataset.<key>=value (how --split files "
+            "are read)"
+        ),
     )
     audit.add_argument("--strict", action="store_true", help="exit 1 when any check fails (for CI gates)")
     audit.add_argument(
@@ -306,9 +309,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument(
         "--task",
-        choices=[t.value for t in TaskName],
         default=None,
-        help="the task of a plain model directory (mlm: a masked LM)",
+        metavar="TASK",
+        help="the task of a plain model directory, as in +task=TASK (fmtool list task; mlm: a masked LM)",
     )
     audit.add_argument(
         "--output",
@@ -364,14 +367,21 @@ def _parser() -> argparse.ArgumentParser:
     data = commands.add_parser(
         "data", help="the audit probes: where each lives and its licence; install one fmtool cannot ship"
     )
-    data.add_argument("action", nargs="?", choices=["list", "install"], default="list")
-    data.add_argument("name", nargs="?", default=None, help="install: the probe (see fmtool data list)")
+    data.add_argument("action", nargs="?", choices=["list", "install", "download"], default="list")
+    data.add_argument("name", nargs="?", default=None, help="install, download: the probe (see fmtool data list)")
     data.add_argument(
         "source",
         nargs="?",
         type=Path,
         default=None,
         help="install: your copy of its file, or a folder holding its files",
+    )
+    data.add_argument("--all", action="store_true", help="download: every probe")
+    data.add_argument(
+        "--mirror",
+        default=None,
+        help="download: a mirror laid out as MIRROR/<probe>/<file> instead of the published locations "
+        "(also $FMTOOL_PROBE_MIRROR)",
     )
 
     listing = commands.add_parser("list", help="list config groups and their options")

@@ -67,7 +67,7 @@ def eval_command(args: argparse.Namespace) -> int:
     loaded = LoadedRun.load(
         args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision
     )
-    if loaded.cfg.task.name.value == "mlm":
+    if loaded.task.language_model:
         return _eval_masked_lm(loaded, args)
     if args.file is not None:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
@@ -163,7 +163,6 @@ def explain_command(args: argparse.Namespace) -> int:
     """Word attributions for each prediction: coloured in the terminal, JSONL with --output (- for stdout only), HTML
     with --html."""
     from fmtool.config.schema import Precision
-    from fmtool.dataset.examples import TextExample, TokenExample, split_words
     from fmtool.explain import explainer_for, targets_for, to_html, to_rich
     from fmtool.predict import LoadedRun
     from fmtool.report.console import stdout_console
@@ -174,15 +173,8 @@ def explain_command(args: argparse.Namespace) -> int:
         args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision or Precision.fp32
     )
     explainer = explainer_for(loaded)
-    task = loaded.cfg.task.name.value
-    if task == "classification":
-        examples = [TextExample(id=str(i), text=t, label=loaded.labels[0]) for i, t in enumerate(texts)]
-    else:
-        examples = [
-            TokenExample(id=str(i), tokens=[w for w, _, _ in split_words(t)], tags=["O"] * len(split_words(t)))
-            for i, t in enumerate(texts)
-        ]
-    targets = targets_for(examples, loaded.predictions(examples), task, explainer.label2id)
+    examples = loaded.task.examples_from_texts(texts, loaded.labels)
+    targets = targets_for(examples, loaded.predictions(examples), loaded.task.labels_each_word, explainer.label2id)
     explanations = explainer.explain(targets, method=args.method, steps=args.steps)
     to_stdout = args.output is not None and str(args.output) == "-"
     if not to_stdout:
@@ -242,38 +234,40 @@ def family_configs_checked(audit: dict) -> dict:
 def audit_command(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from fmtool.pipeline import audit_loaded, audit_pipeline, masked_lm_context
+    from fmtool.auditing import audit_loaded, audit_pipeline, masked_lm_context
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_report
     from fmtool.runs import RunDir
+    from fmtool.task import TASKS
 
     overrides = list(args.overrides)
     if RunDir(args.path).is_run():
         if args.split or args.base_model:
             raise FmtoolError(
-                f"audit: {args.path} is a run, audited on its saved splits from its own starting point; --split and "
-                "--base-model are for a model directory"
+                f"audit: {args.path} is a run, audited on its saved splits from its own starting point; --split "
+                "and --base-model are for a model directory"
             )
         loaded = LoadedRun.load(args.path, policy=load_policy(args), batch_size=args.batch_size)
-        audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name.value, overrides))
+        audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name, overrides))
         report = audit_loaded(loaded, audit, args.path)
     else:
         if args.task is None:
             raise FmtoolError(
-                f"audit: {args.path} is not a run directory; for a model directory give --task ner, classification "
-                "or mlm"
+                f"audit: {args.path} is not a run directory; for a model directory give --task ner, "
+                "classification or mlm"
             )
         out = args.output or Path("runs") / "audit" / args.path.name / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        if args.task == "mlm":
+        task = TASKS.get(args.task)
+        if task.language_model:
             if args.split or args.base_model:
                 raise FmtoolError(
-                    "audit: a masked LM is audited on the stereotype probes; --split and --base-model are for NER "
-                    "and classification"
+                    f"audit: a {task.name} model directory is audited on the language-model probes; --split and "
+                    "--base-model are for models fine-tuned to label text"
                 )
             if not (args.path / "config.json").is_file():
                 raise FmtoolError(f"{args.path}: not a model directory (no config.json)")
-            audit = family_configs_checked(audit_config({}, "ner", overrides or ["audit=[stereotype]"]))
-            report = audit_pipeline(masked_lm_context(args.path, load_policy(args)), audit, out)
+            audit = family_configs_checked(audit_config({}, task.name, overrides or ["audit=[stereotype]"]))
+            report = audit_pipeline(masked_lm_context(args.path, task, load_policy(args)), audit, out)
         else:
             loaded = LoadedRun.from_model_dir(
                 args.path, args.task, policy=load_policy(args), batch_size=args.batch_size
@@ -356,6 +350,15 @@ def data_command(args: argparse.Namespace) -> int:
     from fmtool.dataset import probes
     from fmtool.report.console import print_probes
 
+    if args.action == "download":
+        from fmtool.report.console import RichProgress
+
+        if (args.name is None) == (not args.all):
+            raise FmtoolError("data download: give one probe, or --all: fmtool data download NAME | --all")
+        for name in list(probes.PROBES) if args.all else [args.name]:
+            location = probes.download(name, mirror=args.mirror, progress=RichProgress())
+            print(f"{name}: downloaded, verified and installed at {location}")
+        return 0
     if args.action == "install":
         if args.name is None or args.source is None:
             raise FmtoolError("data install: give the probe and your copy of it: fmtool data install NAME PATH")

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fmtool.audit import AUDITS, family_configs
 from fmtool.config.compose import config_dir, package_dir, to_typed
-from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TaskName, TrainConfig, range_problems
+from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TrainConfig, range_problems
 from fmtool.dataset import probes
 from fmtool.dataset.augment import CHOICES
 from fmtool.dataset.formats import FORMATS, reading_problem
@@ -30,7 +30,7 @@ _FILE_KEYS = ("train_file", "validation_file", "test_file")
 
 
 def _dataset_problems(cfg: TrainConfig) -> list[str]:
-    data = cfg.dataset
+    data, pretraining = cfg.dataset, TASKS.get(cfg.task.name).language_model
     problems = []
     source = FORMATS.get(data.format.value)
     if source.reads_files:
@@ -40,7 +40,7 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
             name = getattr(data, key)
             if name is None:
                 continue
-            path = Path(name) if data.data_dir is None else Path(data.data_dir) / name
+            path = data.file_path(key)
             if data.data_dir is None and not path.is_absolute() and not path.is_file():
                 problems.append(
                     f"dataset.data_dir is not set for dataset '{data.name}'; pass dataset.data_dir=/path/to/{data.name}"
@@ -50,18 +50,18 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
                 problems.append(f"dataset.{key}: {path} is a directory; give the data file in it")
             elif not path.is_file():
                 problems.append(f"dataset.{key}: {path} not found")
-    unreadable = reading_problem(data.format.value, documents=cfg.task.name == TaskName.mlm)
+    unreadable = reading_problem(data.format.value, documents=pretraining)
     if unreadable:
         problems.append(unreadable)
-    if data.streaming and cfg.task.name != TaskName.mlm:
+    if data.streaming and not pretraining:
         problems.append("dataset.streaming=true is for task=mlm corpora; fine-tuning data is read into memory")
     if data.augment.perturbations:
         unknown = [p for p in data.augment.perturbations if p not in CHOICES]
         if unknown:
             problems.append(f"dataset.augment.perturbations: unknown '{unknown[0]}'; choose from: {', '.join(CHOICES)}")
-        if cfg.task.name == TaskName.mlm:
+        if pretraining:
             problems.append("dataset.augment is for NER and classification training data")
-    if data.redact_pii and cfg.task.name == TaskName.mlm:
+    if data.redact_pii and pretraining:
         problems.append(
             "dataset.redact_pii=true is for NER and classification data; pre-training corpora are not redacted"
         )
@@ -84,18 +84,14 @@ def _trainer_problems(cfg: TrainConfig) -> list[str]:
         )
     if trainer.epochs < 1 and not trainer.max_steps:
         problems.append(f"trainer.epochs={trainer.epochs} must be at least 1 (or set trainer.max_steps)")
-    if cfg.task.name == TaskName.ner and trainer.window_stride >= trainer.max_length // 2:
-        problems.append(
-            f"trainer.window_stride={trainer.window_stride} must be below half of "
-            f"trainer.max_length={trainer.max_length}"
-        )
     if trainer.freeze == Freeze.bottom_k and trainer.freeze_layers < 1:
         problems.append("trainer.freeze=bottom_k needs trainer.freeze_layers >= 1")
-    metrics = TASKS.get(cfg.task.name.value).metrics
+    task = TASKS.get(cfg.task.name)
+    problems += task.config_problems(cfg)
+    metrics = task.metrics
     if trainer.metric not in metrics:
         problems.append(
-            f"trainer.metric='{trainer.metric}' is not a {cfg.task.name.value} metric; choose one of: "
-            f"{', '.join(metrics)}"
+            f"trainer.metric='{trainer.metric}' is not a {cfg.task.name} metric; choose one of: {', '.join(metrics)}"
         )
     return problems
 
@@ -146,7 +142,7 @@ def _privacy_problems(cfg: TrainConfig) -> list[str]:
     if (dp.noise_multiplier is None) == (dp.target_epsilon is None):
         problems.append("trainer.dp: give exactly one of trainer.dp.noise_multiplier and trainer.dp.target_epsilon")
     conflicts = {
-        "task=mlm": cfg.task.name == TaskName.mlm,
+        f"task={cfg.task.name}": TASKS.get(cfg.task.name).language_model,
         f"adversarial={cfg.adversarial.name.value}": cfg.adversarial.name != AdversarialName.none,
         "trainer.compile": trainer.compile,
         "trainer.gradient_checkpointing": trainer.gradient_checkpointing,
@@ -158,17 +154,17 @@ def _privacy_problems(cfg: TrainConfig) -> list[str]:
     refused = [name for name, present in conflicts.items() if present]
     if refused:
         problems.append(
-            f"trainer.dp.enabled=true cannot be combined with {', '.join(refused)} (DP-SGD runs its own epoch-based "
-            "loop)"
+            f"trainer.dp.enabled=true cannot be combined with {', '.join(refused)} (DP-SGD runs its own "
+            "epoch-based loop)"
         )
     return problems
 
 
 def _task_problems(cfg: TrainConfig) -> list[str]:
-    problems = []
+    problems, pretraining = [], TASKS.get(cfg.task.name).language_model
     canaries = cfg.task.canaries
     if canaries.repetitions:
-        if cfg.task.name != TaskName.mlm or cfg.dataset.streaming:
+        if not pretraining or cfg.dataset.streaming:
             problems.append(
                 "task.canaries are planted in an in-memory pre-training corpus: task=mlm without dataset.streaming"
             )
@@ -177,7 +173,7 @@ def _task_problems(cfg: TrainConfig) -> list[str]:
                 f"task.canaries.template='{canaries.template}' must contain {{secret}} exactly once and no other braces"
             )
     if cfg.model.tokenizer_vocab_size is not None:
-        if cfg.task.name != TaskName.mlm or not cfg.model.random_init:
+        if not pretraining or not cfg.model.random_init:
             problems.append(
                 "model.tokenizer_vocab_size learns a new vocabulary: only for task=mlm with model.random_init=true"
             )
@@ -218,6 +214,8 @@ def _logger_problems(cfg: TrainConfig) -> list[str]:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Return cfg unchanged, or raise one FmtoolError listing every problem found."""
+    if cfg.task.name not in TASKS:
+        raise FmtoolError(f"config: task.name: {TASKS.unknown_message(cfg.task.name)}")
     problems = (
         range_problems(cfg)
         + _override_problems(cfg)

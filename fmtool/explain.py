@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.dataset.batching import inference_batches
-from fmtool.dataset.examples import Example, TokenExample
+from fmtool.dataset.examples import Example
+from fmtool.dataset.examples import words as example_words
 from fmtool.errors import FmtoolError
 
 if TYPE_CHECKING:
@@ -84,24 +85,17 @@ class Explanation:
         return sorted((i for i in range(len(self.target.words)) if i not in skip), key=lambda i: -self.attributions[i])
 
 
-def words_of(example: Example) -> list[str]:
-    if isinstance(example, TokenExample):
-        return list(example.tokens)
-    from fmtool.dataset.examples import split_words
-
-    return [w for w, _, _ in split_words(example.text)]
-
-
 def targets_for(
-    examples: Sequence[Example], predictions: Sequence, task: str, label2id: dict[str, int]
+    examples: Sequence[Example], predictions: Sequence, per_word: bool, label2id: dict[str, int]
 ) -> list[Target]:
-    """What to explain for each example: its predicted label, or each entity it was predicted to contain."""
+    """What to explain for each example: its predicted label, or (per_word: a tagger's predictions) each entity it
+    was predicted to contain."""
     targets = []
     for example, prediction in zip(examples, predictions):
-        words = tuple(words_of(example))
+        words = tuple(example_words(example))
         if not words:
             continue
-        if task == "classification":
+        if not per_word:
             targets.append(Target(example.id, words, prediction.label, label2id[prediction.label]))
             continue
         for kind, first, last in get_entities(list(prediction.tags)):
@@ -110,14 +104,14 @@ def targets_for(
 
 
 class Explainer:
-    """Attributions and target probabilities for one model; `tags` are the model's labels in id order."""
+    """Attributions and target probabilities for one model, which labels each word (per_word) or each text."""
 
-    def __init__(self, model, tokenizer, runtime, *, task: str, max_length: int) -> None:
-        self.model, self.tokenizer, self.runtime, self.task, self.max_length = (
+    def __init__(self, model, tokenizer, runtime, *, per_word: bool, max_length: int) -> None:
+        self.model, self.tokenizer, self.runtime, self.per_word, self.max_length = (
             model,
             tokenizer,
             runtime,
-            task,
+            per_word,
             max_length,
         )
         self.label2id = {label: int(i) for label, i in model.config.label2id.items()}
@@ -264,7 +258,7 @@ class Explainer:
             return_tensors="pt",
         )
         n_labels = len(self.label2id)
-        if self.task == "classification":
+        if not self.per_word:
             select = torch.zeros(len(targets), n_labels)
             for row, target in enumerate(targets):
                 select[row, target.label_id] = 1.0
@@ -319,15 +313,16 @@ def _word_starts(word_ids: list[Optional[int]]) -> dict[int, int]:
 
 def explainer_for(loaded) -> Explainer:
     """An Explainer for a LoadedRun (fmtool/predict.py)."""
-    if loaded.cfg.task.name.value == "mlm":
+    if loaded.task.language_model:
         raise FmtoolError(
-            "explain: a masked-LM run predicts no labels to explain; fine-tune it for NER or classification"
+            f"explain: a {loaded.task.name} run is a language model and predicts no labels to explain; fine-tune it "
+            "for NER or classification"
         )
     return Explainer(
         loaded.model,
         loaded.tokenizer,
         loaded.runtime,
-        task=loaded.cfg.task.name.value,
+        per_word=loaded.task.labels_each_word,
         max_length=loaded.cfg.trainer.max_length,
     )
 
@@ -373,8 +368,10 @@ def to_html(explanations: Sequence[Explanation]) -> str:
             colour = f"rgba(22,163,74,{level:.2f})" if level >= 0 else f"rgba(220,38,38,{-level:.2f})"
             border = "border-bottom:2px solid #111;" if index in target.span_words else ""
             spans.append(
-                f'<span title="{attribution:+.4f}" style="background:{colour};{border}padding:0 '
-                f'2px">{html.escape(word)}</span>'
+                (
+                    f'<span title="{attribution:+.4f}" style="background:{colour};{border}padding:0 '
+                    f'2px">{html.escape(word)}</span>'
+                )
             )
         label = html.escape(target.label)
         lines.append(f'<p class="attribution"><b>{label}</b> ({explanation.probability:.2f}) {" ".join(spans)}</p>')

@@ -10,10 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from seqeval.metrics.sequence_labeling import get_entities
-
-from fmtool.config.schema import Precision, TaskName, TrainConfig
-from fmtool.dataset.examples import Example, TextExample, TokenExample, split_words
+from fmtool.config.schema import Precision, TrainConfig
+from fmtool.dataset.examples import Example, TokenExample
 from fmtool.dataset.splits import to_model_labels
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
@@ -23,23 +21,10 @@ from fmtool.task import TASKS, Task
 from fmtool.task.base import ExampleScore
 from fmtool.trainer.runtime import resolve_runtime
 
-
-def entities_from_tags(
-    text: str, spans: Sequence[tuple[str, int, int]], tags: Sequence[str], scores: Sequence[float]
-) -> list[dict[str, Any]]:
-    entities = []
-    for kind, first, last in get_entities(list(tags)):
-        start, end = spans[first][1], spans[last][2]
-        entities.append(
-            {
-                "type": kind,
-                "text": text[start:end],
-                "start": start,
-                "end": end,
-                "score": round(sum(scores[first : last + 1]) / (last - first + 1), 4),
-            }
-        )
-    return entities
+_LANGUAGE_MODEL = (
+    "a {0} run is a language model and labels nothing: fmtool predict RUN_DIR TEXT shows its output; fine-tune it "
+    "(fmtool train +task=ner model.name=RUN_DIR/model) to label text"
+)
 
 
 def input_keys(examples: Sequence[Example], tokenizer) -> list[tuple]:
@@ -135,7 +120,7 @@ class LoadedRun:
         batch_size: Optional[int],
         precision: Optional[Precision],
     ) -> "LoadedRun":
-        from fmtool.model.build import AUTO_MODELS, RECEIVED_FIX, check_trained_head, check_vocabulary
+        from fmtool.model.build import RECEIVED_FIX, check_trained_head, check_vocabulary
         from fmtool.model.load import load_pretrained, load_tokenizer
 
         # twins and shadow models built from this config follow the caller's policy too
@@ -153,10 +138,11 @@ class LoadedRun:
             )
         )
         tokenizer = load_tokenizer(model_dir, policy, key=str(model_dir))
+        task = TASKS.get(cfg.task.name)
         model, info = load_pretrained(
-            AUTO_MODELS[cfg.task.name], model_dir, policy, key=str(model_dir), output_loading_info=True
+            task.head.auto_model, model_dir, policy, key=str(model_dir), output_loading_info=True
         )
-        check_trained_head(model, info, cfg.task.name, model_dir)
+        check_trained_head(model, info, task.name, {name: TASKS.get(name).head for name in TASKS}, model_dir)
         model = model.to(runtime.device)
         check_vocabulary(
             len(tokenizer),
@@ -166,13 +152,11 @@ class LoadedRun:
             key=str(model_dir),
             fix=RECEIVED_FIX,
         )
-        labels = (
-            [] if cfg.task.name == TaskName.mlm else [model.config.id2label[i] for i in range(model.config.num_labels)]
-        )
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if task.head.labelled else []
         return cls(
             run=run,
             cfg=cfg,
-            task=TASKS.get(cfg.task.name.value),
+            task=task,
             model=model,
             tokenizer=tokenizer,
             labels=labels,
@@ -191,11 +175,8 @@ class LoadedRun:
 
     def predict_each(self, examples: Sequence[Example], model=None) -> list:
         """One prediction per example as given, without looking for twins."""
-        if self.cfg.task.name == TaskName.mlm:
-            raise FmtoolError(
-                "a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or "
-                "fine-tune it"
-            )
+        if self.task.language_model:
+            raise FmtoolError(_LANGUAGE_MODEL.format(self.task.name))
         features = self.task.encode(examples, self.tokenizer, None, self.cfg.trainer)
         return self.task.predict(
             self.model if model is None else model, examples, features, self.runtime, self.tokenizer.pad_token_id
@@ -203,8 +184,8 @@ class LoadedRun:
 
     def scores(self, examples: Sequence[Example], model=None) -> list[ExampleScore]:
         """Per example, the loss of its gold labels under `model` (default: the run's)."""
-        if self.cfg.task.name == TaskName.mlm:
-            raise FmtoolError("per-example losses are for fine-tuned NER and classification models")
+        if self.task.language_model:
+            raise FmtoolError(_LANGUAGE_MODEL.format(self.task.name))
         model = self.model if model is None else model
         label2id = {label: int(i) for label, i in model.config.label2id.items()}
         examples = to_model_labels("audit data", examples, list(label2id), {})
@@ -216,24 +197,8 @@ class LoadedRun:
         return self.task.score(examples, predictions, self.labels), predictions
 
     def predict_texts(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        if self.cfg.task.name == TaskName.mlm:
-            from fmtool.task.mlm import fill_mask
-
-            return fill_mask(self.model, self.tokenizer, texts, self.runtime)
-        if self.cfg.task.name == TaskName.classification:
-            examples = [TextExample(id=str(i), text=t, label=self.labels[0]) for i, t in enumerate(texts)]
-            return [
-                {"text": t, "label": p.label, "probabilities": p.probabilities}
-                for t, p in zip(texts, self.predictions(examples))
-            ]
-        spans = [split_words(t) for t in texts]
-        examples = [
-            TokenExample(id=str(i), tokens=[w for w, _, _ in s], tags=["O"] * len(s)) for i, s in enumerate(spans)
-        ]
-        return [
-            {"text": t, "entities": entities_from_tags(t, s, p.tags, p.scores)}
-            for t, s, p in zip(texts, spans, self.predictions(examples))
-        ]
+        """What `fmtool predict` returns for raw texts: the task's answer (entities, a label, fills) for each."""
+        return self.task.predict_texts(self, texts)
 
 
 class SharedPredictions:

@@ -20,6 +20,7 @@ from fmtool.dataset.splits import non_empty
 from fmtool.model import build_model, load, load_tokenizer
 from fmtool.model.build import train_tokenizer, training_policy
 from fmtool.runs import RunDir, environment
+from fmtool.task import TASKS
 from fmtool.task.mlm import MaskedPositionsLM, held_out_loss
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
@@ -63,7 +64,8 @@ def pretrain_pipeline(
     dist = from_env()
     data = cfg.dataset
     tokenizer = _tokenizer(cfg, run, resume)
-    model = build_model(cfg.model, cfg.task.name, [], vocab_size=len(tokenizer), max_length=cfg.trainer.max_length)
+    head = TASKS.get(cfg.task.name).head
+    model = build_model(cfg.model, head, [], vocab_size=len(tokenizer), max_length=cfg.trainer.max_length)
     runtime, trainable = prepare_model(model, cfg)
     masking = Masking.for_run(cfg.task, cfg.seed, tokenizer)
 
@@ -124,7 +126,7 @@ def pretrain_pipeline(
         run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
     else:
         before = {"validation": evaluate()}
-        run.save_results({"task": "mlm", "before": before})
+        run.save_results({"task": cfg.task.name, "before": before})
     state = fit(
         MaskedPositionsLM(model),
         batches,
@@ -146,7 +148,7 @@ def pretrain_pipeline(
     if cfg.trainer.save_model:
         run.save_model(model, tokenizer)
     results = {
-        "task": "mlm",
+        "task": cfg.task.name,
         "model": cfg.model.name or f"random-init {cfg.model.model_type}",
         "dataset": data.name,
         "labels": [],

@@ -1,6 +1,6 @@
 """Regenerate fmtool's shipped demo data (synthetic, written for fmtool; no public corpus is copied).
 
-    python scripts/make_demo_data.py
+python scripts/make_demo_data.py
 """
 
 from __future__ import annotations
@@ -11,23 +11,88 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parents[1] / "fmtool" / "resources" / "demo"
 
 PEOPLE = [
-    "Maria Lopez", "John Smith", "Aiko Tanaka", "Kwame Mensah", "Olga Ivanova", "Rahul Sharma",
-    "Fatima Zahra", "Lars Eriksen", "Chen Wei", "Amelia Clarke", "Diego Alvarez", "Nadia Haddad",
-    "Peter Novak", "Grace Okafor", "Tom Becker", "Sofia Rossi", "Yusuf Demir", "Emma Dubois",
-    "Hiroshi Sato", "Ines Costa", "Merkel", "Obama", "Ramos", "Kowalski",
+    "Maria Lopez",
+    "John Smith",
+    "Aiko Tanaka",
+    "Kwame Mensah",
+    "Olga Ivanova",
+    "Rahul Sharma",
+    "Fatima Zahra",
+    "Lars Eriksen",
+    "Chen Wei",
+    "Amelia Clarke",
+    "Diego Alvarez",
+    "Nadia Haddad",
+    "Peter Novak",
+    "Grace Okafor",
+    "Tom Becker",
+    "Sofia Rossi",
+    "Yusuf Demir",
+    "Emma Dubois",
+    "Hiroshi Sato",
+    "Ines Costa",
+    "Merkel",
+    "Obama",
+    "Ramos",
+    "Kowalski",
 ]
 ORGS = [
-    "Siemens", "the United Nations", "Reuters", "Toyota", "Barclays", "the World Bank", "Nokia",
-    "Greenpeace", "Oxford University", "Real Madrid", "the European Commission", "Unilever",
-    "Interpol", "Bayer", "the Red Cross", "Samsung", "Ajax", "Petrobras",
+    "Siemens",
+    "the United Nations",
+    "Reuters",
+    "Toyota",
+    "Barclays",
+    "the World Bank",
+    "Nokia",
+    "Greenpeace",
+    "Oxford University",
+    "Real Madrid",
+    "the European Commission",
+    "Unilever",
+    "Interpol",
+    "Bayer",
+    "the Red Cross",
+    "Samsung",
+    "Ajax",
+    "Petrobras",
 ]
 PLACES = [
-    "Berlin", "Tokyo", "Nairobi", "Lima", "Oslo", "Cairo", "Sydney", "Toronto", "Mumbai", "Madrid",
-    "Brazil", "France", "Kenya", "Vietnam", "Chile", "Poland", "Texas", "Lagos", "Seoul", "Prague",
+    "Berlin",
+    "Tokyo",
+    "Nairobi",
+    "Lima",
+    "Oslo",
+    "Cairo",
+    "Sydney",
+    "Toronto",
+    "Mumbai",
+    "Madrid",
+    "Brazil",
+    "France",
+    "Kenya",
+    "Vietnam",
+    "Chile",
+    "Poland",
+    "Texas",
+    "Lagos",
+    "Seoul",
+    "Prague",
 ]
 MISC = [
-    "German", "French", "Olympic", "Japanese", "Nobel Prize", "World Cup", "Brazilian", "Christmas",
-    "Euro", "Kenyan", "Italian", "Polish", "Grand Prix", "Mexican",
+    "German",
+    "French",
+    "Olympic",
+    "Japanese",
+    "Nobel Prize",
+    "World Cup",
+    "Brazilian",
+    "Christmas",
+    "Euro",
+    "Kenyan",
+    "Italian",
+    "Polish",
+    "Grand Prix",
+    "Mexican",
 ]
 TEMPLATES = [
     "{PER} visited {LOC} on Monday .",
@@ -74,18 +139,66 @@ def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> None:
     path.write_text("-DOCSTART- O\n\n" + "\n\n".join(blocks) + "\n")
 
 
-POSITIVE = ["wonderful", "moving", "funny", "brilliant", "charming", "gripping", "beautiful", "clever", "delightful", "superb"]
+POSITIVE = [
+    "wonderful",
+    "moving",
+    "funny",
+    "brilliant",
+    "charming",
+    "gripping",
+    "beautiful",
+    "clever",
+    "delightful",
+    "superb",
+]
 NEGATIVE = ["dull", "boring", "clumsy", "tedious", "awful", "lifeless", "messy", "predictable", "shallow", "tiresome"]
-SUBJECTS = ["the film", "this movie", "the story", "the acting", "the script", "the soundtrack", "the ending", "the cast", "the direction", "the dialogue"]
+SUBJECTS = [
+    "the film",
+    "this movie",
+    "the story",
+    "the acting",
+    "the script",
+    "the soundtrack",
+    "the ending",
+    "the cast",
+    "the direction",
+    "the dialogue",
+]
 FRAMES = [
-    "{R} said {S} is {A} .", "{R} thought {S} was {A} from start to finish .", "{R} found {S} {A} .",
-    "according to {R} , {S} feels {A} .", "{R} says {S} is {A} and {B} .", "{R} called it a {A} experience .",
+    "{R} said {S} is {A} .",
+    "{R} thought {S} was {A} from start to finish .",
+    "{R} found {S} {A} .",
+    "according to {R} , {S} feels {A} .",
+    "{R} says {S} is {A} and {B} .",
+    "{R} called it a {A} experience .",
     "{R} wrote that {S} was rather {A} .",
 ]
 # reviewers of both genders, equally often and independent of the sentiment: a fair demo for the audits
 REVIEWERS = {
-    "female": ["she", "my sister", "my mother", "the woman next to me", "emily", "maria", "aisha", "priya", "my wife", "the girl"],
-    "male": ["he", "my brother", "my father", "the man next to me", "greg", "jose", "jamal", "rahul", "my husband", "the boy"],
+    "female": [
+        "she",
+        "my sister",
+        "my mother",
+        "the woman next to me",
+        "emily",
+        "maria",
+        "aisha",
+        "priya",
+        "my wife",
+        "the girl",
+    ],
+    "male": [
+        "he",
+        "my brother",
+        "my father",
+        "the man next to me",
+        "greg",
+        "jose",
+        "jamal",
+        "rahul",
+        "my husband",
+        "the boy",
+    ],
 }
 
 
@@ -100,7 +213,10 @@ def sentiment_row(rng: random.Random) -> tuple[str, int, str]:
 
 def corpus_document(rng: random.Random) -> str:
     """A short paragraph of news and review sentences: raw text for masked-LM pre-training."""
-    sentences = [" ".join(w for w, _ in ner_sentence(rng)) if rng.random() < 0.6 else sentiment_row(rng)[0] for _ in range(rng.randint(2, 4))]
+    sentences = [
+        " ".join(w for w, _ in ner_sentence(rng)) if rng.random() < 0.6 else sentiment_row(rng)[0]
+        for _ in range(rng.randint(2, 4))
+    ]
     return " ".join(sentences)
 
 
@@ -112,7 +228,9 @@ def main() -> None:
     (OUT / "classification").mkdir(parents=True, exist_ok=True)
     for split, size in (("train", 400), ("dev", 100)):
         rows = [sentiment_row(rng) for _ in range(size)]
-        text = "sentence\tlabel\tgender\n" + "".join(f"{s}\t{'positive' if y else 'negative'}\t{g}\n" for s, y, g in rows)
+        text = "sentence\tlabel\tgender\n" + "".join(
+            f"{s}\t{'positive' if y else 'negative'}\t{g}\n" for s, y, g in rows
+        )
         (OUT / "classification" / f"{split}.tsv").write_text(text)
     corpus_rng = random.Random(2027)
     (OUT / "corpus").mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ import torch
 
 from fmtool.audit import family_configs
 from fmtool.audit.attack import char_edits
+from fmtool.auditing import audit_loaded
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 from tests.conftest import fmtool_cli, train_tiny
@@ -71,6 +71,7 @@ def test_a_one_word_decision_is_broken_and_a_constant_predictor_is_not(brittle_a
     )
 
 
+@pytest.mark.slow
 def test_ner_attacks_leave_entities_alone_and_break_a_tagger_that_reads_its_cue_words(tmp_path_factory):
     # the same names are people after "mr" and places after "near": only the cue word says which
     data = write_entity_sentences(

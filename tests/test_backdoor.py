@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from fmtool.audit.backdoor import entities_elsewhere_changed, extreme_associations
+from fmtool.auditing import audit_loaded
 from fmtool.dataset.examples import TextExample
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
 from tests.planted import write_reviews

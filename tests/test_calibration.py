@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fmtool.audit.calibration import calibration_error, fit_temperature
-from fmtool.pipeline import audit_loaded
+from fmtool.auditing import audit_loaded
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 from tests.conftest import train_tiny
@@ -51,6 +51,7 @@ def calibrated_and_overconfident(tmp_path_factory):
     return run.path, over
 
 
+@pytest.mark.slow
 def test_an_overconfident_model_fails_and_its_original_passes(calibrated_and_overconfident):
     calibrated, over = calibrated_and_overconfident
     good, bad = _calibration(calibrated), _calibration(over)

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
+from fmtool.auditing import audit_loaded
 from fmtool.config.schema import CanaryConfig
 from fmtool.dataset.canaries import make_canaries, secret_text, with_canaries
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import tiny_config, train_tiny
 from tests.helpers import word_tokenizer

@@ -33,7 +33,7 @@ def test_default_run_dir_is_runs_task_timestamp(tmp_path):
 def test_misspelt_key_exits_2_naming_it_and_writes_nothing(tmp_path):
     result = fmtool_cli("train", *_TINY, "trainer.epohcs=2", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("fmtool: error: config:") and "trainer.epohcs" in lines[-1]
     assert not (tmp_path / "run").exists()
 
@@ -84,7 +84,7 @@ def test_predict_reads_arguments_stdin_and_files(ner_run, tmp_path):
     run, _ = ner_run
     args = fmtool_cli("predict", str(run.path), "Maria Lopez visited Berlin .", "It rained .")
     assert args.returncode == 0, args.stderr
-    records = [json.loads(l) for l in args.stdout.splitlines()]
+    records = [json.loads(line) for line in args.stdout.splitlines()]
     assert [r["text"] for r in records] == ["Maria Lopez visited Berlin .", "It rained ."]
     assert all(set(r) == {"text", "entities"} for r in records)
     stdin = fmtool_cli("predict", str(run.path), stdin="Maria Lopez visited Berlin .\n\nIt rained .\n")

@@ -161,8 +161,10 @@ def test_runs_of_different_tasks_are_never_ranked_together(sweep, tmp_path):
     runs = [compare.summarise(path) for path in (sweep / "0_a", ner)]
     with pytest.raises(
         FmtoolError,
-        match=r"compare: the runs are of different tasks \(classification: 0_a; ner: ner_run\).*compare each task's "
-        r"runs apart",
+        match=(
+            r"compare: the runs are of different tasks \(classification: 0_a; ner: ner_run\).*compare each task's "
+            r"runs apart"
+        ),
     ):
         compare.one_task(runs)
     compare.one_task(runs[:1])

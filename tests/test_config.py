@@ -38,7 +38,7 @@ def test_every_option_composes_into_a_typed_config(task, group, eec_installed):
                 to_typed(compose_train_config(overrides))
             continue
         cfg = to_typed(compose_train_config(overrides))
-        assert cfg.task.name.value == task
+        assert cfg.task.name == task
 
 
 def test_task_preset_and_debug_compose_to_tiny_bert_on_cpu():
@@ -132,3 +132,18 @@ def test_slurm_launcher_config_composes():
     assert (
         "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout and "gpus_per_node: 1" in result.stdout
     )
+
+
+def test_every_task_preset_names_a_registered_task_and_every_task_has_one():
+    from fmtool.task import TASKS
+
+    presets = sorted(p.stem for p in (config_dir() / "task").glob("*.yaml"))
+    assert presets == TASKS.names()
+    for name in presets:
+        assert to_typed(compose_train_config([f"+task={name}"])).task.name == name
+
+
+def test_an_unregistered_task_name_is_one_line_naming_the_choices():
+    cfg = to_typed(compose_train_config(["+task=ner", "task.name=nerr"]))
+    with pytest.raises(FmtoolError, match=r"^config: task.name: Unknown task 'nerr'. Did you mean: ner\? Available: "):
+        validate(cfg)

@@ -109,8 +109,8 @@ def test_first_subword_alignment(tokenizer):
     [feature] = encode_ner([example], tokenizer, label2id, max_length=32, stride=4)
     pieces = tokenizer.convert_ids_to_tokens(feature.input_ids)
     assert pieces[0] == "[CLS]" and pieces[-1] == "[SEP]"
-    labelled = [(p, l) for p, l in zip(pieces, feature.labels) if l != IGNORE_INDEX]
-    assert [l for _, l in labelled] == [1, 0, 3]
+    labelled = [(p, label) for p, label in zip(pieces, feature.labels) if label != IGNORE_INDEX]
+    assert [label for _, label in labelled] == [1, 0, 3]
     assert [p for p, _ in labelled] == [pieces[1], "rejects", pieces[pieces.index("rejects") + 1]]
     [all_tokens] = encode_ner([example], tokenizer, label2id, max_length=32, stride=4, label_all_tokens=True)
     word_ids = tokenizer([example.tokens], is_split_into_words=True).word_ids(0)

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from fmtool.audit.data import leaked, normalised
+from fmtool.auditing import audit_loaded
 from fmtool.dataset.examples import TextExample
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
 from tests.planted import write_sentiment, write_unique_rows
@@ -82,6 +82,7 @@ def test_representation_counts_fail_a_rare_label(leaky_and_clean):
     assert {_status(_data(leaky_and_clean["clean"]), f"{label}.representation_count") for label in counts} == {"pass"}
 
 
+@pytest.mark.slow
 def test_a_label_that_follows_gender_words_is_seen(tmp_path_factory):
     results = {}
     for kind in ("biased", "balanced"):

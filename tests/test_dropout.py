@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fmtool.task import TASKS
 from fmtool.trainer.dropout import ATTENTION_MODEL_TYPES, SFC64Dropout, scaled_keep_mask, use_sfc64_dropout
 from tests.conftest import tiny_config
 
@@ -37,7 +38,9 @@ def test_training_on_cpu_replaces_every_dropout_module():
     from fmtool.trainer.setup import prepare_model
 
     cfg = tiny_config("classification")
-    model = build_model(cfg.model, cfg.task.name, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model)))
+    model = build_model(
+        cfg.model, TASKS.get(cfg.task.name).head, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model))
+    )
     before = sum(type(m) is torch.nn.Dropout for m in model.modules())
     prepare_model(model, cfg)
     assert before > 0 and sum(isinstance(m, SFC64Dropout) for m in model.modules()) == before
@@ -48,7 +51,9 @@ def _tiny_model_with_padding():
     from fmtool.model import build_model, load_tokenizer
 
     cfg = tiny_config("classification")
-    model = build_model(cfg.model, cfg.task.name, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model)))
+    model = build_model(
+        cfg.model, TASKS.get(cfg.task.name).head, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model))
+    )
     input_ids = torch.randint(5, 100, (3, 12))
     attention_mask = torch.ones(3, 12, dtype=torch.long)
     attention_mask[1, 7:] = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from fmtool.runs import RunDir
+from fmtool.task import TASKS
 from fmtool.trainer.embedding import SeenRowsEmbedding, merge_seen_rows, train_seen_rows_only
 from tests.conftest import train_tiny
 from tests.helpers import SHORT, model_weights
@@ -54,7 +55,9 @@ def test_swap_applies_to_trainable_embeddings_only_and_merges_back():
     from tests.conftest import tiny_config
 
     cfg = tiny_config("classification")
-    model = build_model(cfg.model, cfg.task.name, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model)))
+    model = build_model(
+        cfg.model, TASKS.get(cfg.task.name).head, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model))
+    )
     keys = list(model.state_dict())
     assert train_seen_rows_only(model, [0, 1, 2])
     assert isinstance(model.get_input_embeddings(), SeenRowsEmbedding)

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from fmtool.audit import family_configs
+from fmtool.auditing import audit_loaded
 from fmtool.config.schema import Precision
 from fmtool.errors import FmtoolError
 from fmtool.explain import Target, explainer_for, targets_for
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import fmtool_cli, train_tiny
 from tests.planted import write_one_word_rule, write_sentiment
@@ -49,7 +49,7 @@ def test_the_deciding_word_is_the_top_attribution_and_beats_random_deletion(tmp_
     examples = [e for e in loaded.run.load_split("validation") if e.label == "positive"]
     explainer = explainer_for(loaded)
     explanations = explainer.explain(
-        targets_for(examples, loaded.predictions(examples), "classification", explainer.label2id), method=method
+        targets_for(examples, loaded.predictions(examples), False, explainer.label2id), method=method
     )
     tops = [e.target.words[e.ranked()[0]] for e in explanations]
     assert tops.count("excellent") >= 0.9 * len(tops), tops

@@ -19,6 +19,7 @@ from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
+from fmtool.task import TASKS
 from fmtool.trainer.checkpoint import load_checkpoint
 from tests.conftest import REPO, fmtool_cli, tiny_config, train_tiny
 
@@ -276,7 +277,7 @@ def test_a_bad_sweep_job_fails_alone_and_the_sweep_ends_with_the_job_table(tmp_p
 
 def test_position_embeddings_shorter_than_max_length_are_refused_when_the_config_arrives(tmp_path, ner_run):
     # a hub model's config is read only when the model is built; validate cannot see it earlier
-    from fmtool.config.schema import ModelConfig, TaskName
+    from fmtool.config.schema import ModelConfig
     from fmtool.model import build_model
 
     run, _ = ner_run
@@ -285,4 +286,4 @@ def test_position_embeddings_shorter_than_max_length_are_refused_when_the_config
     config = json.loads((short / "config.json").read_text())
     (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
     with pytest.raises(FmtoolError, match=r"trainer.max_length=128 is longer than the model's 64 position embeddings"):
-        build_model(ModelConfig(name=str(short)), TaskName.ner, ["O"], max_length=128)
+        build_model(ModelConfig(name=str(short)), TASKS.get("ner").head, ["O"], max_length=128)

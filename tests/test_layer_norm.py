@@ -7,6 +7,7 @@ import copy
 
 import torch
 
+from fmtool.task import TASKS
 from fmtool.trainer.layer_norm import BF16OutputLayerNorm, use_bf16_layer_norm
 from tests.conftest import tiny_config
 
@@ -47,7 +48,9 @@ def test_training_on_cpu_in_bf16_swaps_every_layer_norm_and_keeps_the_hidden_sta
     from fmtool.trainer.setup import prepare_model
 
     cfg = tiny_config("classification", "trainer.precision=bf16", "trainer.device=cpu")
-    model = build_model(cfg.model, cfg.task.name, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model))).eval()
+    model = build_model(
+        cfg.model, TASKS.get(cfg.task.name).head, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model))
+    ).eval()
     batch = {"input_ids": torch.randint(5, 100, (4, 16)), "attention_mask": torch.ones(4, 16, dtype=torch.long)}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = model(**batch, output_hidden_states=True).hidden_states[-1].float()
@@ -67,6 +70,8 @@ def test_fp32_training_keeps_torch_layer_norm():
     from fmtool.trainer.setup import prepare_model
 
     cfg = tiny_config("classification", "trainer.precision=fp32")
-    model = build_model(cfg.model, cfg.task.name, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model)))
+    model = build_model(
+        cfg.model, TASKS.get(cfg.task.name).head, ["neg", "pos"], vocab_size=len(load_tokenizer(cfg.model))
+    )
     prepare_model(model, cfg)
     assert not any(type(m) is BF16OutputLayerNorm for m in model.modules())

@@ -7,9 +7,10 @@ import pytest
 
 from fmtool.audit import family_configs
 from fmtool.audit.membership import tpr_at_fpr
+from fmtool.auditing import audit_loaded
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_loaded, finetune_model
 from fmtool.predict import LoadedRun
+from fmtool.twins import finetune_model
 from tests.conftest import train_tiny
 from tests.planted import POSITIVE, write_unique_rows
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from fmtool.pipeline import audit_loaded
+from fmtool.auditing import audit_loaded
 from fmtool.predict import LoadedRun
 
 

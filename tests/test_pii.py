@@ -11,10 +11,10 @@ import sys
 import pytest
 
 from fmtool.audit import family_configs
+from fmtool.auditing import audit_loaded
 from fmtool.dataset.examples import TextExample, TokenExample
 from fmtool.dataset.pii import PiiScanner, redact, redact_examples, text_of
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
 

@@ -15,6 +15,7 @@ from fmtool.dataset.mlm import CONTINUATION, SPECIAL, WORD_START, Masking, Strea
 from fmtool.errors import FmtoolError
 from fmtool.model import load_tokenizer
 from fmtool.predict import LoadedRun
+from fmtool.task import TASKS
 from tests.conftest import tiny_config, train_tiny
 
 LEARN = [
@@ -91,11 +92,11 @@ def test_corpus_readers_stream_text_jsonl_and_conll(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\n\nsecond doc\n")
     (tmp_path / "a.jsonl").write_text('{"body": "first"}\n{"body": "second"}\n')
     (tmp_path / "a.conll").write_text("-DOCSTART- O\n\nEU B-ORG\nrejects O\n\nPeter B-PER\n")
-    read = lambda fmt, name, **kw: list(
-        iter_documents(
-            DatasetConfig(name="t", format=DataFormat(fmt), data_dir=str(tmp_path), train_file=name, **kw), "train_file"
-        )
-    )
+
+    def read(fmt, name, **kw):
+        config = DatasetConfig(name="t", format=DataFormat(fmt), data_dir=str(tmp_path), train_file=name, **kw)
+        return list(iter_documents(config, "train_file"))
+
     assert read("text", "a.txt") == ["first doc", "second doc"]
     assert read("jsonl", "a.jsonl", text_column="body") == ["first", "second"]
     assert read("conll", "a.conll") == ["EU rejects", "Peter"]
@@ -141,12 +142,12 @@ def test_masked_lm_run_fills_masks_and_refuses_labelling(mlm_run):
     loaded = LoadedRun.load(mlm_run[0].path)
     [filled] = loaded.predict_texts(["the film was [MASK] ."])
     assert len(filled["masks"]) == 1 and len(filled["masks"][0]) == 5
-    with pytest.raises(FmtoolError, match="masked-LM run"):
+    with pytest.raises(FmtoolError, match="^a mlm run is a language model and labels nothing: fmtool predict"):
         loaded.predictions([])
 
 
 def test_masked_lm_run_report_carries_the_stereotype_audit(mlm_run, tmp_path):
-    from fmtool.pipeline import audit_loaded
+    from fmtool.auditing import audit_loaded
 
     loaded = LoadedRun.load(mlm_run[0].path)
     report = audit_loaded(
@@ -178,11 +179,10 @@ def test_eval_of_a_masked_lm_run_reproduces_its_held_out_loss(mlm_run):
 
 
 def test_loss_from_masked_positions_only_equals_the_full_forward(tokenizer):
-    from fmtool.config.schema import TaskName
     from fmtool.model import build_model
     from fmtool.task.mlm import MaskedPositionsLM
 
-    model = build_model(tiny_config("mlm").model, TaskName.mlm, [], vocab_size=len(tokenizer)).eval()
+    model = build_model(tiny_config("mlm").model, TASKS.get("mlm").head, [], vocab_size=len(tokenizer)).eval()
     blocks = list(pack_blocks(["the quick brown fox jumps over the lazy dog"] * 40, tokenizer, 32))
     batch = Masking(0.15, False, 1, tokenizer.mask_token_id, len(tokenizer), tokenizer.pad_token_id).collate(blocks, 0)
     assert MaskedPositionsLM(model)(**batch).loss.item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)

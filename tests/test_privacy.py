@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from fmtool.auditing import audit_loaded
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from fmtool.trainer.private import per_example_loss
 from tests.conftest import tiny_config, train_tiny
@@ -82,8 +82,10 @@ def test_options_that_void_the_accounting_are_refused_by_name(overrides, message
 def test_noise_too_small_for_the_accountant_is_a_one_line_error_naming_the_setting(tmp_path):
     with pytest.raises(
         FmtoolError,
-        match=r"^trainer.dp: the prv accountant cannot bound epsilon for noise_multiplier 1e-06 \(MemoryError\); add "
-        r"noise",
+        match=(
+            r"^trainer.dp: the prv accountant cannot bound epsilon for noise_multiplier 1e-06 \(MemoryError\); add "
+            r"noise"
+        ),
     ):
         train_tiny(
             tmp_path / "run",

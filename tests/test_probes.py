@@ -50,8 +50,10 @@ def test_installed_stereotype_probes_are_found_and_missing_ones_leave_the_config
 def test_a_probe_not_installed_fails_the_config_saying_how_to_get_it(data_home):
     with pytest.raises(
         FmtoolError,
-        match=r"^config: probe 'eec' is not installed: get Equity-Evaluation-Corpus.csv from https://\S+, then run "
-        r"`fmtool data install eec PATH`",
+        match=(
+            r"^config: probe 'eec' is not installed: run `fmtool data download eec` \(or get "
+            r"Equity-Evaluation-Corpus.csv from https://\S+ and run `fmtool data install eec PATH`\)"
+        ),
     ):
         to_typed(compose_train_config(["+task=classification", "audit=[fairness_eec]"]))
 
@@ -60,7 +62,7 @@ def test_re_auditing_with_a_probe_not_installed_fails_the_same_way(data_home):
     from fmtool.commands import audit_config
 
     # fmtool audit RUN audit=[fairness_eec] resolves the families' configs itself, outside to_typed
-    with pytest.raises(FmtoolError, match=r"^config: probe 'eec' is not installed: get Equity-Evaluation-Corpus.csv"):
+    with pytest.raises(FmtoolError, match=r"^config: probe 'eec' is not installed: run `fmtool data download eec`"):
         audit_config({}, "classification", ["audit=[fairness_eec]"])
     with pytest.raises(FmtoolError, match=r"^config: probe 'eec' is not installed"):
         audit_config({"fairness": {"data": "${probe:eec}"}}, "classification", ["audit.fairness.min_group_size=5"])
@@ -177,7 +179,6 @@ def test_a_built_wheel_runs_the_probe_audits_from_an_unrelated_folder(tmp_path_f
             "audit=[fairness_eec]",
             "audit.fairness.max_examples=200",
             "audit.fairness.n_boot=0",
-            "audit.fairness.label_map={joy:positive,anger:negative,fear:negative,sadness:negative}",
         )
         assert fairness.returncode == 0, fairness.stderr
         assert "Gender" in (classifier.path / "report" / "report.md").read_text()

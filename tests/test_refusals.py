@@ -11,6 +11,7 @@ from dataclasses import fields, is_dataclass
 
 import pytest
 
+from fmtool.audit import AUDITS
 from fmtool.cli import main
 from fmtool.config import to_typed
 from fmtool.config.compose import with_dotlist
@@ -38,11 +39,14 @@ def _numeric_options(node_type: type, prefix: str = ""):
             yield f"{prefix}{spec.name}", spec, number, listed
 
 
-_OPTIONS = list(_numeric_options(TrainConfig))
+# the training schema's options and every audit family's (audit.<family>.<key>)
+_OPTIONS = list(_numeric_options(TrainConfig)) + [
+    option for name in AUDITS.names() for option in _numeric_options(AUDITS.get(name).config_type, f"audit.{name}.")
+]
 
 
 def test_every_numeric_option_has_a_range():
-    assert len(_OPTIONS) > 40
+    assert len(_OPTIONS) > 100
     assert [key for key, spec, _, _ in _OPTIONS if "range" not in spec.metadata] == []
 
 
@@ -69,7 +73,8 @@ def test_a_value_outside_each_range_is_one_line_naming_key_value_and_range(compo
 
 @pytest.fixture(scope="module")
 def composed():
-    return compose_train_config(["+task=ner", "debug=tiny"])
+    # every audit family selected, so each family's options can be set
+    return compose_train_config(["+task=ner", "debug=tiny", f"audit=[{','.join(AUDITS.names())}]"])
 
 
 @pytest.mark.parametrize(

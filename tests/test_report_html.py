@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from fmtool.pipeline import audit_loaded
+from fmtool.auditing import audit_loaded
 from fmtool.predict import LoadedRun
 
 _AUDITS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fmtool.audit import family_configs
+from fmtool.auditing import audit_loaded
 from fmtool.errors import FmtoolError
-from fmtool.pipeline import audit_loaded
 from fmtool.predict import LoadedRun
 from tests.conftest import fmtool_cli, train_tiny
 from tests.helpers import word_tokenizer
@@ -54,6 +54,7 @@ def case_taggers(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_a_tagger_that_depends_on_letter_case_fails_case_tests_and_an_uncased_one_passes(case_taggers):
     cased = _robustness(case_taggers["cased"], tests=["uppercase", "lowercase"])
     assert _status(cased, "uppercase") == "fail" and _status(cased, "lowercase") == "fail"

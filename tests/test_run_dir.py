@@ -174,7 +174,7 @@ def test_a_run_directory_belongs_to_one_run(tmp_path):
         and not (first.path / "predictions").exists()
         and not first.results_file.exists()
     )
-    with pytest.raises(FmtoolError, match="another fmtool process is writing this run directory"):
+    with pytest.raises(FmtoolError, match="another fmtool process is writing or auditing this run directory"):
         RunDir.create(first.path, tiny_config("ner", "overwrite=true"))
     second.finish("failed", error="stopped by the test")
     RunDir.create(first.path, tiny_config("ner", "overwrite=true")).finish("failed")
@@ -258,7 +258,7 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path, ner_run):
 def test_report_records_the_digests_of_what_was_audited(ner_run):
     import hashlib
 
-    from fmtool.pipeline import audit_loaded
+    from fmtool.auditing import audit_loaded
 
     run, _ = ner_run
     report = audit_loaded(LoadedRun.load(run.path), {"robustness": {"tests": ["lowercase"]}}, run.path)

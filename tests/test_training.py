@@ -6,6 +6,7 @@ import json
 
 from fmtool.config.schema import Freeze
 from fmtool.model import build_model, load_tokenizer
+from fmtool.task import TASKS
 from fmtool.trainer.freeze import apply_freeze
 from tests.conftest import tiny_config, train_tiny
 
@@ -44,7 +45,7 @@ def test_early_stopping_stops_after_patience(tmp_path):
         tmp_path, "ner", "optimizer.lr=1e-12", "trainer.epochs=10", "trainer.patience=2", "scheduler.warmup_ratio=0"
     )
     assert results["train"]["stopped_early"] is True
-    evaluations = [json.loads(l) for l in run.metrics_file.read_text().splitlines() if '"validation"' in l]
+    evaluations = [json.loads(line) for line in run.metrics_file.read_text().splitlines() if '"validation"' in line]
     assert len(evaluations) == 3
 
 
@@ -61,7 +62,7 @@ def test_freeze_strategies_leave_the_right_parameters_trainable():
     tokenizer = load_tokenizer(cfg.model)
 
     def trainable(strategy, k=0):
-        model = build_model(cfg.model, cfg.task.name, ["O", "B-X", "I-X"], vocab_size=len(tokenizer))
+        model = build_model(cfg.model, TASKS.get(cfg.task.name).head, ["O", "B-X", "I-X"], vocab_size=len(tokenizer))
         apply_freeze(model, strategy, k)
         return {n for n, p in model.named_parameters() if p.requires_grad}
 

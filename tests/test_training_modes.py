@@ -122,7 +122,9 @@ def plain_weights(tmp_path_factory):
     return model_weights(run)
 
 
-@pytest.mark.parametrize("method", ["fgm", "pgd", "freelb"])
+@pytest.mark.parametrize(
+    "method", ["fgm", pytest.param("pgd", marks=pytest.mark.slow), pytest.param("freelb", marks=pytest.mark.slow)]
+)
 def test_adversarial_training_learns_under_each_method(tmp_path, method, plain_weights):
     run, results = train_tiny(tmp_path, "classification", *ADVERSARIAL_RUN, f"adversarial={method}")
     assert results["train"]["adversarial"] == method
@@ -137,7 +139,7 @@ def test_pgd_attack_lowers_a_trained_classifiers_accuracy(classification_run):
     loaded = LoadedRun.load(classification_run[0].path)
     examples = classification_run[0].load_split("validation")
     features = loaded.task.encode(
-        examples, loaded.tokenizer, {l: i for i, l in enumerate(loaded.labels)}, loaded.cfg.trainer
+        examples, loaded.tokenizer, {label: i for i, label in enumerate(loaded.labels)}, loaded.cfg.trainer
     )
     batch = collate(features, loaded.tokenizer.pad_token_id)
     model = loaded.model.eval()
@@ -251,6 +253,7 @@ def test_resume_command_completes_an_interrupted_run_and_audits_it(tmp_path):
     assert (stopped.path / "report" / "report.json").is_file() and (stopped.path / "audit" / "bias.json").is_file()
 
 
+@pytest.mark.slow
 def test_adversarial_module_imports_on_its_own():
     result = subprocess.run(
         [sys.executable, "-c", "import fmtool.adversarial"], capture_output=True, text=True, cwd=REPO, timeout=120

@@ -30,6 +30,7 @@ import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, rate_check, register
+from fmtool.config.schema import ranged
 from fmtool.dataset.examples import Example, TokenExample
 from fmtool.errors import FmtoolError
 
@@ -37,11 +38,12 @@ _KEY = "audit.attack"
 _METHODS = ("char", "word")
 # NLTK's English stopword list, abridged to the function words an attack must not touch
 STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below between both but by
-can could did do does doing down during each few for from further had has have having he her here hers herself him himself his how i if in
-into is it its itself just me more most my myself no nor not now of off on once only or other our ours ourselves out over own same she should
-so some such than that the their theirs them themselves then there these they this those through to too under until up very was we were what
-when where which while who whom why will with would you your yours yourself yourselves""".split()
+    """a about above after again against all am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
+once only or other our ours ourselves out over own same she should so some such than that the their theirs
+them themselves then there these they this those through to too under until up very was we were what when
+where which while who whom why will with would you your yours yourself yourselves""".split()
 )
 
 
@@ -50,13 +52,13 @@ class AttackConfig:
     data: Optional[str] = None  # a text file, one input per line (classification); null: the run's splits
     splits: List[str] = field(default_factory=lambda: ["validation"])
     methods: List[str] = field(default_factory=lambda: list(_METHODS))
-    max_examples: int = 100
-    max_queries: int = 200  # per example, importance ranking included
-    max_words_changed: float = 0.2  # share of an example's words (at least one)
-    candidates_per_word: int = 8
-    min_cosine: float = 0.5
+    max_examples: int = ranged(100, low=1)
+    max_queries: int = ranged(200, low=1)  # per example, importance ranking included
+    max_words_changed: float = ranged(0.2, low=0, high=1, low_open=True)  # share of an example's words (at least one)
+    candidates_per_word: int = ranged(8, low=1)
+    min_cosine: float = ranged(0.5, low=-1, high=1)
     attack_entities: bool = False
-    max_attack_success_rate: float = 0.9
+    max_attack_success_rate: float = ranged(0.9, low=0, high=1)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in _METHODS]
@@ -64,10 +66,6 @@ class AttackConfig:
             raise FmtoolError(
                 f"{_KEY}.methods: unknown attack '{unknown[0] if unknown else ''}'; choose from: {', '.join(_METHODS)}"
             )
-        if self.max_queries < 1:
-            raise FmtoolError(f"{_KEY}.max_queries={self.max_queries}: the query budget must be at least 1")
-        if not 0.0 < self.max_words_changed <= 1.0:
-            raise FmtoolError(f"{_KEY}.max_words_changed={self.max_words_changed} is outside (0, 1]")
 
 
 def char_edits(word: str, rng: random.Random, k: int) -> list[str]:
@@ -263,7 +261,7 @@ def run(ctx: AuditContext, cfg: AttackConfig) -> AuditResult:
     inputs = random.Random(f"{ctx.seed}:attack").sample(inputs, min(cfg.max_examples, len(inputs)))
     gold = cfg.data is None
     predictions = ctx.predict(inputs)
-    if ctx.task == "ner":
+    if ctx.task.labels_each_word:
         targets = [_Target(e, p) for e, p in zip(inputs, predictions) if _correct_entities(e, p)]
     else:
         targets = [_Target(e, p) for e, p in zip(inputs, predictions) if not gold or p.label == e.label]
@@ -303,7 +301,9 @@ def run(ctx: AuditContext, cfg: AttackConfig) -> AuditResult:
         len(successes),
         len(states),
         max_value=cfg.max_attack_success_rate,
-        description=f"share of correctly handled inputs the attack breaks ({'+'.join(cfg.methods)}, at most "
-        f"{cfg.max_queries} queries)",
+        description=(
+            f"share of correctly handled inputs the attack breaks ({'+'.join(cfg.methods)}, at most {cfg.max_queries} "
+            "queries)"
+        ),
     )
     return AuditResult(summary, [check], {"examples": rows})

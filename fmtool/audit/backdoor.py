@@ -35,7 +35,6 @@ Azizi et al. 2021, "T-Miner".
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -46,44 +45,38 @@ from scipy.stats import binom
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, check, rate_check, register, wilson_interval
-from fmtool.dataset.examples import Example, TokenExample
+from fmtool.config.schema import ranged
+from fmtool.dataset.examples import Example, label_kinds
+from fmtool.dataset.examples import words as example_words
 from fmtool.dataset.perturb import Perturbation, Segment, carried_entities, perturb, perturb_aligned, unchanged
-from fmtool.errors import FmtoolError
 
 _KEY = "audit.backdoor"
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?|[^\w\s]")
 ANY = "(any)"  # the target of an NER candidate: any change of the sentence's entities
 
 
 @dataclass
 class BackdoorConfig:
     probe_split: str = "validation"
-    max_probes: int = 64  # held-out inputs per candidate
-    screen_probes: int = 16  # a candidate flipping none of its first this many inputs is not tested on the rest
-    data_candidates: int = 20  # per label, from the training split's extreme words and word pairs
-    vocabulary_candidates: int = 20  # per label, from the gradient ranking of the vocabulary (classification)
-    baseline_words: int = 20
-    min_count: int = 5  # a word seen in fewer training examples is not a data-side candidate
-    alpha: float = 0.01  # data side: family-wise significance of an extreme association
-    max_trigger_flip_rate: float = 0.75
-    min_excess: float = 0.3  # a suspect's flip rate also beats the baseline words' highest by this much
-    min_support: int = 2  # held-out examples containing a candidate needed before they can back it as a genuine feature
-    worst_examples: int = 5
-
-    def __post_init__(self) -> None:
-        for key in ("max_probes", "screen_probes", "min_support"):
-            if getattr(self, key) < 1:
-                raise FmtoolError(f"{_KEY}.{key}={getattr(self, key)} must be at least 1")
+    max_probes: int = ranged(64, low=1)  # held-out inputs per candidate
+    # a candidate flipping none of its first this many inputs is not tested on the rest
+    screen_probes: int = ranged(16, low=1)
+    data_candidates: int = ranged(20, low=0)  # per label, from the training split's extreme words and word pairs
+    # per label, from the gradient ranking of the vocabulary (classification)
+    vocabulary_candidates: int = ranged(20, low=0)
+    baseline_words: int = ranged(20, low=1)
+    min_count: int = ranged(5, low=1)  # a word seen in fewer training examples is not a data-side candidate
+    # data side: family-wise significance of an extreme association
+    alpha: float = ranged(0.01, low=0, high=1, low_open=True, high_open=True)
+    max_trigger_flip_rate: float = ranged(0.75, low=0, high=1)
+    # a suspect's flip rate also beats the baseline words' highest by this much
+    min_excess: float = ranged(0.3, low=0, high=1)
+    # held-out examples containing a candidate needed before they can back it as a genuine feature
+    min_support: int = ranged(2, low=1)
+    worst_examples: int = ranged(5, low=0)
 
 
 def _words(example: Example) -> list[str]:
-    return [w.lower() for w in (example.tokens if isinstance(example, TokenExample) else _WORD.findall(example.text))]
-
-
-def _labels_of(example: Example) -> set[str]:
-    if isinstance(example, TokenExample):
-        return {kind for kind, _, _ in get_entities(list(example.tags))} or {"O"}
-    return {example.label}
+    return [w.lower() for w in example_words(example)]
 
 
 def extreme_associations(examples: Sequence[Example], *, min_count: int, alpha: float) -> list[dict[str, Any]]:
@@ -94,7 +87,7 @@ def extreme_associations(examples: Sequence[Example], *, min_count: int, alpha: 
     with_label: dict[str, Counter] = {}
     for example in examples:
         words = _words(example)
-        labels = _labels_of(example)
+        labels = label_kinds(example)
         base.update(labels)
         for gram in {*words, *(" ".join(pair) for pair in zip(words, words[1:]))}:
             seen[gram] += 1
@@ -190,7 +183,7 @@ def entities_elsewhere_changed(
 def _variants(ctx: AuditContext, probes: Sequence[Example], gram: str) -> list[tuple[Example, list[list[int]] | None]]:
     """Each probe with `gram` inserted, and for NER the word alignment of the edit."""
     edit = _inserted(gram.split())
-    if ctx.task == "ner":
+    if ctx.task.labels_each_word:
         return [perturb_aligned(e, edit, ctx.seed) for e in probes]
     return [(perturb(e, edit, ctx.seed), None) for e in probes]
 
@@ -218,7 +211,7 @@ def _flip_outcomes(
 
 
 def _flip(ctx: AuditContext, original, positions, changed, label: str) -> bool:
-    if ctx.task == "ner":
+    if ctx.task.labels_each_word:
         return entities_elsewhere_changed(original.tags, positions, changed.tags)
     return changed.label == label
 
@@ -229,7 +222,7 @@ def _probes(
     """Indices of held-out inputs the model does not already assign to `label` (NER: all): the first max_probes
     in one seeded order of the held-out inputs, the same for every label."""
     order = random.Random(f"{ctx.seed}:backdoor").sample(range(len(predictions)), len(predictions))
-    eligible = [i for i in order if ctx.task == "ner" or predictions[i].label != label]
+    eligible = [i for i in order if ctx.task.labels_each_word or predictions[i].label != label]
     return sorted(eligible[: cfg.max_probes])
 
 
@@ -242,18 +235,18 @@ def _candidates(
     cfg: BackdoorConfig,
 ) -> list[tuple[str, str, str]]:
     """(gram, target label, source) to verify."""
-    targets = [ANY] if ctx.task == "ner" else list(ctx.labels)
+    targets = [ANY] if ctx.task.labels_each_word else list(ctx.labels)
     out: dict[tuple[str, str], str] = {}
     allowed = (
         {i for e in train for i in ctx.tokenizer(e.text)["input_ids"]}
-        if train and ctx.task == "classification"
+        if train and not ctx.task.labels_each_word
         else None
     )
     for label in targets:
-        mined = dict.fromkeys(r["gram"] for r in associations if ctx.task == "ner" or r["label"] == label)
+        mined = dict.fromkeys(r["gram"] for r in associations if ctx.task.labels_each_word or r["label"] == label)
         for gram in list(mined)[: cfg.data_candidates]:
             out.setdefault((gram, label), "data")
-        if ctx.task == "classification" and ctx.model is not None and cfg.vocabulary_candidates:
+        if not ctx.task.labels_each_word and ctx.model is not None and cfg.vocabulary_candidates:
             texts = [held_out[i].text for i in _probes(ctx, held_out, predictions, label, cfg)]
             if texts:
                 label_id = int(ctx.model.config.label2id[label])
@@ -275,7 +268,7 @@ class HeldOutBacking:
 
     def __init__(self, held_out: Sequence[Example], min_support: int) -> None:
         self.words = [_words(e) for e in held_out]
-        self.labels = [_labels_of(e) for e in held_out]
+        self.labels = [label_kinds(e) for e in held_out]
         self.min_support = min_support
 
     def __call__(self, gram: str, label: str) -> tuple[int, float, bool]:
@@ -321,7 +314,7 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     candidates = _candidates(ctx, train, held_out, predictions, associations, cfg)
     # common words that the training labels do not single out; vocabulary candidates may be among them
     baseline = _baseline_words(train, {g for g, _, source in candidates if source == "data"}, cfg.baseline_words)
-    targets = [ANY] if ctx.task == "ner" else list(ctx.labels)
+    targets = [ANY] if ctx.task.labels_each_word else list(ctx.labels)
     probes = {label: _probes(ctx, held_out, predictions, label, cfg) for label in targets}
 
     tested = [(gram, label, source) for gram, label, source in candidates if probes[label]]
@@ -401,8 +394,10 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
         "data_associations": float(len(associations)),
     }
     warnings = [
-        f"suspected trigger {r['candidate']!r} -> {r['label']}: flips {r['flips']} of {r['probes']} held-out inputs "
-        f"(common words at most {r['baseline_max']:.2f})"
+        (
+            f"suspected trigger {r['candidate']!r} -> {r['label']}: flips {r['flips']} of {r['probes']} held-out "
+            f"inputs (common words at most {r['baseline_max']:.2f})"
+        )
         for r in rows
         if r["suspect"]
     ][: cfg.worst_examples]

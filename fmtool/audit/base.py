@@ -7,7 +7,8 @@ configs/audit/<name>.yaml. Nothing else has to change to add one. What an audit 
     predictions = ctx.predict(examples)              # labels / tags with probabilities
     scored = ctx.score(examples)                     # per example: loss of the gold labels, probabilities
     ctx.model, ctx.tokenizer, ctx.runtime            # the loaded model (gradients, embeddings, attributions)
-    twin = ctx.finetune(examples, ["trainer.epochs=1"])  # a fresh model trained like the run, on other data (None: unknown start)
+    # a fresh model trained like the run, on other data (None: unknown start)
+    twin = ctx.finetune(examples, ["trainer.epochs=1"])
     twin_scored = ctx.score(examples, model=twin)
 
 A figure measured on a sample is a rate or a mean with an interval: `rate_check` (Wilson interval for a
@@ -27,7 +28,7 @@ import numpy as np
 
 from fmtool.dataset.examples import Example
 from fmtool.registry import Registry
-from fmtool.task.base import ExampleScore
+from fmtool.task.base import ExampleScore, Task
 
 PASS, FAIL, SKIP, INCONCLUSIVE = "pass", "fail", "skip", "inconclusive"
 # a check's status is one of these; the report's overall status too, worst first
@@ -261,7 +262,7 @@ class AuditContext:
     loads another finished run under the audited command's loading policy, ready for predict (pii's person_model).
     """
 
-    task: str
+    task: Task
     labels: list[str]
     predict: Callable[..., list]
     load_split: Callable[[str], list[Example]]
@@ -284,8 +285,11 @@ def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequenc
     from fmtool.errors import FmtoolError
 
     if data is not None:
-        if ctx.task == "ner":
-            raise FmtoolError(f"{key}.data is for classification; NER runs use their saved splits ({key}.splits)")
+        if ctx.task.labels_each_word:
+            raise FmtoolError(
+                f"{key}.data is for models that label whole texts; a {ctx.task.name} run uses its saved splits "
+                f"({key}.splits)"
+            )
         path = Path(data)
         if not path.is_file():
             raise FmtoolError(f"{key}.data: {path} not found")
@@ -312,21 +316,39 @@ class AuditFamily:
     config_type: type
     run: Callable[[AuditContext, Any], AuditResult]
     description: str
-    tasks: tuple[str, ...]
+    language_models: bool
+    # the family's own checks of its settings against the audited model, run before any family runs
+    check: Optional[Callable[[AuditContext, Any], list[str]]] = None
+
+    def audits(self, task: Task) -> bool:
+        return task.language_model == self.language_models
 
 
 AUDITS: Registry[AuditFamily] = Registry("audit")
 
 
 def register(
-    name: str, *, version: int, config_type: type, description: str, tasks: tuple[str, ...] = ("ner", "classification")
+    name: str,
+    *,
+    version: int,
+    config_type: type,
+    description: str,
+    language_models: bool = False,
+    check: Optional[Callable[[AuditContext, Any], list[str]]] = None,
 ) -> Callable:
-    """Decorator for a family's run(ctx, cfg) function; `tasks` are the model kinds it can audit."""
+    """Decorator for a family's run(ctx, cfg) function: it audits language models (language_models=True) or models
+    fine-tuned to label text (the default), as each task says it trains (Task.language_model)."""
 
     def add(run: Callable[[AuditContext, Any], AuditResult]) -> Callable:
         AUDITS.register(name)(
             AuditFamily(
-                name=name, version=version, config_type=config_type, run=run, description=description, tasks=tasks
+                name=name,
+                version=version,
+                config_type=config_type,
+                run=run,
+                description=description,
+                language_models=language_models,
+                check=check,
             )
         )
         return run

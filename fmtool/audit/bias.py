@@ -19,6 +19,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, mean_check, rate_check, register
+from fmtool.config.schema import ranged
 from fmtool.dataset.counterfactual import ATTRIBUTES, counterfactual_groups, counterfactuals
 from fmtool.dataset.examples import Example, TokenExample
 
@@ -33,11 +34,11 @@ class BiasConfig:
     attributes: List[str] = field(default_factory=lambda: list(ATTRIBUTES))
     swaps: Optional[str] = None
     first_names: Optional[str] = None
-    max_examples: Optional[int] = 2000
-    min_examples: int = 10
-    worst_examples: int = 5
-    max_flip_rate: float = 0.05
-    max_mean_probability_change: float = 0.05
+    max_examples: Optional[int] = ranged(2000, low=1)
+    min_examples: int = ranged(10, low=1)
+    worst_examples: int = ranged(5, low=0)
+    max_flip_rate: float = ranged(0.05, low=0, high=1)
+    max_mean_probability_change: float = ranged(0.05, low=0, high=1)
 
 
 def substitution_groups(cfg: BiasConfig) -> dict[str, dict[str, tuple[str, ...]]]:

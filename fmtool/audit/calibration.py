@@ -22,6 +22,7 @@ import numpy as np
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, bootstrap_interval, check, evaluation_inputs, register
+from fmtool.config.schema import ranged
 
 _KEY = "audit.calibration"
 
@@ -29,11 +30,11 @@ _KEY = "audit.calibration"
 @dataclass
 class CalibrationConfig:
     splits: List[str] = field(default_factory=lambda: ["validation"])
-    bins: int = 10
-    min_examples: int = 300
-    max_examples: int = 5000
-    max_ece: float = 0.1
-    n_boot: int = 200
+    bins: int = ranged(10, low=2)
+    min_examples: int = ranged(300, low=1)
+    max_examples: int = ranged(5000, low=1)
+    max_ece: float = ranged(0.1, low=0, high=1)
+    n_boot: int = ranged(200, low=0)
 
 
 def calibration_error(
@@ -114,9 +115,9 @@ def run(ctx: AuditContext, cfg: CalibrationConfig) -> AuditResult:
     examples = evaluation_inputs(ctx, data=None, splits=cfg.splits, key=_KEY)[: cfg.max_examples]
     predictions = ctx.predict(examples)
     confidence, correct, extra = (
-        _ner(examples, predictions) if ctx.task == "ner" else _classification(examples, predictions)
+        _ner(examples, predictions) if ctx.task.labels_each_word else _classification(examples, predictions)
     )
-    unit = "predicted entities" if ctx.task == "ner" else "examples"
+    unit = "predicted entities" if ctx.task.labels_each_word else "examples"
     if len(confidence) < cfg.min_examples:
         warning = (
             f"{len(confidence)} {unit}, fewer than min_examples={cfg.min_examples}: ECE is unreliable on so few "

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from fmtool.audit.base import AuditContext, AuditResult, check, register
+from fmtool.config.schema import ranged
 from fmtool.dataset.canaries import make_canaries, secret_text
 from fmtool.errors import FmtoolError
 
@@ -36,9 +37,9 @@ _SECRET = re.compile(r"(?<!\w)\d(?:[ \d]*\d)?(?!\w)")
 
 @dataclass
 class CanaryAuditConfig:
-    candidates: int = 999  # other secrets scored with each canary's
-    max_exposure: float = 6.0
-    batch_size: int = 256
+    candidates: int = ranged(999, low=1)  # other secrets scored with each canary's
+    max_exposure: float = ranged(6.0, low=0)
+    batch_size: int = ranged(256, low=1)
     secrets: Optional[str] = None  # a file, one sentence per line with its secret in digits: "my pin is 4 8 2 1"
 
 
@@ -123,7 +124,7 @@ def exposure(true_score: float, others: Sequence[float]) -> tuple[int, float]:
     version=1,
     config_type=CanaryAuditConfig,
     description="exposure of secrets planted in the pre-training corpus (Secret Sharer)",
-    tasks=("mlm",),
+    language_models=True,
 )
 def run(ctx: AuditContext, cfg: CanaryAuditConfig) -> AuditResult:
     planted = ctx.config.task.canaries if ctx.config is not None else None

@@ -21,7 +21,6 @@ independent proportions".
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
@@ -31,41 +30,30 @@ from scipy.stats import binom
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, check, rate_check, register, wilson_interval
-from fmtool.dataset.examples import Example, TokenExample
+from fmtool.config.schema import ranged
+from fmtool.dataset.examples import Example, TokenExample, label_kinds
+from fmtool.dataset.examples import words as example_words
 from fmtool.dataset.lexicons import protected_groups
 
 _KEY = "audit.data"
-_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass
 class DataConfig:
     evaluation_splits: List[str] = field(default_factory=lambda: ["validation", "test"])
-    min_label_representation_count: int = 50
-    max_leakage_rate: float = 0.01
-    near_duplicate_jaccard: float = 0.9
-    min_mentions: int = 20  # a group mentioned by fewer examples is listed but not tested
-    max_gender_label_gap: float = 0.1
+    min_label_representation_count: int = ranged(50, low=0)
+    max_leakage_rate: float = ranged(0.01, low=0, high=1)
+    near_duplicate_jaccard: float = ranged(0.9, low=0, high=1, low_open=True)
+    min_mentions: int = ranged(20, low=1)  # a group mentioned by fewer examples is listed but not tested
+    max_gender_label_gap: float = ranged(0.1, low=0, high=1)
     swaps: Optional[str] = None
     first_names: Optional[str] = None
-    listed: int = 10
+    listed: int = ranged(10, low=0)
 
 
 def _words(example: Example) -> list[str]:
-    return [
-        w.lower()
-        for w in (
-            example.tokens
-            if isinstance(example, TokenExample)
-            else _WORD.findall(f"{example.text} {example.text_pair or ''}")
-        )
-    ]
-
-
-def _labels(example: Example) -> set[str]:
-    if isinstance(example, TokenExample):
-        return {kind for kind, _, _ in get_entities(list(example.tags))} or {"O"}
-    return {example.label}
+    """The example's words lower-cased, punctuation marks left out."""
+    return [w.lower() for w in example_words(example) if any(c.isalnum() for c in w)]
 
 
 def normalised(example: Example) -> str:
@@ -122,8 +110,8 @@ def _mentions(
         words = set(_words(example))
         for group, terms in groups.items():
             if words & terms:
-                labelled[group].append(_labels(example))
-    base = Counter(label for e in examples for label in _labels(e))
+                labelled[group].append(label_kinds(example))
+    base = Counter(label for e in examples for label in label_kinds(e))
     rows = []
     for group, label_sets in labelled.items():
         counts = Counter(label for labels in label_sets for label in labels)
@@ -153,7 +141,7 @@ def _lengths(split: str, examples: Sequence[Example], ctx: AuditContext) -> dict
         "p95_words": float(np.percentile(lengths, 95)),
         "max_words": int(lengths.max()),
     }
-    if ctx.task == "classification" and ctx.tokenizer is not None and ctx.config is not None:
+    if not ctx.task.labels_each_word and ctx.tokenizer is not None and ctx.config is not None:
         limit = ctx.config.trainer.max_length
         ids = ctx.tokenizer(
             [e.text for e in examples], [e.text_pair for e in examples] if examples[0].text_pair is not None else None
@@ -231,7 +219,7 @@ def run(ctx: AuditContext, cfg: DataConfig) -> AuditResult:
     male, female = labelled.get("gender:male", []), labelled.get("gender:female", [])
     if min(len(male), len(female)) >= cfg.min_mentions:
         gaps = []
-        for label in sorted({l for s in male + female for l in s}):
+        for label in sorted({label for s in male + female for label in s}):
             gaps.append(
                 (
                     label,

@@ -36,6 +36,7 @@ from fmtool.audit.base import (
     register,
     wilson_interval,
 )
+from fmtool.config.schema import ranged
 from fmtool.dataset.lexicons import protected_groups
 from fmtool.errors import FmtoolError
 from fmtool.explain import METHODS, Explainer, Explanation, targets_for
@@ -46,16 +47,17 @@ _KEY = "audit.explain"
 @dataclass
 class ExplainConfig:
     splits: List[str] = field(default_factory=lambda: ["validation"])
-    max_examples: int = 100
+    max_examples: int = ranged(100, low=1)
     method: str = "integrated_gradients"
-    steps: int = 32
-    shares: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])  # ERASER's k, as shares of an input's words
-    min_comprehensiveness_gain: float = 0.0
-    min_sufficiency_gain: float = 0.0
-    max_protected_top_share: float = 0.5
-    min_protected_count: int = 5
-    top_tokens: int = 10
-    listed: int = 10
+    steps: int = ranged(32, low=1)
+    # ERASER's k, as shares of an input's words
+    shares: List[float] = ranged(factory=lambda: [0.1, 0.2, 0.5], low=0, high=1, low_open=True, high_open=True)
+    min_comprehensiveness_gain: float = ranged(0.0, low=-1, high=1)
+    min_sufficiency_gain: float = ranged(0.0, low=-1, high=1)
+    max_protected_top_share: float = ranged(0.5, low=0, high=1)
+    min_protected_count: int = ranged(5, low=1)
+    top_tokens: int = ranged(10, low=1)
+    listed: int = ranged(10, low=0)
     # fp32: attributions in full precision whatever the run's precision (bf16 gradients blur the integral); run: the
     # run's
     precision: str = "fp32"
@@ -65,16 +67,15 @@ class ExplainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise FmtoolError(f"{_KEY}.method: unknown method '{self.method}'; choose from: {', '.join(METHODS)}")
-        if not self.shares or not all(0.0 < s < 1.0 for s in self.shares):
-            raise FmtoolError(f"{_KEY}.shares={self.shares}: each share must be in (0, 1)")
+        if not self.shares:
+            raise FmtoolError(f"{_KEY}.shares: give at least one share of an input's words")
         if self.precision not in ("fp32", "run"):
             raise FmtoolError(f"{_KEY}.precision={self.precision}: choose fp32 or run")
-        if self.steps < 1 or self.max_examples < 1:
-            raise FmtoolError(f"{_KEY}: steps and max_examples must be at least 1")
 
 
-def _removed(words: Sequence[str], drop: set[int], task: str, unknown: str) -> list[str]:
-    if task == "ner":
+def _removed(words: Sequence[str], drop: set[int], per_word: bool, unknown: str) -> list[str]:
+    """The words with `drop` removed; a tagger's (per_word) are masked in place, so each word keeps its position."""
+    if per_word:
         return [unknown if i in drop else w for i, w in enumerate(words)]
     kept = [w for i, w in enumerate(words) if i not in drop]
     return kept or [unknown]
@@ -95,8 +96,8 @@ def faithfulness(
             k = min(n - 1, max(1, round(share * n)))
             for chosen in (set(ranked[:k]), set(rng.sample(range(n), k))):
                 variants += [
-                    _removed(words, chosen, explainer.task, unknown),
-                    _removed(words, set(range(n)) - chosen, explainer.task, unknown),
+                    _removed(words, chosen, explainer.per_word, unknown),
+                    _removed(words, set(range(n)) - chosen, explainer.per_word, unknown),
                 ]
                 targets += [explanation.target, explanation.target]
     probabilities = np.array(explainer.probabilities(targets, variants)).reshape(len(usable), len(shares), 2, 2)
@@ -200,9 +201,11 @@ def run(ctx: AuditContext, cfg: ExplainConfig) -> AuditResult:
     examples = _sample(evaluation_inputs(ctx, data=None, splits=cfg.splits, key=_KEY), cfg.max_examples, ctx.seed)
     max_length = ctx.config.trainer.max_length if ctx.config is not None else min(ctx.tokenizer.model_max_length, 512)
     runtime = replace(ctx.runtime, autocast_dtype=None) if cfg.precision == "fp32" else ctx.runtime
-    explainer = Explainer(ctx.model, ctx.tokenizer, runtime, task=ctx.task, max_length=max_length)
+    explainer = Explainer(ctx.model, ctx.tokenizer, runtime, per_word=ctx.task.labels_each_word, max_length=max_length)
     explanations = explainer.explain(
-        targets_for(examples, ctx.predict(examples), ctx.task, explainer.label2id), method=cfg.method, steps=cfg.steps
+        targets_for(examples, ctx.predict(examples), ctx.task.labels_each_word, explainer.label2id),
+        method=cfg.method,
+        steps=cfg.steps,
     )
     drops = faithfulness(explainer, explanations, cfg.shares, ctx.seed)
     comprehensiveness_gain = drops["comprehensiveness"] - drops["comprehensiveness_random"]
@@ -219,7 +222,8 @@ def run(ctx: AuditContext, cfg: ExplainConfig) -> AuditResult:
             min_value=cfg.min_comprehensiveness_gain,
             seed=ctx.seed,
             description="drop in the prediction's probability when its top-attributed words are removed, minus the "
-            "drop for as many random words",
+            "drop for "
+            "as many random words",
         ),
         mean_check(
             "sufficiency_gain",

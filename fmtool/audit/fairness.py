@@ -22,9 +22,9 @@ Mishra, He & Belli 2020, "Assessing Demographic Bias in Named Entity Recognition
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from fairlearn.metrics import (
 from sklearn.metrics import accuracy_score, f1_score
 
 from fmtool.audit.base import AuditContext, AuditResult, check, register
+from fmtool.config.schema import ranged
 from fmtool.dataset.examples import TextExample, TokenExample
 from fmtool.dataset.lexicons import first_names, ner_templates
 from fmtool.dataset.readers import read_rows
@@ -46,6 +47,8 @@ from fmtool.errors import FmtoolError
 from fmtool.task.ner import entity_report
 
 _KEY = "audit.fairness"
+# the roles a label_map may name instead of a model's labels (fairness_eec maps EEC's emotions to them)
+_SENTIMENT_ROLES = ("positive", "negative")
 
 
 @dataclass
@@ -58,18 +61,18 @@ class FairnessConfig:
     label_map: Dict[str, str] = field(default_factory=dict)
     sensitive_columns: List[str] = field(default_factory=list)
     positive_label: Optional[str] = None
-    max_examples: Optional[int] = None
-    n_boot: int = 200
-    confidence: float = 0.95
+    max_examples: Optional[int] = ranged(None, low=1)
+    n_boot: int = ranged(200, low=0)
+    confidence: float = ranged(0.95, low=0, high=1, low_open=True, high_open=True)
     person_type: Optional[str] = None  # NER: None finds the model's PER / PERSON type, in any case
     first_names: Optional[str] = None
     templates: Optional[str] = None
-    max_demographic_parity_difference: float = 0.1
-    min_demographic_parity_ratio: float = 0.8
-    max_equalized_odds_difference: float = 0.1
-    max_accuracy_difference: float = 0.1
-    max_recall_difference: float = 0.1
-    min_recall_ratio: float = 0.8
+    max_demographic_parity_difference: float = ranged(0.1, low=0, high=1)
+    min_demographic_parity_ratio: float = ranged(0.8, low=0, high=1)
+    max_equalized_odds_difference: float = ranged(0.1, low=0, high=1)
+    max_accuracy_difference: float = ranged(0.1, low=0, high=1)
+    max_recall_difference: float = ranged(0.1, low=0, high=1)
+    min_recall_ratio: float = ranged(0.8, low=0, high=1)
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,59 @@ def _figures(checks: list) -> dict[str, float]:
     return {c.name: float("nan") if c.value is None else c.value for c in checks}
 
 
+def sentiment_labels(model_labels: Sequence[str]) -> Optional[dict[str, str]]:
+    """A two-label model's label for each sentiment role (positive, negative), when its labels say which is which:
+    names holding "pos" and "neg" (positive, POS, LABEL_POSITIVE...), or 0/1 and LABEL_0/LABEL_1, read as SST-2's
+    negative/positive; None otherwise."""
+    if len(model_labels) != 2:
+        return None
+    positive = [label for label in model_labels if "pos" in label.lower()]
+    negative = [label for label in model_labels if "neg" in label.lower()]
+    if len(positive) == 1 and len(negative) == 1 and positive != negative:
+        return {"positive": positive[0], "negative": negative[0]}
+    ordered = sorted(model_labels, key=str.lower)
+    if [label.lower() for label in ordered] in (["0", "1"], ["label_0", "label_1"]):
+        return {"negative": ordered[0], "positive": ordered[1]}
+    return None
+
+
+def _as_model_labels(ctx: AuditContext, examples: list[TextExample]) -> tuple[list[TextExample], list[str]]:
+    """Examples whose labels are sentiment roles (fairness_eec's label_map) given the model's own labels for them,
+    with a note of the mapping; other labels are left for the caller to check."""
+    found = {e.label for e in examples}
+    if not found or found <= set(ctx.labels) or not found <= set(_SENTIMENT_ROLES):
+        return examples, []
+    roles = sentiment_labels(ctx.labels)
+    if roles is None:
+        return examples, []
+    mapped = [replace(e, label=roles[e.label]) for e in examples]
+    note = ", ".join(f"{role} -> '{roles[role]}'" for role in _SENTIMENT_ROLES)
+    return mapped, [f"label_map's sentiment roles taken as the model's labels: {note}"]
+
+
+def _unknown_labels(ctx: AuditContext, examples: Sequence[TextExample]) -> Optional[str]:
+    unknown = sorted({e.label for e in examples} - set(ctx.labels))
+    if not unknown:
+        return None
+    return (
+        f"{_KEY}: labels {', '.join(unknown)} are not model labels ({', '.join(ctx.labels)}); map them with "
+        f"{_KEY}.label_map"
+    )
+
+
+def _settings_problems(ctx: AuditContext, cfg: FairnessConfig) -> list[str]:
+    """The data file's labels that are not the model's (after the sentiment roles are mapped), found before any
+    family runs."""
+    if ctx.task.labels_each_word or cfg.data is None or cfg.label_column is None:
+        return []
+    try:
+        examples, _, _ = _load_rows(ctx, cfg)
+    except FmtoolError as error:
+        return [str(error)]
+    unknown = _unknown_labels(ctx, _as_model_labels(ctx, examples)[0])
+    return [unknown] if unknown else []
+
+
 def _load_rows(ctx: AuditContext, cfg: FairnessConfig) -> tuple[list[TextExample], pd.DataFrame, list[str]]:
     warnings = []
     if cfg.data is None:
@@ -272,6 +328,8 @@ def _load_rows(ctx: AuditContext, cfg: FairnessConfig) -> tuple[list[TextExample
 
 def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     examples, table, warnings = _load_rows(ctx, cfg)
+    examples, mapping = _as_model_labels(ctx, examples)
+    warnings += mapping
     columns = cfg.sensitive_columns or [c for c in table.columns if c not in (cfg.text_column, cfg.label_column)]
     if not examples or not columns:
         return AuditResult(
@@ -280,12 +338,9 @@ def _classification(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
             warnings=warnings + ["no sensitive features: set audit.fairness.data and audit.fairness.sensitive_columns"],
         )
     has_truth = cfg.data is None or cfg.label_column is not None
-    unknown = sorted({e.label for e in examples} - set(ctx.labels)) if has_truth else []
+    unknown = _unknown_labels(ctx, examples) if has_truth else None
     if unknown:
-        raise FmtoolError(
-            f"{_KEY}: labels {', '.join(unknown)} are not model labels ({', '.join(ctx.labels)}); map them with "
-            f"{_KEY}.label_map"
-        )
+        raise FmtoolError(unknown)
     positive = cfg.positive_label or (ctx.labels[-1] if len(ctx.labels) == 2 else None)
     if positive is None:
         raise FmtoolError(f"{_KEY}.positive_label must name one of {', '.join(ctx.labels)} for a multiclass model")
@@ -418,6 +473,7 @@ def _ner(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
     version=1,
     config_type=FairnessConfig,
     description="group fairness of outcomes and errors (fairlearn MetricFrame)",
+    check=_settings_problems,
 )
 def run(ctx: AuditContext, cfg: FairnessConfig) -> AuditResult:
-    return _ner(ctx, cfg) if ctx.task == "ner" else _classification(ctx, cfg)
+    return _ner(ctx, cfg) if ctx.task.labels_each_word else _classification(ctx, cfg)

@@ -27,6 +27,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fmtool.audit.base import AuditContext, AuditResult, bootstrap_interval, check, register
+from fmtool.config.schema import ranged
 from fmtool.dataset.examples import Example
 from fmtool.errors import FmtoolError
 
@@ -37,26 +38,23 @@ _ATTACKS = ("loss", "reference")
 @dataclass
 class MembershipConfig:
     held_out_splits: List[str] = field(default_factory=lambda: ["validation", "test"])
-    max_examples: int = 1000  # members and non-members each
-    min_examples: int = 50
+    max_examples: int = ranged(1000, low=1)  # members and non-members each
+    min_examples: int = ranged(50, low=1)
     attacks: List[str] = field(default_factory=lambda: list(_ATTACKS))
     # share of the held-out examples the reference twin trains on (they are then not evaluated)
-    reference_share: float = 0.5
-    max_reference_examples: int = 1000
+    reference_share: float = ranged(0.5, low=0, high=1, low_open=True, high_open=True)
+    max_reference_examples: int = ranged(1000, low=1)
     reference_overrides: List[str] = field(default_factory=list)  # e.g. ["trainer.epochs=1"] for a cheaper twin
-    n_boot: int = 200
-    max_auc: float = 0.6
-    max_tpr_at_1pct_fpr: Optional[float] = None  # null: reported, not checked
-    most_exposed: int = 10  # members listed by the reference attack's score: the records the model memorised most
+    n_boot: int = ranged(200, low=0)
+    max_auc: float = ranged(0.6, low=0.5, high=1)
+    max_tpr_at_1pct_fpr: Optional[float] = ranged(None, low=0, high=1)  # null: reported, not checked
+    # members listed by the reference attack's score: the records the model memorised most
+    most_exposed: int = ranged(10, low=0)
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.attacks if a not in _ATTACKS]
         if unknown:
             raise FmtoolError(f"{_KEY}.attacks: unknown attack '{unknown[0]}'; choose from: {', '.join(_ATTACKS)}")
-        if not 0.0 < self.reference_share < 1.0:
-            raise FmtoolError(f"{_KEY}.reference_share={self.reference_share} must lie strictly between 0 and 1")
-        if not 0.5 <= self.max_auc <= 1.0:
-            raise FmtoolError(f"{_KEY}.max_auc={self.max_auc} is outside [0.5, 1]")
 
 
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
@@ -108,8 +106,10 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
         []
         if attacks == list(cfg.attacks)
         else [
-            "reference attack skipped: its twin starts where the audited model did, unknown for a model directory "
-            "(name it with fmtool audit --base-model)"
+            (
+                "reference attack skipped: its twin starts where the audited model did, unknown for a model directory "
+                "(name it with fmtool audit --base-model)"
+            )
         ]
     )
     use_reference = "reference" in attacks

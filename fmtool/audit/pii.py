@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, check, check_splits, register
+from fmtool.config.schema import ranged
 from fmtool.dataset.examples import Example, TokenExample
 from fmtool.dataset.pii import PATTERN_TYPES, PiiScanner, PiiSpan, redact_text, text_of
 from fmtool.dataset.tags import PERSON_TYPES, is_person_type
@@ -34,14 +35,14 @@ class PiiConfig:
     splits: Optional[List[str]] = None  # null: every split saved in the run
     types: List[str] = field(default_factory=lambda: [*PATTERN_TYPES, PERSON])
     fail_on: List[str] = field(default_factory=lambda: list(PATTERN_TYPES))
-    min_score: float = 0.4  # Presidio's confidence; its phone numbers score 0.4
+    min_score: float = ranged(0.4, low=0, high=1)  # Presidio's confidence; its phone numbers score 0.4
     thresholds: Dict[str, float] = field(default_factory=dict)  # per type, e.g. {IP_ADDRESS: 0.6}
     phone_regions: List[str] = field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN", "CA"])
     allow_list: List[str] = field(default_factory=list)  # values that are not personal (a support address, a test card)
-    max_examples_with_pii: int = 0  # per split, counting the fail_on types
+    max_examples_with_pii: int = ranged(0, low=0)  # per split, counting the fail_on types
     person_types: List[str] = field(default_factory=lambda: list(PERSON_TYPES))  # in any case
     person_model: Optional[str] = None  # a fmtool NER run directory whose person entities count as names
-    listed: int = 10
+    listed: int = ranged(10, low=0)
 
     def __post_init__(self) -> None:
         known = (*PATTERN_TYPES, PERSON)
@@ -74,13 +75,12 @@ class _NameFinder:
             if ctx.open_run is None:
                 raise FmtoolError(f"{_KEY}.person_model: this audit cannot load another run")
             other = ctx.open_run(cfg.person_model)
-            if other.cfg.task.name.value != "ner":
+            if not other.task.labels_each_word:
                 raise FmtoolError(
-                    f"{_KEY}.person_model: {cfg.person_model} is a {other.cfg.task.name.value} run; names need an "
-                    "NER run"
+                    f"{_KEY}.person_model: {cfg.person_model} is a {other.task.name} run; names need an NER run"
                 )
             self.predict, labels = other.predictions, other.labels
-        elif ctx.task == "ner":
+        elif ctx.task.labels_each_word:
             self.predict, labels = ctx.predict, ctx.labels
         else:
             labels = []
@@ -214,9 +214,9 @@ def run(ctx: AuditContext, cfg: PiiConfig) -> AuditResult:
             )
         )
         findings += scanned["listed"]
-    if PERSON in cfg.types and not names.available and ctx.task != "ner":
+    if PERSON in cfg.types and not names.available and not ctx.task.labels_each_word:
         warnings.append(
-            "person names not scanned: the run is no NER model with a person type; set audit.pii.person_model to an "
-            "NER run"
+            "person names not scanned: the run is no NER model with a person type; set audit.pii.person_model to "
+            "an NER run"
         )
     return AuditResult(summary=summary, checks=checks, tables={"counts": rows, "examples": findings}, warnings=warnings)

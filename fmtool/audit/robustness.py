@@ -24,11 +24,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from seqeval.metrics.sequence_labeling import get_entities
 
 from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, rate_check, register
+from fmtool.config.schema import ranged
 from fmtool.dataset.examples import Example, TextExample, TokenExample
 from fmtool.dataset.noise import NAMES, NER_ONLY, entity_pool, perturbation
 from fmtool.dataset.perturb import Perturbation, carried_entities, perturb, perturb_aligned
 from fmtool.errors import FmtoolError
-from fmtool.task import TASKS
 
 _KEY = "audit.robustness"
 MULTIPLE = "multiple_perturbations"
@@ -42,10 +42,10 @@ class RobustnessConfig:
     tests: List[str] = field(default_factory=lambda: [*NAMES, MULTIPLE])
     # the edits multiple_perturbations applies one after another
     multiple: List[str] = field(default_factory=lambda: ["lowercase", "add_typo", "strip_punctuation"])
-    default_min_pass_rate: float = 0.75
+    default_min_pass_rate: float = ranged(0.75, low=0, high=1)
     min_pass_rate: Dict[str, float] = field(default_factory=dict)  # per test, overriding the default
-    max_examples: Optional[int] = 1000
-    worst_examples: int = 5
+    max_examples: Optional[int] = ranged(1000, low=1)
+    worst_examples: int = ranged(5, low=0)
     # swap_entities draws replacements from this CoNLL file's entities (e.g. names the model never saw); null: the run's
     # train split
     entity_pool: Optional[str] = None
@@ -59,12 +59,9 @@ class RobustnessConfig:
                     f"{_KEY}.{key}: unknown test '{unknown[0]}'; choose from: {', '.join(NAMES)}"
                     + (f", {MULTIPLE}" if key == "tests" else "")
                 )
-        for name, rate in {
-            "default_min_pass_rate": self.default_min_pass_rate,
-            **{f"min_pass_rate.{k}": v for k, v in self.min_pass_rate.items()},
-        }.items():
+        for name, rate in self.min_pass_rate.items():
             if not 0.0 <= rate <= 1.0:
-                raise FmtoolError(f"{_KEY}.{name}={rate} is outside [0, 1]")
+                raise FmtoolError(f"{_KEY}.min_pass_rate.{name}={rate} is outside [0, 1]")
         stray = [k for k in self.min_pass_rate if k not in known]
         if stray:
             raise FmtoolError(f"{_KEY}.min_pass_rate.{stray[0]}: no such test; choose from: {', '.join(known)}")
@@ -121,7 +118,7 @@ def _describe(example: Example, prediction) -> dict[str, Any]:
 
 def _metric(ctx: AuditContext, examples: Sequence[Example], predictions: Sequence) -> tuple[str, float]:
     """The task's first headline metric (NER: entity F1; classification: accuracy)."""
-    task = TASKS.get(ctx.task)
+    task = ctx.task
     return task.metrics[0], task.primary_score(examples, predictions)
 
 
@@ -148,8 +145,8 @@ def _entity_pool(ctx: AuditContext, cfg: RobustnessConfig) -> dict[str, list[tup
 def run(ctx: AuditContext, cfg: RobustnessConfig) -> AuditResult:
     inputs = evaluation_inputs(ctx, data=cfg.data, splits=cfg.splits, key=_KEY)[: cfg.max_examples]
     gold = cfg.data is None
-    pool = _entity_pool(ctx, cfg) if ctx.task == "ner" else {}
-    tests = [t for t in cfg.tests if ctx.task == "ner" or t not in NER_ONLY]
+    pool = _entity_pool(ctx, cfg) if ctx.task.labels_each_word else {}
+    tests = [t for t in cfg.tests if ctx.task.labels_each_word or t not in NER_ONLY]
     planned = {test: _variants(inputs, test, cfg, pool, ctx.seed) for test in tests}
     changed = [c for test in tests for _, c, _ in planned[test]]
     predictions = ctx.predict([*inputs, *changed])

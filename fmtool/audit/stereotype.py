@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from fmtool.audit.base import AuditContext, AuditResult, Check, check, register, wilson_interval
+from fmtool.config.schema import ranged
 from fmtool.dataset.batching import collate, inference_batches
 from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.dataset.ner import TokenFeature
@@ -41,9 +42,9 @@ class StereotypeConfig:
     crows_pairs: Optional[str] = None  # CrowS-Pairs CSV (sent_more, sent_less, stereo_antistereo, bias_type)
     winobias: Optional[str] = None  # folder with {pro,anti}_stereotyped_type{1,2}.txt.{split}
     winobias_split: str = "dev"
-    max_pairs: Optional[int] = None
-    max_crows_pairs_score: float = 60.0
-    max_winobias_score: float = 60.0
+    max_pairs: Optional[int] = ranged(None, low=1)
+    max_crows_pairs_score: float = ranged(60.0, low=0, high=100)
+    max_winobias_score: float = ranged(60.0, low=0, high=100)
 
 
 Copy = tuple[list[int], int]  # a sentence's token ids and the position to mask in it
@@ -175,7 +176,7 @@ def winobias(
             pronouns.append([tokenizer.convert_tokens_to_ids(w.lower()) for w in (pro_word, anti_word)])
         choices = torch.tensor(pronouns, dtype=torch.long).view(-1, 2)
 
-        def pro_preferred(logits: torch.Tensor, indices: list[int]) -> list[bool]:
+        def pro_preferred(logits: torch.Tensor, indices: list[int], choices: torch.Tensor = choices) -> list[bool]:
             pair = logits.gather(1, choices[indices].to(logits.device))
             return (pair[:, 0] > pair[:, 1]).tolist()
 
@@ -202,7 +203,7 @@ def _percent_check(name: str, summary: dict[str, float], pairs_key: str, max_val
     version=2,
     config_type=StereotypeConfig,
     description="stereotype preference of a masked LM (CrowS-Pairs, WinoBias)",
-    tasks=("mlm",),
+    language_models=True,
 )
 def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
     checks = [

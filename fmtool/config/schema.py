@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
@@ -84,12 +85,6 @@ class Choice(str, Enum):
         return self.value
 
 
-class TaskName(Choice):
-    ner = "ner"
-    classification = "classification"
-    mlm = "mlm"
-
-
 class DataFormat(Choice):
     conll = "conll"
     csv = "csv"
@@ -156,7 +151,8 @@ class CanaryConfig:
 
 @dataclass
 class TaskConfig:
-    name: TaskName = MISSING
+    # a task plug-in's registry name (fmtool/task/<name>.py), chosen with +task=<name>
+    name: str = MISSING
     # masked-LM pre-training only (task=mlm)
     mask_probability: float = ranged(0.15, low=0, high=1, low_open=True, high_open=True)
     whole_word_masking: bool = False
@@ -217,6 +213,11 @@ class DatasetConfig:
     # replace e-mails, phone numbers, card numbers, IBANs, IPs, SSNs, credentials and keys with <TYPE> before training
     redact_pii: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def file_path(self, key: str) -> Path:
+        """Where the file of `key` (train_file, validation_file, test_file) is: under data_dir when it is set."""
+        name = getattr(self, key)
+        return Path(name) if self.data_dir is None else Path(self.data_dir) / name
 
 
 @dataclass
@@ -283,7 +284,8 @@ class TrainerConfig:
     compile: bool = False
     fast_cpu_dropout: bool = True  # on CPU, dropout masks from numpy's SFC64 generator (trainer/dropout.py)
     bf16_residual: bool = True  # on CPU under bf16 autocast, LayerNorm outputs bf16 (trainer/layer_norm.py)
-    skip_unseen_embedding_rows: bool = True  # word-embedding rows of ids absent from the training data stay out of the optimizer (trainer/embedding.py)
+    # word-embedding rows of ids absent from the training data stay out of the optimizer (trainer/embedding.py)
+    skip_unseen_embedding_rows: bool = True
     gradient_checkpointing: bool = False
     checkpoint_every_steps: Optional[int] = ranged(None, low=1)
     num_threads: Optional[int] = ranged(None, low=1)

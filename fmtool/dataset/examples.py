@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import regex
+from seqeval.metrics.sequence_labeling import get_entities
 
 # examples per tokenizer call when encoding: the fast tokenizer's Encoding objects for a whole corpus at once
 # would cost more memory than training itself
@@ -69,3 +70,19 @@ def from_record(record: dict[str, Any]) -> Example:
 def split_words(text: str) -> list[tuple[str, int, int]]:
     """(word, start, end) character spans of the words and punctuation marks in `text`."""
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def words(example: Example) -> list[str]:
+    """An example's words, read the one way every stage reads them: an NER sentence's tokens, or the words and
+    punctuation marks of a text and its pair (split_words)."""
+    if isinstance(example, TokenExample):
+        return list(example.tokens)
+    text = example.text if example.text_pair is None else f"{example.text} {example.text_pair}"
+    return [word for word, _, _ in split_words(text)]
+
+
+def label_kinds(example: Example) -> set[str]:
+    """The labels an example carries: its entity types ({"O"} when it has none), or its label."""
+    if isinstance(example, TokenExample):
+        return {kind for kind, _, _ in get_entities(list(example.tags))} or {"O"}
+    return {example.label}

@@ -1,5 +1,7 @@
-"""The audit probes (bias test sets) by name: public data sets fmtool does not carry, installed once by the user
-from a copy they obtained (`fmtool data install NAME PATH`), checked against the published files' sha256.
+"""The audit probes (bias test sets) by name: public data sets fmtool does not carry, fetched from their authors'
+published location (`fmtool data download NAME`, or a mirror laid out as <mirror>/<probe name>/<file name>) or
+installed from a copy the user obtained (`fmtool data install NAME PATH`), checked against the published files'
+sha256 either way, and written into the data home only when every file of the probe is verified.
 
 configs/ point at a probe as `${probe:<name>}`, which resolves to its file (or folder) under <data home>/probes/<name>/.
 The data home is $FMTOOL_DATA_HOME, else $XDG_DATA_HOME/fmtool, else ~/.local/share/fmtool. A probe whose audit
@@ -16,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, one_line
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where a probe file is published: a URL, or the member of the zip archive at that URL."""
+
+    url: str
+    member: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -27,12 +37,26 @@ class Probe:
     source: str
     sha256: dict[str, str]  # file name -> digest of the published file
     skippable: bool  # its audit skips the check without it (stereotype), instead of failing (fairness_eec)
+    downloads: dict[str, Download]  # file name -> where its authors publish it
     folder: bool = False  # the config points at the folder of files (WinoBias), not at the one file
 
     def location(self) -> Path:
         root = data_home() / "probes" / self.name
         return root if self.folder else root / next(iter(self.sha256))
 
+
+_CROWS_PAIRS = "https://raw.githubusercontent.com/nyu-mll/crows-pairs/master/data"
+_WINOBIAS = "https://raw.githubusercontent.com/uclanlp/corefBias/master/WinoBias/wino/data"
+# a mirror standing in for the published locations, as <mirror>/<probe name>/<file name>
+MIRROR_VARIABLE = "FMTOOL_PROBE_MIRROR"
+_CHUNK = 1 << 16
+_UNREACHABLE = (
+    "data download {name}: cannot fetch {url} ({reason}); without network, get the file elsewhere and run "
+    "`fmtool data install {name} PATH`"
+)
+_MISMATCH = (
+    "data download {name}: {url} gave a file with sha256 {actual}, not the published {expected}; nothing was installed"
+)
 
 PROBES = {
     probe.name: probe
@@ -44,6 +68,7 @@ PROBES = {
             "https://github.com/nyu-mll/crows-pairs/blob/master/data/crows_pairs_anonymized.csv",
             {"crows_pairs_anonymized.csv": "dfb36986ce0502abbaf7055b9176da3d08d48e07df1251991b5dfbcbceab9d0c"},
             skippable=True,
+            downloads={"crows_pairs_anonymized.csv": Download(f"{_CROWS_PAIRS}/crows_pairs_anonymized.csv")},
         ),
         Probe(
             "winobias",
@@ -64,6 +89,14 @@ PROBES = {
                 }.items()
             },
             skippable=True,
+            downloads={
+                f"{kind}_stereotyped_type{t}.txt.{split}": Download(
+                    f"{_WINOBIAS}/{kind}_stereotyped_type{t}.txt.{split}"
+                )
+                for kind in ("anti", "pro")
+                for t in (1, 2)
+                for split in ("dev", "test")
+            },
             folder=True,
         ),
         Probe(
@@ -73,6 +106,12 @@ PROBES = {
             "https://saifmohammad.com/WebPages/Biases-SA.html",
             {"Equity-Evaluation-Corpus.csv": "d90ff4e56e46475c12d0bb89c2f7bb3e3d23ef36d0fb64e1fb371157c80a45c3"},
             skippable=False,
+            downloads={
+                "Equity-Evaluation-Corpus.csv": Download(
+                    "https://saifmohammad.com/WebDocs/EEC/Equity-Evaluation-Corpus.zip",
+                    member="Equity-Evaluation-Corpus/Equity-Evaluation-Corpus.csv",
+                )
+            },
         ),
     )
 }
@@ -105,8 +144,8 @@ def problem(probe: Probe) -> Optional[str]:
         path = root / file_name
         if not path.is_file():
             return (
-                f"probe '{probe.name}' is not installed: get {file_name} from {probe.source}, then run "
-                f"`fmtool data install {probe.name} PATH`"
+                f"probe '{probe.name}' is not installed: run `fmtool data download {probe.name}` (or get {file_name} "
+                f"from {probe.source} and run `fmtool data install {probe.name} PATH`)"
             )
         if sha256(path) != expected:
             return f"probe '{probe.name}': {path} does not match the published file (sha256 {expected[:12]}...)"
@@ -145,6 +184,82 @@ def install(name: str, source: Path) -> Path:
     partial.mkdir(parents=True)
     for file_name, path in files.items():
         shutil.copyfile(path, partial / file_name)
+    _publish(partial, target)
+    return probe.location()
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Swap the verified folder in, so the data home holds the old probe or the new one, never half of one."""
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
+
+
+def download(name: str, *, mirror: Optional[str] = None, progress=None, timeout: float = 60.0) -> Path:
+    """Fetch a probe's files from their published locations (or `mirror`), check each one's sha256, and install the
+    probe when all of them match; `progress` (start/advance/stop, as trainer.loop.Progress) shows the bytes."""
+    probe = get(name)
+    mirror = mirror or os.environ.get(MIRROR_VARIABLE) or None
+    target = data_home() / "probes" / name
+    partial = target.with_name(f"{name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        for file_name, expected in probe.sha256.items():
+            source = probe.downloads[file_name]
+            url = f"{mirror.rstrip('/')}/{name}/{file_name}" if mirror else source.url
+            fetched = partial / f"{file_name}.download"
+            _fetch(name, url, fetched, progress, timeout)
+            if source.member is not None and not mirror:
+                _extract(name, url, fetched, source.member, partial / file_name)
+            else:
+                os.replace(fetched, partial / file_name)
+            actual = sha256(partial / file_name)
+            if actual != expected:
+                raise FmtoolError(_MISMATCH.format(name=name, url=url, actual=actual, expected=expected))
+        _publish(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return probe.location()
+
+
+def _fetch(name: str, url: str, path: Path, progress, timeout: float) -> None:
+    """`url` into `path`, refusing a transfer shorter than its Content-Length."""
+    from importlib.metadata import version
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    # some publishers refuse Python's default user agent
+    request = Request(url, headers={"User-Agent": f"fmtool/{version('fmtool')}"})
+    received, total = 0, None
+    try:
+        with urlopen(request, timeout=timeout) as response, open(path, "wb") as handle:
+            total = int(response.headers["Content-Length"]) if response.headers.get("Content-Length") else None
+            if progress is not None:
+                progress.start(f"{name}: {path.name.removesuffix('.download')}", total)
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                handle.write(chunk)
+                received += len(chunk)
+                if progress is not None:
+                    progress.advance(len(chunk))
+    except HTTPError as error:
+        raise FmtoolError(_UNREACHABLE.format(name=name, url=url, reason=f"HTTP {error.code}")) from None
+    except (URLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise FmtoolError(_UNREACHABLE.format(name=name, url=url, reason=reason)) from None
+    finally:
+        if progress is not None:
+            progress.stop()
+    if total is not None and received < total:
+        reason = f"the transfer stopped after {received} of {total} bytes"
+        raise FmtoolError(_UNREACHABLE.format(name=name, url=url, reason=reason))
+
+
+def _extract(name: str, url: str, archive: Path, member: str, path: Path) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as folder, folder.open(member) as source, open(path, "wb") as handle:
+            shutil.copyfileobj(source, handle)
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise FmtoolError(f"data download {name}: {url} is not the published archive ({one_line(error)})") from None
+    archive.unlink()

@@ -29,8 +29,7 @@ _NOT_OBJECT = "{0}:{1}: expected a JSON object per line, found {2}"
 
 
 def resolve_file(cfg: DatasetConfig, key: str) -> Path:
-    name = getattr(cfg, key)
-    path = Path(name) if cfg.data_dir is None else Path(cfg.data_dir) / name
+    path = cfg.file_path(key)
     if not path.is_file():
         raise FmtoolError(_FILE_MISSING.format(path, key))
     return path
@@ -207,8 +206,8 @@ def _hf_rows(cfg: DatasetConfig, file_key: str, from_disk: bool) -> tuple[str, d
         loaded = datasets.load_dataset(cfg.hf_path, cfg.hf_name)
     if split not in loaded:
         raise FmtoolError(
-            f"{cfg.hf_path or cfg.data_dir}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits are: "
-            f"{', '.join(loaded)}"
+            f"{cfg.hf_path or cfg.data_dir}: split '{split}' (dataset.{SPLIT_KEYS[file_key]}) not found; splits "
+            f"are: {', '.join(loaded)}"
         )
     part = loaded[split]
     return split, part.features, list(part)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Optional
 
 from fmtool.config.schema import DatasetConfig
@@ -61,11 +60,7 @@ def non_empty(cfg: DatasetConfig, file_key: str, items: list, what: str = "examp
     if not items:
         key = SPLIT_KEYS[file_key] if not FORMATS.get(cfg.format.value).reads_files else file_key
         source = getattr(cfg, key)
-        where = (
-            source
-            if cfg.data_dir is None or not FORMATS.get(cfg.format.value).reads_files
-            else Path(cfg.data_dir) / source
-        )
+        where = cfg.file_path(key) if FORMATS.get(cfg.format.value).reads_files else source
         raise FmtoolError(f"dataset.{key}: {where} holds no {what}")
     return items
 

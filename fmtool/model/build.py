@@ -8,31 +8,40 @@ architecture from a config instead, which is how the tests get a tiny BERT witho
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     PreTrainedModel,
 )
 
-from fmtool.config.schema import ModelConfig, TaskName
+from fmtool.config.schema import ModelConfig
 from fmtool.errors import FmtoolError
 from fmtool.model import load
 from fmtool.model.load import LoadPolicy
 
 log = logging.getLogger(__name__)
 
-AUTO_MODELS = {
-    TaskName.ner: AutoModelForTokenClassification,
-    TaskName.classification: AutoModelForSequenceClassification,
-    TaskName.mlm: AutoModelForMaskedLM,
-}
-# a checkpoint whose architecture ends so was fine-tuned for the task: its label map is kept
-_HEAD_SUFFIX = {TaskName.ner: "ForTokenClassification", TaskName.classification: "ForSequenceClassification"}
+
+@dataclass(frozen=True)
+class Head:
+    """What a task puts on the backbone: the transformers Auto class that builds the model, and the suffix of the
+    architecture name of a checkpoint fine-tuned with such a head (None: a language-model head, without labels)."""
+
+    auto_model: type
+    suffix: Optional[str] = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.suffix is not None
+
+    def trained_in(self, architectures: Sequence[str]) -> bool:
+        return self.labelled and any(name.endswith(self.suffix) for name in architectures)
+
+
 _DROPOUT_KEYS = (
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
@@ -104,12 +113,12 @@ def _load_config(cfg: ModelConfig):
     return load.load_config(cfg.name, training_policy(cfg), revision=cfg.revision)
 
 
-def inherited_labels(cfg: ModelConfig, task: TaskName) -> list[str]:
-    """The label list of a model already fine-tuned for `task` (such as a previous run's model/), else []."""
-    if cfg.name is None or cfg.random_init or task not in _HEAD_SUFFIX:
+def inherited_labels(cfg: ModelConfig, head: Head) -> list[str]:
+    """The label list of a model already fine-tuned with `head` (such as a previous run's model/), else []."""
+    if cfg.name is None or cfg.random_init or not head.labelled:
         return []
     config = _load_config(cfg)
-    if not any(name.endswith(_HEAD_SUFFIX[task]) for name in config.architectures or []):
+    if not head.trained_in(config.architectures or []):
         return []
     return [config.id2label[i] for i in range(config.num_labels)]
 
@@ -117,13 +126,12 @@ def inherited_labels(cfg: ModelConfig, task: TaskName) -> list[str]:
 def _extend_head(model: PreTrainedModel, labels: Sequence[str]) -> None:
     """Grow the output layer to len(labels) rows: the known labels keep their trained rows."""
     known = model.config.num_labels
-    for name, module in reversed(list(model.named_modules())):
-        if isinstance(module, torch.nn.Linear) and module.out_features == known:
-            break
-    else:
+    outputs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == known]
+    if not outputs:
         raise FmtoolError(
             f"model.name: cannot find the {known}-label output layer of {type(model).__name__} to add labels to"
         )
+    name, module = outputs[-1]  # the last such layer is the head
     grown = torch.nn.Linear(module.in_features, len(labels), bias=module.bias is not None)
     model._init_weights(grown)
     with torch.no_grad():
@@ -147,14 +155,14 @@ def _overrides(cfg: ModelConfig, config) -> dict:
 
 def build_model(
     cfg: ModelConfig,
-    task: TaskName,
+    head: Head,
     labels: Sequence[str],
     *,
     vocab_size: Optional[int] = None,
     inherited: Sequence[str] = (),
     max_length: Optional[int] = None,
 ) -> PreTrainedModel:
-    """A model for `task` whose head outputs `labels` (none for mlm); the label maps go into its config.
+    """A model with `head` that outputs `labels` (none for a language model); the label maps go into its config.
 
     With `inherited` (the labels of a checkpoint fine-tuned for the same task, a prefix of `labels`)
     the trained head is kept and only the new labels get fresh rows; otherwise the head is new.
@@ -163,9 +171,9 @@ def build_model(
     label_maps = {
         "num_labels": len(head_labels),
         "id2label": dict(enumerate(head_labels)),
-        "label2id": {l: i for i, l in enumerate(head_labels)},
+        "label2id": {label: i for i, label in enumerate(head_labels)},
     }
-    auto_model = AUTO_MODELS[task]
+    auto_model = head.auto_model
     source = cfg.name
     config = _load_config(cfg)
     # a hub model's config is only known here; local ones were checked with the rest of the config
@@ -175,7 +183,7 @@ def build_model(
             f"trainer.max_length={max_length} is longer than the model's {positions} position embeddings "
             f"({source or cfg.model_type})"
         )
-    for key, value in {**_overrides(cfg, config), **(label_maps if task != TaskName.mlm else {})}.items():
+    for key, value in {**_overrides(cfg, config), **(label_maps if head.labelled else {})}.items():
         setattr(config, key, value)
     if cfg.random_init or source is None:
         if vocab_size is not None:
@@ -194,22 +202,25 @@ def build_model(
     return model
 
 
-def check_trained_head(model: PreTrainedModel, loading_info: dict, task: TaskName, source) -> None:
-    """Refuse a model whose weights for `task` were made up at load: transformers initialises missing weights at
-    random (a masked LM loaded as a classifier gets a random head), and an audit of those audits noise."""
+def check_trained_head(
+    model: PreTrainedModel, loading_info: dict, task: str, heads: Mapping[str, Head], source
+) -> None:
+    """Refuse a model whose weights for `task` (one of `heads`, the known tasks' heads) were made up at load:
+    transformers initialises missing weights at random (a masked LM loaded as a classifier gets a random head), and
+    an audit of those audits noise."""
     architectures = list(model.config.architectures or [])
-    other = [t for t, suffix in _HEAD_SUFFIX.items() if t != task and any(a.endswith(suffix) for a in architectures)]
+    other = [name for name, head in heads.items() if name != task and head.trained_in(architectures)]
     if other:
         raise FmtoolError(
-            f"{source}: config.json's architecture {architectures[0]} is a {other[0].value} model, not {task.value}: "
-            f"use --task {other[0].value}"
+            f"{source}: config.json's architecture {architectures[0]} is a {other[0]} model, not {task}: "
+            f"use --task {other[0]}"
         )
     missing = loading_info.get("missing_keys") or []
-    if missing and task != TaskName.mlm:
+    if missing and heads[task].labelled:
         names = ", ".join(sorted(missing)[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         raise FmtoolError(
             f"{source}: the model has no trained weights for {names}: they would be initialised at random "
-            f"({', '.join(architectures) or 'unknown architecture'} is not a {task.value} model)"
+            f"({', '.join(architectures) or 'unknown architecture'} is not a {task} model)"
         )
 
 

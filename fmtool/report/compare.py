@@ -123,8 +123,8 @@ def one_task(runs: Sequence[RunSummary]) -> None:
     if len(tasks) > 1:
         kinds = "; ".join(f"{task}: {', '.join(names)}" for task, names in tasks.items())
         raise FmtoolError(
-            f"compare: the runs are of different tasks ({kinds}); their quality figures do not compare: compare each "
-            "task's runs apart"
+            f"compare: the runs are of different tasks ({kinds}); their quality figures do not compare: compare "
+            "each task's runs apart"
         )
 
 
@@ -224,8 +224,8 @@ class Regression:
 
 def gate(parent: RunSummary, child: RunSummary, *, metric_tolerance: float, check_tolerance: float) -> list[Regression]:
     """What the child does worse than the parent: a validation metric lower by more than metric_tolerance (higher
-    for loss and perplexity), an audit figure worse by more than check_tolerance in its check's direction, or a check that
-    passed for the parent and fails for the child."""
+    for loss and perplexity), an audit figure worse by more than check_tolerance in its check's direction, or a
+    check that passed for the parent and fails for the child."""
     found = []
     for name, before in parent.metrics.items():
         after = child.metrics.get(name)

@@ -10,14 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fmtool.audit.base import FAIL, INCONCLUSIVE
-
-_PIPELINE_TAGS = {"ner": "token-classification", "classification": "text-classification", "mlm": "fill-mask"}
-_USES = {
-    "ner": "tagging named entities in text like its training data (same language, domain and entity types)",
-    "classification": "labelling text like its training data with one of its labels",
-    "mlm": "a starting point for fine-tuning (fmtool train +task=ner model.name=RUN_DIR/model), and filling masked "
-    "words",
-}
+from fmtool.task import TASKS
 
 
 def _base(model: str) -> str:
@@ -68,7 +61,7 @@ def model_card(report: dict[str, Any], results: dict[str, Any], environment: dic
         [
             "---",
             "library_name: transformers",
-            f"pipeline_tag: {_PIPELINE_TAGS.get(task, task)}",
+            f"pipeline_tag: {TASKS.get(task).pipeline_tag}",
             f"base_model: {_base(run['model'])}",
             "tags:",
             "- fmtool",
@@ -83,14 +76,14 @@ def model_card(report: dict[str, Any], results: dict[str, Any], environment: dic
         "## Model details",
         "",
         f"- Base model: `{_base(run['model'])}`; task: {task}" + (f"; labels: {', '.join(labels)}" if labels else ""),
-        f"- Trained by fmtool {report['fmtool_version']} (git commit {environment.get('git_commit') or 'unknown'}), "
-        f"seed {environment.get('seed', 'unknown')}",
+        f"- Trained by fmtool {report['fmtool_version']} (git commit "
+        f"{environment.get('git_commit') or 'unknown'}), seed {environment.get('seed', 'unknown')}",
         f"- Overall audit status: **{report['status']}** (see Bias, risks and limitations)",
         "",
         "## Intended use",
         "",
-        f"For {_USES.get(task, task)}. Out of scope: decisions about people without human review, and text unlike the "
-        "training data (other languages, domains or label sets), where the evaluation below says nothing.",
+        f"For {TASKS.get(task).intended_use}. Out of scope: decisions about people without human review, and text "
+        "unlike the training data (other languages, domains or label sets), where the evaluation below says nothing.",
         "",
         "## Training data",
         "",

@@ -1,14 +1,17 @@
-"""The Task interface that NER and classification implement, and its registry."""
+"""The Task interface that each task plug-in (fmtool/task/<name>.py, configs/task/<name>.yaml) implements, and its
+registry. Everything that differs between tasks is asked of the task: audits, predict, eval and the report read its
+attributes and call its methods, and none of them tests its name."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from fmtool.config.schema import TrainerConfig
+from fmtool.config.schema import TrainConfig, TrainerConfig
 from fmtool.dataset.batching import Feature
 from fmtool.dataset.examples import Example
 from fmtool.inference import Runtime
+from fmtool.model.build import Head
 from fmtool.registry import Registry
 
 
@@ -24,6 +27,21 @@ class ExampleScore:
 class Task(Protocol):
     name: str
     metrics: tuple[str, ...]  # headline metrics, the choices for trainer.metric
+    head: Head  # the Auto class that builds its model; the architecture suffix of a checkpoint fine-tuned for it
+    labels_each_word: bool  # one label per word (NER) rather than one per text: audits edit and compare words
+    # trains a language model on raw documents: no label set, pre-training recipe, the language-model audits
+    language_model: bool
+    pipeline_tag: str  # the Hugging Face pipeline tag of its models (model card)
+    intended_use: str  # what its models are for (model card)
+
+    def config_problems(self, cfg: TrainConfig) -> list[str]:
+        """This task's own checks of a whole config, reported with every other problem (fmtool/configure.py)."""
+
+    def examples_from_texts(self, texts: Sequence[str], labels: Sequence[str]) -> list[Example]:
+        """Raw texts as the task's examples, with a placeholder gold label from the model's `labels`."""
+
+    def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """What `fmtool predict` returns for raw texts; `loaded` is the run (model, tokenizer, runtime, predictions)."""
 
     def encode(
         self, examples: Sequence[Example], tokenizer, label2id: dict[str, int] | None, trainer: TrainerConfig

@@ -11,11 +11,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from transformers import AutoModelForSequenceClassification
 
-from fmtool.config.schema import TrainerConfig
+from fmtool.config.schema import TrainConfig, TrainerConfig
 from fmtool.dataset.classification import TextFeature, encode_texts
 from fmtool.dataset.examples import TextExample
 from fmtool.inference import Runtime, run_model
+from fmtool.model.build import Head
 from fmtool.task.base import TASKS, ExampleScore
 
 
@@ -52,6 +54,21 @@ def _gold_nll(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list:
 class ClassificationTask:
     name = "classification"
     metrics = ("accuracy", "macro_f1")
+    head = Head(AutoModelForSequenceClassification, "ForSequenceClassification")
+    labels_each_word = False
+    language_model = False
+    pipeline_tag = "text-classification"
+    intended_use = "labelling text like its training data with one of its labels"
+
+    def config_problems(self, cfg: TrainConfig) -> list[str]:
+        return []
+
+    def examples_from_texts(self, texts: Sequence[str], labels: Sequence[str]) -> list[TextExample]:
+        return [TextExample(id=str(i), text=t, label=labels[0]) for i, t in enumerate(texts)]
+
+    def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
+        predictions = loaded.predictions(self.examples_from_texts(texts, loaded.labels))
+        return [{"text": t, "label": p.label, "probabilities": p.probabilities} for t, p in zip(texts, predictions)]
 
     def encode(self, examples, tokenizer, label2id, trainer: TrainerConfig) -> list[TextFeature]:
         return encode_texts(examples, tokenizer, label2id, max_length=trainer.max_length)

@@ -14,13 +14,21 @@ import math
 from typing import Any, Callable, Optional, Sequence
 
 import torch
+from transformers import AutoModelForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
+from fmtool.config.schema import TrainConfig
 from fmtool.dataset.batching import inference_batches
 from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.dataset.mlm import EVALUATION_EPOCH, BlockFeature, Masking
+from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
+from fmtool.model.build import Head
 from fmtool.task.base import TASKS
+
+LABELS_NOTHING = (
+    "a masked-LM run labels nothing: use fmtool predict RUN_DIR 'text with [MASK]' for fills, or fine-tune it"
+)
 
 
 def lm_head(model) -> Optional[torch.nn.Module]:
@@ -107,6 +115,22 @@ def fill_mask(model, tokenizer, texts: Sequence[str], runtime: Runtime, top_k: i
 class MaskedLmTask:
     name = "mlm"
     metrics = ("loss", "perplexity")
+    head = Head(AutoModelForMaskedLM)
+    labels_each_word = False
+    language_model = True
+    pipeline_tag = "fill-mask"
+    intended_use = (
+        "a starting point for fine-tuning (fmtool train +task=ner model.name=RUN_DIR/model), and filling masked words"
+    )
+
+    def config_problems(self, cfg: TrainConfig) -> list[str]:
+        return []
+
+    def examples_from_texts(self, texts: Sequence[str], labels: Sequence[str]) -> list:
+        raise FmtoolError(LABELS_NOTHING)
+
+    def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
+        return fill_mask(loaded.model, loaded.tokenizer, texts, loaded.runtime)
 
 
 TASKS.register("mlm")(MaskedLmTask())

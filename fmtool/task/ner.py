@@ -12,12 +12,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 from seqeval.metrics import accuracy_score, classification_report, f1_score
+from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2
+from transformers import AutoModelForTokenClassification
 
-from fmtool.config.schema import TrainerConfig
-from fmtool.dataset.examples import TokenExample
+from fmtool.config.schema import TrainConfig, TrainerConfig
+from fmtool.dataset.examples import TokenExample, split_words
 from fmtool.dataset.ner import TokenFeature, encode_ner
 from fmtool.inference import Runtime, run_model
+from fmtool.model.build import Head
 from fmtool.task.base import TASKS, ExampleScore
 
 
@@ -73,9 +76,54 @@ def _gold_nll(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list:
     return list(nll.masked_fill(labels.lt(0), 0.0).cpu().numpy())
 
 
+def entities_from_tags(
+    text: str, spans: Sequence[tuple[str, int, int]], tags: Sequence[str], scores: Sequence[float]
+) -> list[dict[str, Any]]:
+    """The entities of predicted IOB2 `tags` over the words at `spans`, with character offsets into `text` and the
+    mean score of their words."""
+    entities = []
+    for kind, first, last in get_entities(list(tags)):
+        start, end = spans[first][1], spans[last][2]
+        entities.append(
+            {
+                "type": kind,
+                "text": text[start:end],
+                "start": start,
+                "end": end,
+                "score": round(sum(scores[first : last + 1]) / (last - first + 1), 4),
+            }
+        )
+    return entities
+
+
 class NerTask:
     name = "ner"
     metrics = ("f1", "precision", "recall", "macro_f1", "strict_f1", "token_accuracy")
+    head = Head(AutoModelForTokenClassification, "ForTokenClassification")
+    labels_each_word = True
+    language_model = False
+    pipeline_tag = "token-classification"
+    intended_use = "tagging named entities in text like its training data (same language, domain and entity types)"
+
+    def config_problems(self, cfg: TrainConfig) -> list[str]:
+        trainer = cfg.trainer
+        if trainer.window_stride >= trainer.max_length // 2:
+            return [
+                f"trainer.window_stride={trainer.window_stride} must be below half of "
+                f"trainer.max_length={trainer.max_length}"
+            ]
+        return []
+
+    def examples_from_texts(self, texts: Sequence[str], labels: Sequence[str]) -> list[TokenExample]:
+        words = [[w for w, _, _ in split_words(t)] for t in texts]
+        return [TokenExample(id=str(i), tokens=w, tags=["O"] * len(w)) for i, w in enumerate(words)]
+
+    def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
+        predictions = loaded.predictions(self.examples_from_texts(texts, loaded.labels))
+        return [
+            {"text": t, "entities": entities_from_tags(t, split_words(t), p.tags, p.scores)}
+            for t, p in zip(texts, predictions)
+        ]
 
     def encode(self, examples, tokenizer, label2id, trainer: TrainerConfig) -> list[TokenFeature]:
         return encode_ner(

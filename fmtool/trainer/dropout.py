@@ -87,7 +87,8 @@ def sfc64_attention(
     dropout: float = 0.0,
     **kwargs,
 ):
-    """Scaled dot-product attention with SFC64 dropout on the probabilities; (B, L, heads, dim) out, as transformers expects.
+    """Scaled dot-product attention with SFC64 dropout on the probabilities; (B, L, heads, dim) out, as
+    transformers expects.
 
     Training uses the matmul-softmax-matmul composite: on CPU, torch's fused kernel falls back to it anyway
     once dropout is on, and its own backward in bf16 is slower than the composite's. Without gradients the

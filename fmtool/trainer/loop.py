@@ -281,8 +281,8 @@ def _check_finite(batch_loss: float, step: int, epoch: int, checkpoint: Optional
     if not math.isfinite(batch_loss):
         kept = f"; the last checkpoint ({checkpoint}) is from before it" if checkpoint is not None else ""
         raise TrainingStopped(
-            f"training stopped: the loss is {batch_loss} at update {step + 1} (epoch {epoch}); lower optimizer.lr or "
-            f"check the data{kept}"
+            f"training stopped: the loss is {batch_loss} at update {step + 1} (epoch {epoch}); lower optimizer.lr "
+            f"or check the data{kept}"
         )
 
 
@@ -306,7 +306,7 @@ def fit(
     scheduler_cfg: SchedulerConfig,
     runtime: Runtime,
     evaluate: Optional[Callable[[torch.nn.Module], dict[str, Any]]],
-    adversarial: AdversarialConfig = AdversarialConfig(),
+    adversarial: Optional[AdversarialConfig] = None,
     dist: Distributed = Distributed(),
     checkpoint_dir: Optional[Path] = None,
     resume: bool = False,
@@ -326,6 +326,7 @@ def fit(
         run.restore(checkpoint_dir)
     state, position = run.state, run.position
     checkpoints = checkpoint_dir if checkpoint_dir is not None and trainer.checkpoint_every_steps else None
+    adversarial = adversarial or AdversarialConfig()
     method = METHODS.get(adversarial.name.value)
     max_batch_tokens = batch_token_budget(trainer, runtime.device)
 

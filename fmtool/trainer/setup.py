@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from fmtool.config.schema import TrainConfig
+from fmtool.config.schema import Batching, TrainConfig
+from fmtool.dataset.batching import InMemoryBatches, collate
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.trainer.dropout import use_sfc64_dropout
-from fmtool.trainer.embedding import merge_seen_rows
+from fmtool.trainer.embedding import merge_seen_rows, train_seen_rows_only
 from fmtool.trainer.freeze import apply_freeze
 from fmtool.trainer.layer_norm import use_bf16_layer_norm, use_torch_layer_norm
-from fmtool.trainer.loop import TrainState
+from fmtool.trainer.loop import SilentProgress, TrainState, fit
 from fmtool.trainer.runtime import resolve_runtime
 
 log = logging.getLogger(__name__)
@@ -86,3 +87,42 @@ def training_figures(state: TrainState, cfg: TrainConfig, trainable: int, world_
         "processes": world_size,
         **({"privacy": state.privacy} if state.privacy else {}),
     }
+
+
+def fit_features(model, tokenizer, runtime: Runtime, features: Sequence, cfg: TrainConfig, *, evaluate, **loop: Any):
+    """Train `model` on encoded training features as cfg says (fit's other options in `loop`), then undo the
+    training-only module changes so the model is what saving and loading it gives."""
+    if cfg.trainer.dp.enabled:
+        from fmtool.trainer.private import fit_private
+
+        return fit_private(
+            model,
+            features,
+            collate=lambda batch: collate(batch, tokenizer.pad_token_id),
+            trainer=cfg.trainer,
+            optimizer_cfg=cfg.optimizer,
+            scheduler_cfg=cfg.scheduler,
+            runtime=runtime,
+            seed=cfg.seed,
+            evaluate=evaluate,
+            on_log=loop.get("on_log", lambda record: None),
+            progress=loop.get("progress", SilentProgress()),
+        )
+    if cfg.trainer.skip_unseen_embedding_rows:
+        train_seen_rows_only(model, {tokenizer.pad_token_id, *(i for f in features for i in f.input_ids)})
+    state = fit(
+        model,
+        InMemoryBatches(
+            features, cfg.trainer.batch_size, seed=cfg.seed, grouped=cfg.trainer.batching == Batching.length_grouped
+        ),
+        collate=lambda batch, epoch: collate(batch, tokenizer.pad_token_id),
+        trainer=cfg.trainer,
+        optimizer_cfg=cfg.optimizer,
+        scheduler_cfg=cfg.scheduler,
+        adversarial=cfg.adversarial,
+        runtime=runtime,
+        evaluate=evaluate,
+        **loop,
+    )
+    finish_training(model)
+    return state
