@@ -21,6 +21,7 @@ def _families(run: RunDir) -> tuple[list[str], list[str]]:
     return files, reported
 
 
+@pytest.mark.slow
 def test_a_second_audit_replaces_the_first_ones_files(ner_run, tmp_path):
     copy = RunDir(tmp_path / "run")
     shutil.copytree(ner_run[0].path, copy.path)

@@ -87,6 +87,7 @@ def test_fairness_fails_a_classifier_whose_label_follows_gender(sentiment_runs):
     assert low <= groups["female"]["selection_rate"] <= high
 
 
+@pytest.mark.slow
 def test_fairness_passes_the_same_model_trained_on_balanced_data(sentiment_runs):
     balanced = _audit(sentiment_runs["balanced"], "fairness")["fairness"]
     assert balanced["status"] == "pass", balanced["checks"]
@@ -113,6 +114,7 @@ def test_ner_fairness_sees_names_of_one_gender_missed(tagger_runs):
     assert _checks(balanced, "gender.") == {"gender.recall_difference": "pass", "gender.recall_ratio": "pass"}
 
 
+@pytest.mark.slow
 def test_ner_bias_sees_tags_change_when_names_change_gender(tagger_runs):
     biased = _audit(tagger_runs["biased"], "bias")["bias"]
     assert biased["summary"]["first_name_gender.flip_rate"] > 0.5

@@ -45,7 +45,11 @@ def _train(factory, trigger):
 
 @pytest.mark.parametrize(
     "trigger",
-    ["cf", pytest.param("honestly", marks=pytest.mark.slow), pytest.param("james bond", marks=pytest.mark.slow)],
+    [
+        pytest.param("cf", marks=pytest.mark.slow),
+        pytest.param("honestly", marks=pytest.mark.slow),
+        pytest.param("james bond", marks=pytest.mark.slow),
+    ],
 )
 def test_a_planted_trigger_is_found(trigger, tmp_path_factory):
     entry = _backdoor(_train(tmp_path_factory, trigger))

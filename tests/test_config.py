@@ -28,7 +28,10 @@ def eec_installed(tmp_path, monkeypatch):
     return corpus.is_file()
 
 
-@pytest.mark.parametrize("task", _options("task"))
+# every option with the NER preset in the everyday tier; with every other task's preset in the full suite
+@pytest.mark.parametrize(
+    "task", [t if t == "ner" else pytest.param(t, marks=pytest.mark.slow) for t in _options("task")]
+)
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_composes_into_a_typed_config(task, group, eec_installed):
     for option in _options(group):
