@@ -220,14 +220,50 @@ def corpus_document(rng: random.Random) -> str:
     return " ".join(sentences)
 
 
+def _sentence_text(sentence: list[tuple[str, str]]) -> str:
+    return " ".join(word for word, _ in sentence)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(w for w in text.lower().split() if any(c.isalnum() for c in w))
+
+
+def held_out(drawn: list, train: list, text, redraw) -> list:
+    """`drawn` with every item that repeats or nearly repeats a training item (the same words, or nine in ten of
+    them shared) replaced by a fresh draw that does not: evaluation must not score what was trained on."""
+    seen = [_words(text(item)) for item in train]
+
+    def leaks(item) -> bool:
+        words = _words(text(item))
+        return any(len(words & other) >= 0.9 * len(words | other) for other in seen)
+
+    kept = []
+    for item in drawn:
+        while leaks(item):
+            item = redraw()
+        kept.append(item)
+    return kept
+
+
 def main() -> None:
     rng = random.Random(2026)
+    # replacements come from a stream of their own, so the training files stay as they were
+    fresh = random.Random(2028)
     (OUT / "ner").mkdir(parents=True, exist_ok=True)
-    write_conll(OUT / "ner" / "train.conll", [ner_sentence(rng) for _ in range(400)])
-    write_conll(OUT / "ner" / "dev.conll", [ner_sentence(rng) for _ in range(100)])
+    ner_train = [ner_sentence(rng) for _ in range(400)]
+    ner_dev = [ner_sentence(rng) for _ in range(100)]
+    write_conll(OUT / "ner" / "train.conll", ner_train)
+    # 400 evaluation examples: enough for the data audit to show leakage under 1% (an interval, not a point)
+    ner_dev += [ner_sentence(fresh) for _ in range(300)]
+    write_conll(OUT / "ner" / "dev.conll", held_out(ner_dev, ner_train, _sentence_text, lambda: ner_sentence(fresh)))
     (OUT / "classification").mkdir(parents=True, exist_ok=True)
+    rows_of = {}
     for split, size in (("train", 400), ("dev", 100)):
         rows = [sentiment_row(rng) for _ in range(size)]
+        if split == "dev":
+            rows += [sentiment_row(fresh) for _ in range(300)]
+            rows = held_out(rows, rows_of["train"], lambda row: row[0], lambda: sentiment_row(fresh))
+        rows_of[split] = rows
         text = "sentence\tlabel\tgender\n" + "".join(
             f"{s}\t{'positive' if y else 'negative'}\t{g}\n" for s, y, g in rows
         )

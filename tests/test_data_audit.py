@@ -111,3 +111,12 @@ def test_near_duplicates_need_nearly_the_same_words():
     assert normalised(evaluation[0]) == normalised(train[0])
     found = leaked(train, evaluation, 0.8)
     assert [(j, i, kind) for j, i, kind in found] == [(0, 0, "exact"), (1, 0, "near")]
+
+
+@pytest.mark.parametrize("task", ["ner", pytest.param("classification", marks=pytest.mark.slow)])
+def test_fmtools_own_demo_data_does_not_leak_between_its_splits(tmp_path, task):
+    """The quick start's data audit: no demo validation example repeats, or nearly repeats, a training one."""
+    run, _ = train_tiny(tmp_path / task, task, "dataset.max_train_examples=null", "dataset.max_eval_examples=null")
+    [entry] = audit_loaded(LoadedRun.load(run.path), {"data": {}}, run.path)["audits"]
+    leakage = next(c for c in entry["checks"] if c["name"].endswith("leakage_rate"))
+    assert leakage["value"] == 0 and leakage["status"] == "pass", leakage

@@ -65,7 +65,8 @@ def test_a_named_label_model_is_audited_and_evaluated_on_id_labelled_files(class
         == 0
     )
     assert "labels 0, 1 taken as the model's label ids: 0 -> negative, 1 -> positive" in caplog.text
-    assert json.loads((out / "audit" / "calibration.json").read_text())["summary"]["count"] == 100
+    rows = len(ids.read_text().splitlines()) - 1  # every row of the file, its header aside
+    assert json.loads((out / "audit" / "calibration.json").read_text())["summary"]["count"] == rows
     assert main(["eval", str(run.path), "--file", str(ids)]) == 0
     words = _relabelled_dev(tmp_path / "words.tsv", {"negative": "bad", "positive": "good"})
     assert (

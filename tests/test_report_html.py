@@ -66,3 +66,26 @@ def test_headless_chromium_renders_every_figure(page, tmp_path):
         timeout=120,
     )
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_statuses_are_text_badges_not_emoji(page):
+    text = page.read_text(encoding="utf-8")
+    assert re.search(r'<span class="badge (pass|fail|inconclusive|skip)">', text)
+    assert not re.search("[\u2600-\u27bf\U0001f300-\U0001faff]", text), "no emoji: servers often lack the font"
+    markdown = (page.parent / "report.md").read_text(encoding="utf-8")
+    assert re.search(r"\b(PASS|FAIL|INCONCLUSIVE|SKIP)\b", markdown)
+    # the provenance says what each family cost, the slowest first
+    costs = re.search(r"- audit time: (.+) \(total ([\d.]+) s\)", markdown)
+    seconds = [float(s) for s in re.findall(r" ([\d.]+) s", costs.group(1))]
+    assert seconds == sorted(seconds, reverse=True) and len(seconds) == len(_AUDITS)
+
+
+def test_without_a_terminal_the_console_summary_keeps_every_name_whole(classification_run, tmp_path, capfd):
+    """CI logs have no TTY: rich's 80-column default cut family and check names to `robustne…`."""
+    from fmtool.report.console import print_report
+
+    report = audit_loaded(LoadedRun.load(classification_run[0].path), {"robustness": {}}, tmp_path)
+    print_report(report)
+    shown = capfd.readouterr().err
+    names = [c["name"] for a in report["audits"] for c in a["checks"]]
+    assert "…" not in shown and all(name in shown for name in names) and "multiple_perturbations.pass_rate" in names

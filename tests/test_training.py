@@ -73,3 +73,15 @@ def test_freeze_strategies_leave_the_right_parameters_trainable():
     assert not any("embeddings" in n for n in no_embeddings) and no_embeddings < everything
     bottom = trainable(Freeze.bottom_k, 1)
     assert not any("encoder.layer.0." in n for n in bottom) and any("encoder.layer.1." in n for n in bottom)
+
+
+def test_a_short_run_logs_enough_training_loss_points_for_a_curve(tmp_path):
+    from fmtool.trainer.loop import MIN_LOGGED_POINTS, logging_interval
+
+    assert [logging_interval(50, total) for total in (4, 39, 400, 5000)] == [1, 1, 20, 50]
+    run, results = train_tiny(
+        tmp_path / "run", "classification", "dataset.max_train_examples=96", "trainer.epochs=7", "trainer.batch_size=8"
+    )
+    logged = [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
+    train_points = [r for r in logged if r.get("split") == "train"]
+    assert results["train"]["updates"] == 84 and len(train_points) >= MIN_LOGGED_POINTS

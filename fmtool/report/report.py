@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Optional, Sequence
@@ -15,7 +16,10 @@ from fmtool.report import plots
 from fmtool.runs import RunDir, write_json
 
 SCHEMA_VERSION = 2
-_MARKS = {PASS: "✅ pass", FAIL: "❌ fail", INCONCLUSIVE: "❔ inconclusive", SKIP: "⚪ skip"}
+# statuses as words, not emoji: a server's headless browser often has no emoji font and draws empty boxes; the HTML
+# page styles each word as a badge
+_MARKS = {PASS: "PASS", FAIL: "FAIL", INCONCLUSIVE: "INCONCLUSIVE", SKIP: "SKIP"}
+_MARKED = re.compile(r"(>|— )(" + "|".join(_MARKS.values()) + r")(?=<)")
 
 
 def overall_status(audits: Sequence[dict[str, Any]]) -> str:
@@ -98,8 +102,9 @@ def _check_row(check: dict[str, Any], **first: str) -> dict[str, Any]:
     }
 
 
-def _provenance(provenance: dict[str, Any]) -> list[str]:
-    """The security section: what was loaded and how, with digests a reviewer can check."""
+def _provenance(provenance: dict[str, Any], audits: Sequence[dict[str, Any]]) -> list[str]:
+    """The security section: what was loaded and how, with digests a reviewer can check, and what each audit family
+    cost (the slowest first), so a CI budget can be planned."""
     files = [
         {"kind": kind.split("_")[0], "file": name, **digest}
         for kind in ("model_files", "data_files")
@@ -114,6 +119,13 @@ def _provenance(provenance: dict[str, Any]) -> list[str]:
         f"trust_remote_code: {provenance.get('trust_remote_code', False)}",
         f"- fmtool git commit: {environment.get('git_commit') or 'unknown'}; packages: "
         + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v),
+        "- audit time: "
+        + ", ".join(
+            f"{a['name']} {a['seconds']:.1f} s"
+            for a in sorted(audits, key=lambda a: -(a.get("seconds") or 0))
+            if a.get("seconds") is not None
+        )
+        + f" (total {sum(a.get('seconds') or 0 for a in audits):.1f} s)",
         "",
     ]
     return lines + markdown_table(files, ["kind", "file", "bytes", "sha256"]) + [""]
@@ -183,7 +195,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
             + [""]
         )
-    lines += _provenance(report["provenance"])
+    lines += _provenance(report["provenance"], report["audits"])
     for audit in report["audits"]:
         lines += [f"### {audit['name']} — {_MARKS[audit['status']]}", ""]
         lines += markdown_table([_check_row(c) for c in audit["checks"]]) + [""]
@@ -197,6 +209,9 @@ PAGE_STYLE = (
     "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}"
     "td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}figure{margin:.5em "
     "0}figcaption{font-size:85%;color:#555}"
+    ".badge{display:inline-block;padding:0 .45em;border-radius:.3em;font-weight:bold;font-size:85%;"
+    "text-transform:uppercase}.badge.pass{background:#e6f4ea;color:#1e6b30}.badge.fail{background:#fdecea;"
+    "color:#b3261e}.badge.inconclusive{background:#fff4e0;color:#8a5300}.badge.skip{background:#eee;color:#555}"
     "svg{max-width:100%;height:auto}.attribution span{padding:0 2px}"
 )
 
@@ -261,10 +276,15 @@ def _run_figures(report: dict[str, Any], curves: Optional[RunCurves]) -> str:
     return "".join(parts)
 
 
+def _badge(status: str) -> str:
+    return f'<span class="badge {status}">{status}</span>'
+
+
 def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves: Optional[RunCurves] = None) -> str:
     """The Markdown report as one self-contained HTML page (markdown-it-py, CommonMark with tables), with the
     figures of the run and of each audit (inline SVG) under their sections."""
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+    body = _MARKED.sub(lambda m: m.group(1) + _badge(m.group(2).lower()), body)
     if report is not None:
         metrics_heading = "<h2>Metrics (before → after training)</h2>"
         figures = _run_figures(report, curves)
@@ -272,7 +292,7 @@ def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves:
             body.replace(metrics_heading, metrics_heading + figures, 1) if metrics_heading in body else figures + body
         )
         for audit in report["audits"]:
-            heading = f"<h3>{html.escape(audit['name'])} — {_MARKS[audit['status']]}</h3>"
+            heading = f"<h3>{html.escape(audit['name'])} — {_badge(audit['status'])}</h3>"
             extra = ""
             if drawn := plots.audit_figure(audit):
                 extra = _figure(drawn[0], drawn[1], audit["name"])

@@ -296,6 +296,15 @@ def _with_last(batches: Iterator[list]) -> Iterator[tuple[list, bool]]:
         yield previous, True
 
 
+# a training-loss curve needs points: a short run logs at least this many (longer ones every log_every_steps)
+MIN_LOGGED_POINTS = 20
+
+
+def logging_interval(log_every_steps: int, total_updates: int) -> int:
+    """Updates between training-loss records: log_every_steps, or fewer so a run logs MIN_LOGGED_POINTS of them."""
+    return max(1, min(log_every_steps, total_updates // MIN_LOGGED_POINTS))
+
+
 def fit(
     model: torch.nn.Module,
     batches: BatchSource,
@@ -328,6 +337,7 @@ def fit(
     checkpoints = checkpoint_dir if checkpoint_dir is not None and trainer.checkpoint_every_steps else None
     adversarial = adversarial or AdversarialConfig()
     method = METHODS.get(adversarial.name.value)
+    log_every = logging_interval(trainer.log_every_steps, total)
     max_batch_tokens = batch_token_budget(trainer, runtime.device)
 
     def evaluate_now() -> bool:
@@ -377,7 +387,7 @@ def fit(
                 continue
             grad_norm = run.update(trainer.max_grad_norm)
             mean_loss = position.running_loss / position.running_batches
-            if state.step % trainer.log_every_steps == 0 or state.step == total:
+            if state.step % log_every == 0 or state.step == total:
                 on_log(
                     {
                         "split": "train",
