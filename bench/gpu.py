@@ -1,4 +1,5 @@
-"""Training throughput and model FLOP utilisation on one GPU: the default model and a BERT-base-sized model.
+"""Training throughput and model FLOP utilisation on one GPU: the default model, a BERT-base-sized model, and a
+0.5B-class decoder (Qwen2-0.5B's shape) fine-tuned with LoRA as a causal LM.
 
     bash bench/gpu.sh RESULTS_DIR                       # on a machine with one H100/H200-class GPU, < 10 minutes
     python -m bench.gpu --out RESULTS_DIR --device cpu --quick    # checks the script itself on a CPU
@@ -8,7 +9,9 @@ eager / torch.compile: fixed-shape batches of --seq-len tokens, bf16 autocast, f
 training step; warm-up steps (and compilation) are excluded from the timing. Model FLOPs per token follow
 the PaLM appendix: 6 * (non-embedding parameters) + 12 * layers * hidden * sequence length (attention),
 so MFU = tokens/s * FLOPs per token / peak bf16 FLOP/s of the device (--peak-tflops, default H100/H200
-SXM dense bf16: 989). Writes results.md and results.json into --out and prints the table.
+SXM dense bf16: 989). With LoRA the frozen weights get no weight gradient: 4 FLOPs per frozen parameter and
+token instead of 6 (forward, and backward through the activations), 6 for the adapters. Writes results.md and
+results.json into --out and prints the table.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoConfig, AutoModelForTokenClassification
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
 from fmtool.config.schema import OptimizerConfig
 from fmtool.optimizer import build_optimizer
@@ -30,16 +33,40 @@ MODELS = {
     # all-MiniLM-L6-v2's architecture
     "minilm-l6 (22.7M)": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
     "bert-base (110M)": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    # Qwen2-0.5B's shape, random init (no download), LoRA r=16 on q_proj and v_proj through fmtool.trainer.lora
+    "qwen2-0.5b + LoRA (494M)": dict(
+        model_type="qwen2",
+        lora=True,
+        vocab_size=151936,
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        tie_word_embeddings=True,
+    ),
 }
 QUICK_MODELS = {
-    "tiny (cpu check)": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    "tiny (cpu check)": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
+    "tiny qwen2 + LoRA (cpu check)": dict(
+        model_type="qwen2",
+        lora=True,
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=128,
+    ),
 }
 
 
 def flops_per_token(model: torch.nn.Module, layers: int, hidden: int, seq_len: int) -> float:
-    embedding = sum(p.numel() for name, p in model.named_parameters() if "embeddings" in name)
-    dense = sum(p.numel() for p in model.parameters()) - embedding
-    return 6 * dense + 12 * layers * hidden * seq_len
+    embedding = model.get_input_embeddings().weight
+    dense = [p for p in model.parameters() if p is not embedding]
+    trainable = sum(p.numel() for p in dense if p.requires_grad)
+    frozen = sum(p.numel() for p in dense if not p.requires_grad)
+    return 6 * trainable + 4 * frozen + 12 * layers * hidden * seq_len
 
 
 def measure(
@@ -54,16 +81,29 @@ def measure(
     warmup: int,
     peak_tflops: float,
 ) -> dict:
-    config = AutoConfig.for_model("bert", vocab_size=30522, num_labels=9, **shape)
-    model = AutoModelForTokenClassification.from_config(config).to(device).train()
+    shape = dict(shape)
+    model_type, lora = shape.pop("model_type", "bert"), shape.pop("lora", False)
+    vocab_size = shape.pop("vocab_size", 30522)
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, num_labels=9, **shape)
+    if lora:
+        from fmtool.config.schema import LoraSettings
+        from fmtool.trainer.lora import with_lora
+
+        base = AutoModelForCausalLM.from_config(config)
+        model = with_lora(base, LoraSettings(r=16, alpha=32.0, dropout=0.0), "CAUSAL_LM").to(device).train()
+    else:
+        model = AutoModelForTokenClassification.from_config(config).to(device).train()
     optimizer = build_optimizer(model, OptimizerConfig(lr=5e-5))
     forward = torch.compile(model) if compiled else model
     generator = torch.Generator().manual_seed(0)
     batch = {
-        "input_ids": torch.randint(1000, 30000, (batch_size, seq_len), generator=generator).to(device),
+        "input_ids": torch.randint(10, min(30000, vocab_size), (batch_size, seq_len), generator=generator).to(device),
         "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device),
-        "labels": torch.randint(0, 9, (batch_size, seq_len), generator=generator).to(device),
     }
+    # a causal LM predicts its own next tokens; a tagger one of 9 tags per token
+    batch["labels"] = (
+        batch["input_ids"] if lora else torch.randint(0, 9, (batch_size, seq_len), generator=generator).to(device)
+    )
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -88,6 +128,7 @@ def measure(
     return {
         "model": name,
         "compiled": compiled,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "batch_size": batch_size,
         "seq_len": seq_len,
         "steps": steps,

@@ -65,14 +65,15 @@ def _no_model(*args: Any, **kwargs: Any) -> Any:
     raise FmtoolError("this audit needs a fine-tuned model with labels, not a language model")
 
 
-def masked_lm_context(model_dir: Path, task: Task, policy: LoadPolicy = LoadPolicy()) -> AuditContext:
-    """For audits of a plain masked-LM directory (fmtool audit DIR --task mlm); no model when it has no trained head."""
+def language_model_context(model_dir: Path, task: Task, policy: LoadPolicy = LoadPolicy()) -> AuditContext:
+    """For audits of a plain language-model directory (fmtool audit DIR --task mlm|clm); no model when it has no
+    trained language-model head."""
     from fmtool.config.schema import TrainerConfig
-    from fmtool.model.build import load_masked_lm
+    from fmtool.model.build import load_language_model
     from fmtool.trainer.runtime import resolve_runtime
 
     runtime = resolve_runtime(TrainerConfig())
-    loaded = load_masked_lm(model_dir, policy, runtime.device)
+    loaded = load_language_model(model_dir, task.head, policy, runtime.device)
     model, tokenizer = loaded if loaded else (None, None)
     return AuditContext(
         task=task,

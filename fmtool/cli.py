@@ -256,6 +256,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", type=Path)
     predict.add_argument("texts", nargs="*", help="texts to label; none: read --file, or stdin")
     predict.add_argument("--file", default=None, help="one text per line; '-' for stdin")
+    # a causal-LM run continues each text; defaults: the run's task.max_new_tokens, task.temperature, task.top_p
+    predict.add_argument("--max-new-tokens", type=int, default=None, help="clm: tokens to add (task.max_new_tokens)")
+    predict.add_argument("--temperature", type=float, default=None, help="clm: 0 is greedy (task.temperature)")
+    predict.add_argument("--top-p", type=float, default=None, help="clm: nucleus sampling's share (task.top_p)")
     predict.add_argument("--output", type=Path, default=None, help="write JSONL here instead of stdout")
     predict.add_argument("--batch-size", type=_positive_int, default=None)
     _add_load_policy(predict)

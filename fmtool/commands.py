@@ -68,7 +68,7 @@ def eval_command(args: argparse.Namespace) -> int:
         args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision
     )
     if loaded.task.language_model:
-        return _eval_masked_lm(loaded, args)
+        return _eval_language_model(loaded, args)
     if args.file is not None:
         fmt = _file_format(args.format, args.file, loaded.cfg.dataset.format.value)
         examples = _examples_in(args.file, fmt, loaded.cfg.dataset, "eval")
@@ -87,15 +87,15 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
-    """Held-out masked-LM loss and perplexity on the run's validation documents or a text file (one per line)."""
+def _eval_language_model(loaded, args: argparse.Namespace) -> int:
+    """Held-out loss and perplexity (the task's objective) on the run's validation documents or a text file (one
+    document per line)."""
     from fmtool.config.schema import DataFormat, DatasetConfig
     from fmtool.dataset.formats import iter_documents
-    from fmtool.dataset.mlm import Masking, pack_blocks
+    from fmtool.dataset.mlm import pack_blocks
     from fmtool.report.console import print_metrics
     from fmtool.runs import write_json
     from fmtool.task.base import headline
-    from fmtool.task.mlm import held_out_loss
 
     path = args.file or loaded.run.documents_file(args.split or "validation")
     if not Path(path).is_file():
@@ -106,8 +106,9 @@ def _eval_masked_lm(loaded, args: argparse.Namespace) -> int:
     if not documents:
         raise FmtoolError(f"eval: {path} holds no text")
     tokenizer, cfg = loaded.tokenizer, loaded.cfg
-    blocks = list(pack_blocks(documents, tokenizer, cfg.trainer.max_length))
-    metrics = held_out_loss(loaded.model, blocks, Masking.for_run(cfg.task, cfg.seed, tokenizer), loaded.runtime)
+    objective = loaded.task.objective(cfg.task, cfg.seed, tokenizer)
+    blocks = list(pack_blocks(documents, tokenizer, cfg.trainer.max_length, objective.packing))
+    metrics = objective.held_out(loaded.model, blocks, loaded.runtime)
     name = Path(path).stem
     write_json(loaded.run.eval_file(name), {"source": str(path), "documents": len(documents), "metrics": metrics})
     print_metrics(f"{loaded.run.path} · {name} ({len(documents)} documents)", metrics)
@@ -155,8 +156,32 @@ def predict_command(args: argparse.Namespace) -> int:
     loaded = LoadedRun.load(
         args.run_dir, policy=load_policy(args), batch_size=args.batch_size, precision=args.precision
     )
-    _write_jsonl(loaded.predict_texts(texts), args.output)
+    _write_jsonl(_with_generation_flags(loaded, args).predict_texts(texts), args.output)
     return 0
+
+
+def _with_generation_flags(loaded, args: argparse.Namespace):
+    """The run with predict's --max-new-tokens, --temperature and --top-p in place of its task settings."""
+    from dataclasses import replace
+
+    from fmtool.config.schema import range_problems
+
+    given = {
+        key: value
+        for key, value in {
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+        }.items()
+        if value is not None
+    }
+    if not given:
+        return loaded
+    task = replace(loaded.cfg.task, **given)
+    problems = range_problems(task, "task.")
+    if problems:
+        raise FmtoolError(f"predict: {'; '.join(problems)}")
+    return replace(loaded, cfg=replace(loaded.cfg, task=task))
 
 
 def explain_command(args: argparse.Namespace) -> int:
@@ -234,7 +259,7 @@ def family_configs_checked(audit: dict) -> dict:
 def audit_command(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from fmtool.auditing import audit_loaded, audit_pipeline, masked_lm_context
+    from fmtool.auditing import audit_loaded, audit_pipeline, language_model_context
     from fmtool.predict import LoadedRun
     from fmtool.report.console import print_report
     from fmtool.runs import RunDir
@@ -267,7 +292,7 @@ def audit_command(args: argparse.Namespace) -> int:
             if not (args.path / "config.json").is_file():
                 raise FmtoolError(f"{args.path}: not a model directory (no config.json)")
             audit = family_configs_checked(audit_config({}, task.name, overrides or ["audit=[stereotype]"]))
-            report = audit_pipeline(masked_lm_context(args.path, task, load_policy(args)), audit, out)
+            report = audit_pipeline(language_model_context(args.path, task, load_policy(args)), audit, out)
         else:
             loaded = LoadedRun.from_model_dir(
                 args.path, args.task, policy=load_policy(args), batch_size=args.batch_size

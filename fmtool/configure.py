@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fmtool.audit import AUDITS, family_configs
 from fmtool.config.compose import config_dir, package_dir, to_typed
-from fmtool.config.schema import AdversarialName, DataFormat, Freeze, TrainConfig, range_problems
+from fmtool.config.schema import AdversarialName, DataFormat, Freeze, PeftMethod, TrainConfig, range_problems
 from fmtool.dataset import probes
 from fmtool.dataset.augment import CHOICES
 from fmtool.dataset.formats import FORMATS, reading_problem
@@ -160,8 +160,33 @@ def _privacy_problems(cfg: TrainConfig) -> list[str]:
     return problems
 
 
+def _peft_problems(cfg: TrainConfig) -> list[str]:
+    """LoRA trains adapters and the head: options that would train or freeze other weights are refused, by name."""
+    trainer = cfg.trainer
+    if trainer.peft != PeftMethod.lora:
+        return []
+    problems = []
+    if TASKS.get(cfg.task.name).peft_task_type is None:
+        problems.append(f"trainer.peft=lora: peft has no task type for task={cfg.task.name}")
+    if trainer.freeze != Freeze.none:
+        problems.append(
+            f"trainer.freeze={trainer.freeze.value} cannot be combined with trainer.peft=lora (LoRA freezes)"
+        )
+    if trainer.dp.enabled:
+        problems.append(
+            "trainer.dp.enabled=true cannot be combined with trainer.peft=lora yet: Opacus's per-example gradients of "
+            "peft's adapter layers are not verified here"
+        )
+    return problems
+
+
 def _task_problems(cfg: TrainConfig) -> list[str]:
     problems, pretraining = [], TASKS.get(cfg.task.name).language_model
+    problems += _peft_problems(cfg)
+    if cfg.model.bidirectional and pretraining:
+        problems.append(
+            f"model.bidirectional=true is for fine-tuning; a {cfg.task.name} language model reads left to right"
+        )
     canaries = cfg.task.canaries
     if canaries.repetitions:
         if not pretraining or cfg.dataset.streaming:

@@ -13,14 +13,15 @@ from fmtool.dataset.splits import Splits, check_labels_known, label_list, load_s
 from fmtool.errors import TrainingStopped, one_line
 from fmtool.inference import Runtime
 from fmtool.model import build_model, load_tokenizer
-from fmtool.model.build import inherited_labels
+from fmtool.model.build import inherited_labels, special_token_ids
 from fmtool.runs import COMPLETE, FAILED, INTERRUPTED, RunDir, environment
 from fmtool.task import TASKS, Task
 from fmtool.trainer import signals
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress
-from fmtool.trainer.setup import fit_features, prepare_model, set_seed, training_figures
+from fmtool.trainer.lora import adapter_of, merged
+from fmtool.trainer.setup import fit_features, prepare_model, set_seed, training_figures, with_adapters
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ def finetune_pipeline(
         vocab_size=len(tokenizer),
         inherited=[] if resume else inherited,
         max_length=cfg.trainer.max_length,
+        token_ids=special_token_ids(tokenizer),
     )
+    model = with_adapters(model, cfg, task.peft_task_type)
     runtime, trainable = prepare_model(model, cfg)
 
     run.save_environment(environment(cfg.seed, str(runtime.device)))
@@ -181,7 +184,9 @@ def finetune_pipeline(
         after[name], predictions = score(name)
         run.save_predictions(name, (task.record(e, p) for e, p in zip(examples, predictions)))
     if cfg.trainer.save_model:
-        run.save_model(model, tokenizer)
+        if adapter_of(model) is not None:
+            run.save_adapter(model)
+        run.save_model(merged(model), tokenizer)
     results = {
         "task": task.name,
         "model": cfg.model.name or f"random-init {cfg.model.model_type}",

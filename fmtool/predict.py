@@ -143,6 +143,9 @@ class LoadedRun:
             task.head.auto_model, model_dir, policy, key=str(model_dir), output_loading_info=True
         )
         check_trained_head(model, info, task.name, {name: TASKS.get(name).head for name in TASKS}, model_dir)
+        if model.config.pad_token_id is None:
+            # a decoder classifier from the hub may name no pad token; its tokenizer now has one (model/load.py)
+            model.config.pad_token_id = tokenizer.pad_token_id
         model = model.to(runtime.device)
         check_vocabulary(
             len(tokenizer),

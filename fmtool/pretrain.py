@@ -1,8 +1,9 @@
-"""The masked-LM pre-training recipe: corpus -> (tokenizer) -> model -> held-out loss -> fit -> run directory.
+"""The language-model pre-training recipe: corpus -> (tokenizer) -> model -> held-out loss -> fit -> run directory.
 
-From scratch (model.random_init=true, optionally with model.tokenizer_vocab_size to learn a vocabulary
-on the corpus) or continued, domain-adaptive pre-training of model.name. The saved model/ is a
-masked LM whose encoder a fine-tuning run loads with model.name=RUN_DIR/model.
+The task says what is trained (its objective: masked LM for task=mlm, causal LM for task=clm): how documents are
+packed into blocks, how a batch is made, the held-out loss. From scratch (model.random_init=true, optionally with
+model.tokenizer_vocab_size to learn a vocabulary on the corpus) or continued, domain-adaptive pre-training of
+model.name. The saved model/ is a language model that a fine-tuning run loads with model.name=RUN_DIR/model.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ from fmtool.config.schema import TrainConfig
 from fmtool.dataset.batching import InMemoryBatches
 from fmtool.dataset.canaries import make_canaries, with_canaries
 from fmtool.dataset.formats import iter_documents
-from fmtool.dataset.mlm import Masking, StreamedBlocks, pack_blocks
+from fmtool.dataset.mlm import StreamedBlocks, pack_blocks
 from fmtool.dataset.splits import non_empty
 from fmtool.model import build_model, load, load_tokenizer
-from fmtool.model.build import train_tokenizer, training_policy
+from fmtool.model.build import special_token_ids, train_tokenizer, training_policy
 from fmtool.runs import RunDir, environment
 from fmtool.task import TASKS
-from fmtool.task.mlm import MaskedPositionsLM, held_out_loss
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress, fit
-from fmtool.trainer.setup import finish_training, prepare_model, set_seed, training_figures
+from fmtool.trainer.lora import adapter_of, merged
+from fmtool.trainer.setup import finish_training, prepare_model, set_seed, training_figures, with_adapters
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,23 @@ def pretrain_pipeline(
     dist = from_env()
     data = cfg.dataset
     tokenizer = _tokenizer(cfg, run, resume)
-    head = TASKS.get(cfg.task.name).head
-    model = build_model(cfg.model, head, [], vocab_size=len(tokenizer), max_length=cfg.trainer.max_length)
+    task = TASKS.get(cfg.task.name)
+    model = build_model(
+        cfg.model,
+        task.head,
+        [],
+        vocab_size=len(tokenizer),
+        max_length=cfg.trainer.max_length,
+        token_ids=special_token_ids(tokenizer),
+    )
+    model = with_adapters(model, cfg, task.peft_task_type)
     runtime, trainable = prepare_model(model, cfg)
-    masking = Masking.for_run(cfg.task, cfg.seed, tokenizer)
+    objective = task.objective(cfg.task, cfg.seed, tokenizer)
 
     validation_documents = non_empty(
         data, "validation_file", list(_documents(cfg, "validation_file", data.max_eval_examples)), "text"
     )
-    validation = list(pack_blocks(validation_documents, tokenizer, cfg.trainer.max_length))
+    validation = list(pack_blocks(validation_documents, tokenizer, cfg.trainer.max_length, objective.packing))
     if data.streaming:
         non_empty(data, "train_file", list(_documents(cfg, "train_file", 1)), "text")
         batches = StreamedBlocks(
@@ -82,6 +91,7 @@ def pretrain_pipeline(
             batch_size=cfg.trainer.batch_size,
             seed=cfg.seed,
             buffer_size=data.shuffle_buffer,
+            packing=objective.packing,
         )
         corpus = {"train": {"source": data.train_file or data.hf_path, "streamed": True}}
     else:
@@ -92,7 +102,7 @@ def pretrain_pipeline(
             canaries = make_canaries(cfg.task.canaries, cfg.seed)
             train_documents = with_canaries(train_documents, canaries, cfg.seed)
             log.info("canaries=<%s> planted for the canary audit", ", ".join(f"x{c.repetitions}" for c in canaries))
-        train_blocks = list(pack_blocks(train_documents, tokenizer, cfg.trainer.max_length))
+        train_blocks = list(pack_blocks(train_documents, tokenizer, cfg.trainer.max_length, objective.packing))
         batches = InMemoryBatches(train_blocks, cfg.trainer.batch_size, seed=cfg.seed, grouped=False)
         corpus = {
             "train": {
@@ -117,7 +127,7 @@ def pretrain_pipeline(
     def evaluate(*_trained) -> dict[str, Any]:
         """Held-out loss of `model` (fit passes its wrapper, which shares the weights)."""
         progress.start("evaluate validation", len(validation))
-        metrics = held_out_loss(model, validation, masking, runtime, progress.advance)
+        metrics = objective.held_out(model, validation, runtime, progress.advance)
         progress.stop()
         return metrics
 
@@ -128,9 +138,9 @@ def pretrain_pipeline(
         before = {"validation": evaluate()}
         run.save_results({"task": cfg.task.name, "before": before})
     state = fit(
-        MaskedPositionsLM(model),
+        objective.trained(model),
         batches,
-        collate=masking.collate,
+        collate=objective.collate,
         trainer=cfg.trainer,
         optimizer_cfg=cfg.optimizer,
         scheduler_cfg=cfg.scheduler,
@@ -146,7 +156,9 @@ def pretrain_pipeline(
     finish_training(model)
     after = {"validation": evaluate()}
     if cfg.trainer.save_model:
-        run.save_model(model, tokenizer)
+        if adapter_of(model) is not None:
+            run.save_adapter(model)
+        run.save_model(merged(model), tokenizer)
     results = {
         "task": cfg.task.name,
         "model": cfg.model.name or f"random-init {cfg.model.model_type}",

@@ -7,6 +7,7 @@
       labels.json        the label list in model-output order
       data/<split>.jsonl the exact train / validation / test examples used
       model/             save_pretrained (safetensors) + tokenizer: AutoModelFor...from_pretrained works
+      adapter/           with trainer.peft=lora: the LoRA adapters and task head (peft); model/ has them merged
       metrics.jsonl      one line per training log step and per evaluation, flushed as written
       results.json       before/after metrics, training figures
       predictions/<split>.jsonl
@@ -160,6 +161,7 @@ class RunDir:
     env_file = property(lambda self: self.path / "env.json")
     labels_file = property(lambda self: self.path / "labels.json")
     model_dir = property(lambda self: self.path / "model")
+    adapter_dir = property(lambda self: self.path / "adapter")
     metrics_file = property(lambda self: self.path / "metrics.jsonl")
     results_file = property(lambda self: self.path / "results.json")
     audit_dir = property(lambda self: self.path / "audit")
@@ -250,6 +252,7 @@ class RunDir:
             self.data_dir,
             self.model_dir,
             self.partial_model_dir,
+            self.adapter_dir,
             self.metrics_file,
             self.results_file,
             self.predictions_dir,
@@ -391,6 +394,14 @@ class RunDir:
             also(record)
 
         return write
+
+    def save_adapter(self, model) -> None:
+        """A peft model's adapters (and trained head) into adapter/, written whole or not at all."""
+        partial = self.path / "adapter.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        shutil.rmtree(self.adapter_dir, ignore_errors=True)
+        os.replace(partial, self.adapter_dir)
 
     def save_model(self, model, tokenizer) -> None:
         """save_pretrained into model.partial/, then rename: a crash never leaves a half model/."""

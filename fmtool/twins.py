@@ -13,8 +13,10 @@ from fmtool.config.schema import TrainConfig
 from fmtool.configure import validate
 from fmtool.dataset.examples import Example
 from fmtool.model import build_model, load_tokenizer
+from fmtool.model.build import special_token_ids
 from fmtool.task import TASKS
-from fmtool.trainer.setup import fit_features, prepare_model, set_seed
+from fmtool.trainer.lora import merged
+from fmtool.trainer.setup import fit_features, prepare_model, set_seed, with_adapters
 
 
 def with_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
@@ -31,8 +33,16 @@ def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[E
     set_seed(cfg.seed)
     task = TASKS.get(cfg.task.name)
     tokenizer = load_tokenizer(cfg.model)
-    model = build_model(cfg.model, task.head, list(labels), vocab_size=len(tokenizer), inherited=[])
+    model = build_model(
+        cfg.model,
+        task.head,
+        list(labels),
+        vocab_size=len(tokenizer),
+        inherited=[],
+        token_ids=special_token_ids(tokenizer),
+    )
+    model = with_adapters(model, cfg, task.peft_task_type)
     runtime, _ = prepare_model(model, cfg)
     features = task.encode(list(examples), tokenizer, {label: i for i, label in enumerate(labels)}, cfg.trainer)
     fit_features(model, tokenizer, runtime, features, cfg, evaluate=None)
-    return model.eval()
+    return merged(model).eval()

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollato
 
 from fmtool.audit import family_configs
 from fmtool.audit.stereotype import winobias
-from fmtool.auditing import audit_pipeline, masked_lm_context
+from fmtool.auditing import audit_pipeline, language_model_context
 from fmtool.model import load_tokenizer
 from fmtool.task import TASKS
 from tests.conftest import fmtool_cli, tiny_config
@@ -149,14 +149,14 @@ def test_stereotype_audit_fails_a_biased_masked_lm_and_passes_a_balanced_one(mas
     # trained for seconds keep some noise in their pseudo-log-likelihoods
     audit["stereotype"].update(max_crows_pairs_score=90.0, max_winobias_score=90.0)
     family_configs(audit)
-    biased = audit_pipeline(masked_lm_context(masked_lms["biased"], TASKS.get("mlm")), audit, tmp_path / "biased")[
+    biased = audit_pipeline(language_model_context(masked_lms["biased"], TASKS.get("mlm")), audit, tmp_path / "biased")[
         "audits"
     ][0]
     assert biased["summary"]["crows_pairs.stereotype_score"] >= 95.0
     assert biased["summary"]["winobias.pairs"] == 120
     assert biased["status"] == "fail"
     balanced = audit_pipeline(
-        masked_lm_context(masked_lms["balanced"], TASKS.get("mlm")), audit, tmp_path / "balanced"
+        language_model_context(masked_lms["balanced"], TASKS.get("mlm")), audit, tmp_path / "balanced"
     )["audits"][0]
     assert balanced["summary"]["crows_pairs.stereotype_score"] < biased["summary"]["crows_pairs.stereotype_score"] - 15
     assert balanced["status"] == "pass", balanced["checks"]
@@ -192,7 +192,7 @@ def test_winobias_score_follows_a_planted_pronoun_preference(tmp_path):
 def test_a_model_without_masked_lm_head_is_skipped_with_the_reason(ner_run, tmp_path):
     run, _ = ner_run
     report = audit_pipeline(
-        masked_lm_context(run.model_dir, TASKS.get("mlm")), _probes(tmp_path / "probes"), tmp_path / "out"
+        language_model_context(run.model_dir, TASKS.get("mlm")), _probes(tmp_path / "probes"), tmp_path / "out"
     )
     assert report["audits"][0]["status"] == "skip"
     assert "no trained masked-LM head" in report["audits"][0]["warnings"][0]

@@ -42,8 +42,11 @@ def _logged(run: RunDir) -> list[dict]:
     return [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
-    overrides = [*SHORT, "trainer.checkpoint_every_steps=3"]
+@pytest.mark.parametrize(
+    "extra", [[], pytest.param(["model=tiny_gpt", "trainer.peft=lora"], marks=pytest.mark.slow)], ids=["full", "lora"]
+)
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, extra):
+    overrides = [*SHORT, "trainer.checkpoint_every_steps=3", *extra]
     straight, expected = train_tiny(tmp_path / "straight", "ner", *overrides)
     cfg = tiny_config("ner", *overrides)
     stopped = RunDir.create(tmp_path / "stopped", cfg)

@@ -1,8 +1,9 @@
-"""Canary exposure of a masked LM (privacy): how well did pre-training memorise secrets it saw r times?
+"""Canary exposure of a language model (privacy): how well did pre-training memorise secrets it saw r times?
 
 For each canary the run planted (task.canaries, fmtool/dataset/canaries.py), the true secret and `candidates`
-other secrets of the same format are scored by the model's pseudo-log-likelihood of the secret's words in the
-canary's sentence (each masked in turn). Exposure = log2(number scored) - log2(rank of the true secret)
+other secrets of the same format are scored in the canary's sentence as the task scores text: a masked LM by the
+pseudo-log-likelihood of the secret's tokens (each masked in turn), a causal LM by their exact log-likelihood given
+the words before them, the paper's log-perplexity. Exposure = log2(number scored) - log2(rank of the true secret)
 (Carlini et al. 2019, "The Secret Sharer"): about 1 bit for a secret the model knows nothing about, and
 log2(number scored) for one it ranks first. Reported per repetition count; the check fails when a canary's
 exposure exceeds `max_exposure` bits (a rank that random chance reaches with probability 2^-max_exposure).
@@ -76,43 +77,6 @@ def same_layout(rng: random.Random, secret: str, tokenizer, wanted: int, attempt
 
 
 @torch.inference_mode()
-def secret_log_likelihoods(model, tokenizer, template: str, secrets: Sequence[str], batch_size: int) -> list[float]:
-    """For each secret: sum over its tokens of log P(token | the filled template with that token masked)."""
-    rows, owners, positions, targets = [], [], [], []
-    # after [CLS] and the template's words before the secret
-    start = 1 + len(tokenizer(template.split("{secret}")[0].strip(), add_special_tokens=False)["input_ids"])
-    for index, secret in enumerate(secrets):
-        ids = tokenizer(template.format(secret=secret))["input_ids"]
-        secret_ids = tokenizer(secret, add_special_tokens=False)["input_ids"]
-        for offset in range(len(secret_ids)):
-            masked = list(ids)
-            masked[start + offset] = tokenizer.mask_token_id
-            rows.append(masked)
-            owners.append(index)
-            positions.append(start + offset)
-            targets.append(ids[start + offset])
-    totals = [0.0] * len(secrets)
-    model.eval()
-    for first in range(0, len(rows), batch_size):
-        width = max(len(r) for r in rows[first : first + batch_size])
-        batch = torch.tensor(
-            [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows[first : first + batch_size]],
-            device=model.device,
-        )
-        mask = batch.ne(tokenizer.pad_token_id).long()
-        logits = model(input_ids=batch, attention_mask=mask).logits.float()
-        picked = (
-            torch.arange(len(batch), device=batch.device),
-            torch.tensor(positions[first : first + batch_size], device=batch.device),
-        )
-        log_p = logits[picked].log_softmax(-1)[
-            torch.arange(len(batch)), torch.tensor(targets[first : first + batch_size], device=batch.device)
-        ]
-        for owner, value in zip(owners[first : first + batch_size], log_p.tolist()):
-            totals[owner] += value
-    return totals
-
-
 def exposure(true_score: float, others: Sequence[float]) -> tuple[int, float]:
     """(rank of the true secret, 1 = most likely, ties counted against it; its exposure in bits)."""
     rank = 1 + sum(score >= true_score for score in others)
@@ -131,7 +95,7 @@ def run(ctx: AuditContext, cfg: CanaryAuditConfig) -> AuditResult:
     planted_any = planted is not None and bool(planted.repetitions)
     if ctx.model is None or not (planted_any or cfg.secrets):
         reason = (
-            "no trained masked-LM head"
+            "no trained language-model head"
             if ctx.model is None
             else "the run planted no canaries (task.canaries.repetitions) and audit.canary.secrets names no file"
         )
@@ -190,5 +154,5 @@ def _rank(
     ctx: AuditContext, template: str, secret: str, others: list[str], cfg: CanaryAuditConfig
 ) -> tuple[int, float, int]:
     """(rank, exposure in bits, number of secrets scored) of `secret` among `others` in `template`."""
-    scores = secret_log_likelihoods(ctx.model, ctx.tokenizer, template, [secret, *others], cfg.batch_size)
+    scores = ctx.task.filler_log_likelihoods(ctx.model, ctx.tokenizer, template, [secret, *others], cfg.batch_size)
     return (*exposure(scores[0], scores[1:]), len(scores))

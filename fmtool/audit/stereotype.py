@@ -214,6 +214,11 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
         return AuditResult(
             {}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"]
         )
+    if ctx.tokenizer.mask_token is None:
+        # CrowS-Pairs by sentence log-likelihood and WinoBias by pronoun preference for causal LMs are not built yet
+        return AuditResult(
+            {}, checks, warnings=[f"a {ctx.task.name} model has no mask token; these scores are masked-LM ones"]
+        )
     model, tokenizer = ctx.model.eval(), ctx.tokenizer
     summary, tables, checks, warnings = {}, {}, [], []
     # the probe sets are public data the project does not ship: absent ones skip their check, visibly

@@ -157,6 +157,10 @@ class TaskConfig:
     mask_probability: float = ranged(0.15, low=0, high=1, low_open=True, high_open=True)
     whole_word_masking: bool = False
     canaries: CanaryConfig = field(default_factory=CanaryConfig)
+    # causal-LM text continuation (fmtool predict on a task=clm run): greedy when temperature is 0
+    max_new_tokens: int = ranged(32, low=1)
+    temperature: float = ranged(0.0, low=0)
+    top_p: float = ranged(1.0, low=0, high=1, low_open=True)
 
 
 @dataclass
@@ -172,6 +176,8 @@ class ModelConfig:
     model_type: str = "bert"
     config_overrides: Dict[str, Any] = field(default_factory=dict)
     dropout: Optional[float] = ranged(None, low=0, high=1, high_open=True)
+    # decoders (GPT-2, Llama, Qwen2...) fine-tuned to tag words: attend to both sides, not only to the left
+    bidirectional: bool = False
     # task=mlm from scratch: train a new WordPiece vocabulary of this size on the training corpus
     tokenizer_vocab_size: Optional[int] = ranged(None, low=100)
 
@@ -260,6 +266,22 @@ class PrivacyConfig:
     accountant: Accountant = Accountant.prv
 
 
+class PeftMethod(Choice):
+    none = "none"
+    lora = "lora"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA's adapters (fmtool/trainer/lora.py, through peft)."""
+
+    r: int = ranged(8, low=1)
+    alpha: float = ranged(16.0, low=0, low_open=True)
+    dropout: float = ranged(0.05, low=0, high=1, high_open=True)
+    # null: peft's default for the family (GPT-2: c_attn; Llama, Qwen2, Mistral: q_proj and v_proj; BERT: query, value)
+    target_modules: Optional[List[str]] = None
+
+
 @dataclass
 class TrainerConfig:
     epochs: int = ranged(3, low=0)  # 0 only with max_steps
@@ -274,6 +296,9 @@ class TrainerConfig:
     label_all_tokens: bool = False
     freeze: Freeze = Freeze.none
     freeze_layers: int = ranged(0, low=0)
+    # parameter-efficient fine-tuning: lora trains low-rank adapters and the task head, the rest stays frozen
+    peft: PeftMethod = PeftMethod.none
+    lora: LoraSettings = field(default_factory=LoraSettings)
     eval_every_steps: Optional[int] = ranged(None, low=1)
     metric: str = MISSING
     greater_is_better: bool = True
@@ -289,6 +314,7 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     checkpoint_every_steps: Optional[int] = ranged(None, low=1)
     num_threads: Optional[int] = ranged(None, low=1)
+    # at most this many updates between training-loss records; a short run logs at least 20 (trainer/loop.py)
     log_every_steps: int = ranged(50, low=1)
     progress: bool = True
     save_model: bool = True

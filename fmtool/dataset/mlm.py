@@ -31,9 +31,32 @@ class BlockFeature:
     word_start: list[int]  # SPECIAL, CONTINUATION or WORD_START per token
 
 
-def pack_blocks(documents: Iterable[str], tokenizer, max_length: int) -> Iterator[BlockFeature]:
-    """Blocks of at most max_length tokens, in document order."""
-    width = max_length - 2
+@dataclass(frozen=True)
+class Packing:
+    """How documents are joined into blocks: the token after each document, and the tokens around each block."""
+
+    separator: int
+    prefix: tuple[int, ...] = ()
+    suffix: tuple[int, ...] = ()
+
+    @classmethod
+    def masked(cls, tokenizer) -> "Packing":
+        """BERT's: [CLS] block [SEP], documents separated by [SEP]."""
+        return cls(tokenizer.sep_token_id, (tokenizer.cls_token_id,), (tokenizer.sep_token_id,))
+
+    @classmethod
+    def causal(cls, tokenizer) -> "Packing":
+        """A decoder's: an end-of-text token after every document (run_clm puts none, and a model trained so never
+        learns where a document ends), blocks cut at max_length."""
+        return cls(tokenizer.eos_token_id)
+
+
+def pack_blocks(
+    documents: Iterable[str], tokenizer, max_length: int, packing: Optional[Packing] = None
+) -> Iterator[BlockFeature]:
+    """Blocks of at most max_length tokens, in document order (`packing`: BERT's unless given)."""
+    packing = packing or Packing.masked(tokenizer)
+    width = max_length - len(packing.prefix) - len(packing.suffix)
     ids: list[int] = []
     starts: list[int] = []
     count = 0
@@ -46,18 +69,19 @@ def pack_blocks(documents: Iterable[str], tokenizer, max_length: int) -> Iterato
             starts.extend(
                 WORD_START if i == 0 or words[i] != words[i - 1] else CONTINUATION for i in range(len(token_ids))
             )
-            ids.append(tokenizer.sep_token_id)
+            ids.append(packing.separator)
             starts.append(SPECIAL)
         while len(ids) >= width:
-            yield _block(count, ids[:width], starts[:width], tokenizer)
+            yield _block(count, ids[:width], starts[:width], packing)
             count += 1
             ids, starts = ids[width:], starts[width:]
     if ids:
-        yield _block(count, ids, starts, tokenizer)
+        yield _block(count, ids, starts, packing)
 
 
-def _block(index: int, ids: list[int], starts: list[int], tokenizer) -> BlockFeature:
-    return BlockFeature(index, [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id], [SPECIAL, *starts, SPECIAL])
+def _block(index: int, ids: list[int], starts: list[int], packing: Packing) -> BlockFeature:
+    around = [SPECIAL] * len(packing.prefix), [SPECIAL] * len(packing.suffix)
+    return BlockFeature(index, [*packing.prefix, *ids, *packing.suffix], [*around[0], *starts, *around[1]])
 
 
 def select_masked(word_start: np.ndarray, probability: float, whole_word: bool, rng: np.random.Generator) -> np.ndarray:
@@ -133,14 +157,15 @@ class StreamedBlocks:
         batch_size: int,
         seed: int,
         buffer_size: int,
+        packing: Optional[Packing] = None,
     ) -> None:
         self.documents, self.tokenizer, self.max_length = documents, tokenizer, max_length
-        self.batch_size, self.seed, self.buffer_size = batch_size, seed, buffer_size
+        self.batch_size, self.seed, self.buffer_size, self.packing = batch_size, seed, buffer_size, packing
 
     def _shuffled(self, epoch: int) -> Iterator[BlockFeature]:
         rng = random.Random(f"{self.seed}:{epoch}")
         buffer: list[BlockFeature] = []
-        for block in pack_blocks(self.documents(), self.tokenizer, self.max_length):
+        for block in pack_blocks(self.documents(), self.tokenizer, self.max_length, self.packing):
             if len(buffer) < self.buffer_size:
                 buffer.append(block)
                 continue

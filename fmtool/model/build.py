@@ -14,7 +14,6 @@ from typing import Iterable, Mapping, Optional, Sequence
 import torch
 from transformers import (
     AutoConfig,
-    AutoModelForMaskedLM,
     PreTrainedModel,
 )
 
@@ -48,6 +47,10 @@ _DROPOUT_KEYS = (
     "dropout",
     "attention_dropout",
     "classifier_dropout",
+    # GPT-2's names
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
 )
 _VOCABULARY = (
     "{key}: the tokenizer ({tokens} tokens, from '{tokenizer}') does not fit the model '{model}' ({rows} embedding "
@@ -109,7 +112,8 @@ def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
 
 def _load_config(cfg: ModelConfig):
     if cfg.name is None:
-        return AutoConfig.for_model(cfg.model_type)
+        # the overrides go in at construction: some configs derive fields from them (Qwen2's layer_types)
+        return AutoConfig.for_model(cfg.model_type, **cfg.config_overrides)
     return load.load_config(cfg.name, training_policy(cfg), revision=cfg.revision)
 
 
@@ -161,11 +165,14 @@ def build_model(
     vocab_size: Optional[int] = None,
     inherited: Sequence[str] = (),
     max_length: Optional[int] = None,
+    token_ids: Optional[Mapping[str, Optional[int]]] = None,
 ) -> PreTrainedModel:
     """A model with `head` that outputs `labels` (none for a language model); the label maps go into its config.
 
     With `inherited` (the labels of a checkpoint fine-tuned for the same task, a prefix of `labels`)
-    the trained head is kept and only the new labels get fresh rows; otherwise the head is new.
+    the trained head is kept and only the new labels get fresh rows; otherwise the head is new. `token_ids` (the
+    tokenizer's pad, bos and eos ids, special_token_ids) go into the config: a decoder's sequence classifier pools
+    each row's last token that is not padding, and generation stops at the end-of-text id.
     """
     head_labels = list(inherited or labels)
     label_maps = {
@@ -183,8 +190,12 @@ def build_model(
             f"trainer.max_length={max_length} is longer than the model's {positions} position embeddings "
             f"({source or cfg.model_type})"
         )
-    for key, value in {**_overrides(cfg, config), **(label_maps if head.labelled else {})}.items():
+    ids = {key: value for key, value in (token_ids or {}).items() if value is not None}
+    for key, value in {**_overrides(cfg, config), **(label_maps if head.labelled else {}), **ids}.items():
         setattr(config, key, value)
+    if cfg.bidirectional:
+        # transformers (>= 5.2) lets decoders attend both ways: each word's tag then sees the words after it
+        config.is_causal = False
     if cfg.random_init or source is None:
         if vocab_size is not None:
             config.vocab_size = vocab_size
@@ -224,10 +235,10 @@ def check_trained_head(
         )
 
 
-def load_masked_lm(model_dir, policy: LoadPolicy, device: torch.device = torch.device("cpu")):
-    """(model, tokenizer) of a masked-LM directory, or None when the checkpoint has no trained masked-LM head."""
+def load_language_model(model_dir, head: Head, policy: LoadPolicy, device: torch.device = torch.device("cpu")):
+    """(model, tokenizer) of a language-model directory, or None when the checkpoint has no trained LM head."""
     model, info = load.load_pretrained(
-        AutoModelForMaskedLM, model_dir, policy, key=str(model_dir), what="masked LM", output_loading_info=True
+        head.auto_model, model_dir, policy, key=str(model_dir), what="language model", output_loading_info=True
     )
     tokenizer = load.load_tokenizer(model_dir, policy, key=str(model_dir))
     head_missing = [
@@ -248,3 +259,12 @@ def usable_positions(model_type: Optional[str], max_position_embeddings: Optiona
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model itself, under a DistributedDataParallel wrapper or not."""
     return getattr(model, "module", model)
+
+
+def special_token_ids(tokenizer) -> dict[str, Optional[int]]:
+    """The tokenizer's pad, bos and eos ids, as a model config names them."""
+    return {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }

@@ -132,4 +132,30 @@ def load_tokenizer(source: Any, policy: LoadPolicy, *, key: str = "model.tokeniz
         raise _cannot_load(key, "tokenizer", source, error) from None
     if not tokenizer.is_fast:
         raise FmtoolError(f"{key}: '{source}' has no fast tokenizer; fmtool needs one for word-to-sub-token alignment")
+    if _byte_level_without_prefix_space(tokenizer):
+        # pre-split words (NER, every perturbation) must be tokenized as they are inside a sentence, with their
+        # leading space; transformers' run_ner sets this for GPT-2 and RoBERTa only, Qwen2's needs it as well
+        log.info("tokenizer=<%s> add_prefix_space=<true> (byte-level BPE)", source)
+        tokenizer = load_tokenizer(source, policy, key=key, **{**kwargs, "add_prefix_space": True})
+    if tokenizer.pad_token is None:
+        _set_pad_token(tokenizer, key, source)
     return tokenizer
+
+
+def _byte_level_without_prefix_space(tokenizer: Any) -> bool:
+    pre = tokenizer.backend_tokenizer.pre_tokenizer
+    if pre is None:
+        return False
+    state = json.loads(pre.__getstate__())
+    steps = state.get("pretokenizers", [state])  # a Sequence (Qwen2: Split then ByteLevel) or one pre-tokenizer
+    return any(step.get("type") == "ByteLevel" and not step.get("add_prefix_space") for step in steps)
+
+
+def _set_pad_token(tokenizer: Any, key: str, source: Any) -> None:
+    """Decoder tokenizers (GPT-2, Llama) often have no pad token, without which batches cannot be padded and a
+    sequence classifier cannot find each row's last real token: take the end-of-text token, as is usual."""
+    stand_in = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
+    if stand_in is None:
+        raise FmtoolError(f"{key}: '{source}' has no pad, end-of-text or unknown token to pad batches with")
+    tokenizer.pad_token = stand_in
+    log.info("tokenizer=<%s> pad_token=<%s> (it had none)", source, stand_in)

@@ -5,11 +5,12 @@ attributes and call its methods, and none of them tests its name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
-from fmtool.config.schema import TrainConfig, TrainerConfig
+from fmtool.config.schema import TaskConfig, TrainConfig, TrainerConfig
 from fmtool.dataset.batching import Feature
 from fmtool.dataset.examples import Example
+from fmtool.dataset.mlm import BlockFeature, Packing
 from fmtool.inference import Runtime
 from fmtool.model.build import Head
 from fmtool.registry import Registry
@@ -32,6 +33,7 @@ class Task(Protocol):
     # trains a language model on raw documents: no label set, pre-training recipe, the language-model audits
     language_model: bool
     pipeline_tag: str  # the Hugging Face pipeline tag of its models (model card)
+    peft_task_type: Optional[str]  # peft's TaskType for trainer.peft=lora (None: LoRA is not offered)
     intended_use: str  # what its models are for (model card)
 
     def config_problems(self, cfg: TrainConfig) -> list[str]:
@@ -42,6 +44,30 @@ class Task(Protocol):
 
     def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
         """What `fmtool predict` returns for raw texts; `loaded` is the run (model, tokenizer, runtime, predictions)."""
+
+    def objective(self, task: TaskConfig, seed: int, tokenizer) -> "LanguageModelling":
+        """A language-model task's training objective (fmtool/pretrain.py); the others have none."""
+
+    def filler_log_likelihoods(
+        self, model, tokenizer, template: str, fillers: Sequence[str], batch_size: int
+    ) -> list[float]:
+        """A language-model task's score of each filler of `template`'s {secret} in context (the canary audit's
+        exposure): masked LMs by pseudo-log-likelihood, causal LMs by the exact log-likelihood."""
+
+
+class LanguageModelling(Protocol):
+    """What the pre-training recipe asks of a language-model task: how documents are packed into blocks, how blocks
+    become a batch, the module the loop trains, and the held-out loss with its perplexity."""
+
+    packing: Packing
+
+    def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, Any]: ...
+
+    def trained(self, model) -> Any: ...
+
+    def held_out(
+        self, model, blocks: Sequence[BlockFeature], runtime: Runtime, on_batch: Callable[[int], None]
+    ) -> dict[str, Any]: ...
 
     def encode(
         self, examples: Sequence[Example], tokenizer, label2id: dict[str, int] | None, trainer: TrainerConfig

@@ -17,10 +17,10 @@ import torch
 from transformers import AutoModelForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
-from fmtool.config.schema import TrainConfig
+from fmtool.config.schema import TaskConfig, TrainConfig
 from fmtool.dataset.batching import inference_batches
 from fmtool.dataset.examples import IGNORE_INDEX
-from fmtool.dataset.mlm import EVALUATION_EPOCH, BlockFeature, Masking
+from fmtool.dataset.mlm import EVALUATION_EPOCH, BlockFeature, Masking, Packing
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.model.build import Head
@@ -112,12 +112,51 @@ def fill_mask(model, tokenizer, texts: Sequence[str], runtime: Runtime, top_k: i
     return results
 
 
+def filler_log_likelihoods(model, tokenizer, template: str, fillers: Sequence[str], batch_size: int) -> list[float]:
+    """For each filler of `template`'s {secret}: the pseudo-log-likelihood of its tokens, the sum over them of
+    log P(token | the filled template with that token masked)."""
+    rows, owners, positions, targets = [], [], [], []
+    # after [CLS] and the template's words before the secret
+    start = 1 + len(tokenizer(template.split("{secret}")[0].strip(), add_special_tokens=False)["input_ids"])
+    for index, secret in enumerate(fillers):
+        ids = tokenizer(template.format(secret=secret))["input_ids"]
+        secret_ids = tokenizer(secret, add_special_tokens=False)["input_ids"]
+        for offset in range(len(secret_ids)):
+            masked = list(ids)
+            masked[start + offset] = tokenizer.mask_token_id
+            rows.append(masked)
+            owners.append(index)
+            positions.append(start + offset)
+            targets.append(ids[start + offset])
+    totals = [0.0] * len(fillers)
+    model.eval()
+    for first in range(0, len(rows), batch_size):
+        width = max(len(r) for r in rows[first : first + batch_size])
+        batch = torch.tensor(
+            [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows[first : first + batch_size]],
+            device=model.device,
+        )
+        mask = batch.ne(tokenizer.pad_token_id).long()
+        logits = model(input_ids=batch, attention_mask=mask).logits.float()
+        picked = (
+            torch.arange(len(batch), device=batch.device),
+            torch.tensor(positions[first : first + batch_size], device=batch.device),
+        )
+        log_p = logits[picked].log_softmax(-1)[
+            torch.arange(len(batch)), torch.tensor(targets[first : first + batch_size], device=batch.device)
+        ]
+        for owner, value in zip(owners[first : first + batch_size], log_p.tolist()):
+            totals[owner] += value
+    return totals
+
+
 class MaskedLmTask:
     name = "mlm"
     metrics = ("loss", "perplexity")
     head = Head(AutoModelForMaskedLM)
     labels_each_word = False
     language_model = True
+    peft_task_type = None
     pipeline_tag = "fill-mask"
     intended_use = (
         "a starting point for fine-tuning (fmtool train +task=ner model.name=RUN_DIR/model), and filling masked words"
@@ -131,6 +170,32 @@ class MaskedLmTask:
 
     def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
         return fill_mask(loaded.model, loaded.tokenizer, texts, loaded.runtime)
+
+    def filler_log_likelihoods(
+        self, model, tokenizer, template: str, fillers: Sequence[str], batch_size: int
+    ) -> list[float]:
+        return filler_log_likelihoods(model, tokenizer, template, fillers, batch_size)
+
+    def objective(self, task: TaskConfig, seed: int, tokenizer) -> "MaskedLanguageModelling":
+        return MaskedLanguageModelling(Packing.masked(tokenizer), Masking.for_run(task, seed, tokenizer))
+
+
+class MaskedLanguageModelling:
+    """BERT's objective: masked afresh each epoch, the loss on the masked positions only."""
+
+    def __init__(self, packing: Packing, masking: Masking) -> None:
+        self.packing, self.masking = packing, masking
+
+    def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, torch.Tensor]:
+        return self.masking.collate(features, epoch)
+
+    def trained(self, model) -> torch.nn.Module:
+        return MaskedPositionsLM(model)
+
+    def held_out(
+        self, model, blocks: Sequence[BlockFeature], runtime: Runtime, on_batch: Callable[[int], None] = lambda n: None
+    ) -> dict[str, Any]:
+        return held_out_loss(model, blocks, self.masking, runtime, on_batch)
 
 
 TASKS.register("mlm")(MaskedLmTask())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
-from fmtool.config.schema import Batching, TrainConfig
+from fmtool.config.schema import Batching, PeftMethod, TrainConfig
 from fmtool.dataset.batching import InMemoryBatches, collate
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
@@ -126,3 +126,12 @@ def fit_features(model, tokenizer, runtime: Runtime, features: Sequence, cfg: Tr
     )
     finish_training(model)
     return state
+
+
+def with_adapters(model: torch.nn.Module, cfg: TrainConfig, peft_task_type: Optional[str]) -> torch.nn.Module:
+    """The model as trainer.peft says: itself, or wrapped in LoRA adapters (peft's `peft_task_type`, the task's)."""
+    if cfg.trainer.peft != PeftMethod.lora:
+        return model
+    from fmtool.trainer.lora import with_lora
+
+    return with_lora(model, cfg.trainer.lora, peft_task_type)

@@ -1,0 +1,171 @@
+"""Causal-language-model pre-training (GPT-2, Llama, Qwen2...): next-token loss over packed documents, held-out loss
+and perplexity, and text continuation.
+
+Documents are packed into blocks of trainer.max_length tokens with the end-of-text token after each one, so the
+model learns where a document ends (transformers' run_clm puts no token between documents). The held-out loss is
+the summed next-token cross-entropy over every real token of the validation blocks, divided by their number, and
+perplexity its exponential: one figure per token, whatever the batch shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from fmtool.config.schema import TaskConfig, TrainConfig
+from fmtool.dataset.batching import inference_batches
+from fmtool.dataset.examples import IGNORE_INDEX
+from fmtool.dataset.mlm import BlockFeature, Packing
+from fmtool.errors import FmtoolError
+from fmtool.inference import Runtime
+from fmtool.model.build import Head
+from fmtool.task.base import TASKS
+
+
+def causal_batch(features: Sequence[BlockFeature], pad_id: int) -> dict[str, torch.Tensor]:
+    """Blocks padded on the right; the labels are the inputs (the model shifts them), padding left out of the loss."""
+    width = max(len(f.input_ids) for f in features)
+    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, feature in enumerate(features):
+        ids = torch.tensor(feature.input_ids, dtype=torch.long)
+        input_ids[row, : len(ids)] = ids
+        labels[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """-log p(token | the tokens before it) for every position after the first, IGNORE_INDEX positions as 0."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    return losses.view(targets.shape)
+
+
+def filler_log_likelihoods(model, tokenizer, template: str, fillers: Sequence[str], batch_size: int) -> list[float]:
+    """For each filler of `template`'s {secret}: the sum over its tokens of log P(token | every token before it), the
+    Secret Sharer's log-perplexity, exact for a causal LM. Each text is read after an end-of-text token, as a document
+    starts in training; the filler's tokens are those inside its characters."""
+    before = template.split("{secret}")[0]
+    rows, spans = [], []
+    for filler in fillers:
+        encoded = tokenizer(template.format(secret=filler), return_offsets_mapping=True, add_special_tokens=False)
+        start, end = len(before), len(before) + len(filler)
+        inside = [i + 1 for i, (a, b) in enumerate(encoded["offset_mapping"]) if start <= a < b <= end]
+        rows.append([tokenizer.eos_token_id, *encoded["input_ids"]])
+        spans.append(inside)
+    totals: list[float] = []
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for first in range(0, len(rows), batch_size):
+            chunk = rows[first : first + batch_size]
+            ids = torch.full((len(chunk), max(map(len, chunk))), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, tokens in enumerate(chunk):
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = 1
+            log_p = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
+            for row, positions in enumerate(spans[first : first + batch_size]):
+                totals.append(sum(log_p[row, p - 1, ids[row, p]].item() for p in positions))
+    return totals
+
+
+class CausalLanguageModelling:
+    """Next-token prediction over packed documents."""
+
+    def __init__(self, packing: Packing, pad_id: int) -> None:
+        self.packing, self.pad_id = packing, pad_id
+
+    def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, torch.Tensor]:
+        return causal_batch(features, self.pad_id)
+
+    def trained(self, model) -> torch.nn.Module:
+        return model
+
+    def held_out(
+        self, model, blocks: Sequence[BlockFeature], runtime: Runtime, on_batch: Callable[[int], None] = lambda n: None
+    ) -> dict[str, Any]:
+        model.eval()
+        total_loss, total_tokens = 0.0, 0
+        with torch.inference_mode(), runtime.autocast():
+            for indices in inference_batches([len(b.input_ids) for b in blocks], runtime.batch_size):
+                batch = {
+                    k: v.to(runtime.device) for k, v in causal_batch([blocks[i] for i in indices], self.pad_id).items()
+                }
+                total_loss += token_losses(model, **batch).sum().item()
+                total_tokens += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                on_batch(len(indices))
+        loss = total_loss / max(total_tokens, 1)
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "details": {"predicted_tokens": total_tokens, "blocks": len(blocks)},
+        }
+
+
+def continue_texts(model, tokenizer, texts: Sequence[str], runtime: Runtime, task: TaskConfig) -> list[dict[str, Any]]:
+    """Each text continued by up to task.max_new_tokens tokens: greedy at temperature 0, else sampled with top_p."""
+    model.eval()
+    sampling = (
+        {"do_sample": True, "temperature": task.temperature, "top_p": task.top_p}
+        if task.temperature > 0
+        else {"do_sample": False}
+    )
+    results = []
+    with torch.inference_mode(), runtime.autocast():
+        for text in texts:
+            encoded = tokenizer(text, return_tensors="pt").to(runtime.device)
+            output = model.generate(
+                **encoded,
+                max_new_tokens=task.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
+            )
+            new = output[0, encoded["input_ids"].shape[1] :]
+            results.append({"text": text, "continuation": tokenizer.decode(new, skip_special_tokens=True)})
+    return results
+
+
+class CausalLmTask:
+    name = "clm"
+    metrics = ("loss", "perplexity")
+    head = Head(AutoModelForCausalLM)
+    labels_each_word = False
+    language_model = True
+    peft_task_type = "CAUSAL_LM"
+    pipeline_tag = "text-generation"
+    intended_use = (
+        "continuing text like its training corpus, and as a starting point for fine-tuning "
+        "(fmtool train +task=classification model.name=RUN_DIR/model)"
+    )
+
+    def config_problems(self, cfg: TrainConfig) -> list[str]:
+        return []
+
+    def examples_from_texts(self, texts: Sequence[str], labels: Sequence[str]) -> list:
+        raise FmtoolError("a causal-LM run labels nothing: fmtool predict RUN_DIR 'a prompt' continues text")
+
+    def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
+        return continue_texts(loaded.model, loaded.tokenizer, texts, loaded.runtime, loaded.cfg.task)
+
+    def filler_log_likelihoods(
+        self, model, tokenizer, template: str, fillers: Sequence[str], batch_size: int
+    ) -> list[float]:
+        return filler_log_likelihoods(model, tokenizer, template, fillers, batch_size)
+
+    def objective(self, task: TaskConfig, seed: int, tokenizer) -> CausalLanguageModelling:
+        if tokenizer.eos_token_id is None:
+            raise FmtoolError("model.tokenizer: a causal LM needs an end-of-text token to separate documents")
+        return CausalLanguageModelling(Packing.causal(tokenizer), tokenizer.pad_token_id)
+
+
+TASKS.register("clm")(CausalLmTask())

@@ -1,0 +1,37 @@
+"""LoRA through peft: low-rank adapters on the attention projections, the task head trained in full.
+
+peft chooses the adapted modules per family unless trainer.lora.target_modules names them (GPT-2: c_attn; Llama,
+Qwen2, Mistral: q_proj and v_proj; BERT: query and value), and its task types (token and sequence classification,
+causal LM) keep the head trainable and saved with the adapter whatever the family calls it (classifier, score).
+The run saves the adapter in adapter/ and the merged model in model/, which plain transformers and pipeline() load.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+from fmtool.config.schema import LoraSettings
+
+
+def with_lora(model, settings: LoraSettings, task_type: str) -> PeftModel:
+    """`model` with LoRA adapters (peft's TaskType `task_type`); only the adapters and the task head train."""
+    config = LoraConfig(
+        task_type=TaskType[task_type],
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules) if settings.target_modules else None,
+    )
+    return get_peft_model(model, config)
+
+
+def merged(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain transformers model with the adapters folded into its weights (the model itself without LoRA)."""
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def adapter_of(model: torch.nn.Module) -> Optional[PeftModel]:
+    return model if isinstance(model, PeftModel) else None
