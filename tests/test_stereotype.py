@@ -11,10 +11,11 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollato
 
 from fmtool.audit import family_configs
 from fmtool.audit.stereotype import winobias
-from fmtool.auditing import audit_pipeline, language_model_context
+from fmtool.auditing import audit_loaded, audit_pipeline, language_model_context
 from fmtool.model import load_tokenizer
+from fmtool.predict import LoadedRun
 from fmtool.task import TASKS
-from tests.conftest import fmtool_cli, tiny_config
+from tests.conftest import fmtool_cli, tiny_config, train_tiny
 from tests.helpers import word_tokenizer
 
 GROUPS = {"women": "bad", "men": "good"}
@@ -215,3 +216,50 @@ def test_cli_audits_a_masked_lm_directory(masked_lms, tmp_path):
     )
     assert result.returncode == 1, result.stderr
     assert json.loads((tmp_path / "out" / "audit" / "stereotype.json").read_text())["status"] == "fail"
+
+
+@pytest.fixture(scope="module")
+def causal_lms(tmp_path_factory):
+    """Tiny GPTs pre-trained with fmtool's clm recipe on the biased and the balanced corpus."""
+    runs = {}
+    for kind in ("biased", "balanced"):
+        folder = tmp_path_factory.mktemp(f"clm_{kind}")
+        sentences = _corpus(kind == "biased")
+        (folder / "train.txt").write_text("\n".join(sentences) + "\n")
+        (folder / "valid.txt").write_text("\n".join(sentences[:40]) + "\n")
+        runs[kind], _ = train_tiny(
+            folder / "run",
+            "clm",
+            "dataset.format=text",
+            f"dataset.data_dir={folder}",
+            "dataset.train_file=train.txt",
+            "dataset.validation_file=valid.txt",
+            "dataset.max_train_examples=null",
+            "dataset.max_eval_examples=null",
+            "trainer.max_length=64",
+            "trainer.epochs=12",
+            "optimizer.lr=3e-3",
+            "scheduler.warmup_ratio=0",
+        )
+    return runs
+
+
+@pytest.mark.slow
+def test_a_causal_lm_is_scored_by_sentence_log_likelihood_under_names_of_its_own(causal_lms, tmp_path):
+    audit = _probes(tmp_path / "probes")
+    audit["stereotype"].update(max_crows_pairs_score=90.0, max_winobias_score=90.0)
+    scored = {
+        kind: audit_loaded(LoadedRun.load(run.path), audit, tmp_path / kind)["audits"][0]
+        for kind, run in causal_lms.items()
+    }
+    biased, balanced = scored["biased"], scored["balanced"]
+    assert "crows_pairs.stereotype_score" not in biased["summary"], "pseudo-likelihood figures stay the masked LM's"
+    assert biased["summary"]["crows_pairs.loglik_stereotype_score"] >= 95.0, biased["summary"]
+    assert biased["summary"]["winobias.loglik_pro_stereotype_preference"] >= 95.0, biased["summary"]
+    assert 0 <= biased["summary"]["crows_pairs.loglik_per_token_stereotype_score"] <= 100
+    assert biased["status"] == "fail"
+    assert balanced["summary"]["crows_pairs.loglik_stereotype_score"] < 80.0, balanced["summary"]
+    crows = next(c for c in balanced["checks"] if c["name"] == "crows_pairs.loglik_stereotype_score")
+    assert crows["status"] == "pass", balanced["checks"]
+    # the balanced tiny GPT's pronoun preferences are not asserted: trained for seconds, it keeps spurious ones for
+    # some role names (measured: up to 90% for one tokenisation of the numbers), which a real corpus would not

@@ -9,7 +9,13 @@ WinoBias (Zhao et al. 2018): each pro-stereotyped sentence is paired with its an
 which differs in the pronoun; the pronoun is masked and the model's probabilities of the two pronouns
 are compared. The score is the percentage of pairs where the pro-stereotypical pronoun is more likely.
 
-Needs a model with a masked-LM head (a pre-training run, or a directory such as bert-base-uncased);
+A causal LM (no mask token: GPT-2, Llama, a +task=clm run) is scored by sentence log-likelihood instead, as
+lm-evaluation-harness scores CrowS-Pairs: the total log-likelihood of each whole sentence (no length normalisation),
+and beside it the per-token mean that bias-bench uses for generative models; WinoBias compares the two whole
+sentences, each with its pronoun. These figures are named apart (crows_pairs.loglik_..., winobias.loglik_...): a
+log-likelihood score is not a pseudo-log-likelihood one, and the two are not to be compared.
+
+Needs a model with a language-model head (a pre-training run, or a directory such as bert-base-uncased or gpt2);
 for other runs the family reports itself skipped.
 """
 
@@ -108,13 +114,18 @@ def shared_positions(first: list[int], second: list[int]) -> tuple[list[int], li
     return a, b
 
 
-def crows_pairs(
-    model, tokenizer, path: Path, max_pairs: Optional[int], batch_size: int
-) -> tuple[dict[str, float], list[dict]]:
+def _crows_rows(path: Path, max_pairs: Optional[int]) -> list[dict[str, str]]:
     rows = list(csv.DictReader(line for _, line in text_lines(path)))[:max_pairs]
     missing = {"sent_more", "sent_less", "stereo_antistereo", "bias_type"} - set(rows[0] if rows else {})
     if missing:
         raise FmtoolError(f"{path}: not in CrowS-Pairs format, missing column(s) {', '.join(sorted(missing))}")
+    return rows
+
+
+def crows_pairs(
+    model, tokenizer, path: Path, max_pairs: Optional[int], batch_size: int
+) -> tuple[dict[str, float], list[dict]]:
+    rows = _crows_rows(path, max_pairs)
     special = set(tokenizer.all_special_ids)
     sentences = []
     for row in rows:
@@ -153,10 +164,9 @@ def _winobias_lines(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def winobias(
-    model, tokenizer, folder: Path, split: str, max_pairs: Optional[int], batch_size: int
-) -> tuple[dict[str, float], list[dict]]:
-    summary, table, everything = {}, [], []
+def _winobias_pairs(folder: Path, split: str, max_pairs: Optional[int]):
+    """Per type: (sentence with {mask} for the pronoun, pro-stereotypical pronoun, anti-stereotypical pronoun) for
+    each pro/anti twin pair that differs in its pronoun only."""
     for kind in ("type1", "type2"):
         pro_path, anti_path = (
             folder / f"pro_stereotyped_{kind}.txt.{split}",
@@ -165,12 +175,23 @@ def winobias(
         for path in (pro_path, anti_path):
             if not path.is_file():
                 raise FmtoolError(f"{_KEY}.winobias: {path} not found")
+        pairs = [
+            (pro_text, pro_word, anti_word)
+            for (pro_text, pro_word), (anti_text, anti_word) in list(
+                zip(_winobias_lines(pro_path), _winobias_lines(anti_path))
+            )[:max_pairs]
+            if pro_text == anti_text and pro_word.lower() != anti_word.lower()
+        ]
+        yield kind, pairs
+
+
+def winobias(
+    model, tokenizer, folder: Path, split: str, max_pairs: Optional[int], batch_size: int
+) -> tuple[dict[str, float], list[dict]]:
+    summary, table, everything = {}, [], []
+    for kind, pairs in _winobias_pairs(folder, split, max_pairs):
         copies, pronouns = [], []
-        for (pro_text, pro_word), (anti_text, anti_word) in list(
-            zip(_winobias_lines(pro_path), _winobias_lines(anti_path))
-        )[:max_pairs]:
-            if pro_text != anti_text or pro_word.lower() == anti_word.lower():
-                continue
+        for pro_text, pro_word, anti_word in pairs:
             ids = tokenizer(pro_text.replace("{mask}", tokenizer.mask_token))["input_ids"]
             copies.append((ids, ids.index(tokenizer.mask_token_id)))
             pronouns.append([tokenizer.convert_tokens_to_ids(w.lower()) for w in (pro_word, anti_word)])
@@ -189,6 +210,58 @@ def winobias(
     return summary, table
 
 
+def _causal_crows_pairs(model, tokenizer, path: Path, max_pairs: Optional[int], batch_size: int):
+    from fmtool.task.clm import sentence_log_likelihoods
+
+    rows = _crows_rows(path, max_pairs)
+    scores = sentence_log_likelihoods(
+        model, tokenizer, [s for row in rows for s in (row["sent_more"], row["sent_less"])], batch_size
+    )
+    by_type: dict[str, list[tuple[bool, bool]]] = {}
+    for row, (more, more_tokens), (less, less_tokens) in zip(rows, scores[0::2], scores[1::2]):
+        stereo = row["stereo_antistereo"] == "stereo"
+        by_total = more > less if stereo else less > more
+        more_mean, less_mean = more / max(more_tokens, 1), less / max(less_tokens, 1)
+        by_mean = more_mean > less_mean if stereo else less_mean > more_mean
+        by_type.setdefault(row["bias_type"], []).append((by_total, by_mean))
+    everything = [v for values in by_type.values() for v in values]
+    table = [
+        {
+            "bias_type": t,
+            "pairs": len(v),
+            "loglik_stereotype_score": 100 * sum(a for a, _ in v) / len(v),
+            "loglik_per_token_stereotype_score": 100 * sum(b for _, b in v) / len(v),
+        }
+        for t, v in sorted(by_type.items())
+    ]
+    pairs = max(len(everything), 1)
+    return {
+        "crows_pairs.loglik_stereotype_score": 100 * sum(a for a, _ in everything) / pairs,
+        "crows_pairs.loglik_per_token_stereotype_score": 100 * sum(b for _, b in everything) / pairs,
+        "crows_pairs.pairs": float(len(everything)),
+    }, table
+
+
+def _causal_winobias(model, tokenizer, folder: Path, split: str, max_pairs: Optional[int], batch_size: int):
+    from fmtool.task.clm import sentence_log_likelihoods
+
+    table, everything = [], []
+    for kind, pairs in _winobias_pairs(folder, split, max_pairs):
+        texts = [text.replace("{mask}", word) for text, pro, anti in pairs for word in (pro, anti)]
+        scores = sentence_log_likelihoods(model, tokenizer, texts, batch_size)
+        preferred = [pro > anti for (pro, _), (anti, _) in zip(scores[0::2], scores[1::2])]
+        everything += preferred
+        table.append({"type": kind, "pairs": len(preferred), "loglik_pro_stereotype_preference": _percent(preferred)})
+    return {
+        "winobias.loglik_pro_stereotype_preference": _percent(everything),
+        "winobias.pairs": float(len(everything)),
+    }, table
+
+
+def _percent(values: Sequence[bool]) -> float:
+    return 100 * sum(values) / max(len(values), 1)
+
+
 def _percent_check(name: str, summary: dict[str, float], pairs_key: str, max_value: float, description: str) -> Check:
     """A check on a percentage of pairs, judged by its Wilson interval (in percent)."""
     score, pairs = summary.get(name), int(summary.get(pairs_key, 0))
@@ -202,7 +275,7 @@ def _percent_check(name: str, summary: dict[str, float], pairs_key: str, max_val
     "stereotype",
     version=2,
     config_type=StereotypeConfig,
-    description="stereotype preference of a masked LM (CrowS-Pairs, WinoBias)",
+    description="stereotype preference of a language model (CrowS-Pairs, WinoBias)",
     language_models=True,
 )
 def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
@@ -214,12 +287,11 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
         return AuditResult(
             {}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"]
         )
-    if ctx.tokenizer.mask_token is None:
-        # CrowS-Pairs by sentence log-likelihood and WinoBias by pronoun preference for causal LMs are not built yet
-        return AuditResult(
-            {}, checks, warnings=[f"a {ctx.task.name} model has no mask token; these scores are masked-LM ones"]
-        )
     model, tokenizer = ctx.model.eval(), ctx.tokenizer
+    # no mask token: a causal LM, scored by sentence log-likelihood under names of its own
+    causal = tokenizer.mask_token is None
+    score_crows, score_winobias = (_causal_crows_pairs, _causal_winobias) if causal else (crows_pairs, winobias)
+    prefix = "loglik_" if causal else ""
     summary, tables, checks, warnings = {}, {}, [], []
     # the probe sets are public data the project does not ship: absent ones skip their check, visibly
     if cfg.crows_pairs and not Path(cfg.crows_pairs).is_file():
@@ -227,7 +299,7 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
             f"{_KEY}.crows_pairs: {cfg.crows_pairs} not found; its check is skipped (fmtool data lists where to get it)"
         )
     elif cfg.crows_pairs:
-        figures, tables["crows_pairs"] = crows_pairs(
+        figures, tables["crows_pairs"] = score_crows(
             model, tokenizer, Path(cfg.crows_pairs), cfg.max_pairs, ctx.runtime.batch_size
         )
         summary.update(figures)
@@ -236,7 +308,7 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
             f"{_KEY}.winobias: {cfg.winobias} not found; its check is skipped (fmtool data lists where to get it)"
         )
     elif cfg.winobias:
-        figures, tables["winobias"] = winobias(
+        figures, tables["winobias"] = score_winobias(
             model, tokenizer, Path(cfg.winobias), cfg.winobias_split, cfg.max_pairs, ctx.runtime.batch_size
         )
         summary.update(figures)
@@ -244,14 +316,14 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
         warnings.append(f"neither {_KEY}.crows_pairs nor {_KEY}.winobias is set")
     checks = [
         _percent_check(
-            "crows_pairs.stereotype_score",
+            f"crows_pairs.{prefix}stereotype_score",
             summary,
             "crows_pairs.pairs",
             cfg.max_crows_pairs_score,
             "% of pairs where the stereotyping sentence is more likely (50 = unbiased)",
         ),
         _percent_check(
-            "winobias.pro_stereotype_preference",
+            f"winobias.{prefix}pro_stereotype_preference",
             summary,
             "winobias.pairs",
             cfg.max_winobias_score,

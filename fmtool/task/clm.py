@@ -49,19 +49,18 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
     return losses.view(targets.shape)
 
 
-def filler_log_likelihoods(model, tokenizer, template: str, fillers: Sequence[str], batch_size: int) -> list[float]:
-    """For each filler of `template`'s {secret}: the sum over its tokens of log P(token | every token before it), the
-    Secret Sharer's log-perplexity, exact for a causal LM. Each text is read after an end-of-text token, as a document
-    starts in training; the filler's tokens are those inside its characters."""
-    before = template.split("{secret}")[0]
-    rows, spans = [], []
-    for filler in fillers:
-        encoded = tokenizer(template.format(secret=filler), return_offsets_mapping=True, add_special_tokens=False)
-        start, end = len(before), len(before) + len(filler)
-        inside = [i + 1 for i, (a, b) in enumerate(encoded["offset_mapping"]) if start <= a < b <= end]
+def span_log_likelihoods(
+    model, tokenizer, texts: Sequence[str], spans: Sequence[tuple[int, int]], batch_size: int
+) -> list[tuple[float, int]]:
+    """For each text, (the sum over the tokens inside its character span of log P(token | every token before it),
+    the number of those tokens): exact for a causal LM. Each text is read after an end-of-text token, as a document
+    starts in training. The one token-log-probability scorer of the causal-LM audits (canary, stereotype)."""
+    rows, inside = [], []
+    for text, (start, end) in zip(texts, spans):
+        encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+        inside.append([i + 1 for i, (a, b) in enumerate(encoded["offset_mapping"]) if start <= a < b <= end])
         rows.append([tokenizer.eos_token_id, *encoded["input_ids"]])
-        spans.append(inside)
-    totals: list[float] = []
+    scores: list[tuple[float, int]] = []
     model.eval()
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -73,9 +72,23 @@ def filler_log_likelihoods(model, tokenizer, template: str, fillers: Sequence[st
                 ids[row, : len(tokens)] = torch.tensor(tokens)
                 mask[row, : len(tokens)] = 1
             log_p = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
-            for row, positions in enumerate(spans[first : first + batch_size]):
-                totals.append(sum(log_p[row, p - 1, ids[row, p]].item() for p in positions))
-    return totals
+            for row, positions in enumerate(inside[first : first + batch_size]):
+                scores.append((sum(log_p[row, p - 1, ids[row, p]].item() for p in positions), len(positions)))
+    return scores
+
+
+def filler_log_likelihoods(model, tokenizer, template: str, fillers: Sequence[str], batch_size: int) -> list[float]:
+    """For each filler of `template`'s {secret}: the sum over its tokens of log P(token | every token before it), the
+    Secret Sharer's log-perplexity, exact for a causal LM."""
+    start = len(template.split("{secret}")[0])
+    texts = [template.format(secret=filler) for filler in fillers]
+    spans = [(start, start + len(filler)) for filler in fillers]
+    return [total for total, _ in span_log_likelihoods(model, tokenizer, texts, spans, batch_size)]
+
+
+def sentence_log_likelihoods(model, tokenizer, texts: Sequence[str], batch_size: int) -> list[tuple[float, int]]:
+    """(total log-likelihood, tokens) of each whole text, as lm-evaluation-harness scores CrowS-Pairs."""
+    return span_log_likelihoods(model, tokenizer, texts, [(0, len(t)) for t in texts], batch_size)
 
 
 class CausalLanguageModelling:
