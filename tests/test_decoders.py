@@ -20,6 +20,7 @@ from fmtool.model.build import special_token_ids
 from fmtool.model.load import LoadPolicy, load_tokenizer
 from fmtool.predict import LoadedRun
 from fmtool.task import TASKS
+from fmtool.task.base import headline
 from tests.conftest import OVERFIT, REPO, tiny_config, train_tiny
 
 TINY_BPE = REPO / "fmtool" / "resources" / "tokenizers" / "tiny_bpe"
@@ -124,10 +125,8 @@ def test_each_decoder_family_trains_predicts_and_passes_through_every_default_au
     loaded = LoadedRun.load(run.path)
     assert loaded.predict_texts(["Maria Lopez visited Berlin ."])
     metrics, _ = loaded.evaluate(run.load_split("validation"))
-    assert (
-        metrics == pytest.approx(results["after"]["validation"])
-        or metrics.keys() == results["after"]["validation"].keys()
-    )
+    # the saved model evaluates as the run did at its end
+    assert headline(metrics) == pytest.approx(headline(results["after"]["validation"]), abs=1e-3)
     defaults = resolved(compose_train_config([f"+task={task}"]).audit)
     report = audit_loaded(loaded, defaults, run.path)
     assert [a["name"] for a in report["audits"]] == list(defaults)

@@ -34,8 +34,10 @@ def _membership(run, **settings):
     return audit_loaded(LoadedRun.load(run.path), {"membership": settings}, run.path)["audits"][0]
 
 
-# the reference twin that learns the sentiment words from the clean held-out rows
-_WORD_LEARNING_TWIN = ["trainer.epochs=5", "optimizer.lr=1e-3", "model.dropout=0.1"]
+# the reference twin that learns the sentiment words from the held-out rows without learning their flipped quarter:
+# a gentle rate and dropout 0.2 (measured on an AMD EPYC: 97% of the unflipped training rows right, and the ten most
+# exposed members all flipped; at dropout 0.1 and lr 1e-3 the twin fitted some noise and only five of ten were)
+_WORD_LEARNING_TWIN = ["trainer.epochs=8", "optimizer.lr=5e-4", "model.dropout=0.2"]
 
 
 @pytest.fixture(scope="module")

@@ -222,8 +222,7 @@ def run(ctx: AuditContext, cfg: ExplainConfig) -> AuditResult:
             min_value=cfg.min_comprehensiveness_gain,
             seed=ctx.seed,
             description="drop in the prediction's probability when its top-attributed words are removed, minus the "
-            "drop for "
-            "as many random words",
+            "drop for as many random words",
         ),
         mean_check(
             "sufficiency_gain",

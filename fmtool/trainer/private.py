@@ -152,8 +152,7 @@ def fit_private(
                 signum = signals.requested()
                 raise TrainingStopped(
                     f"interrupted by {signals.name(signum)} after update {state.step}: a DP-SGD run keeps no "
-                    "checkpoint, "
-                    "so train it again (its epsilon accounts for a whole run)",
+                    "checkpoint, so train it again (its epsilon accounts for a whole run)",
                     exit_code=128 + signum,
                 )
         epsilon = _epsilon(engine, dp)
