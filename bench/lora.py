@@ -124,8 +124,11 @@ def hf_side(args: argparse.Namespace) -> dict:
             seed=args.seed,
             report_to=[],
             save_strategy="no",
+            logging_strategy="no",
             use_cpu=True,
-            group_by_length=True,
+            weight_decay=0.01,
+            # fmtool groups batches by length too
+            train_sampling_strategy="group_by_length",
         ),
         train_dataset=train_rows,
         data_collator=collator,
