@@ -20,7 +20,7 @@ from fmtool.trainer import signals
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress
-from fmtool.trainer.lora import adapter_of, merged
+from fmtool.trainer.lora import is_adapted, merged
 from fmtool.trainer.setup import fit_features, prepare_model, set_seed, training_figures, with_adapters
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def finetune_pipeline(
         after[name], predictions = score(name)
         run.save_predictions(name, (task.record(e, p) for e, p in zip(examples, predictions)))
     if cfg.trainer.save_model:
-        if adapter_of(model) is not None:
+        if is_adapted(model):
             run.save_adapter(model)
         run.save_model(merged(model), tokenizer)
     results = {

@@ -25,7 +25,7 @@ from fmtool.task import TASKS
 from fmtool.trainer.checkpoint import checkpoint_step
 from fmtool.trainer.distributed import from_env
 from fmtool.trainer.loop import Progress, SilentProgress, fit
-from fmtool.trainer.lora import adapter_of, merged
+from fmtool.trainer.lora import is_adapted, merged
 from fmtool.trainer.setup import finish_training, prepare_model, set_seed, training_figures, with_adapters
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def pretrain_pipeline(
     finish_training(model)
     after = {"validation": evaluate()}
     if cfg.trainer.save_model:
-        if adapter_of(model) is not None:
+        if is_adapted(model):
             run.save_adapter(model)
         run.save_model(merged(model), tokenizer)
     results = {

@@ -121,7 +121,9 @@ def test_a_tiny_gpt_tagger_trains_saves_and_predicts(tmp_path):
 @pytest.mark.parametrize("model", DECODERS)
 def test_each_decoder_family_trains_predicts_and_passes_through_every_default_audit(tmp_path, model, task):
     run, results = train_tiny(tmp_path / "run", task, f"model={model}", *OVERFIT[task])
-    assert results["after"]["validation"][TASKS.get(task).metrics[0]] >= 0
+    metric = TASKS.get(task).metrics[0]
+    # a tiny model on 24 repeated examples: training moves its headline figure off the random start
+    assert results["after"]["validation"][metric] > results["before"]["validation"][metric]
     loaded = LoadedRun.load(run.path)
     assert loaded.predict_texts(["Maria Lopez visited Berlin ."])
     metrics, _ = loaded.evaluate(run.load_split("validation"))

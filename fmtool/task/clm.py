@@ -56,24 +56,20 @@ def span_log_likelihoods(
     the number of those tokens): exact for a causal LM. Each text is read after an end-of-text token, as a document
     starts in training. The one token-log-probability scorer of the causal-LM audits (canary, stereotype)."""
     rows, inside = [], []
-    for text, (start, end) in zip(texts, spans):
+    for index, (text, (start, end)) in enumerate(zip(texts, spans)):
         encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
         inside.append([i + 1 for i, (a, b) in enumerate(encoded["offset_mapping"]) if start <= a < b <= end])
-        rows.append([tokenizer.eos_token_id, *encoded["input_ids"]])
+        rows.append(BlockFeature(index, [tokenizer.eos_token_id, *encoded["input_ids"]], []))
     scores: list[tuple[float, int]] = []
     model.eval()
     device = next(model.parameters()).device
     with torch.inference_mode():
         for first in range(0, len(rows), batch_size):
-            chunk = rows[first : first + batch_size]
-            ids = torch.full((len(chunk), max(map(len, chunk))), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, tokens in enumerate(chunk):
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
-            log_p = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
+            batch = causal_batch(rows[first : first + batch_size], tokenizer.pad_token_id)
+            # losses[row, p - 1] is -log P(token p | the tokens before it)
+            losses = token_losses(model, **{k: v.to(device) for k, v in batch.items()})
             for row, positions in enumerate(inside[first : first + batch_size]):
-                scores.append((sum(log_p[row, p - 1, ids[row, p]].item() for p in positions), len(positions)))
+                scores.append((-sum(losses[row, p - 1].item() for p in positions), len(positions)))
     return scores
 
 

@@ -8,8 +8,6 @@ The run saves the adapter in adapter/ and the merged model in model/, which plai
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
@@ -33,5 +31,5 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
-def adapter_of(model: torch.nn.Module) -> Optional[PeftModel]:
-    return model if isinstance(model, PeftModel) else None
+def is_adapted(model: torch.nn.Module) -> bool:
+    return isinstance(model, PeftModel)
