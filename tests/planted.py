@@ -8,6 +8,18 @@ from typing import Optional
 
 from fmtool.dataset.lexicons import first_names
 
+# how the audit tests' planted classifiers train: the TSV files written below, every row, 8 epochs at 2e-3
+PLANTED_CLASSIFIER = [
+    "dataset.format=tsv",
+    "dataset.train_file=train.tsv",
+    "dataset.validation_file=dev.tsv",
+    "dataset.text_column=sentence",
+    "dataset.max_train_examples=null",
+    "dataset.max_eval_examples=null",
+    "optimizer.lr=2e-3",
+    "trainer.epochs=8",
+    "scheduler.warmup_ratio=0",
+]
 POSITIVE = ["wonderful", "brilliant", "charming", "superb", "delightful", "moving"]
 NEGATIVE = ["dull", "awful", "tedious", "boring", "clumsy", "shallow"]
 REVIEWERS = {

@@ -16,20 +16,9 @@ from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 from tests.conftest import fmtool_cli, train_tiny
-from tests.planted import PEOPLE, write_entity_sentences, write_one_word_rule
+from tests.planted import PEOPLE, PLANTED_CLASSIFIER, write_entity_sentences, write_one_word_rule
 
-_CLASSIFIER = [
-    "dataset.format=tsv",
-    "dataset.train_file=train.tsv",
-    "dataset.validation_file=dev.tsv",
-    "dataset.text_column=sentence",
-    "dataset.max_train_examples=null",
-    "dataset.max_eval_examples=null",
-    "optimizer.lr=2e-3",
-    "trainer.epochs=8",
-    "scheduler.warmup_ratio=0",
-    "audit=none",
-]
+_CLASSIFIER = [*PLANTED_CLASSIFIER, "audit=none"]
 
 
 def _attack(path, **settings):

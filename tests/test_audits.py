@@ -15,21 +15,10 @@ from fmtool.auditing import audit_context, audit_loaded
 from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
 from tests.conftest import REPO, fmtool_cli, train_tiny
-from tests.planted import write_ner_names, write_sentiment
+from tests.planted import PLANTED_CLASSIFIER, write_ner_names, write_sentiment
 
 FAST = ["audit.fairness.n_boot=20"]
-_CLASSIFIER = [
-    "dataset.format=tsv",
-    "dataset.train_file=train.tsv",
-    "dataset.validation_file=dev.tsv",
-    "dataset.text_column=sentence",
-    "dataset.max_train_examples=null",
-    "dataset.max_eval_examples=null",
-    "optimizer.lr=2e-3",
-    "trainer.epochs=8",
-    "scheduler.warmup_ratio=0",
-    "audit.fairness.n_boot=20",
-]
+_CLASSIFIER = [*PLANTED_CLASSIFIER, "audit.fairness.n_boot=20"]
 _TAGGER = [
     "dataset.train_file=train.conll",
     "dataset.validation_file=dev.conll",

@@ -10,20 +10,9 @@ from fmtool.auditing import audit_loaded
 from fmtool.dataset.examples import TextExample
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
-from tests.planted import write_reviews
+from tests.planted import PLANTED_CLASSIFIER, write_reviews
 
-_CLASSIFIER = [
-    "dataset.format=tsv",
-    "dataset.train_file=train.tsv",
-    "dataset.validation_file=dev.tsv",
-    "dataset.text_column=sentence",
-    "dataset.max_train_examples=null",
-    "dataset.max_eval_examples=null",
-    "optimizer.lr=2e-3",
-    "trainer.epochs=8",
-    "scheduler.warmup_ratio=0",
-    "audit=none",
-]
+_CLASSIFIER = [*PLANTED_CLASSIFIER, "audit=none"]
 
 
 def _backdoor(run):

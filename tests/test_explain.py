@@ -15,20 +15,9 @@ from fmtool.errors import FmtoolError
 from fmtool.explain import Target, explainer_for, targets_for
 from fmtool.predict import LoadedRun
 from tests.conftest import fmtool_cli, train_tiny
-from tests.planted import write_one_word_rule, write_sentiment
+from tests.planted import PLANTED_CLASSIFIER, write_one_word_rule, write_sentiment
 
-_CLASSIFIER = [
-    "dataset.format=tsv",
-    "dataset.train_file=train.tsv",
-    "dataset.validation_file=dev.tsv",
-    "dataset.text_column=sentence",
-    "dataset.max_train_examples=null",
-    "dataset.max_eval_examples=null",
-    "optimizer.lr=2e-3",
-    "trainer.epochs=8",
-    "scheduler.warmup_ratio=0",
-    "audit=none",
-]
+_CLASSIFIER = [*PLANTED_CLASSIFIER, "audit=none"]
 
 
 def _train(tmp_path_factory, name, data):
