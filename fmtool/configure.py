@@ -17,7 +17,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fmtool.audit import AUDITS, family_configs
 from fmtool.config.compose import config_dir, package_dir, to_typed
-from fmtool.config.schema import AdversarialName, DataFormat, Freeze, PeftMethod, TrainConfig, range_problems
+from fmtool.config.schema import (
+    AdversarialName,
+    DataFormat,
+    Freeze,
+    PeftMethod,
+    Strategy,
+    TrainConfig,
+    range_problems,
+)
 from fmtool.dataset import probes
 from fmtool.dataset.augment import CHOICES
 from fmtool.dataset.formats import FORMATS, reading_problem
@@ -86,6 +94,11 @@ def _trainer_problems(cfg: TrainConfig) -> list[str]:
         problems.append(f"trainer.epochs={trainer.epochs} must be at least 1 (or set trainer.max_steps)")
     if trainer.freeze == Freeze.bottom_k and trainer.freeze_layers < 1:
         problems.append("trainer.freeze=bottom_k needs trainer.freeze_layers >= 1")
+    if trainer.strategy == Strategy.fsdp and trainer.checkpoint_every_steps is not None:
+        problems.append(
+            "trainer.strategy=fsdp cannot be combined with trainer.checkpoint_every_steps: a checkpoint holds one "
+            "rank's state, and a sharded run's is spread over all ranks"
+        )
     task = TASKS.get(cfg.task.name)
     problems += task.config_problems(cfg)
     metrics = task.metrics
@@ -147,6 +160,7 @@ def _privacy_problems(cfg: TrainConfig) -> list[str]:
         "trainer.compile": trainer.compile,
         "trainer.gradient_checkpointing": trainer.gradient_checkpointing,
         "trainer.checkpoint_every_steps": trainer.checkpoint_every_steps is not None,
+        "trainer.strategy=fsdp": trainer.strategy == Strategy.fsdp,
         "trainer.max_steps": trainer.max_steps is not None,
         f"trainer.grad_accum_steps={trainer.grad_accum_steps}": trainer.grad_accum_steps != 1,
         "trainer.eval_every_steps": trainer.eval_every_steps is not None,

@@ -147,9 +147,9 @@ def finetune_pipeline(
     }
     evaluated = {name: splits.named()[name] for name in ("validation", "test") if name in features}
 
-    def score(name: str) -> tuple[dict[str, Any], list]:
+    def score(name: str, scored=model) -> tuple[dict[str, Any], list]:
         return evaluate_split(
-            task, model, evaluated[name], features[name], runtime, tokenizer.pad_token_id, labels, progress, name
+            task, scored, evaluated[name], features[name], runtime, tokenizer.pad_token_id, labels, progress, name
         )
 
     if resume:
@@ -172,7 +172,7 @@ def finetune_pipeline(
         runtime,
         features["train"],
         cfg,
-        evaluate=lambda m: score("validation")[0],
+        evaluate=lambda trained: score("validation", trained)[0],
         dist=dist,
         checkpoint_dir=run.checkpoint_dir,
         resume=resume,

@@ -124,10 +124,10 @@ def pretrain_pipeline(
         run.save_documents("validation", validation_documents)
         run.save_corpus({"name": data.name, **corpus})
 
-    def evaluate(*_trained) -> dict[str, Any]:
-        """Held-out loss of `model` (fit passes its wrapper, which shares the weights)."""
+    def evaluate(trained) -> dict[str, Any]:
+        """Held-out loss of the module fit trains (the model, or its sharded copy)."""
         progress.start("evaluate validation", len(validation))
-        metrics = objective.held_out(model, validation, runtime, progress.advance)
+        metrics = objective.held_out(trained, validation, runtime, progress.advance)
         progress.stop()
         return metrics
 
@@ -135,12 +135,13 @@ def pretrain_pipeline(
         before = run.load_results()["before"]
         run.truncate_metrics(after_step=checkpoint_step(run.checkpoint_dir))
     else:
-        before = {"validation": evaluate()}
+        before = {"validation": evaluate(model)}
         run.save_results({"task": cfg.task.name, "before": before})
     state = fit(
         objective.trained(model),
         batches,
         collate=objective.collate,
+        loss_units=objective.loss_units,
         trainer=cfg.trainer,
         optimizer_cfg=cfg.optimizer,
         scheduler_cfg=cfg.scheduler,
@@ -154,7 +155,7 @@ def pretrain_pipeline(
         progress=progress,
     )
     finish_training(model)
-    after = {"validation": evaluate()}
+    after = {"validation": evaluate(model)}
     if cfg.trainer.save_model:
         if is_adapted(model):
             run.save_adapter(model)

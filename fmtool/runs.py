@@ -481,5 +481,5 @@ class ReplicaRun(RunDir):
     def _skip(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    save_environment = save_labels = save_split = save_documents = save_corpus = save_tokenizer = _skip
+    save_environment = save_labels = save_split = save_documents = save_corpus = save_tokenizer = save_adapter = _skip
     append_metrics = save_model = save_predictions = save_results = finish = truncate_metrics = _skip

@@ -12,7 +12,7 @@ from fmtool.config.schema import Precision
 from fmtool.dataset.examples import split_words
 from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
-from fmtool.runs import RunDir
+from fmtool.runs import ReplicaRun, RunDir
 
 
 def test_run_dir_holds_every_file(ner_run):
@@ -278,3 +278,9 @@ def test_report_records_the_digests_of_what_was_audited(ner_run):
     assert (
         "## Provenance and loading" in markdown and provenance["model_files"]["model.safetensors"]["sha256"] in markdown
     )
+
+
+def test_a_replica_rank_overrides_every_method_that_writes_the_run_directory():
+    writers = [name for name in vars(RunDir) if name.startswith(("save_", "append_", "truncate_")) or name == "finish"]
+    assert "save_adapter" in writers
+    assert all(getattr(ReplicaRun, name) is ReplicaRun._skip for name in writers)

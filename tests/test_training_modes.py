@@ -1,4 +1,4 @@
-"""Resume, re-fine-tuning, adversarial training, gradient checkpointing and data-parallel training."""
+"""Resume, re-fine-tuning, adversarial training, gradient checkpointing and multi-process (DDP, FSDP2) training."""
 
 from __future__ import annotations
 
@@ -193,54 +193,76 @@ def test_token_budget_splits_wide_batches_without_changing_the_update(tmp_path):
     assert split["train"]["samples"] == whole["train"]["samples"]
 
 
-@pytest.mark.slow
-def test_two_process_data_parallel_matches_one_process(tmp_path):
-    # NER: the ranks' halves of a batch hold different numbers of labelled tokens; 29 examples in batches of 4 leave
-    # a 1-example batch that gives one rank nothing; accumulation and a token budget that splits some ranks' halves
-    # and not others exercise DDP's no_sync
-    common = [
-        "+task=ner",
-        "debug=tiny",
-        "model.dropout=0.0",
-        "trainer.max_steps=4",
-        "trainer.batch_size=4",
-        "trainer.grad_accum_steps=2",
-        "dataset.max_train_examples=29",
-        "audit=none",
-        "trainer.max_length=32",
-        "trainer.window_stride=8",
-        "trainer.max_batch_tokens=32",
-    ]
-    single = subprocess.run(
-        [sys.executable, "-m", "fmtool", "train", *common, f"hydra.run.dir={tmp_path / 'one'}"],
+def _train(folder, overrides: list[str], *, processes: int = 1) -> RunDir:
+    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_port=29533"]
+    result = subprocess.run(
+        [sys.executable, *(launcher if processes > 1 else []), "-m", "fmtool", "train", *overrides],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
-    assert single.returncode == 0, single.stderr[-2000:]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port=29533",
-        "-m",
-        "fmtool",
-        "train",
-        *common,
-    ]
-    double = subprocess.run(
-        [*launch, f"hydra.run.dir={tmp_path / 'two'}"], capture_output=True, text=True, cwd=REPO, timeout=240, env=env
-    )
-    assert double.returncode == 0, double.stderr[-3000:]
-    one, two = RunDir.open(tmp_path / "one"), RunDir.open(tmp_path / "two")
-    assert (
-        two.load_results()["train"]["processes"] == 2
-        and two.load_results()["train"]["samples"] == one.load_results()["train"]["samples"]
-    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return RunDir.open(folder)
+
+
+def _gradient_norms(run: RunDir) -> list[float]:
+    """Each update's gradient norm before clipping: the raw gradient's, before any optimizer step rescales it."""
+    records = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    return [record["grad_norm"] for record in records if record["split"] == "train"]
+
+
+# NER: the ranks' halves of a batch hold different numbers of labelled tokens; 29 examples in batches of 4 leave
+# a 1-example batch that gives one rank nothing; accumulation and a token budget that splits some ranks' halves
+# and not others exercise DDP's no_sync and FSDP's equal micro-batch counts
+UNEVEN_NER = [
+    "+task=ner",
+    "debug=tiny",
+    "model.dropout=0.0",
+    "trainer.max_steps=4",
+    "trainer.batch_size=4",
+    "trainer.grad_accum_steps=2",
+    "dataset.max_train_examples=29",
+    "audit=none",
+    "trainer.max_length=32",
+    "trainer.window_stride=8",
+    "trainer.max_batch_tokens=32",
+]
+LORA_DECODER = [
+    "+task=classification",
+    "debug=tiny",
+    "model=tiny_llama",
+    "model.dropout=0.0",
+    "trainer.peft=lora",
+    "trainer.lora.dropout=0",
+    "trainer.max_steps=3",
+    "trainer.batch_size=4",
+    "audit=none",
+]
+CAUSAL_LM = ["+task=clm", "debug=tiny", "model=tiny_gpt", "model.dropout=0.0", "trainer.max_steps=3", "audit=none"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param([*UNEVEN_NER, "trainer.strategy=ddp"], id="ddp-ner"),
+        pytest.param([*UNEVEN_NER, "trainer.strategy=fsdp"], id="fsdp-ner"),
+        pytest.param([*LORA_DECODER, "trainer.strategy=fsdp"], id="fsdp-lora-llama"),
+        pytest.param([*CAUSAL_LM, "trainer.strategy=fsdp"], id="fsdp-clm-gpt"),
+    ],
+)
+def test_two_processes_give_one_process_gradients_and_model(overrides, tmp_path):
+    # the gradient norms compare the raw gradients: an optimizer step (Adam's) would hide a summed-instead-of-averaged
+    # gradient, which doubles the norm
+    one = _train(tmp_path / "one", [*overrides, f"hydra.run.dir={tmp_path / 'one'}"])
+    two = _train(tmp_path / "two", [*overrides, f"hydra.run.dir={tmp_path / 'two'}"], processes=2)
+    trained_one, trained_two = one.load_results()["train"], two.load_results()["train"]
+    assert trained_two["processes"] == 2 and trained_two["samples"] == trained_one["samples"]
+    assert _gradient_norms(two) == pytest.approx(_gradient_norms(one), rel=1e-3)
     weights_one, weights_two = model_weights(one), model_weights(two)
+    assert weights_one.keys() == weights_two.keys()
     assert all(torch.allclose(weights_one[k], weights_two[k], atol=1e-5) for k in weights_one)
 
 

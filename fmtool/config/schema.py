@@ -266,6 +266,13 @@ class PrivacyConfig:
     accountant: Accountant = Accountant.prv
 
 
+class Strategy(Choice):
+    """How several processes (torchrun) hold the model: whole on every rank, or sharded (trainer/distributed.py)."""
+
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 class PeftMethod(Choice):
     none = "none"
     lora = "lora"
@@ -313,6 +320,7 @@ class TrainerConfig:
     skip_unseen_embedding_rows: bool = True
     gradient_checkpointing: bool = False
     checkpoint_every_steps: Optional[int] = ranged(None, low=1)
+    strategy: Strategy = Strategy.ddp
     num_threads: Optional[int] = ranged(None, low=1)
     # at most this many updates between training-loss records; a short run logs at least 20 (trainer/loop.py)
     log_every_steps: int = ranged(50, low=1)

@@ -16,6 +16,12 @@ TOKENIZE_CHUNK = 1024
 # torch's cross_entropy default, which Hugging Face models use
 IGNORE_INDEX = -100
 
+
+def labelled_positions(labels):
+    """How many positions a batch's loss averages over, when the model reads its labels unshifted (a tensor)."""
+    return labels.ne(IGNORE_INDEX).sum()
+
+
 # words and single punctuation marks, like CoNLL tokenisation ("U.S." stays one word, "(" does not); combining
 # marks (\p{M}: accents in NFD text, Indic vowel signs and viramas) stay with their letter, so no word is cut
 _WORD = regex.compile(r"(?:[^\W\d_]\p{M}*\.){2,}|[\w\p{M}]+(?:[.'’\-][\w\p{M}]+)*|[^\w\s\p{M}]\p{M}*")

@@ -17,9 +17,18 @@ _EPS = 1e-6  # as clip_grad_norm_: a zero gradient gives a finite factor
 
 
 def gradient_norm(gradients: list[torch.Tensor]) -> torch.Tensor:
-    if gradients[0].device.type == "cpu":
-        return torch.stack([torch.dot(g.reshape(-1).float(), g.reshape(-1).float()) for g in gradients]).sum().sqrt()
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
+    """The total L2 norm; of FSDP's sharded gradients (DTensors), from each rank's shards summed over the ranks."""
+    from torch.distributed.tensor import DTensor
+
+    sharded = isinstance(gradients[0], DTensor)
+    local = [g.to_local() if isinstance(g, DTensor) else g for g in gradients]
+    if local[0].device.type == "cpu":
+        squares = torch.stack([torch.dot(g.reshape(-1).float(), g.reshape(-1).float()) for g in local]).sum()
+    else:
+        squares = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(local))).square()
+    if sharded:
+        torch.distributed.all_reduce(squares)
+    return squares.sqrt()
 
 
 def _takes_grad_scale(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:

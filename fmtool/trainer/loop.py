@@ -24,7 +24,7 @@ import torch
 from fmtool.adversarial import METHODS, perturbed_embeddings
 from fmtool.config.schema import AdversarialConfig, OptimizerConfig, SchedulerConfig, TrainerConfig
 from fmtool.dataset.batching import BatchSource, token_budget_pieces
-from fmtool.dataset.examples import IGNORE_INDEX
+from fmtool.dataset.examples import labelled_positions
 from fmtool.errors import FmtoolError, TrainingStopped
 from fmtool.inference import Runtime
 from fmtool.model.build import unwrap
@@ -34,7 +34,7 @@ from fmtool.task.base import headline
 from fmtool.trainer import signals
 from fmtool.trainer.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from fmtool.trainer.clipping import clipped_step
-from fmtool.trainer.distributed import Distributed
+from fmtool.trainer.distributed import Distributed, equal_pieces, full_state_dict
 from fmtool.trainer.runtime import batch_token_budget
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,8 @@ class LoopPosition:
 
 
 class _Training:
-    """The model with its optimizer, scheduler, grad scaler, state and best weights: what fit() updates and
-    checkpoints."""
+    """The module trained (the model, or its sharded copy) with its optimizer, scheduler, grad scaler, state and best
+    weights: what fit() updates and checkpoints."""
 
     def __init__(
         self,
@@ -113,16 +113,17 @@ class _Training:
         total: int,
         runtime: Runtime,
         dist: Distributed,
-        compile: bool,
+        trainer: TrainerConfig,
+        loss_units: Callable[[torch.Tensor], torch.Tensor],
     ) -> None:
-        self.model, self.runtime, self.dist = model, runtime, dist
-        self.optimizer = build_optimizer(model, optimizer_cfg)
+        self.runtime, self.dist, self.loss_units = runtime, dist, loss_units
+        self.replicated = dist.wrap(model, runtime.device, trainer.strategy)  # owns DDP's no_sync
+        self.model = unwrap(self.replicated)
+        self.sharded = self.model is not model
+        self.optimizer = build_optimizer(self.model, optimizer_cfg)
         self.scheduler = build_scheduler(self.optimizer, scheduler_cfg, total)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
-        self.replicated = dist.wrap(
-            model, runtime.device
-        )  # the DDP module (not its compiled wrapper), which owns no_sync
-        self.forward = torch.compile(self.replicated) if compile else self.replicated
+        self.forward = torch.compile(self.replicated) if trainer.compile else self.replicated
         self.state, self.position = TrainState(), LoopPosition()
         self.best_weights: Optional[dict[str, torch.Tensor]] = None
 
@@ -163,7 +164,7 @@ class _Training:
     def accumulate(
         self,
         pieces: list[dict[str, torch.Tensor]],
-        has_examples: bool,
+        counted: list[bool],
         ends_update: bool,
         method,
         adversarial: AdversarialConfig,
@@ -172,10 +173,12 @@ class _Training:
         """Forward and backward over one global batch's micro-batches (this rank's share); returns its mean loss.
 
         Each piece's loss is weighted by its share of the batch's loss units over all ranks, so the gradient is the
-        one-batch gradient however the batch is split. A rank left without examples (has_examples False: a batch
-        smaller than the world) still joins every collective, with weight 0.
+        one-batch gradient however the batch is split. A piece not counted (a rank left without examples by a batch
+        smaller than the world, or padding for FSDP's equal piece counts) still joins every collective, with weight 0.
         """
-        units = [piece["labels"].ne(IGNORE_INDEX).sum() * has_examples for piece in pieces]
+        if self.sharded:
+            pieces, counted = equal_pieces(self.dist, pieces, counted)
+        units = [self.loss_units(piece["labels"]) * is_counted for piece, is_counted in zip(pieces, counted)]
         my_units = sum(units)
         batch_units = self.dist.all_sum(my_units.clone()).clamp_min(1)
         batch_loss = 0.0
@@ -203,24 +206,12 @@ class _Training:
         return grad_norm
 
     def record_evaluation(self, metrics: dict[str, Any], cfg: TrainerConfig, *, final: bool) -> dict[str, Any]:
-        """Note the evaluation in the state; keep a copy of the weights when they are the best so far."""
-        state = self.state
-        if cfg.metric not in metrics:
-            raise FmtoolError(_UNKNOWN_METRIC.format(cfg.metric, ", ".join(headline(metrics))))
-        value = metrics[cfg.metric]
-        if _improved(value, state.best_metric, cfg.greater_is_better):
-            state.best_metric, state.best_step, state.stale_evaluations = value, state.step, 0
-            # after the last evaluation the model in memory is the best: a copy would only cost memory
-            self.best_weights = (
-                None
-                if final
-                else {k: v.detach().to("cpu", copy=True) for k, v in unwrap(self.model).state_dict().items()}
-            )
-        else:
-            state.stale_evaluations += 1
-        self.position.evaluated_at = state.step
-        record = {"step": state.step, "epoch": state.epoch, **headline(metrics)}
-        state.evaluations.append(record)
+        """Note the evaluation in the state; keep a copy of the weights when they are the best so far (after the
+        last evaluation the model in memory is the best: a copy would only cost memory)."""
+        record, improved = record_evaluation(self.state, metrics, cfg)
+        if improved:
+            self.best_weights = None if final else weights_copy(self.model)
+        self.position.evaluated_at = self.state.step
         return record
 
 
@@ -268,13 +259,47 @@ class _MicroStep:
         return loss.detach(), grad
 
 
-def _stop_on_signal(signum: int, step: int, saved: bool) -> None:
-    kept = (
-        "checkpoint saved; continue with fmtool resume"
-        if saved
-        else "nothing to resume without trainer.checkpoint_every_steps"
-    )
-    raise TrainingStopped(f"interrupted by {signals.name(signum)} after update {step}: {kept}", exit_code=128 + signum)
+def stop_if_signalled(step: int, kept: str) -> None:
+    """Raise TrainingStopped when SIGINT/SIGTERM arrived; `kept` tells the user what survives."""
+    signum = signals.requested()
+    if signum is not None:
+        raise TrainingStopped(
+            f"interrupted by {signals.name(signum)} after update {step}: {kept}", exit_code=128 + signum
+        )
+
+
+def record_evaluation(state: TrainState, metrics: dict[str, Any], cfg: TrainerConfig) -> tuple[dict[str, Any], bool]:
+    """Note an evaluation's headline figures in the state; returns its record and whether it is the best so far."""
+    if cfg.metric not in metrics:
+        raise FmtoolError(_UNKNOWN_METRIC.format(cfg.metric, ", ".join(headline(metrics))))
+    improved = _improved(metrics[cfg.metric], state.best_metric, cfg.greater_is_better)
+    if improved:
+        state.best_metric, state.best_step, state.stale_evaluations = metrics[cfg.metric], state.step, 0
+    else:
+        state.stale_evaluations += 1
+    record = {"step": state.step, "epoch": state.epoch, **headline(metrics)}
+    state.evaluations.append(record)
+    return record, improved
+
+
+def train_record(state: TrainState, loss: float, **figures: float) -> dict[str, Any]:
+    return {"split": "train", "step": state.step, "epoch": state.epoch, "loss": loss, **figures}
+
+
+def weights_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+
+
+def timed_evaluation(
+    evaluate: Callable[[torch.nn.Module], dict[str, Any]], model: torch.nn.Module
+) -> tuple[dict[str, Any], float]:
+    """The evaluation's metrics and its seconds (kept out of the training throughput); the model back in training
+    mode."""
+    started = time.perf_counter()
+    metrics = evaluate(model)
+    seconds = time.perf_counter() - started
+    model.train()
+    return metrics, seconds
 
 
 def _check_finite(batch_loss: float, step: int, epoch: int, checkpoint: Optional[Path]) -> None:
@@ -321,16 +346,17 @@ def fit(
     resume: bool = False,
     on_log: Callable[[dict[str, Any]], None] = lambda record: None,
     progress: Progress = SilentProgress(),
+    loss_units: Callable[[torch.Tensor], torch.Tensor] = labelled_positions,
 ) -> TrainState:
     """Train `model` in place on `batches`; on return it holds the best weights seen.
 
-    collate(features, epoch) builds one micro-batch. With evaluate=None there is no validation: the
-    final weights are kept. With resume, the state in checkpoint_dir is
-    restored first and the epoch continues after the last checkpointed update.
+    collate(features, epoch) builds one micro-batch; loss_units(labels) counts the positions its loss averages over.
+    With evaluate=None there is no validation: the final weights are kept. With resume, the state in checkpoint_dir
+    is restored first and the epoch continues after the last checkpointed update.
     """
     model.to(runtime.device)
     total = total_updates(batches.batches_per_epoch, trainer)
-    run = _Training(model, optimizer_cfg, scheduler_cfg, total, runtime, dist, trainer.compile)
+    run = _Training(model, optimizer_cfg, scheduler_cfg, total, runtime, dist, trainer, loss_units)
     if resume:
         run.restore(checkpoint_dir)
     state, position = run.state, run.position
@@ -342,9 +368,8 @@ def fit(
 
     def evaluate_now() -> bool:
         """Evaluate and log; True when trainer.patience evaluations in a row brought no improvement."""
-        started_evaluation = time.perf_counter()
-        metrics = evaluate(model)
-        position.evaluation_seconds += time.perf_counter() - started_evaluation
+        metrics, seconds = timed_evaluation(evaluate, run.model)
+        position.evaluation_seconds += seconds
         record = run.record_evaluation(metrics, trainer, final=state.step >= total)
         on_log({"split": "validation", **record})
         log.info(
@@ -354,14 +379,13 @@ def fit(
             record[trainer.metric],
             state.best_metric,
         )
-        model.train()
         return trainer.patience is not None and state.stale_evaluations >= trainer.patience
 
     progress.start("train", total)
     progress.advance(state.step)
     # throughput counts training only: evaluations are timed apart, and a resumed run adds its earlier time
     started = time.perf_counter() - state.train_seconds - position.evaluation_seconds
-    model.train()
+    run.model.train()
     run.optimizer.zero_grad(set_to_none=True)
     stop = False
     epoch, skip = position.epoch, position.batches_done
@@ -377,7 +401,9 @@ def fit(
                 for piece in token_budget_pieces(mine or global_batch[:1], max_batch_tokens)
             ]
             ends_update = (index + 1) % trainer.grad_accum_steps == 0 or last_in_epoch
-            batch_loss = run.accumulate(pieces, bool(mine), ends_update, method, adversarial, trainer.grad_accum_steps)
+            batch_loss = run.accumulate(
+                pieces, [bool(mine)] * len(pieces), ends_update, method, adversarial, trainer.grad_accum_steps
+            )
             _check_finite(batch_loss, state.step, epoch, checkpoints)
             position.epoch, position.batches_done = epoch, index + 1
             position.running_loss += batch_loss
@@ -388,16 +414,8 @@ def fit(
             grad_norm = run.update(trainer.max_grad_norm)
             mean_loss = position.running_loss / position.running_batches
             if state.step % log_every == 0 or state.step == total:
-                on_log(
-                    {
-                        "split": "train",
-                        "step": state.step,
-                        "epoch": epoch,
-                        "loss": mean_loss,
-                        "lr": run.scheduler.get_last_lr()[0],
-                        **({} if grad_norm is None else {"grad_norm": grad_norm.item()}),
-                    }
-                )
+                grad = {} if grad_norm is None else {"grad_norm": grad_norm.item()}
+                on_log(train_record(state, mean_loss, lr=run.scheduler.get_last_lr()[0], **grad))
                 position.running_loss, position.running_batches = 0.0, 0
             if evaluate is not None and trainer.eval_every_steps and state.step % trainer.eval_every_steps == 0:
                 stop = evaluate_now()
@@ -405,10 +423,14 @@ def fit(
                 state.train_seconds = time.perf_counter() - started - position.evaluation_seconds
                 run.save(checkpoints)
             progress.advance(1, loss=mean_loss)
-            if signals.requested() is not None:
-                if checkpoints is not None:
-                    run.save(checkpoints)
-                _stop_on_signal(signals.requested(), state.step, saved=checkpoints is not None)
+            if signals.requested() is not None and checkpoints is not None:
+                run.save(checkpoints)
+            stop_if_signalled(
+                state.step,
+                "checkpoint saved; continue with fmtool resume"
+                if checkpoints is not None
+                else "nothing to resume without trainer.checkpoint_every_steps",
+            )
             if stop or state.step >= total:
                 break
         if index < 0:
@@ -425,5 +447,8 @@ def fit(
     state.train_seconds = time.perf_counter() - started - position.evaluation_seconds
     progress.stop()
     if run.best_weights is not None:
-        model.load_state_dict(run.best_weights)
+        run.model.load_state_dict(run.best_weights)
+    if run.sharded:
+        model.load_state_dict(full_state_dict(run.model))
+        model.to(runtime.device)
     return state

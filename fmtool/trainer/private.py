@@ -5,7 +5,10 @@ Abadi et al. 2016, "Deep Learning with Differential Privacy"; Yousefpour et al. 
 own, epoch by epoch, because the guarantee holds only for exactly this procedure: no gradient accumulation,
 token-budget splitting, adversarial steps or the CPU training changes of the default loop, and full precision
 (the per-example gradients are what the noise is calibrated to). The loss is each example's mean over its
-labelled tokens, averaged over the batch, so every example weighs the same whatever its length.
+labelled tokens, averaged over the batch, so every example weighs the same whatever its length. The epoch
+structure around the updates (training and evaluation records, the best weights by trainer.metric, stopping on a
+signal) is the default loop's: keeping the best epoch's weights is post-processing, since the accountant already
+counts every update as released.
 """
 
 from __future__ import annotations
@@ -18,13 +21,21 @@ import torch
 
 from fmtool.config.schema import OptimizerConfig, OptimizerName, SchedulerConfig, TrainerConfig
 from fmtool.dataset.examples import IGNORE_INDEX
-from fmtool.errors import FmtoolError, TrainingStopped
+from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.optimizer import build_optimizer, parameter_groups
 from fmtool.scheduler import build_scheduler
-from fmtool.task.base import headline
 from fmtool.trainer import signals
-from fmtool.trainer.loop import Progress, SilentProgress, TrainState
+from fmtool.trainer.loop import (
+    Progress,
+    SilentProgress,
+    TrainState,
+    record_evaluation,
+    stop_if_signalled,
+    timed_evaluation,
+    train_record,
+    weights_copy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +137,7 @@ def fit_private(
     else:
         private, optimizer, loader = engine.make_private(**common, noise_multiplier=dp.noise_multiplier)
     scheduler = build_scheduler(optimizer, scheduler_cfg, trainer.epochs * len(loader))
-    state = TrainState()
+    state, best_weights = TrainState(), None
     progress.start("train (DP-SGD)", trainer.epochs * len(loader))
     started = time.perf_counter()
     evaluation_seconds = 0.0
@@ -149,33 +160,24 @@ def fit_private(
             progress.advance(1, loss=losses[-1] if losses else float("nan"))
             if signals.requested() is not None:
                 private._close()
-                signum = signals.requested()
-                raise TrainingStopped(
-                    f"interrupted by {signals.name(signum)} after update {state.step}: a DP-SGD run keeps no "
-                    "checkpoint, so train it again (its epsilon accounts for a whole run)",
-                    exit_code=128 + signum,
-                )
-        epsilon = _epsilon(engine, dp)
-        record = {
-            "split": "train",
-            "step": state.step,
-            "epoch": epoch,
-            "loss": sum(losses) / max(len(losses), 1),
-            "epsilon": epsilon,
-        }
+            stop_if_signalled(
+                state.step, "a DP-SGD run keeps no checkpoint, so train it again (its epsilon accounts for a whole run)"
+            )
+        record = train_record(state, sum(losses) / max(len(losses), 1), epsilon=_epsilon(engine, dp))
         on_log(record)
-        log.info("epoch=<%d> loss=<%.4f> epsilon=<%.3f> delta=<%g>", epoch, record["loss"], epsilon, dp.delta)
+        log.info("epoch=<%d> loss=<%.4f> epsilon=<%.3f> delta=<%g>", epoch, record["loss"], record["epsilon"], dp.delta)
         if evaluate is not None:
-            began = time.perf_counter()
-            metrics = headline(evaluate(model))
-            evaluation_seconds += time.perf_counter() - began
-            state.evaluations.append({"step": state.step, "epoch": epoch, **metrics})
-            state.best_metric, state.best_step = metrics.get(trainer.metric), state.step
-            on_log({"split": "validation", "step": state.step, "epoch": epoch, **metrics})
-            model.train()
+            metrics, seconds = timed_evaluation(evaluate, model)
+            evaluation_seconds += seconds
+            evaluation, improved = record_evaluation(state, metrics, trainer)
+            on_log({"split": "validation", **evaluation})
+            if improved:
+                best_weights = None if epoch == trainer.epochs - 1 else weights_copy(model)
     progress.stop()
     state.train_seconds = time.perf_counter() - started - evaluation_seconds
     private._close()  # hooks and per-example gradients off: the model is a plain one again
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
     state.privacy = {
         "epsilon": _epsilon(engine, dp),
         "delta": dp.delta,
