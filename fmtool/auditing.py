@@ -58,7 +58,14 @@ def audit_context(
         open_run=partial(
             LoadedRun.load, policy=LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)
         ),
+        load_documents=partial(_documents, run) if run is not None else lambda split: [],
     )
+
+
+def _documents(run: RunDir, split: str) -> list[str]:
+    """A language-model run's saved documents of `split` (a streamed training corpus is not kept: none)."""
+    path = run.documents_file(split)
+    return path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else []
 
 
 def _no_model(*args: Any, **kwargs: Any) -> Any:

@@ -115,3 +115,39 @@ def test_a_causal_lm_exposes_a_much_repeated_canary_by_its_exact_log_perplexity(
         "audits"
     ]
     assert twin["tables"]["canaries"][0]["exposure"] < 6 and twin["status"] == "pass", twin["tables"]
+
+
+_WIDER = ["model.config_overrides.n_embd=128", "optimizer.lr=3e-3", "dataset.max_eval_examples=null"]
+
+
+@pytest.mark.slow
+def test_a_causal_lm_that_memorised_its_documents_fails_membership_and_one_that_generalised_passes(tmp_path):
+    from fmtool.auditing import audit_loaded
+
+    def membership(run) -> dict:
+        return audit_loaded(LoadedRun.load(run.path), {"membership": {}}, run.path)["audits"][0]
+
+    # 100 documents seen 16 times each with no dropout, and one evaluation at the end so the last weights are kept
+    memorised, _ = train_tiny(
+        tmp_path / "memorised",
+        "clm",
+        *_WIDER,
+        "dataset.max_train_examples=100",
+        "model.dropout=0.0",
+        "scheduler=constant",
+        "trainer.batch_size=8",
+        "trainer.max_steps=200",
+        "trainer.eval_every_steps=200",
+    )
+    leaky = membership(memorised)
+    assert leaky["status"] == "fail", leaky["summary"]
+    # measured: loss AUC 0.87, Min-K% 0.90
+    assert leaky["summary"]["loss.auc"] > 0.75 and leaky["summary"]["min_k.auc"] > 0.75, leaky["summary"]
+    assert {row["attack"] for row in leaky["tables"]["attacks"]} == {"loss", "min_k"}
+    assert any("reference attack skipped" in warning for warning in leaky["warnings"])
+    # the whole corpus seen once: measured AUC 0.49 for both attacks
+    generalised, _ = train_tiny(
+        tmp_path / "generalised", "clm", *_WIDER, "dataset.max_train_examples=null", "trainer.epochs=1"
+    )
+    tight = membership(generalised)
+    assert tight["status"] == "pass", tight["summary"]

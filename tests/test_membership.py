@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from fmtool.audit import family_configs
-from fmtool.audit.membership import tpr_at_fpr
+from fmtool.audit.membership import min_k_scores, tpr_at_fpr
 from fmtool.auditing import audit_loaded
 from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
+from fmtool.task.base import ExampleScore
 from fmtool.twins import finetune_model
 from tests.conftest import train_tiny
 from tests.planted import POSITIVE, write_unique_rows
@@ -93,7 +94,9 @@ def test_a_memorising_model_fails_and_a_normal_twin_passes(memorised_and_normal)
         leaky["summary"]["loss.auc"] > 0.7
         and leaky["summary"]["member_mean_loss"] < leaky["summary"]["non_member_mean_loss"]
     )
-    assert {row["attack"] for row in leaky["tables"]["roc"]} == {"loss", "reference"}
+    assert {row["attack"] for row in leaky["tables"]["roc"]} == {"loss", "min_k", "reference"}
+    # one unit per classified text: Min-K% is its loss
+    assert leaky["summary"]["min_k.auc"] == pytest.approx(leaky["summary"]["loss.auc"])
     # with a twin that learns the sentiment words, the records the model memorised most are the ones whose label
     # contradicts their word (the flipped quarter): the twin gets them wrong, the memorising model fits them
     rows = {e.id: e for e in LoadedRun.load(memorised.path).run.load_split("train")}
@@ -117,6 +120,14 @@ def test_too_few_held_out_examples_skip_with_the_reason(classification_run):
     run, _ = classification_run
     entry = _membership(run)
     assert entry["status"] == "skip" and "fewer than min_examples=50" in entry["warnings"][0]
+
+
+def test_min_k_reads_the_least_likely_units_only():
+    # equal mean losses; the member-like text has no very unlikely token, the unseen-like one has one
+    smooth, spiky = ExampleScore(1.0, 5, (1.0,) * 5), ExampleScore(1.0, 5, (0.2, 0.2, 0.2, 0.2, 4.2))
+    assert list(min_k_scores([smooth, spiky], 0.2)) == pytest.approx([-1.0, -4.2])
+    assert list(min_k_scores([spiky], 0.4)) == pytest.approx([-2.2])  # ceil(0.4 * 5) = 2 tokens
+    assert list(min_k_scores([ExampleScore(0.7, 1)], 0.2)) == pytest.approx([-0.7])  # no unit losses: the loss
 
 
 def test_tpr_at_low_fpr_of_a_hand_made_ranking():

@@ -79,8 +79,7 @@ def run_audits(ctx: AuditContext, audit: dict[str, Any]) -> list[tuple[AuditResu
         if family.audits(ctx.task):
             result = family.run(ctx, cfg)
         else:
-            kind = "language models" if family.language_models else "fine-tuned models with labels"
-            result = AuditResult({}, [], warnings=[f"audits {kind}, not a {ctx.task.name} model"])
+            result = AuditResult({}, [], warnings=[f"audits {family.kind}, not a {ctx.task.name} model"])
         result = replace(result, name=name, version=family.version, seconds=round(time.perf_counter() - started, 2))
         log.info(
             "audit=<%s> status=<%s> checks=<%d> seconds=<%.1f>", name, result.status, len(result.checks), result.seconds

@@ -260,6 +260,7 @@ class AuditContext:
     starting point with the run's config plus Hydra-style overrides, and returns it ready for predict/score
     (None where that starting point is unknown: a model directory audited without --base-model). open_run(path)
     loads another finished run under the audited command's loading policy, ready for predict (pii's person_model).
+    load_documents(split) gives a language-model run's documents of that split ([] when it kept none).
     """
 
     task: Task
@@ -276,6 +277,7 @@ class AuditContext:
     score: Callable[..., list[ExampleScore]] = _needs_run
     finetune: Optional[Callable[..., Any]] = None
     open_run: Optional[Callable[[str], Any]] = None
+    load_documents: Callable[[str], list[str]] = lambda split: []
 
 
 def evaluation_inputs(ctx: AuditContext, *, data: Optional[str], splits: Sequence[str], key: str) -> list[Example]:
@@ -317,11 +319,18 @@ class AuditFamily:
     run: Callable[[AuditContext, Any], AuditResult]
     description: str
     language_models: bool
+    labelled_models: bool
     # the family's own checks of its settings against the audited model, run before any family runs
     check: Optional[Callable[[AuditContext, Any], list[str]]] = None
 
     def audits(self, task: Task) -> bool:
-        return task.language_model == self.language_models
+        return self.language_models if task.language_model else self.labelled_models
+
+    @property
+    def kind(self) -> str:
+        """What it audits, in words."""
+        kinds = ["language models"] * self.language_models + ["fine-tuned models with labels"] * self.labelled_models
+        return " and ".join(kinds)
 
 
 AUDITS: Registry[AuditFamily] = Registry("audit")
@@ -334,10 +343,12 @@ def register(
     config_type: type,
     description: str,
     language_models: bool = False,
+    labelled_models: bool = True,
     check: Optional[Callable[[AuditContext, Any], list[str]]] = None,
 ) -> Callable:
-    """Decorator for a family's run(ctx, cfg) function: it audits language models (language_models=True) or models
-    fine-tuned to label text (the default), as each task says it trains (Task.language_model)."""
+    """Decorator for a family's run(ctx, cfg) function: it audits language models (language_models=True), models
+    fine-tuned to label text (labelled_models=True, the default), or both, as each task says it trains
+    (Task.language_model)."""
 
     def add(run: Callable[[AuditContext, Any], AuditResult]) -> Callable:
         AUDITS.register(name)(
@@ -348,6 +359,7 @@ def register(
                 run=run,
                 description=description,
                 language_models=language_models,
+                labelled_models=labelled_models,
                 check=check,
             )
         )

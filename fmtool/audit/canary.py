@@ -89,6 +89,7 @@ def exposure(true_score: float, others: Sequence[float]) -> tuple[int, float]:
     config_type=CanaryAuditConfig,
     description="exposure of secrets planted in the pre-training corpus (Secret Sharer)",
     language_models=True,
+    labelled_models=False,
 )
 def run(ctx: AuditContext, cfg: CanaryAuditConfig) -> AuditResult:
     planted = ctx.config.task.canaries if ctx.config is not None else None

@@ -1,10 +1,14 @@
 """Membership inference: can an attacker tell the run's training examples from examples it never saw?
 
 Members are drawn from the training split, non-members from the held-out splits (validation, test), as many
-of each (balanced), seeded. Two attacks score every example, higher meaning "member":
+of each (balanced), seeded; for a language-model run, its training documents against its held-out ones, scored
+by their exact token likelihoods (causal LMs). Three attacks score every example, higher meaning "member":
 
 - `loss`: the negative of the model's loss on the example's gold labels (Yeom et al. 2018); NER uses the
-  sentence's mean loss over its labelled words.
+  sentence's mean loss over its labelled words, a causal LM the document's mean token loss.
+- `min_k`: Min-K% probability (Shi et al. 2024, "Detecting Pretraining Data from Large Language Models"): the
+  mean log-probability of the example's min_k_share least likely tokens (NER: words). It needs no reference and
+  reads memorisation where the mean hides it; for classification, one unit per example, it equals `loss`.
 - `reference`: the loss of a reference model minus the audited model's loss on the same example (Carlini et
   al. 2022, LiRA's offline idea with one reference; Watson et al. 2022). The reference is a twin fine-tuned
   like the run, through AuditContext.finetune, on held-out examples that are then left out of the
@@ -19,6 +23,7 @@ Citations: Shokri et al. 2017; Yeom et al. 2018, "Privacy Risk in Machine Learni
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
@@ -30,9 +35,10 @@ from fmtool.audit.base import AuditContext, AuditResult, bootstrap_interval, che
 from fmtool.config.schema import ranged
 from fmtool.dataset.examples import Example
 from fmtool.errors import FmtoolError
+from fmtool.task.base import ExampleScore
 
 _KEY = "audit.membership"
-_ATTACKS = ("loss", "reference")
+_ATTACKS = ("loss", "min_k", "reference")
 
 
 @dataclass
@@ -41,6 +47,7 @@ class MembershipConfig:
     max_examples: int = ranged(1000, low=1)  # members and non-members each
     min_examples: int = ranged(50, low=1)
     attacks: List[str] = field(default_factory=lambda: list(_ATTACKS))
+    min_k_share: float = ranged(0.2, low=0, high=1, low_open=True)  # Min-K%: the share of least likely units read
     # share of the held-out examples the reference twin trains on (they are then not evaluated)
     reference_share: float = ranged(0.5, low=0, high=1, low_open=True, high_open=True)
     max_reference_examples: int = ranged(1000, low=1)
@@ -90,58 +97,109 @@ def _roc_points(labels: np.ndarray, scores: np.ndarray, attack: str, points: int
     return [{"attack": attack, "fpr": float(false_positive[i]), "tpr": float(true_positive[i])} for i in keep]
 
 
+def min_k_scores(scored: Sequence[ExampleScore], share: float) -> np.ndarray:
+    """Min-K% probability (Shi et al. 2024): the mean log-probability of each example's `share` least likely units
+    (tokens, words; at least one). An unseen text has a few very unlikely tokens; a memorised one has none."""
+    scores = []
+    for score in scored:
+        losses = sorted(score.unit_losses or (score.loss,), reverse=True)
+        scores.append(-float(np.mean(losses[: max(1, math.ceil(share * len(losses)))])))
+    return np.array(scores)
+
+
 @register(
     "membership",
-    version=1,
+    version=2,
     config_type=MembershipConfig,
-    description="membership inference: loss and reference-calibrated attacks (AUC, TPR at low FPR)",
+    description="membership inference: loss, Min-K% and reference-calibrated attacks (AUC, TPR at low FPR)",
+    language_models=True,
 )
 def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
+    if ctx.task.language_model:
+        return _language_model_run(ctx, cfg)
     rng = random.Random(f"{ctx.seed}:membership")
     held_out = [e for split in cfg.held_out_splits if split in ctx.available_splits for e in ctx.load_split(split)]
     members_pool = ctx.load_split("train") if "train" in ctx.available_splits else []
     rng.shuffle(held_out)
-    attacks = [a for a in cfg.attacks if a != "reference" or ctx.finetune is not None]
+    use_reference = "reference" in cfg.attacks and ctx.finetune is not None
     warnings = (
-        []
-        if attacks == list(cfg.attacks)
-        else [
-            (
-                "reference attack skipped: its twin starts where the audited model did, unknown for a model directory "
-                "(name it with fmtool audit --base-model)"
-            )
+        [
+            "reference attack skipped: its twin starts where the audited model did, unknown for a model directory "
+            "(name it with fmtool audit --base-model)"
         ]
+        if "reference" in cfg.attacks and not use_reference
+        else []
     )
-    use_reference = "reference" in attacks
     cut = int(len(held_out) * cfg.reference_share) if use_reference else 0
     reference_data, non_members = held_out[:cut][: cfg.max_reference_examples], held_out[cut:]
     n = min(len(non_members), len(members_pool), cfg.max_examples)
-    checks_off = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=n) for a in cfg.attacks]
     if n < cfg.min_examples:
         reason = (
             f"{n} members and non-members each, fewer than min_examples={cfg.min_examples} (train: "
             f"{len(members_pool)}, held out for evaluation: {len(non_members)})"
         )
-        return AuditResult({"examples": float(n)}, checks_off, warnings=[reason, *warnings])
+        return _too_few(n, cfg, [reason, *warnings])
     members, non_members = rng.sample(members_pool, n), non_members[:n]
-    examples = [*members, *non_members]
-    labels = np.array([1.0] * n + [0.0] * n)
-    target = np.array([s.loss for s in ctx.score(examples)])
-    scores = {"loss": -target}
+    scored = ctx.score([*members, *non_members])
+    target = np.array([s.loss for s in scored])
+    scores = {"loss": -target, "min_k": min_k_scores(scored, cfg.min_k_share)}
     if use_reference:
         twin = ctx.finetune(reference_data, list(cfg.reference_overrides))
-        scores["reference"] = np.array([s.loss for s in ctx.score(examples, model=twin)]) - target
+        scores["reference"] = np.array([s.loss for s in ctx.score([*members, *non_members], model=twin)]) - target
+    result = _judged(scores, target, n, cfg, ctx.seed, warnings)
+    if use_reference:
+        result.tables["most_exposed"] = _most_exposed(members, target[:n], scores["reference"][:n], cfg.most_exposed)
+    return result
+
+
+def _language_model_run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
+    """A language model's training documents against its held-out ones, by their exact token likelihoods."""
+    members_pool = ctx.load_documents("train")
+    held_out = [text for split in cfg.held_out_splits for text in ctx.load_documents(split)]
+    n = min(len(members_pool), len(held_out), cfg.max_examples)
+    warnings = ["reference attack skipped: a language model's twin would be pre-trained again"] * (
+        "reference" in cfg.attacks
+    )
+    if n < cfg.min_examples:
+        reason = (
+            f"{n} training and held-out documents each, fewer than min_examples={cfg.min_examples} (a streamed "
+            "training corpus is not kept in the run)"
+        )
+        return _too_few(n, cfg, [reason, *warnings])
+    rng = random.Random(f"{ctx.seed}:membership")
+    documents = [*rng.sample(members_pool, n), *rng.sample(held_out, n)]
+    max_tokens = ctx.config.trainer.max_length if ctx.config is not None else 512
+    scored = ctx.task.document_scores(ctx.model, ctx.tokenizer, documents, 16, max_tokens)
+    if scored is None:
+        return _too_few(n, cfg, [f"a {ctx.task.name} model gives no exact token likelihoods to attack", *warnings])
+    target = np.array([s.loss for s in scored])
+    return _judged(
+        {"loss": -target, "min_k": min_k_scores(scored, cfg.min_k_share)}, target, n, cfg, ctx.seed, warnings
+    )
+
+
+def _too_few(n: int, cfg: MembershipConfig, warnings: list[str]) -> AuditResult:
+    checks = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=n) for a in cfg.attacks]
+    return AuditResult({"examples": float(n)}, checks, warnings=warnings)
+
+
+def _judged(
+    scores: dict[str, np.ndarray], target: np.ndarray, n: int, cfg: MembershipConfig, seed: int, warnings: list[str]
+) -> AuditResult:
+    """Each configured attack's figures and check, for n members followed by n non-members; an attack without
+    scores is reported as not run."""
+    labels = np.array([1.0] * n + [0.0] * n)
     summary: dict[str, float] = {
         "examples": float(n),
         "member_mean_loss": float(target[:n].mean()),
         "non_member_mean_loss": float(target[n:].mean()),
     }
-    checks = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=2 * n) for a in cfg.attacks if a not in attacks]
+    checks = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=2 * n) for a in cfg.attacks if a not in scores]
     rows, roc = [], []
-    for attack in attacks:
+    for attack in [a for a in cfg.attacks if a in scores]:
         figures = _figures(labels, scores[attack])
-        auc_interval = _interval(labels, scores[attack], "auc", cfg, ctx.seed)
-        tpr_interval = _interval(labels, scores[attack], "tpr_at_1pct_fpr", cfg, ctx.seed)
+        auc_interval = _interval(labels, scores[attack], "auc", cfg, seed)
+        tpr_interval = _interval(labels, scores[attack], "tpr_at_1pct_fpr", cfg, seed)
         summary.update({f"{attack}.{k}": v for k, v in figures.items()})
         rows.append(
             {"attack": attack, **figures, "auc_ci": list(auc_interval), "tpr_at_1pct_fpr_ci": list(tpr_interval)}
@@ -168,10 +226,7 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
                     description="members found at 1% false positives",
                 )
             )
-    tables = {"attacks": rows, "roc": roc}
-    if use_reference:
-        tables["most_exposed"] = _most_exposed(members, target[:n], scores["reference"][:n], cfg.most_exposed)
-    return AuditResult(summary, checks, tables, warnings=warnings)
+    return AuditResult(summary, checks, {"attacks": rows, "roc": roc}, warnings=warnings)
 
 
 def _most_exposed(members: Sequence[Example], loss: np.ndarray, score: np.ndarray, k: int) -> list[dict[str, Any]]:

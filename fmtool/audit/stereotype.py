@@ -277,6 +277,7 @@ def _percent_check(name: str, summary: dict[str, float], pairs_key: str, max_val
     config_type=StereotypeConfig,
     description="stereotype preference of a language model (CrowS-Pairs, WinoBias)",
     language_models=True,
+    labelled_models=False,
 )
 def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
     checks = [

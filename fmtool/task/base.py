@@ -23,6 +23,7 @@ class ExampleScore:
 
     loss: float
     units: int
+    unit_losses: tuple[float, ...] = ()  # each unit's negative log-likelihood (membership's Min-K%)
 
 
 class Task(Protocol):
@@ -54,14 +55,23 @@ class Task(Protocol):
         """A language-model task's score of each filler of `template`'s {secret} in context (the canary audit's
         exposure): masked LMs by pseudo-log-likelihood, causal LMs by the exact log-likelihood."""
 
+    def document_scores(
+        self, model, tokenizer, texts: Sequence[str], batch_size: int, max_tokens: int
+    ) -> Optional[list[ExampleScore]]:
+        """A language-model task's exact negative log-likelihood of each document and of each of its first max_tokens
+        tokens (the membership audit's attacks); None where the task has no exact likelihood (masked LMs)."""
+
 
 class LanguageModelling(Protocol):
     """What the pre-training recipe asks of a language-model task: how documents are packed into blocks, how blocks
-    become a batch, the module the loop trains, and the held-out loss with its perplexity."""
+    become a batch, how many positions a batch's loss averages over, the module the loop trains, and the held-out
+    loss with its perplexity."""
 
     packing: Packing
 
     def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, Any]: ...
+
+    def loss_units(self, labels) -> Any: ...
 
     def trained(self, model) -> Any: ...
 

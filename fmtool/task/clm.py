@@ -22,7 +22,7 @@ from fmtool.dataset.mlm import BlockFeature, Packing
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.model.build import Head
-from fmtool.task.base import TASKS
+from fmtool.task.base import TASKS, ExampleScore
 
 
 def causal_batch(features: Sequence[BlockFeature], pad_id: int) -> dict[str, torch.Tensor]:
@@ -49,28 +49,42 @@ def token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, l
     return losses.view(targets.shape)
 
 
-def span_log_likelihoods(
-    model, tokenizer, texts: Sequence[str], spans: Sequence[tuple[int, int]], batch_size: int
-) -> list[tuple[float, int]]:
-    """For each text, (the sum over the tokens inside its character span of log P(token | every token before it),
-    the number of those tokens): exact for a causal LM. Each text is read after an end-of-text token, as a document
-    starts in training. The one token-log-probability scorer of the causal-LM audits (canary, stereotype)."""
+def span_token_log_probabilities(
+    model, tokenizer, texts: Sequence[str], spans: Sequence[tuple[int, int]], batch_size: int, max_tokens: int = 0
+) -> list[list[float]]:
+    """For each text, log P(token | every token before it) of each token inside its character span: exact for a
+    causal LM. Each text is read after an end-of-text token, as a document starts in training, and cut to its first
+    max_tokens tokens (0: whole). The one token-log-probability scorer of the causal-LM audits (canary, stereotype,
+    membership)."""
     rows, inside = [], []
     for index, (text, (start, end)) in enumerate(zip(texts, spans)):
         encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-        inside.append([i + 1 for i, (a, b) in enumerate(encoded["offset_mapping"]) if start <= a < b <= end])
-        rows.append(BlockFeature(index, [tokenizer.eos_token_id, *encoded["input_ids"]], []))
-    scores: list[tuple[float, int]] = []
+        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        if max_tokens:
+            ids, offsets = ids[:max_tokens], offsets[:max_tokens]
+        inside.append([i + 1 for i, (a, b) in enumerate(offsets) if start <= a < b <= end])
+        rows.append(BlockFeature(index, [tokenizer.eos_token_id, *ids], []))
+    scores: list[list[float]] = []
     model.eval()
     device = next(model.parameters()).device
     with torch.inference_mode():
         for first in range(0, len(rows), batch_size):
             batch = causal_batch(rows[first : first + batch_size], tokenizer.pad_token_id)
             # losses[row, p - 1] is -log P(token p | the tokens before it)
-            losses = token_losses(model, **{k: v.to(device) for k, v in batch.items()})
+            losses = token_losses(model, **{k: v.to(device) for k, v in batch.items()}).cpu()
             for row, positions in enumerate(inside[first : first + batch_size]):
-                scores.append((-sum(losses[row, p - 1].item() for p in positions), len(positions)))
+                scores.append([-losses[row, p - 1].item() for p in positions])
     return scores
+
+
+def span_log_likelihoods(
+    model, tokenizer, texts: Sequence[str], spans: Sequence[tuple[int, int]], batch_size: int
+) -> list[tuple[float, int]]:
+    """For each text, (the sum of its span's token log-probabilities, the number of those tokens)."""
+    return [
+        (sum(tokens), len(tokens))
+        for tokens in span_token_log_probabilities(model, tokenizer, texts, spans, batch_size)
+    ]
 
 
 def filler_log_likelihoods(model, tokenizer, template: str, fillers: Sequence[str], batch_size: int) -> list[float]:
@@ -87,6 +101,16 @@ def sentence_log_likelihoods(model, tokenizer, texts: Sequence[str], batch_size:
     return span_log_likelihoods(model, tokenizer, texts, [(0, len(t)) for t in texts], batch_size)
 
 
+def document_scores(model, tokenizer, texts: Sequence[str], batch_size: int, max_tokens: int) -> list[ExampleScore]:
+    """Each document's mean negative log-likelihood over its first max_tokens tokens, with each token's."""
+    spans = [(0, len(text)) for text in texts]
+    scores = []
+    for tokens in span_token_log_probabilities(model, tokenizer, texts, spans, batch_size, max_tokens):
+        losses = tuple(-value for value in tokens)
+        scores.append(ExampleScore(loss=sum(losses) / max(len(losses), 1), units=len(losses), unit_losses=losses))
+    return scores
+
+
 class CausalLanguageModelling:
     """Next-token prediction over packed documents."""
 
@@ -95,6 +119,10 @@ class CausalLanguageModelling:
 
     def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, torch.Tensor]:
         return causal_batch(features, self.pad_id)
+
+    def loss_units(self, labels: torch.Tensor) -> torch.Tensor:
+        """The predicted positions: every labelled one after a row's first (the model shifts the labels)."""
+        return labels[:, 1:].ne(IGNORE_INDEX).sum()
 
     def trained(self, model) -> torch.nn.Module:
         return model
@@ -165,6 +193,11 @@ class CausalLmTask:
 
     def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
         return continue_texts(loaded.model, loaded.tokenizer, texts, loaded.runtime, loaded.cfg.task)
+
+    def document_scores(
+        self, model, tokenizer, texts: Sequence[str], batch_size: int, max_tokens: int
+    ) -> list[ExampleScore]:
+        return document_scores(model, tokenizer, texts, batch_size, max_tokens)
 
     def filler_log_likelihoods(
         self, model, tokenizer, template: str, fillers: Sequence[str], batch_size: int

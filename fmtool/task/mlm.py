@@ -19,7 +19,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from fmtool.config.schema import TaskConfig, TrainConfig
 from fmtool.dataset.batching import inference_batches
-from fmtool.dataset.examples import IGNORE_INDEX
+from fmtool.dataset.examples import IGNORE_INDEX, labelled_positions
 from fmtool.dataset.mlm import EVALUATION_EPOCH, BlockFeature, Masking, Packing
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
@@ -171,6 +171,9 @@ class MaskedLmTask:
     def predict_texts(self, loaded, texts: Sequence[str]) -> list[dict[str, Any]]:
         return fill_mask(loaded.model, loaded.tokenizer, texts, loaded.runtime)
 
+    def document_scores(self, model, tokenizer, texts: Sequence[str], batch_size: int, max_tokens: int) -> None:
+        return None  # a masked LM's pseudo-likelihood is no likelihood: the attacks' scores would not be comparable
+
     def filler_log_likelihoods(
         self, model, tokenizer, template: str, fillers: Sequence[str], batch_size: int
     ) -> list[float]:
@@ -189,13 +192,18 @@ class MaskedLanguageModelling:
     def collate(self, features: Sequence[BlockFeature], epoch: int) -> dict[str, torch.Tensor]:
         return self.masking.collate(features, epoch)
 
+    def loss_units(self, labels: torch.Tensor) -> torch.Tensor:
+        return labelled_positions(labels)
+
     def trained(self, model) -> torch.nn.Module:
         return MaskedPositionsLM(model)
 
     def held_out(
         self, model, blocks: Sequence[BlockFeature], runtime: Runtime, on_batch: Callable[[int], None] = lambda n: None
     ) -> dict[str, Any]:
-        return held_out_loss(model, blocks, self.masking, runtime, on_batch)
+        """The held-out loss of the masked LM, or of the one the loop trains (its MaskedPositionsLM)."""
+        plain = model.model if isinstance(model, MaskedPositionsLM) else model
+        return held_out_loss(plain, blocks, self.masking, runtime, on_batch)
 
 
 TASKS.register("mlm")(MaskedLmTask())

@@ -160,12 +160,13 @@ class NerTask:
     ) -> list[ExampleScore]:
         """Mean -log p(gold tag) over each sentence's words, read where each word is predicted (its owning window)."""
         outputs = run_model(model, features, runtime, pad_id, _gold_nll)
-        totals, counts = [0.0] * len(examples), [0] * len(examples)
+        words: list[list[float]] = [[] for _ in examples]
         for feature, nll in zip(features, outputs):
             for _, position in feature.owned:
-                totals[feature.example_index] += float(nll[position])
-                counts[feature.example_index] += 1
-        return [ExampleScore(loss=total / max(count, 1), units=count) for total, count in zip(totals, counts)]
+                words[feature.example_index].append(float(nll[position]))
+        return [
+            ExampleScore(loss=sum(nlls) / max(len(nlls), 1), units=len(nlls), unit_losses=tuple(nlls)) for nlls in words
+        ]
 
     def score(
         self, examples: Sequence[TokenExample], predictions: Sequence[NerPrediction], labels: Sequence[str]
