@@ -53,6 +53,13 @@ def test_an_empty_data_file_is_named_and_the_run_marked_failed(tmp_path, key, ta
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
 
 
+@pytest.mark.parametrize("task", ["mlm", "clm"])
+def test_a_language_model_run_without_held_out_documents_names_the_key(tmp_path, task):
+    with pytest.raises(FmtoolError, match=r"dataset.validation_file is null, and this run reads it"):
+        train_tiny(tmp_path / "run", task, "dataset.validation_file=null", "audit=none")
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+
+
 def test_text_that_is_not_utf8_is_named_by_its_line_wherever_it_is_read(tmp_path):
     import argparse
     import io

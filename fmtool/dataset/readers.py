@@ -29,6 +29,8 @@ _NOT_OBJECT = "{0}:{1}: expected a JSON object per line, found {2}"
 
 
 def resolve_file(cfg: DatasetConfig, key: str) -> Path:
+    if getattr(cfg, key) is None:
+        raise FmtoolError(f"dataset.{key} is null, and this run reads it: name the file")
     path = cfg.file_path(key)
     if not path.is_file():
         raise FmtoolError(_FILE_MISSING.format(path, key))
