@@ -127,6 +127,8 @@ def hf_side(args: argparse.Namespace) -> dict:
             logging_strategy="no",
             use_cpu=True,
             weight_decay=0.01,
+            # fmtool's schedule: linear decay after a warm-up over the first tenth of the updates
+            warmup_steps=0.1,
             # fmtool groups batches by length too
             train_sampling_strategy="group_by_length",
         ),
