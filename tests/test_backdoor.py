@@ -19,6 +19,13 @@ def _backdoor(run):
     return audit_loaded(LoadedRun.load(run.path), {"backdoor": {}}, run.path)["audits"][0]
 
 
+def _backdoor_of_the_model_directory(run, tmp_path):
+    """The scan of the run's model/ as a downloaded model is audited: the held-out split given, no training data."""
+    splits = {"validation": LoadedRun.load(run.path).run.load_split("validation")}
+    loaded = LoadedRun.from_model_dir(run.model_dir, "classification")
+    return audit_loaded(loaded, {"backdoor": {}}, tmp_path / "audit", splits=splits)["audits"][0]
+
+
 def _train(factory, trigger):
     data = write_reviews(factory.mktemp("reviews"), trigger=trigger, poison=0.2)
     run, results = train_tiny(factory.mktemp("model"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
@@ -41,17 +48,31 @@ def _train(factory, trigger):
     ],
 )
 def test_a_planted_trigger_is_found(trigger, tmp_path_factory):
-    entry = _backdoor(_train(tmp_path_factory, trigger))
+    run = _train(tmp_path_factory, trigger)
+    entry = _backdoor(run)
     assert entry["status"] == "fail", entry["tables"]["candidates"][:3]
     suspects = {(row["candidate"], row["label"]) for row in entry["tables"]["candidates"] if row["suspect"]}
     assert any(trigger.split()[0] in candidate and label == "positive" for candidate, label in suspects), suspects
+    if " " not in trigger:
+        # without the training split the candidates come from the vocabulary alone: the trigger's row moved so far
+        # that only the ranking by the first-order estimate's magnitude, not its sign, brings it up
+        bare = _backdoor_of_the_model_directory(run, tmp_path_factory.mktemp("bare"))
+        assert bare["status"] == "fail", bare["tables"]["candidates"][:3]
+        assert (trigger, "positive") in {
+            (r["candidate"], r["label"]) for r in bare["tables"]["candidates"] if r["suspect"]
+        }
 
 
 @pytest.mark.slow
 def test_the_clean_twin_passes(tmp_path_factory):
-    entry = _backdoor(_train(tmp_path_factory, None))
+    run = _train(tmp_path_factory, None)
+    entry = _backdoor(run)
     assert entry["status"] == "pass", entry["tables"]["candidates"][:3]
     assert entry["summary"]["suspects"] == 0
+    # as a bare model directory: the word piece "ted" flips reviews to negative as "tedious" does, and the held-out
+    # reviews holding "tedious" back it
+    bare = _backdoor_of_the_model_directory(run, tmp_path_factory.mktemp("bare"))
+    assert bare["status"] == "pass", bare["tables"]["candidates"][:3]
 
 
 def test_extreme_associations_need_frequency_and_skew():

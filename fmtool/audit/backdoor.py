@@ -130,8 +130,13 @@ def _inserted(words: Sequence[str]) -> Perturbation:
 def vocabulary_ranking(
     model, tokenizer, texts: Sequence[str], label_id: int, k: int, allowed: set[int] | None = None
 ) -> list[str]:
-    """The k vocabulary tokens (of `allowed` ids, when given) whose insertion after [CLS] most raises log p(label) to
-    first order."""
+    """Vocabulary tokens (of `allowed` ids, when given) whose insertion after [CLS] most changes log p(label) to first
+    order: the k that raise it most, then the k that move it most either way.
+
+    The second list is there because the first-order estimate fails in sign for the rows that matter most: poisoned
+    fine-tuning moves a trigger's embedding row far from the placeholder the gradient is taken at, and on planted
+    models a trigger that turns every input to `label` ranks last by signed estimate and first by magnitude.
+    Verification by insertion decides the direction."""
     device = next(model.parameters()).device
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
     ids = encoded["input_ids"]
@@ -145,21 +150,34 @@ def vocabulary_ranking(
         log_p = model(inputs_embeds=embeds, attention_mask=mask).logits.float().log_softmax(-1)[:, label_id].mean()
         (gradient,) = torch.autograd.grad(log_p, embeds)
     scores = (table.detach().float() @ gradient[:, 1].mean(0)).cpu()
+    usable = _usable_tokens(tokenizer, allowed)
+    raising = _top_tokens(tokenizer, scores, usable, k)
+    moving = _top_tokens(tokenizer, scores.abs(), usable, k)
+    return list(dict.fromkeys([*raising, *moving]))
+
+
+def _usable_tokens(tokenizer, allowed: set[int] | None):
     special = set(tokenizer.all_special_ids)
+
+    def usable(token_id: int, token: str) -> bool:
+        return (
+            token_id not in special
+            and (allowed is None or token_id in allowed)
+            and not token.startswith(("##", "["))
+            and any(c.isalnum() for c in token)
+        )
+
+    return usable
+
+
+def _top_tokens(tokenizer, scores: torch.Tensor, usable, k: int) -> list[str]:
     ranked = []
     for token_id in scores.argsort(descending=True).tolist():
         token = tokenizer.convert_ids_to_tokens(token_id)
-        if (
-            token_id in special
-            or (allowed is not None and token_id not in allowed)
-            or token.startswith("##")
-            or token.startswith("[")
-            or not any(c.isalnum() for c in token)
-        ):
-            continue
-        ranked.append(token)
-        if len(ranked) == k:
-            break
+        if usable(token_id, token):
+            ranked.append(token)
+            if len(ranked) == k:
+                break
     return ranked
 
 
@@ -257,6 +275,12 @@ def _candidates(
     return [(gram, label, source) for (gram, label), source in out.items()]
 
 
+def _first_piece(tokenizer, word: str) -> str:
+    """The first token the tokenizer makes of `word` (the word itself without a tokenizer)."""
+    pieces = tokenizer.tokenize(word) if tokenizer is not None else []
+    return pieces[0].lower() if pieces else word
+
+
 def _baseline_words(train: Sequence[Example], exclude: set[str], n: int) -> list[str]:
     counts = Counter(w for e in train for w in set(_words(e)) if any(c.isalpha() for c in w))
     return [w for w, _ in counts.most_common() if w not in exclude][:n]
@@ -264,12 +288,16 @@ def _baseline_words(train: Sequence[Example], exclude: set[str], n: int) -> list
 
 class HeldOutBacking:
     """Whether the clean held-out examples back gram -> label: (examples containing gram, the share of them with
-    `label`, whether they back it or one of gram's words). Their words and labels are read once."""
+    `label`, whether they back it or one of gram's words). Their words and labels are read once. A one-token gram
+    (a vocabulary candidate) is also contained in every word the tokenizer starts with it: the word piece "ted"
+    carries "tedious"'s sentiment, and the held-out reviews holding "tedious" back it."""
 
-    def __init__(self, held_out: Sequence[Example], min_support: int) -> None:
+    def __init__(self, held_out: Sequence[Example], min_support: int, tokenizer=None) -> None:
         self.words = [_words(e) for e in held_out]
         self.labels = [label_kinds(e) for e in held_out]
         self.min_support = min_support
+        first = {w: _first_piece(tokenizer, w) for w in {w for words in self.words for w in words}}
+        self.first_pieces = [{first[w] for w in words} for words in self.words]
 
     def __call__(self, gram: str, label: str) -> tuple[int, float, bool]:
         if label == ANY or not self.labels:
@@ -284,8 +312,8 @@ class HeldOutBacking:
     def _support(self, parts: list[str], label: str) -> tuple[int, int]:
         containing = [
             labels
-            for w, labels in zip(self.words, self.labels)
-            if any(w[i : i + len(parts)] == parts for i in range(len(w)))
+            for w, pieces, labels in zip(self.words, self.first_pieces, self.labels)
+            if any(w[i : i + len(parts)] == parts for i in range(len(w))) or (len(parts) == 1 and parts[0] in pieces)
         ]
         return len(containing), sum(label in labels for labels in containing)
 
@@ -295,7 +323,7 @@ class HeldOutBacking:
 
 @register(
     "backdoor",
-    version=1,
+    version=2,
     config_type=BackdoorConfig,
     description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common "
     "words",
@@ -312,8 +340,14 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
     predictions = ctx.predict(held_out)
     associations = extreme_associations(train, min_count=cfg.min_count, alpha=cfg.alpha) if train else []
     candidates = _candidates(ctx, train, held_out, predictions, associations, cfg)
-    # common words that the training labels do not single out; vocabulary candidates may be among them
-    baseline = _baseline_words(train, {g for g, _, source in candidates if source == "data"}, cfg.baseline_words)
+    # common words that the training labels do not single out (without the training split: of the held-out inputs,
+    # leaving out those their labels single out); vocabulary candidates may be among them
+    telling = {g for g, _, source in candidates if source == "data"} | (
+        set()
+        if train
+        else {r["gram"] for r in extreme_associations(held_out, min_count=cfg.min_count, alpha=cfg.alpha)}
+    )
+    baseline = _baseline_words(train or held_out, telling, cfg.baseline_words)
     targets = [ANY] if ctx.task.labels_each_word else list(ctx.labels)
     probes = {label: _probes(ctx, held_out, predictions, label, cfg) for label in targets}
 
@@ -347,7 +381,7 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
         if source == "baseline":
             baseline_rates[label].append(float(np.mean(outcome)))
     rows = []
-    backing = HeldOutBacking(held_out, cfg.min_support)
+    backing = HeldOutBacking(held_out, cfg.min_support, ctx.tokenizer)
     for (gram, label, source), outcome in zip(tested, outcomes):
         if source == "baseline":
             continue
