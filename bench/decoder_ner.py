@@ -79,7 +79,9 @@ def main() -> None:
             results = _train(folder / attention, [*ner, start, f"optimizer.lr={args.gpt_lr}", *extra])
             rows.append(("GPT -> NER", attention, f"F1 {results['after']['validation']['f1']:.3f}", results["train"]))
         minilm = _train(folder / "minilm", ner)
-        rows.append(("MiniLM -> NER", "bidirectional", f"F1 {minilm['after']['validation']['f1']:.3f}", minilm["train"]))
+        rows.append(
+            ("MiniLM -> NER", "bidirectional", f"F1 {minilm['after']['validation']['f1']:.3f}", minilm["train"])
+        )
     print(f"{'model':24} {'attention':14} {'dev':18} {'train s':>8} {'parameters':>11}")
     for model, attention, figure, train in rows:
         print(f"{model:24} {attention:14} {figure:18} {train['seconds']:8.0f} {train['trainable_parameters']:11,}")
