@@ -16,18 +16,21 @@ import torch
 _EPS = 1e-6  # as clip_grad_norm_: a zero gradient gives a finite factor
 
 
+def _local_norm(gradients: list[torch.Tensor]) -> torch.Tensor:
+    if gradients[0].device.type == "cpu":
+        return torch.stack([torch.dot(g.reshape(-1).float(), g.reshape(-1).float()) for g in gradients]).sum().sqrt()
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
+
+
 def gradient_norm(gradients: list[torch.Tensor]) -> torch.Tensor:
-    """The total L2 norm; of FSDP's sharded gradients (DTensors), from each rank's shards summed over the ranks."""
+    """The total L2 norm; of FSDP's sharded gradients (DTensors, all or none), from each rank's shards summed over the
+    ranks."""
     from torch.distributed.tensor import DTensor
 
-    sharded = isinstance(gradients[0], DTensor)
-    local = [g.to_local() if isinstance(g, DTensor) else g for g in gradients]
-    if local[0].device.type == "cpu":
-        squares = torch.stack([torch.dot(g.reshape(-1).float(), g.reshape(-1).float()) for g in local]).sum()
-    else:
-        squares = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(local))).square()
-    if sharded:
-        torch.distributed.all_reduce(squares)
+    if not isinstance(gradients[0], DTensor):
+        return _local_norm(gradients)
+    squares = _local_norm([g.to_local() for g in gradients]).square()
+    torch.distributed.all_reduce(squares)
     return squares.sqrt()
 
 
