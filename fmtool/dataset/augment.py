@@ -27,10 +27,10 @@ def _editor(name: str, pool, seed: int) -> Callable[[Example], Example]:
     """The edit `name` makes to one example (the swap lexicon and the perturbation are built once)."""
     if name in SWAPS:
         attribute = name[len("swap_") :]
-        lookup = counterfactual_groups([attribute], key="dataset.augment")[attribute]
+        swaps = counterfactual_groups([attribute], key="dataset.augment")[attribute]
 
         def swapped(example: Example) -> Example:
-            variants = counterfactuals(example, lookup)
+            variants = counterfactuals(example, swaps)
             return random.Random(f"{seed}:{name}:{example.id}").choice(variants) if variants else example
 
         return swapped

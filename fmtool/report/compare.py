@@ -35,10 +35,10 @@ OBJECTIVES = {"quality": True, "fairness": False, "robustness": True, "privacy":
 
 
 def higher_is_better(figure: str) -> bool:
-    """The direction of an objective, a validation metric or an audit figure named by its check."""
+    """The direction of an objective or a validation metric (an audit check carries its own)."""
     if figure in OBJECTIVES:
         return OBJECTIVES[figure]
-    return figure not in LOWER_IS_BETTER and not figure.endswith(("auc", "_difference", "flip_rate"))
+    return figure not in LOWER_IS_BETTER
 
 
 @dataclass
@@ -190,7 +190,8 @@ def sort_runs(runs: list[RunSummary], by: Optional[str]) -> list[RunSummary]:
         return runs
     if not any(r.figure(key) is not None for r in runs):
         raise FmtoolError(f"compare: --sort {key}: no run has that figure; choose from: {', '.join(columns_of(runs))}")
-    descending = higher_is_better(key)
+    direction = next((r.checks[key].get("direction") for r in runs if key in r.checks), None)
+    descending = direction == "min" if direction else higher_is_better(key)
     present = [r for r in runs if r.figure(key) is not None]
     return sorted(present, key=lambda r: r.figure(key), reverse=descending) + [r for r in runs if r.figure(key) is None]
 
