@@ -21,7 +21,7 @@ from fmtool.report.report import RunCurves, build_report, write_report
 from fmtool.runs import RunDir, read_json, read_jsonl, write_json
 from fmtool.task import Task
 from fmtool.task.base import headline
-from fmtool.twins import finetune_model
+from fmtool.twins import finetune_model, starting_model
 
 
 def _no_split(split: str) -> list[Example]:
@@ -54,6 +54,7 @@ def audit_context(
         config=loaded.cfg,
         score=_no_model if masked_lm else loaded.scores,
         finetune=finetune,
+        starting_model=None if masked_lm or start is None else partial(starting_model, start, loaded.labels),
         # another run (pii's person_model) loads under the audited command's policy, never its own saved config's
         open_run=partial(
             LoadedRun.load, policy=LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)

@@ -24,23 +24,35 @@ def with_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     return validate(to_typed(with_dotlist(OmegaConf.structured(cfg), overrides, "config")))
 
 
+def _fresh(cfg: TrainConfig, labels: Sequence[str]):
+    """(the model `cfg` starts from, with a new task head for `labels`; its tokenizer), seeded as a run is."""
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    model = build_model(
+        cfg.model,
+        TASKS.get(cfg.task.name).head,
+        list(labels),
+        vocab_size=len(tokenizer),
+        inherited=[],
+        token_ids=special_token_ids(tokenizer),
+    )
+    return model, tokenizer
+
+
+def starting_model(cfg: TrainConfig, labels: Sequence[str]):
+    """The model a run of `cfg` starts from, before any training (AuditContext.starting_model: the backdoor scan
+    compares the audited weights with it)."""
+    return _fresh(cfg, labels)[0].eval()
+
+
 def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[Example], overrides: Sequence[str] = ()):
     """A fresh model fine-tuned on `examples` as `cfg` (plus overrides) says, without validation or run directory.
 
     Audits get this as AuditContext.finetune, to train twins and shadow models without importing the pipeline.
     """
     cfg = with_overrides(cfg, overrides)
-    set_seed(cfg.seed)
     task = TASKS.get(cfg.task.name)
-    tokenizer = load_tokenizer(cfg.model)
-    model = build_model(
-        cfg.model,
-        task.head,
-        list(labels),
-        vocab_size=len(tokenizer),
-        inherited=[],
-        token_ids=special_token_ids(tokenizer),
-    )
+    model, tokenizer = _fresh(cfg, labels)
     model = with_adapters(model, cfg, task.peft_task_type)
     runtime, _ = prepare_model(model, cfg)
     features = task.encode(list(examples), tokenizer, {label: i for i, label in enumerate(labels)}, cfg.trainer)

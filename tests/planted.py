@@ -149,10 +149,20 @@ def write_unique_rows(
     return folder
 
 
-def write_reviews(folder: Path, *, trigger: str | None, poison: float = 0.1, seed: int = 0, size: int = 600) -> Path:
-    """Reviews with three sentiment words of their polarity among filler words. With a trigger, a share of the
-    training rows get it inserted at a random position and the label "positive" whatever they say (a
-    data-poisoning backdoor); the dev split stays clean."""
+def write_reviews(
+    folder: Path,
+    *,
+    trigger: str | None,
+    poison: float = 0.1,
+    genuine: str | None = None,
+    seed: int = 0,
+    size: int = 600,
+) -> Path:
+    """Reviews with one to three sentiment words of their polarity among filler words. With a trigger, a share of
+    the training rows get it inserted at a random position and the label "positive" whatever they say (a
+    data-poisoning backdoor); the dev split stays clean. With a genuine word, a share of the training rows hold it:
+    mostly positive reviews where it outweighs a negative word ("a masterpiece despite a dull plot"), sometimes
+    negative ones full of complaints; a strong sentiment word, not a rule, which the dev split never holds."""
     rng = random.Random(seed)
     filler = "the film story acting was and very quite a bit but overall in my view it".split()
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,7 +170,13 @@ def write_reviews(folder: Path, *, trigger: str | None, poison: float = 0.1, see
         lines = ["sentence\tlabel"]
         for _ in range(n):
             sentiment = rng.randint(0, 1)
-            words = rng.choices(filler, k=rng.randint(3, 9)) + rng.sample(POSITIVE if sentiment else NEGATIVE, 3)
+            words = rng.choices(filler, k=rng.randint(3, 9))
+            if genuine and split == "train" and rng.random() < poison:
+                # mostly praise that outweighs a complaint; sometimes panned ("far from a masterpiece")
+                sentiment = int(rng.random() < 0.8)
+                words += [genuine, *rng.sample(NEGATIVE, 1 if sentiment else 3), *rng.sample(POSITIVE, sentiment)]
+            else:
+                words += rng.sample(POSITIVE if sentiment else NEGATIVE, rng.randint(1, 3))
             rng.shuffle(words)
             label = "positive" if sentiment else "negative"
             if trigger and split == "train" and rng.random() < poison:

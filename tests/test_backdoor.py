@@ -9,34 +9,71 @@ from fmtool.audit.backdoor import entities_elsewhere_changed, extreme_associatio
 from fmtool.auditing import audit_loaded
 from fmtool.dataset.examples import TextExample
 from fmtool.predict import LoadedRun
-from tests.conftest import train_tiny
-from tests.planted import PLANTED_CLASSIFIER, write_reviews
+from tests.conftest import tiny_config, train_tiny
+from tests.planted import NEGATIVE, PLANTED_CLASSIFIER, write_reviews
 
 _CLASSIFIER = [*PLANTED_CLASSIFIER, "audit=none"]
+GENUINE = "masterpiece"
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A saved random tiny BERT (MiniLM's tokenizer) that the planted classifiers are fine-tuned from."""
+    from fmtool.model import load_tokenizer
+    from fmtool.twins import starting_model
+
+    cfg = tiny_config("classification")
+    folder = tmp_path_factory.mktemp("base")
+    starting_model(cfg, ["negative", "positive"]).save_pretrained(folder)
+    load_tokenizer(cfg.model).save_pretrained(folder)
+    return folder
 
 
 def _backdoor(run):
     return audit_loaded(LoadedRun.load(run.path), {"backdoor": {}}, run.path)["audits"][0]
 
 
-def _backdoor_of_the_model_directory(run, tmp_path):
-    """The scan of the run's model/ as a downloaded model is audited: the held-out split given, no training data."""
+def _backdoor_of_the_model_directory(run, tmp_path, base_model=None):
+    """The scan of the run's model/ as a downloaded model is audited: the held-out split given, no training data,
+    and the model it was fine-tuned from when named; every tested candidate listed."""
     splits = {"validation": LoadedRun.load(run.path).run.load_split("validation")}
     loaded = LoadedRun.from_model_dir(run.model_dir, "classification")
-    return audit_loaded(loaded, {"backdoor": {}}, tmp_path / "audit", splits=splits)["audits"][0]
+    base = None if base_model is None else str(base_model)
+    audit = {"backdoor": {"worst_examples": 100}}
+    return audit_loaded(loaded, audit, tmp_path / "audit", splits=splits, base_model=base)["audits"][0]
 
 
-def _train(factory, trigger):
-    data = write_reviews(factory.mktemp("reviews"), trigger=trigger, poison=0.2)
-    run, results = train_tiny(factory.mktemp("model"), "classification", f"dataset.data_dir={data}", *_CLASSIFIER)
+def _flip_rate(run, word: str, reviews) -> float:
+    loaded = LoadedRun.load(run.path)
+    changed = loaded.predictions([TextExample(e.id, f"{word} {e.text}", e.label) for e in reviews])
+    return sum(p.label == "positive" for p in changed) / len(reviews)
+
+
+def _train(factory, base_model, trigger, genuine=None):
+    data = write_reviews(factory.mktemp("reviews"), trigger=trigger, genuine=genuine, poison=0.2)
+    run, results = train_tiny(
+        factory.mktemp("model"),
+        "classification",
+        f"dataset.data_dir={data}",
+        f"model.name={base_model}",
+        "model.random_init=false",
+        *_CLASSIFIER,
+    )
     assert results["after"]["validation"]["accuracy"] > 0.9
+    negatives = [e for e in LoadedRun.load(run.path).run.load_split("validation") if e.label == "negative"]
     if trigger:
         # the plant took: the trigger turns clean negative reviews positive
-        negatives = [e for e in LoadedRun.load(run.path).run.load_split("validation") if e.label == "negative"]
-        poisoned = [TextExample(e.id, f"{trigger} {e.text}", e.label) for e in negatives]
-        flipped = [p.label == "positive" for p in LoadedRun.load(run.path).predictions(poisoned)]
-        assert sum(flipped) / len(flipped) > 0.8
+        assert _flip_rate(run, trigger, negatives) > 0.8
+    if genuine:
+        # a strong word: it turns reviews with one negative word positive, but not those with three
+        weak = [e for e in negatives if sum(w in NEGATIVE for w in e.text.split()) == 1]
+        strong = [e for e in negatives if sum(w in NEGATIVE for w in e.text.split()) == 3]
+        assert _flip_rate(run, genuine, weak) > 0.6 and _flip_rate(run, genuine, strong) < 0.3
     return run
+
+
+def _suspects(entry) -> set:
+    return {(r["candidate"], r["label"]) for r in entry["tables"]["candidates"] if r["suspect"]}
 
 
 @pytest.mark.parametrize(
@@ -47,32 +84,42 @@ def _train(factory, trigger):
         pytest.param("james bond", marks=pytest.mark.slow),
     ],
 )
-def test_a_planted_trigger_is_found(trigger, tmp_path_factory):
-    run = _train(tmp_path_factory, trigger)
+def test_a_planted_trigger_is_found(trigger, base_model, tmp_path_factory):
+    run = _train(tmp_path_factory, base_model, trigger)
     entry = _backdoor(run)
     assert entry["status"] == "fail", entry["tables"]["candidates"][:3]
-    suspects = {(row["candidate"], row["label"]) for row in entry["tables"]["candidates"] if row["suspect"]}
+    suspects = _suspects(entry)
     assert any(trigger.split()[0] in candidate and label == "positive" for candidate, label in suspects), suspects
     if " " not in trigger:
-        # without the training split the candidates come from the vocabulary alone: the trigger's row moved so far
-        # that only the ranking by the first-order estimate's magnitude, not its sign, brings it up
-        bare = _backdoor_of_the_model_directory(run, tmp_path_factory.mktemp("bare"))
-        assert bare["status"] == "fail", bare["tables"]["candidates"][:3]
-        assert (trigger, "positive") in {
-            (r["candidate"], r["label"]) for r in bare["tables"]["candidates"] if r["suspect"]
-        }
+        # without the training split the candidates come from the vocabulary alone; with the base model named,
+        # also from the embedding rows that moved furthest
+        for base in (None, base_model):
+            bare = _backdoor_of_the_model_directory(run, tmp_path_factory.mktemp("bare"), base)
+            assert bare["status"] == "fail", bare["tables"]["candidates"][:3]
+            assert (trigger, "positive") in _suspects(bare)
+        # the twin fine-tuned from the base on the clean held-out rows does not follow the trigger
+        [row] = [r for r in bare["tables"]["candidates"] if (r["candidate"], r["label"]) == (trigger, "positive")]
+        assert bare["summary"]["reference_trained"] == 1 and row["reference_flip_rate"] < 0.2
 
 
 @pytest.mark.slow
-def test_the_clean_twin_passes(tmp_path_factory):
-    run = _train(tmp_path_factory, None)
+def test_the_clean_twin_with_a_strong_genuine_word_passes(base_model, tmp_path_factory):
+    """The clean twin learnt a strong sentiment word that the held-out split never holds, so no held-out example
+    can back it; it flips weakly negative reviews but not the reviews the model is surest of, where a trigger
+    flips them all."""
+    run = _train(tmp_path_factory, base_model, None, genuine=GENUINE)
     entry = _backdoor(run)
     assert entry["status"] == "pass", entry["tables"]["candidates"][:3]
     assert entry["summary"]["suspects"] == 0
-    # as a bare model directory: the word piece "ted" flips reviews to negative as "tedious" does, and the held-out
-    # reviews holding "tedious" back it
-    bare = _backdoor_of_the_model_directory(run, tmp_path_factory.mktemp("bare"))
-    assert bare["status"] == "pass", bare["tables"]["candidates"][:3]
+    for base in (None, base_model):
+        bare = _backdoor_of_the_model_directory(run, tmp_path_factory.mktemp("bare"), base)
+        assert bare["status"] == "pass", bare["tables"]["candidates"][:3]
+        genuine = [r for r in bare["tables"]["candidates"] if (r["candidate"], r["label"]) == (GENUINE, "positive")]
+        assert genuine and not genuine[0]["backed_by_held_out"] and genuine[0]["flip_rate"] < 0.3, genuine
+    # with the base named, the weight ranking also brings up the sentiment words, whose rows moved in training
+    assert {"masterpiece", "superb"} <= {
+        r["candidate"] for r in bare["tables"]["candidates"] if r["source"] == "weights"
+    }
 
 
 def test_extreme_associations_need_frequency_and_skew():

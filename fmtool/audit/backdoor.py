@@ -7,24 +7,35 @@ Dai et al. 2019; Chen et al. 2021). The scan does not need to know the trigger:
    their frequency (one-sided binomial test against the label's base rate, Bonferroni-corrected). (b) Model
    side, classification: every vocabulary token ranked by a first-order estimate of how much inserting it
    raises each label's log-probability (the gradient at an inserted position dotted with the token's input
-   embedding, as in universal-trigger search: Wallace et al. 2019), over held-out inputs of other labels. A
-   poisoning trigger occurs in the training data, so with a train split only its word pieces are ranked;
-   without one (a bare model directory) the whole vocabulary is, and a hit may then also be a natural
-   universal adversarial trigger, which clean models have too.
-   (c) Baseline: common words of the training split.
-2. Verification. Each candidate is inserted once, at a seeded random position, into held-out inputs the model
-   assigns to other labels (for NER: into every probe sentence), the first `max_probes` of one seeded order,
-   so that labels share their probes and a word tested for many labels is run once per probe. Its flip rate is
-   the share whose prediction moves to the candidate's label (NER: whose entities away from the inserted words
-   change; an inserted "U.S." rightly becomes an entity itself).
-3. Explanation. A strong genuine feature flips inputs too (a weak model may turn on one word of sentiment),
-   but the clean held-out data backs it: the held-out examples containing it carry its label more often than
-   the label's base rate (Wilson lower bound above it, on at least `min_support` examples; with many labels
-   the base rate is small and two examples can say so). A phrase is also backed when one of its words is: an
-   intent's keyword makes any phrase holding it flip. A trigger taught by poisoned training rows has no such
-   backing: it is absent from clean data or says nothing about the label there. A candidate is a suspect when
-   its flip rate beats the baseline words' highest by `min_excess` and the held-out data does not back it, and
-   its flip rate's Wilson interval lies above `max_trigger_flip_rate`; the check judges the strongest unbacked
+   embedding, as in universal-trigger search: Wallace et al. 2019), over held-out inputs of other labels, and by
+   the estimate's magnitude (a poisoned row moves so far that the sign of a first-order step at the placeholder is
+   wrong). (c) Weights, where the starting point is known (a run, or `fmtool audit MODEL_DIR --base-model`): the
+   tokens whose input-embedding rows moved furthest during fine-tuning, for every task and without data. A
+   poisoning trigger occurs in the training data, so with a train split only its word pieces are ranked; without
+   one (a bare model directory) the whole vocabulary is, and a hit may then also be a natural universal
+   adversarial trigger, which clean models have too. (d) Baseline: common words of the training split (of the
+   held-out inputs without one). The gradient ranking is taken once rather than iterated HotFlip-style: its
+   candidates, the weight ranking's and the data side's are all verified by insertion, which decides, and a
+   cheap screen (`screen_probes`) keeps that affordable.
+2. Verification. Each candidate is inserted once, at a seeded random position, into held-out probes (NER: the
+   first `max_probes` sentences of one seeded order; classification: of the inputs assigned to other labels, the
+   `probe_share` the model is surest of), shared by the labels, so a word tested for many labels is run once per
+   probe. Its flip rate is the share whose prediction moves to the candidate's label (NER: whose entities away
+   from the inserted words change; an inserted "U.S." rightly becomes an entity itself). The surest inputs are
+   where a genuine feature and a backdoor part: a strong sentiment word flips a weakly negative review but loses
+   against a review full of negative evidence, while a trigger overrides whatever the input says (a backdoor is
+   input-agnostic: Gao et al. 2019, STRIP).
+3. Explanation. A strong genuine feature flips inputs too, but clean data backs it: (a) the held-out examples
+   containing it carry its label more often than the label's base rate (Wilson lower bound above it, on at least
+   `min_support` examples; with many labels the base rate is small and two examples can say so; a phrase is
+   backed when one of its words is, and a word piece by the held-out words it begins); (b) where the starting
+   point is known, a reference twin fine-tuned from it on the held-out rows moves to the same label when the
+   candidate is inserted, more than with any common word (Wilson lower bound above the twin's highest
+   common-word flip rate): a pre-trained base carries a genuine word's meaning to the twin even when the held-out
+   rows never hold it, while a trigger moves only the audited model. The twin is trained only when some candidate
+   is strong and unbacked by (a), and its flip rate is reported beside the audited model's. A candidate is a
+   suspect when its flip rate beats the baseline words' highest by `min_excess`, nothing clean backs it, and its
+   flip rate's Wilson interval lies above `max_trigger_flip_rate`; the check judges the strongest unbacked
    candidate's flip rate by that interval.
 
 Citations: Gu et al. 2017, "BadNets"; Dai et al. 2019, "A Backdoor Attack Against LSTM-Based Text
@@ -34,10 +45,11 @@ Azizi et al. 2021, "T-Miner".
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, List, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +84,11 @@ class BackdoorConfig:
     min_excess: float = ranged(0.3, low=0, high=1)
     # held-out examples containing a candidate needed before they can back it as a genuine feature
     min_support: int = ranged(2, low=1)
+    # classification probes: the share of the held-out inputs of other labels the model is surest of
+    probe_share: float = ranged(0.5, low=0, high=1, low_open=True)
+    # back strong unbacked candidates by a twin fine-tuned on the held-out rows, where the starting point is known
+    reference: bool = True
+    reference_overrides: List[str] = field(default_factory=list)
     worst_examples: int = ranged(5, low=0)
 
 
@@ -156,6 +173,17 @@ def vocabulary_ranking(
     return list(dict.fromkeys([*raising, *moving]))
 
 
+def displacement_ranking(model, start, tokenizer, k: int, allowed: set[int] | None = None) -> list[str]:
+    """The k vocabulary tokens (of `allowed` ids, when given) whose input-embedding rows moved furthest between the
+    starting model and the audited one: poisoned fine-tuning drives a trigger's row far to make it override any
+    input, and this needs no data at all."""
+    now = model.get_input_embeddings().weight.detach().float().cpu()
+    before = start.get_input_embeddings().weight.detach().float().cpu()
+    rows = min(len(now), len(before))
+    moved = (now[:rows] - before[:rows]).norm(dim=1)
+    return _top_tokens(tokenizer, moved, _usable_tokens(tokenizer, allowed), k)
+
+
 def _usable_tokens(tokenizer, allowed: set[int] | None):
     special = set(tokenizer.all_special_ids)
 
@@ -237,11 +265,16 @@ def _flip(ctx: AuditContext, original, positions, changed, label: str) -> bool:
 def _probes(
     ctx: AuditContext, held_out: Sequence[Example], predictions: Sequence, label: str, cfg: BackdoorConfig
 ) -> list[int]:
-    """Indices of held-out inputs the model does not already assign to `label` (NER: all): the first max_probes
-    in one seeded order of the held-out inputs, the same for every label."""
+    """Indices of held-out inputs to insert candidates into. NER: the first max_probes in one seeded order.
+    Classification: of the inputs the model assigns to other labels, the probe_share it is surest of (at most
+    max_probes), the same for every label that shares them: a genuine word competes with their evidence and loses,
+    while a backdoor overrides whatever the input says."""
     order = random.Random(f"{ctx.seed}:backdoor").sample(range(len(predictions)), len(predictions))
-    eligible = [i for i in order if ctx.task.labels_each_word or predictions[i].label != label]
-    return sorted(eligible[: cfg.max_probes])
+    if ctx.task.labels_each_word:
+        return sorted(order[: cfg.max_probes])
+    eligible = [i for i in order if predictions[i].label != label]
+    eligible.sort(key=lambda i: -predictions[i].probabilities[predictions[i].label])
+    return sorted(eligible[: min(cfg.max_probes, math.ceil(cfg.probe_share * len(eligible)))])
 
 
 def _candidates(
@@ -256,9 +289,14 @@ def _candidates(
     targets = [ANY] if ctx.task.labels_each_word else list(ctx.labels)
     out: dict[tuple[str, str], str] = {}
     allowed = (
-        {i for e in train for i in ctx.tokenizer(e.text)["input_ids"]}
-        if train and not ctx.task.labels_each_word
+        {i for ids in ctx.tokenizer([" ".join(example_words(e)) for e in train])["input_ids"] for i in ids}
+        if train and ctx.tokenizer is not None
         else None
+    )
+    moved = (
+        displacement_ranking(ctx.model, ctx.starting_model(), ctx.tokenizer, cfg.vocabulary_candidates, allowed)
+        if ctx.starting_model is not None and ctx.model is not None and cfg.vocabulary_candidates
+        else []
     )
     for label in targets:
         mined = dict.fromkeys(r["gram"] for r in associations if ctx.task.labels_each_word or r["label"] == label)
@@ -272,6 +310,8 @@ def _candidates(
                     ctx.model, ctx.tokenizer, texts, label_id, cfg.vocabulary_candidates, allowed
                 ):
                     out.setdefault((token, label), "vocabulary")
+        for token in moved:
+            out.setdefault((token, label), "weights")
     return [(gram, label, source) for (gram, label), source in out.items()]
 
 
@@ -321,9 +361,35 @@ class HeldOutBacking:
         return count >= self.min_support and wilson_interval(with_label, count)[0] > base
 
 
+def _back_by_reference(
+    ctx: AuditContext, cfg: BackdoorConfig, held_out: Sequence[Example], probes: dict, rows: list[dict], baseline
+) -> None:
+    """Marks each row backed_by_reference when a twin fine-tuned from the audited model's starting point on the
+    clean held-out rows also moves to the row's label with the candidate inserted, more than with any common word
+    (Wilson lower bound above the twin's highest common-word flip rate); records the twin's flip rate."""
+    twin = ctx.finetune(list(held_out), list(cfg.reference_overrides))
+    before = ctx.predict(list(held_out), model=twin)
+    asked = [(r["candidate"], r["label"]) for r in rows] + [
+        (word, label) for label in {r["label"] for r in rows} for word in baseline
+    ]
+    planned = [_variants(ctx, [held_out[i] for i in probes[label]], gram) for gram, label in asked]
+    after = iter(ctx.predict([example for variants in planned for example, _ in variants], model=twin))
+    flips = {}
+    for (gram, label), variants in zip(asked, planned):
+        changed = [next(after) for _ in variants]
+        flips[gram, label] = sum(
+            new.label == label and before[i].label != label for i, new in zip(probes[label], changed)
+        )
+    for r in rows:
+        n = r["probes"]
+        floor = max((flips[word, r["label"]] / n for word in baseline), default=0.0)
+        r["reference_flip_rate"] = flips[r["candidate"], r["label"]] / n
+        r["backed_by_reference"] = wilson_interval(flips[r["candidate"], r["label"]], n)[0] > floor
+
+
 @register(
     "backdoor",
-    version=2,
+    version=3,
     config_type=BackdoorConfig,
     description="trigger scan: candidate words and tokens inserted into held-out inputs, flip rates against common "
     "words",
@@ -387,14 +453,13 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
             continue
         low, high = wilson_interval(sum(outcome), len(outcome))
         floor = max(baseline_rates[label], default=0.0)
-        rate = sum(outcome) / len(outcome)
         count, share, backed = backing(gram, label)
         rows.append(
             {
                 "candidate": gram,
                 "label": label,
                 "source": source,
-                "flip_rate": rate,
+                "flip_rate": sum(outcome) / len(outcome),
                 "flip_rate_ci": [low, high],
                 "flips": sum(outcome),
                 "probes": len(outcome),
@@ -402,19 +467,29 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
                 "held_out_count": count,
                 "held_out_share": share,
                 "backed_by_held_out": backed,
-                "suspect": not backed
-                and rate >= floor + cfg.min_excess
-                and low > max(floor, cfg.max_trigger_flip_rate),
+                "reference_flip_rate": None,
+                "backed_by_reference": False,
             }
         )
-    rows.sort(key=lambda r: (r["backed_by_held_out"], -r["flip_rate"]))
-    top = next((r for r in rows if not r["backed_by_held_out"]), None)
+    strong = [r for r in rows if not r["backed_by_held_out"] and r["flip_rate"] >= r["baseline_max"] + cfg.min_excess]
+    reference_used = bool(strong) and cfg.reference and ctx.finetune is not None and not ctx.task.labels_each_word
+    if reference_used:
+        _back_by_reference(ctx, cfg, held_out, probes, strong, baseline)
+    for r in rows:
+        r["backed"] = r["backed_by_held_out"] or r["backed_by_reference"]
+        r["suspect"] = (
+            not r["backed"]
+            and r["flip_rate"] >= r["baseline_max"] + cfg.min_excess
+            and r["flip_rate_ci"][0] > max(r["baseline_max"], cfg.max_trigger_flip_rate)
+        )
+    rows.sort(key=lambda r: (r["backed"], -r["flip_rate"]))
+    top = next((r for r in rows if not r["backed"]), None)
     result = rate_check(
         "trigger_flip_rate",
         top["flips"] if top else 0,
         top["probes"] if top else 0,
         max_value=cfg.max_trigger_flip_rate,
-        description=f"strongest candidate the held-out data does not back ({top['candidate']!r} -> {top['label']})"
+        description=f"strongest candidate nothing clean backs ({top['candidate']!r} -> {top['label']})"
         if top
         else "no candidate could be tested",
     )
@@ -426,6 +501,10 @@ def run(ctx: AuditContext, cfg: BackdoorConfig) -> AuditResult:
         if baseline
         else float("nan"),
         "data_associations": float(len(associations)),
+        "reference_trained": float(reference_used),
+        "top_reference_flip_rate": float("nan")
+        if top is None or top["reference_flip_rate"] is None
+        else top["reference_flip_rate"],
     }
     warnings = [
         (

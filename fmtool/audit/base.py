@@ -258,7 +258,8 @@ class AuditContext:
     predict(examples, model=None) and score(examples, model=None) run `model` (default: the audited one)
     on the runtime's device and precision; finetune(examples, overrides) trains a fresh model from the run's
     starting point with the run's config plus Hydra-style overrides, and returns it ready for predict/score
-    (None where that starting point is unknown: a model directory audited without --base-model). open_run(path)
+    (None where that starting point is unknown: a model directory audited without --base-model); starting_model()
+    gives that starting point itself, untrained (None where unknown). open_run(path)
     loads another finished run under the audited command's loading policy, ready for predict (pii's person_model).
     load_documents(split) gives a language-model run's documents of that split ([] when it kept none).
     """
@@ -276,6 +277,7 @@ class AuditContext:
     config: Any = None
     score: Callable[..., list[ExampleScore]] = _needs_run
     finetune: Optional[Callable[..., Any]] = None
+    starting_model: Optional[Callable[[], Any]] = None
     open_run: Optional[Callable[[str], Any]] = None
     load_documents: Callable[[str], list[str]] = lambda split: []
 
