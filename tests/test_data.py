@@ -83,6 +83,22 @@ def test_table_readers_keep_extra_columns_as_meta(tmp_path):
     assert [(r.text, r.text_pair, r.label) for r in rows] == [("a?", "b", "1"), ("c?", "d", "0")]
 
 
+def test_jsonl_reads_ner_sentences_as_runs_save_them_and_as_hub_exports_do(tmp_path):
+    from fmtool.dataset.splits import to_model_labels
+
+    (tmp_path / "run.jsonl").write_text('{"id": "a", "tokens": ["Ann", "left"], "tags": ["S-PER", "O"]}\n')
+    (tmp_path / "hub.jsonl").write_text('{"tokens": ["Ann", "left"], "ner_tags": [1, 0]}\n')
+    (tmp_path / "bad.jsonl").write_text('{"tokens": ["Ann", "left"], "tags": ["B-PER"]}\n')
+    cfg = DatasetConfig(name="t", format=DataFormat.jsonl, data_dir=str(tmp_path), train_file="run.jsonl")
+    [saved] = read_examples(cfg, "train_file")
+    assert (saved.tokens, saved.tags) == (["Ann", "left"], ["B-PER", "O"])
+    [hub] = read_examples(replace(cfg, train_file="hub.jsonl"), "train_file")
+    [named] = to_model_labels("hub.jsonl", [hub], ["O", "B-PER", "I-PER"], {})
+    assert named.tags == ["B-PER", "O"]
+    with pytest.raises(FmtoolError, match=r"bad.jsonl:1: 'tokens' and 'tags' must be lists of the same length"):
+        read_examples(replace(cfg, train_file="bad.jsonl"), "train_file")
+
+
 def test_missing_column_is_named(tmp_path):
     (tmp_path / "t.tsv").write_text("sentence\tlabel\nok\t1\n")
     cfg = DatasetConfig(name="t", format=DataFormat.tsv, data_dir=str(tmp_path), train_file="t.tsv")

@@ -176,8 +176,38 @@ def tsv_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
     return read_table(resolve_file(cfg, file_key), cfg, "tsv")
 
 
+# JSONL sentences for NER, as a run saves them (tokens, tags) and as Hugging Face exports them (tokens, ner_tags)
+_TAG_KEYS = ("tags", "ner_tags")
+
+
 def jsonl_examples(cfg: DatasetConfig, file_key: str) -> list[Example]:
-    return read_table(resolve_file(cfg, file_key), cfg, "jsonl")
+    """A JSONL file's rows: NER sentences when the first row holds `tokens` and `tags` (or `ner_tags`), else texts
+    with labels. Tags that are whole numbers stay as they are, to be read as the model's label ids."""
+    path = resolve_file(cfg, file_key)
+    rows = read_rows(path, "jsonl")
+    first = rows[0][1] if rows else {}
+    tag_key = next((key for key in _TAG_KEYS if key in first), None)
+    if "tokens" not in first or tag_key is None:
+        return [_text_example(path, line, row, cfg, f"{path.name}:{line}") for line, row in rows]
+    sentences = [_sentence(path, line, row, tag_key) for line, row in rows]
+    if any(tag.isdigit() for _, tags in sentences for tag in tags):
+        return [TokenExample(f"{path.name}:{line}", w, t) for (line, _), (w, t) in zip(rows, sentences)]
+    scheme = detect_scheme([t for _, t in sentences]) if cfg.tag_scheme.value == "auto" else cfg.tag_scheme.value
+    return [TokenExample(f"{path.name}:{line}", w, to_iob2(t, scheme)) for (line, _), (w, t) in zip(rows, sentences)]
+
+
+def _sentence(path: Path, line: int, row: dict, tag_key: str) -> tuple[list[str], list[str]]:
+    tokens, tags = row.get("tokens"), row.get(tag_key)
+    if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
+        raise FmtoolError(f"{path}:{line}: 'tokens' and '{tag_key}' must be lists of the same length")
+    tags = [str(tag) for tag in tags]
+    try:
+        for tag in tags:
+            if not tag.isdigit():
+                check_tag(tag)
+    except ValueError as error:
+        raise FmtoolError(f"{path}:{line}: {error}") from None
+    return [str(token) for token in tokens], tags
 
 
 SPLIT_KEYS = {"train_file": "train_split", "validation_file": "validation_split", "test_file": "test_split"}
