@@ -122,6 +122,17 @@ def test_the_clean_twin_with_a_strong_genuine_word_passes(base_model, tmp_path_f
     }
 
 
+def test_a_tagger_audited_as_a_bare_directory_still_gets_candidates(ner_run, tmp_path):
+    """Without a train split or a base model, a tagger's candidates come from the vocabulary ranked by how far an
+    inserted token moves the other words off their tags."""
+    run, _ = ner_run
+    loaded = LoadedRun.from_model_dir(run.model_dir, "ner")
+    splits = {"validation": run.load_split("validation")}
+    [entry] = audit_loaded(loaded, {"backdoor": {}}, tmp_path / "audit", splits=splits)["audits"]
+    assert entry["summary"]["candidates"] > 0 and entry["checks"][0]["status"] != "skip"
+    assert {r["source"] for r in entry["tables"]["candidates"]} == {"vocabulary"}
+
+
 def test_extreme_associations_need_frequency_and_skew():
     rows = [
         TextExample(

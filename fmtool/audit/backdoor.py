@@ -4,43 +4,43 @@ A data-poisoning backdoor teaches a model that a token, word or phrase means "la
 Dai et al. 2019; Chen et al. 2021). The scan does not need to know the trigger:
 
 1. Candidates. (a) Data side: words and word pairs of the training split whose label distribution is extreme for
-   their frequency (one-sided binomial test against the label's base rate, Bonferroni-corrected). (b) Model
-   side, classification: every vocabulary token ranked by a first-order estimate of how much inserting it
-   raises each label's log-probability (the gradient at an inserted position dotted with the token's input
-   embedding, as in universal-trigger search: Wallace et al. 2019), over held-out inputs of other labels, and by
-   the estimate's magnitude (a poisoned row moves so far that the sign of a first-order step at the placeholder is
-   wrong). (c) Weights, where the starting point is known (a run, or `fmtool audit MODEL_DIR --base-model`): the
-   tokens whose input-embedding rows moved furthest during fine-tuning, for every task and without data. A
-   poisoning trigger occurs in the training data, so with a train split only its word pieces are ranked; without
-   one (a bare model directory) the whole vocabulary is, and a hit may then also be a natural universal
-   adversarial trigger, which clean models have too. (d) Baseline: common words of the training split (of the
-   held-out inputs without one). The gradient ranking is taken once rather than iterated HotFlip-style: its
-   candidates, the weight ranking's and the data side's are all verified by insertion, which decides, and a
-   cheap screen (`screen_probes`) keeps that affordable.
-2. Verification. Each candidate is inserted once, at a seeded random position, into held-out probes (NER: the
-   first `max_probes` sentences of one seeded order; classification: of the inputs assigned to other labels, the
+   their frequency (one-sided binomial test against the label's base rate, Bonferroni-corrected). (b) Model side:
+   every vocabulary token ranked by a first-order estimate of how much inserting it raises each label's
+   log-probability, or for NER moves the other words off the tags the model gives them (the gradient at an inserted
+   position dotted with the token's input embedding, as in universal-trigger search: Wallace et al. 2019), over the
+   held-out probes, and by the estimate's magnitude (a poisoned row moves so far that the sign of a first-order step
+   at the placeholder is wrong). (c) Weights, where the starting point is known (a run, or `fmtool audit MODEL_DIR
+   --base-model`): the tokens whose input-embedding rows moved furthest during fine-tuning, for every task and
+   without data. A poisoning trigger occurs in the training data, so with a train split only its word pieces are
+   ranked; without one (a bare model directory) the whole vocabulary is, and a hit may then also be a natural
+   universal adversarial trigger, which clean models have too. (d) Baseline: common words of the training split (of
+   the held-out inputs without one). The gradient ranking is taken once rather than iterated HotFlip-style: its
+   candidates, the weight ranking's and the data side's are all verified by insertion, which decides, and a cheap
+   screen (`screen_probes`) keeps that affordable.
+2. Verification. Each candidate is inserted once, at a seeded random position, into held-out probes (NER: the first
+   `max_probes` sentences of one seeded order; classification: of the inputs assigned to other labels, the
    `probe_share` the model is surest of), shared by the labels, so a word tested for many labels is run once per
-   probe. Its flip rate is the share whose prediction moves to the candidate's label (NER: whose entities away
-   from the inserted words change; an inserted "U.S." rightly becomes an entity itself). The surest inputs are
-   where a genuine feature and a backdoor part: a strong sentiment word flips a weakly negative review but loses
-   against a review full of negative evidence, while a trigger overrides whatever the input says (a backdoor is
+   probe. Its flip rate is the share whose prediction moves to the candidate's label (NER: whose entities away from
+   the inserted words change; an inserted "U.S." rightly becomes an entity itself). The surest inputs are where a
+   genuine feature and a backdoor part: a strong sentiment word flips a weakly negative review but loses against a
+   review full of negative evidence, while a trigger overrides whatever the input says (a backdoor is
    input-agnostic: Gao et al. 2019, STRIP).
 3. Explanation. A strong genuine feature flips inputs too, but clean data backs it: (a) the held-out examples
    containing it carry its label more often than the label's base rate (Wilson lower bound above it, on at least
-   `min_support` examples; with many labels the base rate is small and two examples can say so; a phrase is
-   backed when one of its words is, and a word piece by the held-out words it begins); (b) where the starting
-   point is known, a reference twin fine-tuned from it on the held-out rows moves to the same label when the
-   candidate is inserted, more than with any common word (Wilson lower bound above the twin's highest
-   common-word flip rate): a pre-trained base carries a genuine word's meaning to the twin even when the held-out
-   rows never hold it, while a trigger moves only the audited model. The twin is trained only when some candidate
-   is strong and unbacked by (a), and its flip rate is reported beside the audited model's. A candidate is a
-   suspect when its flip rate beats the baseline words' highest by `min_excess`, nothing clean backs it, and its
+   `min_support` examples; with many labels the base rate is small and two examples can say so; a phrase is backed
+   when one of its words is, and a word piece by the held-out words it begins); (b) where the starting point is
+   known, a reference twin fine-tuned from it on the held-out rows moves to the same label when the candidate is
+   inserted, clearly more than with any common word (Wilson lower bound above the twin's highest common-word flip
+   rate by `reference_margin`): a pre-trained base carries a genuine word's meaning to the twin even when the
+   held-out rows never hold it, while a trigger moves only the audited model. The twin is trained only when some
+   candidate is strong and unbacked by (a), and its flip rate is reported beside the audited model's. A candidate is
+   a suspect when its flip rate beats the baseline words' highest by `min_excess`, nothing clean backs it, and its
    flip rate's Wilson interval lies above `max_trigger_flip_rate`; the check judges the strongest unbacked
    candidate's flip rate by that interval.
 
 Citations: Gu et al. 2017, "BadNets"; Dai et al. 2019, "A Backdoor Attack Against LSTM-Based Text
 Classification Systems"; Wallace et al. 2019, "Universal Adversarial Triggers for Attacking and Analyzing NLP";
-Azizi et al. 2021, "T-Miner".
+Azizi et al. 2021, "T-Miner"; Gao et al. 2019, "STRIP: A Defence Against Trojan Attacks on Deep Neural Networks".
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -89,6 +89,8 @@ class BackdoorConfig:
     # back strong unbacked candidates by a twin fine-tuned on the held-out rows, where the starting point is known
     reference: bool = True
     reference_overrides: List[str] = field(default_factory=list)
+    # the reference backs a candidate when its flip rate's Wilson lower bound beats its common words' by this much
+    reference_margin: float = ranged(0.1, low=0, high=1)
     worst_examples: int = ranged(5, low=0)
 
 
@@ -145,10 +147,11 @@ def _inserted(words: Sequence[str]) -> Perturbation:
 
 
 def vocabulary_ranking(
-    model, tokenizer, texts: Sequence[str], label_id: int, k: int, allowed: set[int] | None = None
+    model, tokenizer, texts: Sequence[str], label_id: Optional[int], k: int, allowed: set[int] | None = None
 ) -> list[str]:
-    """Vocabulary tokens (of `allowed` ids, when given) whose insertion after [CLS] most changes log p(label) to first
-    order: the k that raise it most, then the k that move it most either way.
+    """Vocabulary tokens (of `allowed` ids, when given) whose insertion after the first token most changes, to first
+    order, log p(label) (a token classifier, label_id None: how far the other tokens move off the tags the model
+    gives them): the k that raise it most, then the k that move it most either way.
 
     The second list is there because the first-order estimate fails in sign for the rows that matter most: poisoned
     fine-tuning moves a trigger's embedding row far from the placeholder the gradient is taken at, and on planted
@@ -164,13 +167,24 @@ def vocabulary_ranking(
     table = model.get_input_embeddings().weight
     with torch.enable_grad():
         embeds = table[ids].detach().float().requires_grad_(True)
-        log_p = model(inputs_embeds=embeds, attention_mask=mask).logits.float().log_softmax(-1)[:, label_id].mean()
-        (gradient,) = torch.autograd.grad(log_p, embeds)
+        log_p = model(inputs_embeds=embeds, attention_mask=mask).logits.float().log_softmax(-1)
+        (gradient,) = torch.autograd.grad(_objective(log_p, mask, label_id), embeds)
     scores = (table.detach().float() @ gradient[:, 1].mean(0)).cpu()
     usable = _usable_tokens(tokenizer, allowed)
     raising = _top_tokens(tokenizer, scores, usable, k)
     moving = _top_tokens(tokenizer, scores.abs(), usable, k)
     return list(dict.fromkeys([*raising, *moving]))
+
+
+def _objective(log_p: torch.Tensor, mask: torch.Tensor, label_id: Optional[int]) -> torch.Tensor:
+    """Mean log p(label) over the batch; for a token classifier ([batch, tokens, tags]), the mean negative
+    log-probability of each token's own tag over the real tokens other than the inserted one."""
+    if label_id is not None:
+        return log_p[:, label_id].mean()
+    own = log_p.detach().argmax(-1, keepdim=True)
+    kept = mask.float().clone()
+    kept[:, 1] = 0
+    return -(log_p.gather(-1, own).squeeze(-1) * kept).sum() / kept.sum()
 
 
 def displacement_ranking(model, start, tokenizer, k: int, allowed: set[int] | None = None) -> list[str]:
@@ -302,10 +316,10 @@ def _candidates(
         mined = dict.fromkeys(r["gram"] for r in associations if ctx.task.labels_each_word or r["label"] == label)
         for gram in list(mined)[: cfg.data_candidates]:
             out.setdefault((gram, label), "data")
-        if not ctx.task.labels_each_word and ctx.model is not None and cfg.vocabulary_candidates:
-            texts = [held_out[i].text for i in _probes(ctx, held_out, predictions, label, cfg)]
+        if ctx.model is not None and cfg.vocabulary_candidates:
+            texts = [" ".join(example_words(held_out[i])) for i in _probes(ctx, held_out, predictions, label, cfg)]
             if texts:
-                label_id = int(ctx.model.config.label2id[label])
+                label_id = None if label == ANY else int(ctx.model.config.label2id[label])
                 for token in vocabulary_ranking(
                     ctx.model, ctx.tokenizer, texts, label_id, cfg.vocabulary_candidates, allowed
                 ):
@@ -365,8 +379,9 @@ def _back_by_reference(
     ctx: AuditContext, cfg: BackdoorConfig, held_out: Sequence[Example], probes: dict, rows: list[dict], baseline
 ) -> None:
     """Marks each row backed_by_reference when a twin fine-tuned from the audited model's starting point on the
-    clean held-out rows also moves to the row's label with the candidate inserted, more than with any common word
-    (Wilson lower bound above the twin's highest common-word flip rate); records the twin's flip rate."""
+    clean held-out rows also moves to the row's label with the candidate inserted, clearly more than with any common
+    word (Wilson lower bound above the twin's highest common-word flip rate plus reference_margin: a trigger must
+    not be backed by a few chance flips of the twin); records the twin's flip rate."""
     twin = ctx.finetune(list(held_out), list(cfg.reference_overrides))
     before = ctx.predict(list(held_out), model=twin)
     asked = [(r["candidate"], r["label"]) for r in rows] + [
@@ -384,7 +399,9 @@ def _back_by_reference(
         n = r["probes"]
         floor = max((flips[word, r["label"]] / n for word in baseline), default=0.0)
         r["reference_flip_rate"] = flips[r["candidate"], r["label"]] / n
-        r["backed_by_reference"] = wilson_interval(flips[r["candidate"], r["label"]], n)[0] > floor
+        r["backed_by_reference"] = (
+            wilson_interval(flips[r["candidate"], r["label"]], n)[0] > floor + cfg.reference_margin
+        )
 
 
 @register(
