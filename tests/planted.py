@@ -8,14 +8,18 @@ from typing import Optional
 
 from fmtool.dataset.lexicons import first_names
 
-# how the audit tests' planted classifiers train: the TSV files written below, every row, 8 epochs at 2e-3
-PLANTED_CLASSIFIER = [
+# how a run reads the TSV files written below: every row
+PLANTED_TSV = [
     "dataset.format=tsv",
     "dataset.train_file=train.tsv",
     "dataset.validation_file=dev.tsv",
     "dataset.text_column=sentence",
     "dataset.max_train_examples=null",
     "dataset.max_eval_examples=null",
+]
+# how the audit tests' planted classifiers train on them: 8 epochs at 2e-3
+PLANTED_CLASSIFIER = [
+    *PLANTED_TSV,
     "optimizer.lr=2e-3",
     "trainer.epochs=8",
     "scheduler.warmup_ratio=0",

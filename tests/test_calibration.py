@@ -13,15 +13,10 @@ from fmtool.auditing import audit_loaded
 from fmtool.predict import LoadedRun
 from fmtool.runs import RunDir
 from tests.conftest import train_tiny
-from tests.planted import write_sentiment
+from tests.planted import PLANTED_TSV, write_sentiment
 
 _CLASSIFIER = [
-    "dataset.format=tsv",
-    "dataset.train_file=train.tsv",
-    "dataset.validation_file=dev.tsv",
-    "dataset.text_column=sentence",
-    "dataset.max_train_examples=null",
-    "dataset.max_eval_examples=null",
+    *PLANTED_TSV,
     "optimizer.lr=2e-3",
     "trainer.epochs=4",
     "scheduler.warmup_ratio=0",

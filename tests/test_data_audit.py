@@ -12,15 +12,10 @@ from fmtool.auditing import audit_loaded
 from fmtool.dataset.examples import TextExample
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
-from tests.planted import write_sentiment, write_unique_rows
+from tests.planted import PLANTED_TSV, write_sentiment, write_unique_rows
 
 _CLASSIFIER = [
-    "dataset.format=tsv",
-    "dataset.train_file=train.tsv",
-    "dataset.validation_file=dev.tsv",
-    "dataset.text_column=sentence",
-    "dataset.max_train_examples=null",
-    "dataset.max_eval_examples=null",
+    *PLANTED_TSV,
     "trainer.epochs=1",
     "audit=none",
 ]

@@ -17,6 +17,7 @@ from fmtool.dataset.pii import PiiScanner, redact, redact_examples, text_of
 from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
 from tests.conftest import train_tiny
+from tests.planted import PLANTED_TSV
 
 # values that pass each recognizer's validation: a Luhn-valid test card, a mod-97-valid IBAN, a valid-range SSN
 PLANTED = {
@@ -51,12 +52,7 @@ def _reviews(folder, *, planted: bool, seed: int = 0):
 
 
 _CLASSIFIER = [
-    "dataset.format=tsv",
-    "dataset.train_file=train.tsv",
-    "dataset.validation_file=dev.tsv",
-    "dataset.text_column=sentence",
-    "dataset.max_train_examples=null",
-    "dataset.max_eval_examples=null",
+    *PLANTED_TSV,
     "trainer.max_steps=2",
     "audit=none",
 ]
