@@ -86,6 +86,7 @@ def test_bias_flags_gender_word_swaps_that_flip_predictions(sentiment_runs):
     biased = _audit(sentiment_runs["biased"], "bias")["bias"]
     assert _checks(biased, "gender.")["gender.flip_rate"] == "fail"
     assert biased["summary"]["gender.flip_rate"] > 0.5
+    assert "gender.swapped_word_flip_rate" not in biased["summary"]  # a text has no swapped word's tag
     worst = biased["tables"]["worst_examples"][0]
     assert worst["flipped"] and worst["original"]["predicted"] != worst["counterfactual"]["predicted"]
     balanced = _audit(sentiment_runs["balanced"], "bias")["bias"]

@@ -67,11 +67,11 @@ class Outcome:
 
     flipped: bool
     change: float
-    word_flipped: bool  # NER: a swapped word's own tag changed
+    word_flipped: Optional[bool]  # NER: a swapped word's own tag changed (a text has no such figure)
     worst: int  # the rewrite that moved it most
 
 
-def _compare(example: Example, original, rewrite: Example, changed) -> tuple[bool, float, bool]:
+def _compare(example: Example, original, rewrite: Example, changed) -> tuple[bool, float, Optional[bool]]:
     """(prediction flipped, probability change, a swapped word's tag changed) between two predictions."""
     if isinstance(example, TokenExample):
         swapped = [i for i, (a, b) in enumerate(zip(example.tokens, rewrite.tokens)) if a != b]
@@ -80,8 +80,8 @@ def _compare(example: Example, original, rewrite: Example, changed) -> tuple[boo
         )
         word_flipped = any(original.tags[i] != changed.tags[i] for i in swapped)
         return original.tags != changed.tags, change, word_flipped
-    flipped = original.label != changed.label
-    return flipped, abs(original.probabilities[original.label] - changed.probabilities[original.label]), flipped
+    change = abs(original.probabilities[original.label] - changed.probabilities[original.label])
+    return original.label != changed.label, change, None
 
 
 def _outcome(example: Example, original, rewrites: Sequence[Example], predictions: Sequence) -> Outcome:
@@ -90,7 +90,7 @@ def _outcome(example: Example, original, rewrites: Sequence[Example], prediction
     return Outcome(
         flipped=any(c[0] for c in compared),
         change=max(c[1] for c in compared),
-        word_flipped=any(c[2] for c in compared),
+        word_flipped=None if compared[0][2] is None else any(c[2] for c in compared),
         worst=worst,
     )
 
@@ -152,7 +152,9 @@ def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
                 f"min_examples={cfg.min_examples}; its checks are skipped"
             )
             outcomes, baselines = [], []
-        figures, attribute_checks = _judge(attribute, outcomes, baselines, swaps, cfg, ctx.seed)
+        figures, attribute_checks = _judge(
+            attribute, outcomes, baselines, swaps, cfg, ctx.seed, ctx.task.labels_each_word
+        )
         rows.append({"attribute": attribute, "examples": float(len(rewritten)), **figures})
         summary[f"{attribute}.examples"] = float(len(rewritten))
         summary.update(
@@ -182,9 +184,12 @@ def _rate(outcomes: Sequence[Outcome], what: str) -> float:
     return float(np.mean([getattr(o, what) for o in outcomes])) if outcomes else float("nan")
 
 
-def _judge(attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: int) -> tuple[dict, list]:
-    """The attribute's figures and its two checks: raw rates, or (first names) their excess over the baseline."""
-    figures = {"flip_rate": _rate(outcomes, "flipped"), "swapped_word_flip_rate": _rate(outcomes, "word_flipped")}
+def _judge(attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: int, tagged: bool) -> tuple[dict, list]:
+    """The attribute's figures and its two checks: raw rates, or (first names) their excess over the baseline; for
+    tagged inputs also the share whose swapped word changed its tag."""
+    figures = {"flip_rate": _rate(outcomes, "flipped")}
+    if tagged:
+        figures["swapped_word_flip_rate"] = _rate(outcomes, "word_flipped")
     if not swaps.person_names:
         flip = rate_check(
             f"{attribute}.flip_rate",
