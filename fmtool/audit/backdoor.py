@@ -383,10 +383,10 @@ def _back_by_reference(
     word (Wilson lower bound above the twin's highest common-word flip rate plus reference_margin: a trigger must
     not be backed by a few chance flips of the twin); records the twin's flip rate."""
     twin = ctx.finetune(list(held_out), list(cfg.reference_overrides))
-    before = ctx.predict(list(held_out), model=twin)
-    asked = [(r["candidate"], r["label"]) for r in rows] + [
-        (word, label) for label in {r["label"] for r in rows} for word in baseline
-    ]
+    labels = {r["label"] for r in rows}
+    read = sorted({i for label in labels for i in probes[label]})
+    before = dict(zip(read, ctx.predict([held_out[i] for i in read], model=twin)))
+    asked = [(r["candidate"], r["label"]) for r in rows] + [(word, label) for label in labels for word in baseline]
     planned = [_variants(ctx, [held_out[i] for i in probes[label]], gram) for gram, label in asked]
     after = iter(ctx.predict([example for variants in planned for example, _ in variants], model=twin))
     flips = {}
