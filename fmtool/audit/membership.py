@@ -140,12 +140,13 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
         )
         return _too_few(n, cfg, [reason, *warnings])
     members, non_members = rng.sample(members_pool, n), non_members[:n]
-    scored = ctx.score([*members, *non_members])
+    examples = [*members, *non_members]
+    scored = ctx.score(examples)
     target = np.array([s.loss for s in scored])
     scores = {"loss": -target, "min_k": min_k_scores(scored, cfg.min_k_share)}
     if use_reference:
         twin = ctx.finetune(reference_data, list(cfg.reference_overrides))
-        scores["reference"] = np.array([s.loss for s in ctx.score([*members, *non_members], model=twin)]) - target
+        scores["reference"] = np.array([s.loss for s in ctx.score(examples, model=twin)]) - target
     result = _judged(scores, target, n, cfg, ctx.seed, warnings)
     if use_reference:
         result.tables["most_exposed"] = _most_exposed(members, target[:n], scores["reference"][:n], cfg.most_exposed)

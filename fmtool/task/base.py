@@ -23,7 +23,8 @@ class ExampleScore:
 
     loss: float
     units: int
-    unit_losses: tuple[float, ...] = ()  # each unit's negative log-likelihood (membership's Min-K%)
+    # each unit's negative log-likelihood (membership's Min-K%); empty: one unit, whose loss is `loss`
+    unit_losses: tuple[float, ...] = ()
 
 
 class Task(Protocol):

@@ -96,8 +96,7 @@ class ClassificationTask:
         self, model, examples: Sequence[TextExample], features: Sequence[TextFeature], runtime: Runtime, pad_id: int
     ) -> list[ExampleScore]:
         return [
-            ExampleScore(loss=float(nll), units=1, unit_losses=(float(nll),))
-            for nll in run_model(model, features, runtime, pad_id, _gold_nll)
+            ExampleScore(loss=float(nll), units=1) for nll in run_model(model, features, runtime, pad_id, _gold_nll)
         ]
 
     def score(
