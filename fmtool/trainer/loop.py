@@ -361,6 +361,11 @@ def fit(
         run.restore(checkpoint_dir)
     state, position = run.state, run.position
     checkpoints = checkpoint_dir if checkpoint_dir is not None and trainer.checkpoint_every_steps else None
+    kept_on_stop = (
+        "checkpoint saved; continue with fmtool resume"
+        if checkpoints is not None
+        else "nothing to resume without trainer.checkpoint_every_steps"
+    )
     adversarial = adversarial or AdversarialConfig()
     method = METHODS.get(adversarial.name.value)
     log_every = logging_interval(trainer.log_every_steps, total)
@@ -425,12 +430,7 @@ def fit(
             progress.advance(1, loss=mean_loss)
             if signals.requested() is not None and checkpoints is not None:
                 run.save(checkpoints)
-            stop_if_signalled(
-                state.step,
-                "checkpoint saved; continue with fmtool resume"
-                if checkpoints is not None
-                else "nothing to resume without trainer.checkpoint_every_steps",
-            )
+            stop_if_signalled(state.step, kept_on_stop)
             if stop or state.step >= total:
                 break
         if index < 0:
