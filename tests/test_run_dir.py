@@ -194,7 +194,6 @@ def test_resume_keeps_the_original_error_and_refuses_another_runs_checkpoint(tmp
     assert failed.status()["state"] == "failed" and failed.status()["error"] == "KeyError: 'train'"
     donor = RunDir.create(tmp_path / "donor", tiny_config("ner", "trainer.checkpoint_every_steps=1"))
     (donor.checkpoint_dir / "state.pt").write_bytes(b"x")
-    (donor.checkpoint_dir / "step.json").write_text('{"step": 1}')
     donor.finish("failed", error="interrupted")
     shutil.copytree(donor.checkpoint_dir, failed.checkpoint_dir)
     with pytest.raises(FmtoolError, match=r"checkpoint belongs to another run"):

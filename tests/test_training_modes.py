@@ -15,7 +15,8 @@ from fmtool.config.schema import AdversarialName
 from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun
 from fmtool.runs import FAILED, RunDir
-from fmtool.trainer.checkpoint import load_checkpoint
+from fmtool.errors import FmtoolError
+from fmtool.trainer.checkpoint import checkpoint_step, load_checkpoint
 from tests.conftest import OVERFIT, REPO, fmtool_cli, tiny_config, train_tiny
 from tests.helpers import SHORT, model_weights
 
@@ -59,6 +60,51 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, extra):
     assert _logged(stopped) == _logged(straight)
     straight_weights, resumed_weights = model_weights(straight), model_weights(stopped)
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
+
+
+def _killed_before_rename(save, directory, payload):
+    (directory / "state.pt.partial").write_bytes(b"torn")  # torch.save stopped part-way
+    raise KeyboardInterrupt
+
+
+def _killed_after_rename(save, directory, payload):
+    save(directory, payload)
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kill", [_killed_before_rename, _killed_after_rename], ids=["before-rename", "after-rename"])
+def test_a_kill_at_any_point_of_a_checkpoint_write_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch, kill):
+    """kill -9 while the second checkpoint is written: before its rename the first stands, after it the second; either
+    way the resumed run's weights and metrics are the uninterrupted run's, byte for byte."""
+    import fmtool.trainer.loop as loop
+
+    overrides = [*SHORT, "trainer.checkpoint_every_steps=3"]
+    straight, expected = train_tiny(tmp_path / "straight", "ner", *overrides)
+    cfg = tiny_config("ner", *overrides)
+    killed = RunDir.create(tmp_path / "killed", cfg)
+    save, saves = loop.save_checkpoint, []
+
+    def save_then_die_on_the_second(directory, payload):
+        saves.append(payload["state"]["step"])
+        return kill(save, directory, payload) if len(saves) == 2 else save(directory, payload)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, killed)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    resumed = run_training(killed.load_config(), RunDir.reopen(killed.path), resume=True)
+    assert saves == [3, 6] and resumed["after"] == expected["after"]
+    assert killed.metrics_file.read_bytes() == straight.metrics_file.read_bytes()
+    straight_weights, resumed_weights = model_weights(straight), model_weights(killed)
+    assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
+
+
+def test_a_truncated_checkpoint_is_named_not_a_traceback(tmp_path):
+    run = RunDir.create(tmp_path / "run", tiny_config("ner", "trainer.checkpoint_every_steps=1"))
+    (run.checkpoint_dir / "state.pt").write_bytes(b"PK\x03\x04 torn")
+    run.finish(FAILED, error="killed")
+    with pytest.raises(FmtoolError, match=r"state.pt: not a readable fmtool checkpoint"):
+        checkpoint_step(RunDir.reopen(run.path).checkpoint_dir)
 
 
 @pytest.mark.slow  # a CLI subprocess

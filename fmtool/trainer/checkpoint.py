@@ -1,14 +1,14 @@
 """Training checkpoints for `fmtool resume`: everything needed to continue bit-for-bit on CPU.
 
 RUN_DIR/checkpoint/state.pt holds the model, optimizer, scheduler and grad-scaler states, the loop's
-counters and position in the epoch, the best weights so far and every RNG state. It is written to a
-temporary file and renamed, so a crash mid-write leaves the previous checkpoint intact, and it is
-read with torch.load(weights_only=True): a checkpoint cannot run code.
+counters and position in the epoch, the best weights so far and every RNG state. It is the checkpoint's one file,
+written to a temporary file and renamed: a kill at any moment leaves either the previous checkpoint or the new one,
+whole, and the update it was taken after is read from it, never from a second file that a kill could leave stale.
+It is read with torch.load(weights_only=True): a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -20,7 +20,6 @@ import torch
 from fmtool.errors import FmtoolError
 
 CHECKPOINT_FILE = "state.pt"
-STEP_FILE = "step.json"
 
 
 def rng_states() -> dict[str, Any]:
@@ -50,18 +49,16 @@ def save_checkpoint(directory: Path, payload: dict[str, Any]) -> None:
     partial = directory / (CHECKPOINT_FILE + ".partial")
     torch.save(payload, partial)
     os.replace(partial, directory / CHECKPOINT_FILE)
-    (directory / STEP_FILE).write_text(json.dumps({"step": payload["state"]["step"]}) + "\n", encoding="utf-8")
 
 
 def checkpoint_step(directory: Path) -> int:
-    """The update the checkpoint in `directory` was taken after (without loading its tensors)."""
-    load_checkpoint_path(directory)
-    return json.loads((directory / STEP_FILE).read_text(encoding="utf-8"))["step"]
+    """The update the checkpoint in `directory` was taken after (its tensors memory-mapped, not read)."""
+    return _read(load_checkpoint_path(directory), mmap=True)["state"]["step"]
 
 
 def load_checkpoint_path(directory: Path) -> Path:
     path = directory / CHECKPOINT_FILE
-    if not path.is_file() or not (directory / STEP_FILE).is_file():
+    if not path.is_file():
         raise FmtoolError(
             f"{path}: no checkpoint to resume from; train with trainer.checkpoint_every_steps=N to write one"
         )
@@ -69,8 +66,11 @@ def load_checkpoint_path(directory: Path) -> Path:
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any]:
-    path = load_checkpoint_path(directory)
+    return _read(load_checkpoint_path(directory))
+
+
+def _read(path: Path, mmap: bool = False) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # a truncated or foreign file: say which, never a traceback
         raise FmtoolError(f"{path}: not a readable fmtool checkpoint ({str(error).splitlines()[0]})") from None
