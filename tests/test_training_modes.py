@@ -12,10 +12,10 @@ import torch
 
 from fmtool.adversarial import METHODS, attack, perturbed_embeddings, project, unit_direction
 from fmtool.config.schema import AdversarialName
+from fmtool.errors import FmtoolError
 from fmtool.pipeline import run_training
 from fmtool.predict import LoadedRun
 from fmtool.runs import FAILED, RunDir
-from fmtool.errors import FmtoolError
 from fmtool.trainer.checkpoint import checkpoint_step, load_checkpoint
 from tests.conftest import OVERFIT, REPO, fmtool_cli, tiny_config, train_tiny
 from tests.helpers import SHORT, model_weights
