@@ -31,7 +31,8 @@ from fmtool.dataset.augment import CHOICES
 from fmtool.dataset.formats import FORMATS, reading_problem
 from fmtool.errors import FmtoolError, one_line
 from fmtool.logger import check_installed
-from fmtool.model.build import usable_positions
+from fmtool.model.build import skeleton, usable_positions
+from fmtool.model.family import lora_problems
 from fmtool.task import TASKS
 
 _FILE_KEYS = ("train_file", "validation_file", "test_file")
@@ -180,8 +181,11 @@ def _peft_problems(cfg: TrainConfig) -> list[str]:
     if trainer.peft != PeftMethod.lora:
         return []
     problems = []
-    if TASKS.get(cfg.task.name).peft_task_type is None:
+    task = TASKS.get(cfg.task.name)
+    if task.peft_task_type is None:
         problems.append(f"trainer.peft=lora: peft has no task type for task={cfg.task.name}")
+    elif (model := skeleton(cfg.model, task.head)) is not None:
+        problems += lora_problems(model, trainer.lora.target_modules, trainer.lora.r)
     if trainer.freeze != Freeze.none:
         problems.append(
             f"trainer.freeze={trainer.freeze.value} cannot be combined with trainer.peft=lora (LoRA freezes)"

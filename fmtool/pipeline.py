@@ -166,6 +166,7 @@ def finetune_pipeline(
                 "augmented": augmented,
             }
         )
+    run.drop_replaced()
     state = fit_features(
         model,
         tokenizer,
@@ -228,6 +229,9 @@ def run_training(
         with signals.stop_between_updates():
             results = recipe(cfg, run, progress, resume=resume, on_log=on_log)
     except BaseException as error:
+        if run.restore_replaced():
+            log.warning("%s: the run it holds was kept; the one replacing it stopped before training", run.path)
+            raise
         interrupted = isinstance(error, TrainingStopped) and error.exit_code > 128
         run.finish(INTERRUPTED if interrupted else FAILED, error=one_line(error) or type(error).__name__)
         raise

@@ -137,6 +137,7 @@ def pretrain_pipeline(
     else:
         before = {"validation": evaluate(model)}
         run.save_results({"task": cfg.task.name, "before": before})
+    run.drop_replaced()
     state = fit(
         objective.trained(model),
         batches,

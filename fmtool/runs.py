@@ -179,6 +179,7 @@ class RunDir:
     report_markdown = property(lambda self: self.report_dir / "report.md")
     report_html = property(lambda self: self.report_dir / "report.html")
     model_card_file = property(lambda self: self.report_dir / "model_card.md")
+    replaced_dir = property(lambda self: self.path / ".replaced")  # overwrite=true: the old run until training starts
     job_file = property(lambda self: self.path / "job.json")  # a sweep job's overrides and refusal (fmtool/sweep.py)
 
     def split_file(self, split: str) -> Path:
@@ -306,8 +307,14 @@ class RunDir:
             except FmtoolError:
                 run._unlock()
                 raise
-        for artefact in existing:
-            shutil.rmtree(artefact) if artefact.is_dir() else artefact.unlink()
+        if run.replaced_dir.exists():
+            # a replacement stopped before it trained: what stands is that attempt, and .replaced/ the run it replaces
+            for artefact in existing:
+                shutil.rmtree(artefact) if artefact.is_dir() else artefact.unlink()
+        elif existing:
+            run.replaced_dir.mkdir()
+            for artefact in existing:
+                os.replace(artefact, run.replaced_dir / artefact.name)
         run_id = uuid.uuid4().hex
         write_json(
             run.status_file,
@@ -353,6 +360,23 @@ class RunDir:
             {**status, "state": RUNNING, "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
         )
         return run
+
+    def drop_replaced(self) -> None:
+        """Training has started: the run that overwrite=true replaces is deleted now, not before."""
+        shutil.rmtree(self.replaced_dir, ignore_errors=True)
+
+    def restore_replaced(self) -> bool:
+        """A replacement that failed before training: its files go and the run it would have replaced comes back
+        as it was. False when there is nothing to restore."""
+        if not self.replaced_dir.is_dir():
+            return False
+        for artefact in self.artefacts():
+            shutil.rmtree(artefact) if artefact.is_dir() else artefact.unlink()
+        for kept in self.replaced_dir.iterdir():
+            os.replace(kept, self.path / kept.name)
+        self.replaced_dir.rmdir()
+        self._unlock()
+        return True
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop the log lines written after the checkpoint a resumed run restarts from."""
@@ -482,4 +506,7 @@ class ReplicaRun(RunDir):
         return None
 
     save_environment = save_labels = save_split = save_documents = save_corpus = save_tokenizer = save_adapter = _skip
-    append_metrics = save_model = save_predictions = save_results = finish = truncate_metrics = _skip
+    append_metrics = save_model = save_predictions = save_results = finish = truncate_metrics = drop_replaced = _skip
+
+    def restore_replaced(self) -> bool:
+        return False

@@ -3,11 +3,13 @@ refused for its run directory leaves every byte of the run there as it was."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
 import typing
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +158,46 @@ def test_a_refused_train_leaves_every_byte_of_the_run(ner_run, tmp_path, capsys)
         assert _tree(held) == before
     finally:
         writing._unlock()
+
+
+def test_lora_targets_that_match_nothing_are_refused_before_a_run_is_replaced(ner_run, tmp_path, capsys):
+    held = tmp_path / "held"
+    shutil.copytree(ner_run[0].path, held)
+    before = _tree(held)
+    argv = ["train", "+task=ner", "debug=tiny", "overwrite=true", "trainer.peft=lora", f"hydra.run.dir={held}"]
+    assert main([*argv, "trainer.lora.target_modules=[nosuch]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trainer.lora.target_modules: nosuch match no module" in err
+    assert main([*argv, "trainer.lora.target_modules=[]"]) == 2
+    assert "adapts nothing" in capsys.readouterr().err
+    assert main(["validate", "+task=ner", "debug=tiny", "trainer.peft=lora", "model.model_type=albert"]) == 2
+    assert "no default target modules for model_type=albert" in capsys.readouterr().err
+    assert main(["validate", "+task=ner", "debug=tiny", "trainer.peft=lora", "trainer.lora.r=4096"]) == 2
+    assert "trainer.lora.r=4096 is above the rank 32" in capsys.readouterr().err
+    assert _tree(held) == before
+
+
+def test_a_replacement_that_fails_before_training_gives_the_old_run_back(ner_run, tmp_path, monkeypatch):
+    """overwrite=true deletes the old run only once the new one trains: a model that cannot be adapted (known only
+    after a hub download) restores it, byte for byte."""
+    import fmtool.pipeline
+    from fmtool.pipeline import run_training
+    from tests.conftest import tiny_config
+
+    held = tmp_path / "held"
+    shutil.copytree(ner_run[0].path, held)
+    before = _tree(held)
+
+    def refuse(*args):
+        raise FmtoolError("config: trainer.lora.target_modules: nosuch match no module")
+
+    monkeypatch.setattr(fmtool.pipeline, "with_adapters", refuse)
+    cfg = tiny_config("ner", "overwrite=true", "audit=none")
+    with pytest.raises(FmtoolError, match="nosuch"):
+        run_training(cfg, RunDir.create(held, cfg))
+    assert _tree(held) == before and not (held / ".replaced").exists()
+    monkeypatch.undo()
+    replaced = RunDir.create(held, cfg)
+    run_training(cfg, replaced)
+    assert replaced.status()["state"] == "complete" and not (held / ".replaced").exists()
+    assert replaced.status()["run_id"] != json.loads(before[Path("status.json")])["run_id"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
@@ -115,6 +116,20 @@ def _load_config(cfg: ModelConfig):
         # the overrides go in at construction: some configs derive fields from them (Qwen2's layer_types)
         return AutoConfig.for_model(cfg.model_type, **cfg.config_overrides)
     return load.load_config(cfg.name, training_policy(cfg), revision=cfg.revision)
+
+
+def skeleton(cfg: ModelConfig, head: Head) -> Optional[PreTrainedModel]:
+    """The model's modules on the meta device (no weights, no memory), when its config is on this machine (random
+    init, or a local directory): what config checks read before a run directory exists. None for a hub id."""
+    local = cfg.name is not None and (Path(cfg.name).expanduser() / "config.json").is_file()
+    if not (cfg.random_init or cfg.name is None or local):
+        return None
+    try:
+        config = _load_config(cfg)
+        with torch.device("meta"):
+            return head.auto_model.from_config(config)
+    except Exception:  # unreadable or refused: building the model names it, with the loader's own message
+        return None
 
 
 def inherited_labels(cfg: ModelConfig, head: Head) -> list[str]:
