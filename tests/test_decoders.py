@@ -58,6 +58,25 @@ def test_a_qwen2_tokenizer_gets_the_prefix_space_too(tmp_path):
     assert _words(tokenizer, ["Maria", "visited", "Berlin"]) == ["ĠM", "aria", "Ġvisited", "ĠBerlin"]
 
 
+
+def test_a_generic_fast_tokenizer_folder_gets_the_prefix_space_and_trains(tmp_path):
+    """What PreTrainedTokenizerFast(tokenizer_object=...).save_pretrained() writes for a byte-level BPE learnt with
+    the tokenizers library (tokenizer_class TokenizersBackend) ignores add_prefix_space: it is set on the backend."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer.from_file(str(TINY_BPE / "tokenizer.json"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    generic = tmp_path / "generic"
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>").save_pretrained(generic)
+    tokenizer = load_tokenizer(generic, LoadPolicy())
+    assert _words(tokenizer, ["Maria", "visited", "Berlin"]) == ["ĠM", "aria", "Ġvisited", "ĠBerlin"]
+    run, results = train_tiny(
+        tmp_path / "run", "ner", "model=tiny_gpt", f"model.tokenizer={generic}", "trainer.max_steps=2", "audit=none"
+    )
+    assert run.status()["state"] == "complete" and results["train"]["updates"] == 2
+
+
 @pytest.mark.parametrize("model", ["tiny_gpt", *(pytest.param(m, marks=pytest.mark.slow) for m in DECODERS[1:])])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_a_decoder_classifier_pools_each_rows_last_real_token_with_either_padding(model, side):

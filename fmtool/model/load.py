@@ -136,10 +136,27 @@ def load_tokenizer(source: Any, policy: LoadPolicy, *, key: str = "model.tokeniz
         # pre-split words (NER, every perturbation) must be tokenized as they are inside a sentence, with their
         # leading space; transformers' run_ner sets this for GPT-2 and RoBERTa only, Qwen2's needs it as well
         log.info("tokenizer=<%s> add_prefix_space=<true> (byte-level BPE)", source)
-        tokenizer = load_tokenizer(source, policy, key=key, **{**kwargs, "add_prefix_space": True})
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=policy.trust_remote_code, **{**kwargs, "add_prefix_space": True}
+        )
+        if _byte_level_without_prefix_space(tokenizer):
+            # a generic fast tokenizer (tokenizer_class TokenizersBackend) ignores the keyword: set it on the backend
+            _set_prefix_space(tokenizer.backend_tokenizer)
     if tokenizer.pad_token is None:
         _set_pad_token(tokenizer, key, source)
     return tokenizer
+
+
+def _set_prefix_space(backend: Any) -> None:
+    """Every ByteLevel step of the backend's pre-tokenizer adds the leading space, whatever else the steps do."""
+    from tokenizers import Tokenizer
+
+    whole = json.loads(backend.to_str())
+    pre = whole["pre_tokenizer"]
+    for step in pre.get("pretokenizers", [pre]):
+        if step.get("type") == "ByteLevel":
+            step["add_prefix_space"] = True
+    backend.pre_tokenizer = Tokenizer.from_str(json.dumps(whole)).pre_tokenizer
 
 
 def _byte_level_without_prefix_space(tokenizer: Any) -> bool:
