@@ -28,18 +28,61 @@ def _no_split(split: str) -> list[Example]:
     raise FmtoolError(f"split '{split}' needs a run directory, or a model directory's --split {split}=FILE")
 
 
+# config.json fields whose values fix the shapes of the weights a twin or the backdoor scan lines up with the audited
+# model's (transformers maps each family's own names onto these: GPT-2's n_embd is hidden_size)
+_SHAPE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def _command_policy(loaded: LoadedRun) -> LoadPolicy:
+    """What the audit command's own flags allow (loaded.cfg carries them, never the saved config's)."""
+    return LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)
+
+
+def check_base_model(loaded: LoadedRun, base_model: str) -> dict[str, Any]:
+    """Refuse a --base-model that the audited model cannot have been fine-tuned from (another family, shapes or
+    vocabulary: its embedding rows and twins would be compared with unrelated ones), before any family runs; what
+    the report's provenance names it by otherwise."""
+    import hashlib
+
+    from fmtool.model.load import load_config, load_tokenizer
+
+    policy = _command_policy(loaded)
+    config = load_config(base_model, policy, key="--base-model")
+    audited = loaded.model.config
+    differ = [
+        f"{field} {getattr(config, field, None)} against {getattr(audited, field, None)}"
+        for field in _SHAPE_FIELDS
+        if getattr(config, field, None) != getattr(audited, field, None)
+    ]
+    vocabulary = load_tokenizer(base_model, policy, key="--base-model").get_vocab()
+    if vocabulary != loaded.tokenizer.get_vocab():
+        differ.append(f"a tokenizer of {len(vocabulary)} tokens against {len(loaded.tokenizer)} (or other tokens)")
+    if differ:
+        raise FmtoolError(
+            f"--base-model {base_model}: the audited model cannot have been fine-tuned from it ({'; '.join(differ)}); "
+            "name the model it started from"
+        )
+    return {"path": str(base_model), "config_sha256": hashlib.sha256(config.to_json_string().encode()).hexdigest()}
+
+
 def audit_context(
     loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] = None, base_model: Optional[str] = None
 ) -> AuditContext:
     """What the audits of `loaded` read. A run reads its saved splits and trains twins from its own starting point;
     a model directory reads the `splits` given to it, and trains twins only from a `base_model` named for it."""
-    run, masked_lm = loaded.run, loaded.task.language_model
+    run, masked_lm, policy = loaded.run, loaded.task.language_model, _command_policy(loaded)
     if run is not None:
         load_split, available, start = run.load_split, run.splits(), loaded.cfg
     else:
         load_split, available = (splits.__getitem__, list(splits)) if splits else (_no_split, [])
         start = replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
-    finetune = _no_model if masked_lm else None if start is None else partial(finetune_model, start, loaded.labels)
+    finetune = (
+        _no_model
+        if masked_lm
+        else None
+        if start is None
+        else partial(finetune_model, start, loaded.labels, policy=policy)
+    )
     return AuditContext(
         task=loaded.task,
         labels=loaded.labels,
@@ -54,11 +97,11 @@ def audit_context(
         config=loaded.cfg,
         score=_no_model if masked_lm else loaded.scores,
         finetune=finetune,
-        starting_model=None if masked_lm or start is None else partial(starting_model, start, loaded.labels),
+        starting_model=None
+        if masked_lm or start is None
+        else partial(starting_model, start, loaded.labels, policy=policy),
         # another run (pii's person_model) loads under the audited command's policy, never its own saved config's
-        open_run=partial(
-            LoadedRun.load, policy=LoadPolicy(loaded.cfg.model.trust_remote_code, loaded.cfg.model.allow_pickle)
-        ),
+        open_run=partial(LoadedRun.load, policy=policy),
         load_documents=partial(_documents, run) if run is not None else lambda split: [],
     )
 
@@ -97,7 +140,13 @@ def language_model_context(model_dir: Path, task: Task, policy: LoadPolicy = Loa
 
 
 def audit_pipeline(
-    ctx: AuditContext, audit: dict[str, Any], out_dir: Path, *, run: RunDir | None = None, config: dict | None = None
+    ctx: AuditContext,
+    audit: dict[str, Any],
+    out_dir: Path,
+    *,
+    run: RunDir | None = None,
+    config: dict | None = None,
+    base_model: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Run the configured audit families and write audit/<family>.json and report/ under out_dir, replacing the
     last audit's wholly; the directory is locked meanwhile."""
@@ -121,7 +170,7 @@ def audit_pipeline(
             metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")},
             audits=entries,
             privacy=results.get("train", {}).get("privacy"),
-            provenance=_provenance(ctx, run),
+            provenance={**_provenance(ctx, run), **({"base_model": base_model} if base_model else {})},
         )
         staging.audit_dir.mkdir(parents=True, exist_ok=True)
         write_report(staging, report, _curves(run, results, config))
@@ -178,4 +227,7 @@ def audit_loaded(
     base_model: Optional[str] = None,
 ) -> dict[str, Any]:
     config = OmegaConf.to_container(OmegaConf.structured(loaded.cfg))
-    return audit_pipeline(audit_context(loaded, splits, base_model), audit, out_dir, run=loaded.run, config=config)
+    base = check_base_model(loaded, base_model) if base_model else None
+    return audit_pipeline(
+        audit_context(loaded, splits, base_model), audit, out_dir, run=loaded.run, config=config, base_model=base
+    )

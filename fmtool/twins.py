@@ -4,7 +4,7 @@ no audit imports a recipe."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -14,6 +14,7 @@ from fmtool.configure import validate
 from fmtool.dataset.examples import Example
 from fmtool.model import build_model, load_tokenizer
 from fmtool.model.build import special_token_ids
+from fmtool.model.load import LoadPolicy
 from fmtool.task import TASKS
 from fmtool.trainer.lora import merged
 from fmtool.trainer.setup import fit_features, prepare_model, set_seed, with_adapters
@@ -24,10 +25,10 @@ def with_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     return validate(to_typed(with_dotlist(OmegaConf.structured(cfg), overrides, "config")))
 
 
-def _fresh(cfg: TrainConfig, labels: Sequence[str]):
+def _fresh(cfg: TrainConfig, labels: Sequence[str], policy: Optional[LoadPolicy]):
     """(the model `cfg` starts from, with a new task head for `labels`; its tokenizer), seeded as a run is."""
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, policy)
     model = build_model(
         cfg.model,
         TASKS.get(cfg.task.name).head,
@@ -35,24 +36,32 @@ def _fresh(cfg: TrainConfig, labels: Sequence[str]):
         vocab_size=len(tokenizer),
         inherited=[],
         token_ids=special_token_ids(tokenizer),
+        policy=policy,
     )
     return model, tokenizer
 
 
-def starting_model(cfg: TrainConfig, labels: Sequence[str]):
+def starting_model(cfg: TrainConfig, labels: Sequence[str], *, policy: Optional[LoadPolicy] = None):
     """The model a run of `cfg` starts from, before any training (AuditContext.starting_model: the backdoor scan
-    compares the audited weights with it)."""
-    return _fresh(cfg, labels)[0].eval()
+    compares the audited weights with it), loaded under `policy` (an audit's: its command's flags)."""
+    return _fresh(cfg, labels, policy)[0].eval()
 
 
-def finetune_model(cfg: TrainConfig, labels: Sequence[str], examples: Sequence[Example], overrides: Sequence[str] = ()):
+def finetune_model(
+    cfg: TrainConfig,
+    labels: Sequence[str],
+    examples: Sequence[Example],
+    overrides: Sequence[str] = (),
+    *,
+    policy: Optional[LoadPolicy] = None,
+):
     """A fresh model fine-tuned on `examples` as `cfg` (plus overrides) says, without validation or run directory.
 
     Audits get this as AuditContext.finetune, to train twins and shadow models without importing the pipeline.
     """
     cfg = with_overrides(cfg, overrides)
     task = TASKS.get(cfg.task.name)
-    model, tokenizer = _fresh(cfg, labels)
+    model, tokenizer = _fresh(cfg, labels, policy)
     model = with_adapters(model, cfg, task.peft_task_type)
     runtime, _ = prepare_model(model, cfg)
     features = task.encode(list(examples), tokenizer, {label: i for i, label in enumerate(labels)}, cfg.trainer)

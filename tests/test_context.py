@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from fmtool.audit.base import AuditContext, AuditResult, check
 from fmtool.auditing import audit_context
 from fmtool.errors import FmtoolError
 from fmtool.predict import LoadedRun
+from tests.conftest import tiny_config
 
 
 @dataclass
@@ -175,9 +177,29 @@ def test_a_model_directory_audited_on_given_splits_matches_its_run(task, ner_run
     assert "loss.auc" in unknown_start["summary"] and "reference.auc" not in unknown_start["summary"]
     assert [c["status"] for c in unknown_start["checks"] if c["name"] == "reference.auc"] == ["skip"]
     assert any("--base-model" in w for w in unknown_start["warnings"])
-    # the tiny runs start from random weights; the packaged MiniLM, whose tokenizer they share, stands in for a base
-    base = LoadedRun.load(run.path).cfg.model.tokenizer
-    with_base = audit_loaded(bare, membership, tmp_path / "base", splits=splits, base_model=base)
-    assert 0.0 <= with_base["audits"][0]["summary"]["reference.auc"] <= 1.0
+    # the tiny runs start from random weights: their starting point, saved, is the base model
+    from fmtool.model import load_tokenizer
+    from fmtool.twins import starting_model
+
+    cfg, base = LoadedRun.load(run.path).cfg, tmp_path / "base_model"
+    starting_model(cfg, bare.labels).save_pretrained(base)
+    load_tokenizer(cfg.model).save_pretrained(base)
+    with_base = audit_loaded(bare, membership, tmp_path / "base", splits=splits, base_model=str(base))
+    assert [c["status"] for c in with_base["audits"][0]["checks"] if c["name"] == "reference.auc"] != ["skip"]
+    assert with_base["provenance"]["base_model"]["path"] == str(base)
+    assert f"base model (--base-model): {base}" in (tmp_path / "base" / "report" / "report.md").read_text()
+    # MiniLM shares the tiny model's tokenizer but not its shapes: refused before any family runs
+    with pytest.raises(
+        FmtoolError, match=r"--base-model .*cannot have been fine-tuned from it \(hidden_size 384 against 32"
+    ):
+        audit_loaded(bare, membership, tmp_path / "minilm", splits=splits, base_model=cfg.model.tokenizer)
+    assert not (tmp_path / "minilm").exists()
+    other_vocabulary = tmp_path / "other_vocabulary"
+    shutil.copytree(base, other_vocabulary)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (other_vocabulary / name).unlink(missing_ok=True)
+    load_tokenizer(tiny_config("ner", "model=tiny_gpt").model).save_pretrained(other_vocabulary)
+    with pytest.raises(FmtoolError, match=r"--base-model .*\(a tokenizer of \d+ tokens against"):
+        audit_loaded(bare, membership, tmp_path / "bpe", splits=splits, base_model=str(other_vocabulary))
     with pytest.raises(FmtoolError, match=r"audit.robustness.splits: test not available \(splits: train, validation\)"):
         audit_loaded(bare, {"robustness": {"splits": ["test"]}}, tmp_path / "missing", splits=splits)

@@ -58,7 +58,6 @@ def test_a_qwen2_tokenizer_gets_the_prefix_space_too(tmp_path):
     assert _words(tokenizer, ["Maria", "visited", "Berlin"]) == ["ĠM", "aria", "Ġvisited", "ĠBerlin"]
 
 
-
 def test_a_generic_fast_tokenizer_folder_gets_the_prefix_space_and_trains(tmp_path):
     """What PreTrainedTokenizerFast(tokenizer_object=...).save_pretrained() writes for a byte-level BPE learnt with
     the tokenizers library (tokenizer_class TokenizersBackend) ignores add_prefix_space: it is set on the backend."""

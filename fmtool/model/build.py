@@ -81,12 +81,13 @@ def check_sources(cfg: ModelConfig) -> None:
         load.check_source(source, training_policy(cfg))
 
 
-def load_tokenizer(cfg: ModelConfig):
+def load_tokenizer(cfg: ModelConfig, policy: Optional[LoadPolicy] = None):
+    """The tokenizer of model.tokenizer or model.name, loaded under `policy` (default: the training config's own)."""
     source = cfg.tokenizer or cfg.name
     if source is None:
         raise FmtoolError(_NO_SOURCE)
     key = "model.tokenizer" if cfg.tokenizer else "model.name"
-    return load.load_tokenizer(source, training_policy(cfg), key=key, revision=cfg.revision)
+    return load.load_tokenizer(source, policy or training_policy(cfg), key=key, revision=cfg.revision)
 
 
 def check_vocabulary(
@@ -111,11 +112,11 @@ def train_tokenizer(base, documents: Iterable[str], vocab_size: int):
     return base.train_new_from_iterator(documents, vocab_size=vocab_size)
 
 
-def _load_config(cfg: ModelConfig):
+def _load_config(cfg: ModelConfig, policy: Optional[LoadPolicy] = None):
     if cfg.name is None:
         # the overrides go in at construction: some configs derive fields from them (Qwen2's layer_types)
         return AutoConfig.for_model(cfg.model_type, **cfg.config_overrides)
-    return load.load_config(cfg.name, training_policy(cfg), revision=cfg.revision)
+    return load.load_config(cfg.name, policy or training_policy(cfg), revision=cfg.revision)
 
 
 def skeleton(cfg: ModelConfig, head: Head) -> Optional[PreTrainedModel]:
@@ -181,13 +182,15 @@ def build_model(
     inherited: Sequence[str] = (),
     max_length: Optional[int] = None,
     token_ids: Optional[Mapping[str, Optional[int]]] = None,
+    policy: Optional[LoadPolicy] = None,
 ) -> PreTrainedModel:
     """A model with `head` that outputs `labels` (none for a language model); the label maps go into its config.
 
     With `inherited` (the labels of a checkpoint fine-tuned for the same task, a prefix of `labels`)
     the trained head is kept and only the new labels get fresh rows; otherwise the head is new. `token_ids` (the
     tokenizer's pad, bos and eos ids, special_token_ids) go into the config: a decoder's sequence classifier pools
-    each row's last token that is not padding, and generation stops at the end-of-text id.
+    each row's last token that is not padding, and generation stops at the end-of-text id. `policy` is what loading
+    may do (default: the training config's own; an audit's twin loads under the audit command's flags).
     """
     head_labels = list(inherited or labels)
     label_maps = {
@@ -197,7 +200,7 @@ def build_model(
     }
     auto_model = head.auto_model
     source = cfg.name
-    config = _load_config(cfg)
+    config = _load_config(cfg, policy)
     # a hub model's config is only known here; local ones were checked with the rest of the config
     positions = usable_positions(config.model_type, getattr(config, "max_position_embeddings", None))
     if max_length is not None and positions is not None and max_length > positions:
@@ -218,7 +221,12 @@ def build_model(
         return auto_model.from_config(config, trust_remote_code=cfg.trust_remote_code)
     # a previous run's model may have a head of another size: it is replaced, the encoder kept
     model = load.load_pretrained(
-        auto_model, source, training_policy(cfg), config=config, revision=cfg.revision, ignore_mismatched_sizes=True
+        auto_model,
+        source,
+        policy or training_policy(cfg),
+        config=config,
+        revision=cfg.revision,
+        ignore_mismatched_sizes=True,
     )
     log.info("model=<%s> parameters=<%d>", source, model.num_parameters())
     if vocab_size is not None:

@@ -117,6 +117,11 @@ def _provenance(provenance: dict[str, Any], audits: Sequence[dict[str, Any]]) ->
         "- weights: "
         f"{'safetensors only' if not provenance.get('allow_pickle') else 'pickle allowed (model.allow_pickle=true)'}; "
         f"trust_remote_code: {provenance.get('trust_remote_code', False)}",
+        *(
+            [f"- base model (--base-model): {base['path']}, config.json sha256 {base['config_sha256'][:16]}"]
+            if (base := provenance.get("base_model"))
+            else []
+        ),
         f"- fmtool git commit: {environment.get('git_commit') or 'unknown'}; packages: "
         + ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v),
         "- audit time: "
