@@ -138,3 +138,33 @@ def test_a_head_the_directory_does_not_hold_is_refused_not_initialised(tmp_path,
         FmtoolError, match=r"architecture BertForTokenClassification is a ner model, not classification: use --task ner"
     ):
         LoadedRun.from_model_dir(ner_run[0].model_dir, "classification")
+
+
+def test_an_audits_twin_and_a_base_model_refuse_remote_code_by_the_commands_flag(ner_run, tmp_path, capsys):
+    """The twin of a run whose starting point maps its classes to its own code, and a --base-model that does, are
+    refused naming --trust-remote-code (the audit command's flag), not a training key."""
+    hostile, marker = _hostile_run(ner_run[0], tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(ner_run[0].path, run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["model"].update(name=str(hostile / "model"), random_init=False)
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert (
+        main(
+            [
+                "audit",
+                str(run),
+                "audit=[membership]",
+                "audit.membership.attacks=[reference]",
+                "audit.membership.min_examples=8",
+            ]
+        )
+        == 2
+    )
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--trust-remote-code" in error and "model.trust_remote_code" not in error
+    split = run / "data" / "validation.jsonl"
+    argv = ["audit", str(run / "model"), "--task", "ner", "--split", f"validation={split}", "audit=[calibration]"]
+    assert main([*argv, "--base-model", str(hostile / "model")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--trust-remote-code" in error and "custom_bert.py" in error and not marker.exists()
