@@ -177,6 +177,9 @@ def _with_generation_flags(loaded, args: argparse.Namespace):
     }
     if not given:
         return loaded
+    if not loaded.task.generates:
+        flags = ", ".join("--" + key.replace("_", "-") for key in given)
+        raise FmtoolError(f"predict: {flags} continue text; a {loaded.task.name} run labels it")
     task = replace(loaded.cfg.task, **given)
     problems = range_problems(task, "task.")
     if problems:

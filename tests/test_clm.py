@@ -4,6 +4,8 @@ vocabulary learnt for a run from scratch."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pytest
@@ -76,6 +78,44 @@ def test_a_clm_run_continues_text_greedily_and_evaluates_as_it_trained(clm_run):
     assert first == again and first[0]["text"] == "the film was" and first[0]["continuation"]
     with pytest.raises(Exception, match="is a language model and labels nothing"):
         loaded.predictions([])
+
+
+def test_generation_is_bounded_by_the_context_and_a_long_prompt_keeps_its_last_tokens(clm_run, tmp_path, capsys):
+    from fmtool.cli import main
+
+    run, _ = clm_run
+    assert main(["predict", str(run.path), "the film was", "--max-new-tokens", "100000"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "task.max_new_tokens=100000 (predict's --max-new-tokens)" in error
+    assert "context of 512 tokens; choose at most 511" in error
+    long_prompt = " ".join(["the film was good"] * 500)  # 2,000 words
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(run.path), long_prompt, "--max-new-tokens", "8", "--output", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["text"] == long_prompt and record["prompt_tokens_dropped"] > 0 and record["continuation"]
+
+
+def test_a_temperature_too_small_to_sample_is_greedy_and_the_models_generation_config_is_ignored(clm_run, caplog):
+    run, _ = clm_run
+    loaded = LoadedRun.load(run.path)
+    greedy = loaded.predict_texts(["the film was"])
+    tiny = dataclasses.replace(
+        loaded, cfg=dataclasses.replace(loaded.cfg, task=dataclasses.replace(loaded.cfg.task, temperature=1e-40))
+    )
+    assert tiny.predict_texts(["the film was"]) == greedy
+    # a received run whose generation_config.json changes greedy decoding
+    loaded.model.generation_config.repetition_penalty = 5.0
+    loaded.model.generation_config.no_repeat_ngram_size = 1
+    with caplog.at_level("WARNING"):
+        assert loaded.predict_texts(["the film was"]) == greedy
+    assert "ignored the model's generation_config.json: no_repeat_ngram_size=1, repetition_penalty=5.0" in caplog.text
+
+
+def test_generation_flags_on_a_labelling_run_are_refused(ner_run, capsys):
+    from fmtool.cli import main
+
+    assert main(["predict", str(ner_run[0].path), "Alice went home .", "--temperature", "0.7", "--top-p", "0.9"]) == 2
+    assert "predict: --temperature, --top-p continue text; a ner run labels it" in capsys.readouterr().err
 
 
 @pytest.mark.slow

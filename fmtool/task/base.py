@@ -34,6 +34,7 @@ class Task(Protocol):
     labels_each_word: bool  # one label per word (NER) rather than one per text: audits edit and compare words
     # trains a language model on raw documents: no label set, pre-training recipe, the language-model audits
     language_model: bool
+    generates: bool  # continues text: fmtool predict's --max-new-tokens, --temperature and --top-p apply
     pipeline_tag: str  # the Hugging Face pipeline tag of its models (model card)
     peft_task_type: Optional[str]  # peft's TaskType for trainer.peft=lora (None: LoRA is not offered)
     intended_use: str  # what its models are for (model card)

@@ -57,6 +57,7 @@ class ClassificationTask:
     head = Head(AutoModelForSequenceClassification, "ForSequenceClassification")
     labels_each_word = False
     language_model = False
+    generates = False
     peft_task_type = "SEQ_CLS"
     pipeline_tag = "text-classification"
     intended_use = "labelling text like its training data with one of its labels"

@@ -9,11 +9,12 @@ perplexity its exponential: one figure per token, whatever the batch shapes.
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from fmtool.config.schema import TaskConfig, TrainConfig
 from fmtool.dataset.batching import inference_batches
@@ -23,6 +24,8 @@ from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
 from fmtool.model.build import Head
 from fmtool.task.base import TASKS, ExampleScore
+
+log = logging.getLogger(__name__)
 
 
 def causal_batch(features: Sequence[BlockFeature], pad_id: int) -> dict[str, torch.Tensor]:
@@ -148,27 +151,74 @@ class CausalLanguageModelling:
         }
 
 
-def continue_texts(model, tokenizer, texts: Sequence[str], runtime: Runtime, task: TaskConfig) -> list[dict[str, Any]]:
-    """Each text continued by up to task.max_new_tokens tokens: greedy at temperature 0, else sampled with top_p."""
-    model.eval()
-    sampling = (
-        {"do_sample": True, "temperature": task.temperature, "top_p": task.top_p}
-        if task.temperature > 0
-        else {"do_sample": False}
+# Below this a sampling temperature divides the logits past float range (1e-40 gives inf, then NaN probabilities):
+# such a temperature asks for the likeliest token, which greedy decoding gives exactly.
+MIN_SAMPLING_TEMPERATURE = 1e-2
+# what a generation_config.json holds that is not a decoding choice
+_NOT_DECODING = {"transformers_version", "bos_token_id", "eos_token_id", "pad_token_id", "_from_model_config"}
+_NOT_DECODING |= {"use_cache", "output_attentions", "output_hidden_states", "decoder_start_token_id"}
+
+
+def context_length(model) -> Optional[int]:
+    """How many tokens the model reads at once (GPT-2's n_positions, the others' max_position_embeddings)."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def decoding(model, tokenizer, task: TaskConfig) -> GenerationConfig:
+    """fmtool's decoding settings, whole: a received model's generation_config.json (a repetition penalty, banned
+    n-grams) would otherwise change the documented greedy continuation; what it held is logged as ignored."""
+    ignored = {k: v for k, v in model.generation_config.to_diff_dict().items() if k not in _NOT_DECODING}
+    if ignored:
+        log.warning(
+            "ignored the model's generation_config.json: %s (task.max_new_tokens, temperature and top_p decide)",
+            ", ".join(f"{k}={v}" for k, v in sorted(ignored.items())),
+        )
+    if 0 < task.temperature < MIN_SAMPLING_TEMPERATURE:
+        log.warning("temperature %g is below %g: greedy continuation", task.temperature, MIN_SAMPLING_TEMPERATURE)
+    sampled = task.temperature >= MIN_SAMPLING_TEMPERATURE
+    return GenerationConfig(
+        max_new_tokens=task.max_new_tokens,
+        do_sample=sampled,
+        **({"temperature": task.temperature, "top_p": task.top_p} if sampled else {}),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
     )
+
+
+def prompt_room(model, max_new_tokens: int) -> Optional[int]:
+    """How many prompt tokens fit beside max_new_tokens in the model's context (None: no known limit)."""
+    context = context_length(model)
+    if context is None:
+        return None
+    if max_new_tokens >= context:
+        raise FmtoolError(
+            f"task.max_new_tokens={max_new_tokens} (predict's --max-new-tokens) leaves no room for the prompt in the "
+            f"model's context of {context} tokens; choose at most {context - 1}"
+        )
+    return context - max_new_tokens
+
+
+def continue_texts(model, tokenizer, texts: Sequence[str], runtime: Runtime, task: TaskConfig) -> list[dict[str, Any]]:
+    """Each text continued by up to task.max_new_tokens tokens: greedy at temperature 0, else sampled with top_p. A
+    prompt longer than the context leaves room for the continuation keeps its last tokens, and says how many it
+    dropped."""
+    model.eval()
+    room = prompt_room(model, task.max_new_tokens)
+    settings, model.generation_config = decoding(model, tokenizer, task), GenerationConfig()
     results = []
     with torch.inference_mode(), runtime.autocast():
         for text in texts:
-            encoded = tokenizer(text, return_tensors="pt").to(runtime.device)
-            output = model.generate(
-                **encoded,
-                max_new_tokens=task.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
+            encoded = tokenizer(text, return_tensors="pt")
+            dropped = max(0, encoded["input_ids"].shape[1] - room) if room is not None else 0
+            if dropped:
+                log.warning("a prompt of %d tokens kept its last %d", encoded["input_ids"].shape[1], room)
+                encoded = {key: value[:, dropped:] for key, value in encoded.items()}
+            encoded = {key: value.to(runtime.device) for key, value in encoded.items()}
+            output = model.generate(**encoded, generation_config=settings)
             new = output[0, encoded["input_ids"].shape[1] :]
-            results.append({"text": text, "continuation": tokenizer.decode(new, skip_special_tokens=True)})
+            result = {"text": text, "continuation": tokenizer.decode(new, skip_special_tokens=True)}
+            results.append({**result, "prompt_tokens_dropped": dropped} if dropped else result)
     return results
 
 
@@ -178,6 +228,7 @@ class CausalLmTask:
     head = Head(AutoModelForCausalLM)
     labels_each_word = False
     language_model = True
+    generates = True
     peft_task_type = "CAUSAL_LM"
     pipeline_tag = "text-generation"
     intended_use = (

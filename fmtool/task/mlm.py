@@ -156,6 +156,7 @@ class MaskedLmTask:
     head = Head(AutoModelForMaskedLM)
     labels_each_word = False
     language_model = True
+    generates = False
     peft_task_type = None
     pipeline_tag = "fill-mask"
     intended_use = (

@@ -102,6 +102,7 @@ class NerTask:
     head = Head(AutoModelForTokenClassification, "ForTokenClassification")
     labels_each_word = True
     language_model = False
+    generates = False
     peft_task_type = "TOKEN_CLS"
     pipeline_tag = "token-classification"
     intended_use = "tagging named entities in text like its training data (same language, domain and entity types)"
