@@ -31,9 +31,10 @@ from fmtool.dataset.augment import CHOICES
 from fmtool.dataset.formats import FORMATS, reading_problem
 from fmtool.errors import FmtoolError, one_line
 from fmtool.logger import check_installed
-from fmtool.model.build import skeleton, usable_positions
+from fmtool.model.build import check_head, local_config, skeleton, usable_positions
 from fmtool.model.family import lora_problems
 from fmtool.task import TASKS
+from fmtool.trainer.freeze import apply_freeze
 
 _FILE_KEYS = ("train_file", "validation_file", "test_file")
 
@@ -198,9 +199,35 @@ def _peft_problems(cfg: TrainConfig) -> list[str]:
     return problems
 
 
+def _model_problems(cfg: TrainConfig) -> list[str]:
+    """A family the task's head class cannot build, and a freeze that leaves nothing to train, read off the model's
+    config and skeleton when they are on this machine (a hub model's are found when it is built, before training)."""
+    task = TASKS.get(cfg.task.name)
+    config = local_config(cfg.model)
+    if config is None:
+        return []
+    try:
+        check_head(task.head, config, "model.name" if cfg.model.name else "model.model_type")
+    except FmtoolError as error:
+        return [str(error)]
+    if cfg.trainer.freeze == Freeze.none or cfg.trainer.peft != PeftMethod.none:
+        return []
+    model = skeleton(cfg.model, task.head)
+    try:
+        trainable = apply_freeze(model, cfg.trainer.freeze, cfg.trainer.freeze_layers)
+    except FmtoolError as error:
+        return [str(error)]
+    if trainable == 0:
+        return [
+            f"trainer.freeze={cfg.trainer.freeze.value} leaves no weight of {type(model).__name__} to train (its "
+            "output layer is its input embeddings, tied)"
+        ]
+    return []
+
+
 def _task_problems(cfg: TrainConfig) -> list[str]:
     problems, pretraining = [], TASKS.get(cfg.task.name).language_model
-    problems += _peft_problems(cfg)
+    problems += _peft_problems(cfg) + _model_problems(cfg)
     if cfg.model.bidirectional and pretraining:
         problems.append(
             f"model.bidirectional=true is for fine-tuning; a {cfg.task.name} language model reads left to right"

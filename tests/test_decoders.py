@@ -134,6 +134,14 @@ def test_a_tiny_gpt_tagger_trains_saves_and_predicts(tmp_path):
     assert {e["text"] for e in record["entities"]} <= {"Maria", "Lopez", "Maria Lopez", "visited", "Berlin", "."}
 
 
+@pytest.mark.parametrize("task", ["ner", pytest.param("classification", marks=pytest.mark.slow)])
+def test_a_tiny_mistral_trains_for_each_labelling_task(tmp_path, task):
+    run, results = train_tiny(tmp_path / "run", task, "model=tiny_mistral", *OVERFIT[task])
+    metric = TASKS.get(task).metrics[0]
+    assert results["after"]["validation"][metric] > results["before"]["validation"][metric]
+    assert LoadedRun.load(run.path).model.config.model_type == "mistral"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["ner", "classification"])
 @pytest.mark.parametrize("model", DECODERS)

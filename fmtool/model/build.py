@@ -21,6 +21,7 @@ from transformers import (
 from fmtool.config.schema import ModelConfig
 from fmtool.errors import FmtoolError
 from fmtool.model import load
+from fmtool.model.family import builds
 from fmtool.model.load import LoadPolicy
 
 log = logging.getLogger(__name__)
@@ -119,18 +120,35 @@ def _load_config(cfg: ModelConfig, policy: Optional[LoadPolicy] = None):
     return load.load_config(cfg.name, policy or training_policy(cfg), revision=cfg.revision)
 
 
-def skeleton(cfg: ModelConfig, head: Head) -> Optional[PreTrainedModel]:
-    """The model's modules on the meta device (no weights, no memory), when its config is on this machine (random
-    init, or a local directory): what config checks read before a run directory exists. None for a hub id."""
+def local_config(cfg: ModelConfig):
+    """The model's transformers config when it is on this machine (random init, or a local directory), for checks
+    made before a run directory exists; None for a hub id, or a config that loading will name with its reason."""
     local = cfg.name is not None and (Path(cfg.name).expanduser() / "config.json").is_file()
     if not (cfg.random_init or cfg.name is None or local):
         return None
     try:
-        config = _load_config(cfg)
-        with torch.device("meta"):
-            return head.auto_model.from_config(config)
+        return _load_config(cfg)
     except Exception:  # unreadable or refused: building the model names it, with the loader's own message
         return None
+
+
+def check_head(head: Head, config, key: str = "model.name") -> None:
+    """Refuse a family that the task's head class cannot build, in one line instead of transformers' traceback."""
+    if not builds(head.auto_model, config):
+        raise FmtoolError(
+            f"{key}: model_type={config.model_type} has no {head.auto_model.__name__} architecture in transformers, "
+            "the head this task trains; choose a model family that has one"
+        )
+
+
+def skeleton(cfg: ModelConfig, head: Head) -> Optional[PreTrainedModel]:
+    """The model's modules on the meta device (no weights, no memory) when its config is on this machine and the
+    head class builds it: what config checks read before a run directory exists."""
+    config = local_config(cfg)
+    if config is None or not builds(head.auto_model, config):
+        return None
+    with torch.device("meta"):
+        return head.auto_model.from_config(config)
 
 
 def inherited_labels(cfg: ModelConfig, head: Head) -> list[str]:
@@ -201,6 +219,7 @@ def build_model(
     auto_model = head.auto_model
     source = cfg.name
     config = _load_config(cfg, policy)
+    check_head(head, config, "model.name" if cfg.name else "model.model_type")
     # a hub model's config is only known here; local ones were checked with the rest of the config
     positions = usable_positions(config.model_type, getattr(config, "max_position_embeddings", None))
     if max_length is not None and positions is not None and max_length > positions:

@@ -1,5 +1,6 @@
-"""What differs between model families, answered in one place: which modules LoRA adapts by default, and whether the
-modules a user names exist and are wide enough for the adapter's rank.
+"""What differs between model families, answered in one place: which modules are the transformer blocks (what
+trainer.freeze=bottom_k freezes and FSDP2 shards), which a task's head class can build, which modules LoRA adapts by
+default, and whether the modules a user names exist and are wide enough for the adapter's rank.
 
 peft keeps the per-family table of LoRA's default targets (GPT-2: c_attn; Llama, Qwen2, Mistral: q_proj and v_proj;
 BERT: query and value); fmtool reads it instead of copying it, so a family peft learns is one fmtool knows.
@@ -10,6 +11,22 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+
+
+def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated layers, bottom first: members of a ModuleList whose class the model names unsplittable
+    (transformers' _no_split_modules, what accelerate's FSDP wrapping reads), or every ModuleList member when it names
+    none. BERT's encoder.layer, GPT-2's h and Llama's layers alike."""
+    unsplittable = set()
+    for module in model.modules():
+        unsplittable |= set(getattr(module, "_no_split_modules", None) or ())
+    members = [m for layers in model.modules() if isinstance(layers, torch.nn.ModuleList) for m in layers]
+    return [m for m in members if not unsplittable or type(m).__name__ in unsplittable]
+
+
+def builds(auto_model: type, config) -> bool:
+    """Whether transformers' `auto_model` class has an architecture for this config's family."""
+    return type(config) in auto_model._model_mapping
 
 
 def lora_default_targets(model_type: Optional[str]) -> Optional[list[str]]:

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as torch_dist
 
 from fmtool.config.schema import Strategy
+from fmtool.model.family import transformer_blocks
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,6 @@ class Distributed:
         if self.enabled and not sync and hasattr(model, "no_sync"):
             return model.no_sync()
         return contextlib.nullcontext()
-
-
-def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated layers: members of a ModuleList whose class the model names unsplittable (transformers'
-    _no_split_modules, what accelerate's FSDP wrapping reads), or every ModuleList member when it names none."""
-    unsplittable = set()
-    for module in model.modules():
-        unsplittable |= set(getattr(module, "_no_split_modules", None) or ())
-    members = [m for layers in model.modules() if isinstance(layers, torch.nn.ModuleList) for m in layers]
-    return [m for m in members if not unsplittable or type(m).__name__ in unsplittable]
 
 
 def sharded_copy(model: torch.nn.Module, device: torch.device, world_size: int) -> torch.nn.Module:
