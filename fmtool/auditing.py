@@ -19,7 +19,7 @@ from fmtool.predict import LoadedRun, SharedPredictions
 from fmtool.report.model_card import model_card
 from fmtool.report.report import RunCurves, build_report, write_report
 from fmtool.runs import RunDir, read_json, read_jsonl, write_json
-from fmtool.task import Task
+from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
 from fmtool.twins import finetune_model, starting_model
 
@@ -117,15 +117,15 @@ def _no_model(*args: Any, **kwargs: Any) -> Any:
 
 
 def language_model_context(model_dir: Path, task: Task, policy: LoadPolicy = LoadPolicy()) -> AuditContext:
-    """For audits of a plain language-model directory (fmtool audit DIR --task mlm|clm); no model when it has no
-    trained language-model head."""
+    """For audits of a plain language-model directory (fmtool audit DIR --task mlm|clm); a directory saved for
+    another task, or without a trained language-model head, is refused naming it."""
     from fmtool.config.schema import TrainerConfig
     from fmtool.model.build import load_language_model
     from fmtool.trainer.runtime import resolve_runtime
 
     runtime = resolve_runtime(TrainerConfig())
-    loaded = load_language_model(model_dir, task.head, policy, runtime.device)
-    model, tokenizer = loaded if loaded else (None, None)
+    heads = {name: TASKS.get(name).head for name in TASKS}
+    model, tokenizer = load_language_model(model_dir, task.name, heads, policy, runtime.device)
     return AuditContext(
         task=task,
         labels=[],

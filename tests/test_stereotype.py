@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollato
 from fmtool.audit import family_configs
 from fmtool.audit.stereotype import winobias
 from fmtool.auditing import audit_loaded, audit_pipeline, language_model_context
-from fmtool.model import load_tokenizer
+from fmtool.model import build_model, load_tokenizer
 from fmtool.predict import LoadedRun
 from fmtool.task import TASKS
 from tests.conftest import fmtool_cli, tiny_config, train_tiny
@@ -190,13 +190,22 @@ def test_winobias_score_follows_a_planted_pronoun_preference(tmp_path):
     assert [row["pairs"] for row in table] == [60, 60]
 
 
-def test_a_model_without_masked_lm_head_is_skipped_with_the_reason(ner_run, tmp_path):
+def test_a_directory_saved_for_another_task_is_refused_naming_it(ner_run, tmp_path, capsys):
+    """An NER tagger audited as a language model, and a masked LM audited as a causal one (BERT's causal head class
+    has the masked LM's weight names, so it would load and fail later), exit 2 naming the architecture and --task."""
+    from fmtool.cli import main
+
     run, _ = ner_run
-    report = audit_pipeline(
-        language_model_context(run.model_dir, TASKS.get("mlm")), _probes(tmp_path / "probes"), tmp_path / "out"
-    )
-    assert report["audits"][0]["status"] == "skip"
-    assert "no trained masked-LM head" in report["audits"][0]["warnings"][0]
+    for task in ("mlm", "clm"):
+        assert main(["audit", str(run.model_dir), "--task", task, "--output", str(tmp_path / task)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1
+        assert "architecture BertForTokenClassification is a ner model, not " + task + ": use --task ner" in error
+    masked = tmp_path / "masked"
+    build_model(tiny_config("mlm").model, TASKS.get("mlm").head, []).save_pretrained(masked)
+    load_tokenizer(tiny_config("mlm").model).save_pretrained(masked)
+    assert main(["audit", str(masked), "--task", "clm", "--output", str(tmp_path / "out")]) == 2
+    assert "architecture BertForMaskedLM is a mlm model, not clm: use --task mlm" in capsys.readouterr().err
 
 
 @pytest.mark.slow

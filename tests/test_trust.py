@@ -118,22 +118,25 @@ def test_a_malicious_pickle_is_one_line_even_when_pickles_are_allowed(ner_run, t
 
 
 def test_a_head_the_directory_does_not_hold_is_refused_not_initialised(tmp_path, ner_run):
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertConfig, BertForMaskedLM, BertModel
 
-    masked = tmp_path / "masked"
     tokenizer = LoadedRun.load(ner_run[0].path).tokenizer
-    BertForMaskedLM(
-        BertConfig(
-            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37
-        )
-    ).save_pretrained(masked)
-    tokenizer.save_pretrained(masked)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37
+    )
+    for name, architecture in (("bare", BertModel), ("masked", BertForMaskedLM)):
+        architecture(config).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
     with pytest.raises(
         FmtoolError,
-        match=r"masked: the model has no trained weights for .*classifier.weight: they would be initialised at random "
-        r"\(BertForMaskedLM is not a classification model\)",
+        match=r"bare: the model has no trained weights for .*classifier.weight: they would be initialised at random "
+        r"\(BertModel is not a classification model\)",
     ):
-        LoadedRun.from_model_dir(masked, "classification")
+        LoadedRun.from_model_dir(tmp_path / "bare", "classification")
+    with pytest.raises(
+        FmtoolError, match=r"architecture BertForMaskedLM is a mlm model, not classification: use --task mlm"
+    ):
+        LoadedRun.from_model_dir(tmp_path / "masked", "classification")
     with pytest.raises(
         FmtoolError, match=r"architecture BertForTokenClassification is a ner model, not classification: use --task ner"
     ):

@@ -94,16 +94,14 @@ def exposure(true_score: float, others: Sequence[float]) -> tuple[int, float]:
 def run(ctx: AuditContext, cfg: CanaryAuditConfig) -> AuditResult:
     planted = ctx.config.task.canaries if ctx.config is not None else None
     planted_any = planted is not None and bool(planted.repetitions)
-    if ctx.model is None or not (planted_any or cfg.secrets):
-        reason = (
-            "no trained language-model head"
-            if ctx.model is None
-            else "the run planted no canaries (task.canaries.repetitions) and audit.canary.secrets names no file"
-        )
+    if not (planted_any or cfg.secrets):
         return AuditResult(
             {},
             [check("max_exposure", None, max_value=cfg.max_exposure)],
-            warnings=[f"canary exposure not measured: {reason}"],
+            warnings=[
+                "canary exposure not measured: the run planted no canaries (task.canaries.repetitions) and "
+                "audit.canary.secrets names no file"
+            ],
         )
     rng = random.Random(ctx.seed)
     rows: list[dict[str, Any]] = []

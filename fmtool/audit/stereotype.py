@@ -284,10 +284,6 @@ def run(ctx: AuditContext, cfg: StereotypeConfig) -> AuditResult:
         check("crows_pairs.stereotype_score", None, max_value=cfg.max_crows_pairs_score),
         check("winobias.pro_stereotype_preference", None, max_value=cfg.max_winobias_score),
     ]
-    if ctx.model is None:
-        return AuditResult(
-            {}, checks, warnings=[f"{ctx.model_dir} has no trained masked-LM head; stereotype scores need one"]
-        )
     model, tokenizer = ctx.model.eval(), ctx.tokenizer
     # no mask token: a causal LM, scored by sentence log-likelihood under names of its own
     causal = tokenizer.mask_token is None

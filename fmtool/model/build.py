@@ -21,7 +21,7 @@ from transformers import (
 from fmtool.config.schema import ModelConfig
 from fmtool.errors import FmtoolError
 from fmtool.model import load
-from fmtool.model.family import builds
+from fmtool.model.family import architecture_of, builds
 from fmtool.model.load import LoadPolicy
 
 log = logging.getLogger(__name__)
@@ -255,19 +255,27 @@ def build_model(
     return model
 
 
+def check_architecture(config, task: str, heads: Mapping[str, Head], source) -> None:
+    """Refuse a checkpoint that config.json says was saved for another task: each task's head class builds one
+    architecture per family (BERT: BertForMaskedLM for mlm, BertLMHeadModel for clm, BertForTokenClassification for
+    ner), so the saved architecture names its task. A checkpoint naming none of them (custom classes) passes."""
+    architectures = list(config.architectures or [])
+    owners = [name for name, head in heads.items() if architecture_of(head.auto_model, config) in architectures]
+    if owners and task not in owners:
+        raise FmtoolError(
+            f"{source}: config.json's architecture {architectures[0]} is a {owners[0]} model, not {task}: "
+            f"use --task {owners[0]}"
+        )
+
+
 def check_trained_head(
     model: PreTrainedModel, loading_info: dict, task: str, heads: Mapping[str, Head], source
 ) -> None:
-    """Refuse a model whose weights for `task` (one of `heads`, the known tasks' heads) were made up at load:
-    transformers initialises missing weights at random (a masked LM loaded as a classifier gets a random head), and
-    an audit of those audits noise."""
+    """Refuse a model saved for another task, or whose weights for `task` (one of `heads`, the known tasks' heads)
+    were made up at load: transformers initialises missing weights at random (a masked LM loaded as a classifier
+    gets a random head), and an audit of those audits noise."""
+    check_architecture(model.config, task, heads, source)
     architectures = list(model.config.architectures or [])
-    other = [name for name, head in heads.items() if name != task and head.trained_in(architectures)]
-    if other:
-        raise FmtoolError(
-            f"{source}: config.json's architecture {architectures[0]} is a {other[0]} model, not {task}: "
-            f"use --task {other[0]}"
-        )
     missing = loading_info.get("missing_keys") or []
     if missing and heads[task].labelled:
         names = ", ".join(sorted(missing)[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
@@ -277,17 +285,23 @@ def check_trained_head(
         )
 
 
-def load_language_model(model_dir, head: Head, policy: LoadPolicy, device: torch.device = torch.device("cpu")):
-    """(model, tokenizer) of a language-model directory, or None when the checkpoint has no trained LM head."""
+def load_language_model(
+    model_dir, task: str, heads: Mapping[str, Head], policy: LoadPolicy, device: torch.device = torch.device("cpu")
+):
+    """(model, tokenizer) of a language-model directory saved for `task` (one of `heads`); a checkpoint of another
+    task, or without a trained language-model head, is refused naming what it is."""
+    head = heads[task]
     model, info = load.load_pretrained(
         head.auto_model, model_dir, policy, key=str(model_dir), what="language model", output_loading_info=True
     )
+    check_architecture(model.config, task, heads, model_dir)
+    missing = [k for k in info["missing_keys"] if "bias" in k or "transform" in k or "decoder" in k or "lm_head" in k]
+    if missing:
+        raise FmtoolError(
+            f"{model_dir}: the model has no trained language-model head ({', '.join(sorted(missing)[:3])} missing; "
+            f"{', '.join(model.config.architectures or ['unknown architecture'])} is not a {task} model)"
+        )
     tokenizer = load.load_tokenizer(model_dir, policy, key=str(model_dir))
-    head_missing = [
-        k for k in info["missing_keys"] if "bias" in k or "transform" in k or "decoder" in k or "lm_head" in k
-    ]
-    if head_missing:
-        return None
     return model.to(device).eval(), tokenizer
 
 

@@ -29,6 +29,11 @@ def builds(auto_model: type, config) -> bool:
     return type(config) in auto_model._model_mapping
 
 
+def architecture_of(auto_model: type, config) -> Optional[str]:
+    """The class name `auto_model` builds for this config's family (None: it builds none)."""
+    return auto_model._model_mapping[type(config)].__name__ if builds(auto_model, config) else None
+
+
 def lora_default_targets(model_type: Optional[str]) -> Optional[list[str]]:
     """peft's default LoRA targets for the family, or None where peft has none."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
