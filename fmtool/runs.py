@@ -35,16 +35,18 @@ import shutil
 import subprocess
 import uuid
 from contextlib import contextmanager
+from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fmtool.config.compose import to_typed
 from fmtool.config.schema import TrainConfig
 from fmtool.dataset.examples import Example, from_record, to_record
-from fmtool.errors import FmtoolError
+from fmtool.errors import FmtoolError, one_line
 
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
 _NOT_A_RUN = "{0}: not an fmtool run directory (no status.json)"
@@ -324,7 +326,7 @@ class RunDir:
                 "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             },
         )
-        run.config_file.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
+        write_lines(run.config_file, [OmegaConf.to_yaml(OmegaConf.structured(cfg)).rstrip("\n")])
         if cfg.trainer.checkpoint_every_steps:
             write_json(run.owner_file, {"run_id": run_id})
         return run
@@ -474,7 +476,24 @@ class RunDir:
         return path
 
     def load_config(self) -> TrainConfig:
-        return to_typed(OmegaConf.load(self.require(self.config_file)))
+        """The run's resolved config; a damaged config.yaml is a one-line error naming it."""
+        path = self.require(self.config_file)
+        try:
+            saved = OmegaConf.load(path)
+        except Exception as error:  # YAML's scanner and parser errors share no base class with OmegaConf's
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FmtoolError(f"{path}: damaged, not YAML ({reason}); the run directory cannot be trusted") from None
+        # every section is written, in the schema's order: a file cut short lacks the last ones, which the schema's
+        # defaults would otherwise fill in silently
+        missing = [f.name for f in fields(TrainConfig) if not isinstance(saved, DictConfig) or f.name not in saved]
+        if missing:
+            raise FmtoolError(
+                f"{path}: damaged, {', '.join(missing)} missing (cut short?); the run directory cannot be trusted"
+            )
+        try:
+            return to_typed(saved)
+        except (FmtoolError, OmegaConfBaseException) as error:
+            raise FmtoolError(f"{path}: damaged ({one_line(error)}); the run directory cannot be trusted") from None
 
     def load_labels(self) -> list[str]:
         return read_json(self.require(self.labels_file))

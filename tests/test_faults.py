@@ -43,6 +43,19 @@ def test_a_damaged_status_file_is_named(tmp_path, ner_run):
         LoadedRun.load(copy)
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.1, 0.02])
+def test_a_truncated_config_file_is_named(tmp_path, ner_run, capsys, keep):
+    from fmtool.cli import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(ner_run[0].path, copy)
+    saved = (copy / "config.yaml").read_bytes()
+    (copy / "config.yaml").write_bytes(saved[: int(len(saved) * keep)])
+    assert main(["predict", str(copy), "Alice went home ."]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "config.yaml: damaged" in error
+
+
 @pytest.mark.parametrize("key", ["train_file", "validation_file"])
 @pytest.mark.parametrize("task, name, holds", [("ner", "empty.conll", "examples"), ("mlm", "empty.txt", "text")])
 def test_an_empty_data_file_is_named_and_the_run_marked_failed(tmp_path, key, task, name, holds):

@@ -99,6 +99,27 @@ def test_a_kill_at_any_point_of_a_checkpoint_write_resumes_to_the_uninterrupted_
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
 
 
+@pytest.mark.parametrize("edit, named", [({"r": 4}, "trainer.lora.r=4"), ({"peft": "none"}, "trainer.peft=none")])
+def test_resuming_with_an_edited_lora_setting_names_it(tmp_path, capsys, edit, named):
+    import yaml
+
+    from fmtool.cli import main
+
+    cfg = tiny_config("ner", *SHORT, "trainer.checkpoint_every_steps=3", "trainer.peft=lora")
+    stopped = RunDir.create(tmp_path / "stopped", cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, stopped, StopAfter(5))
+    saved = yaml.safe_load(stopped.config_file.read_text())
+    if "r" in edit:
+        saved["trainer"]["lora"]["r"] = edit["r"]
+    else:
+        saved["trainer"]["peft"] = edit["peft"]
+    stopped.config_file.write_text(yaml.safe_dump(saved))
+    assert main(["resume", str(stopped.path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"config.yaml says {named} (the checkpoint was taken with" in error
+
+
 def test_a_truncated_checkpoint_is_named_not_a_traceback(tmp_path):
     run = RunDir.create(tmp_path / "run", tiny_config("ner", "trainer.checkpoint_every_steps=1"))
     (run.checkpoint_dir / "state.pt").write_bytes(b"PK\x03\x04 torn")

@@ -25,7 +25,7 @@ from fmtool.adversarial import METHODS, perturbed_embeddings
 from fmtool.config.schema import AdversarialConfig, OptimizerConfig, SchedulerConfig, TrainerConfig
 from fmtool.dataset.batching import BatchSource, token_budget_pieces
 from fmtool.dataset.examples import labelled_positions
-from fmtool.errors import FmtoolError, TrainingStopped
+from fmtool.errors import FmtoolError, TrainingStopped, one_line
 from fmtool.inference import Runtime
 from fmtool.model.build import unwrap
 from fmtool.optimizer import build_optimizer
@@ -101,6 +101,19 @@ class LoopPosition:
     evaluation_seconds: float = 0.0  # kept out of the training throughput
 
 
+def _weight_settings(trainer: TrainerConfig) -> dict[str, Any]:
+    """The trainer settings that decide which weights a checkpoint holds: an edit to one of them between a stop and
+    fmtool resume is named instead of failing in load_state_dict."""
+    lora = trainer.lora
+    return {
+        "peft": trainer.peft.value,
+        "lora.r": lora.r,
+        "lora.target_modules": list(lora.target_modules) if lora.target_modules is not None else None,
+        "freeze": trainer.freeze.value,
+        "freeze_layers": trainer.freeze_layers,
+    }
+
+
 class _Training:
     """The module trained (the model, or its sharded copy) with its optimizer, scheduler, grad scaler, state and best
     weights: what fit() updates and checkpoints."""
@@ -127,9 +140,24 @@ class _Training:
         self.state, self.position = TrainState(), LoopPosition()
         self.best_weights: Optional[dict[str, torch.Tensor]] = None
 
-    def restore(self, checkpoint_dir: Path) -> None:
+    def restore(self, checkpoint_dir: Path, trainer: TrainerConfig) -> None:
         saved = load_checkpoint(checkpoint_dir)
-        self.model.load_state_dict(saved["model"])
+        changed = [
+            f"trainer.{key}={now} (the checkpoint was taken with {saved['settings'][key]})"
+            for key, now in _weight_settings(trainer).items()
+            if key in saved.get("settings", {}) and saved["settings"][key] != now
+        ]
+        if changed:
+            raise FmtoolError(
+                f"{checkpoint_dir}: config.yaml says {', '.join(changed)}; put the saved value back to resume"
+            )
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as error:  # a model setting edited in config.yaml: name the first weight, not hundreds
+            raise FmtoolError(
+                f"{checkpoint_dir}: the checkpoint's weights do not fit the model config.yaml describes "
+                f"({one_line(error).split(':', 1)[-1].strip()[:200]}); was config.yaml's model section edited?"
+            ) from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
@@ -144,7 +172,7 @@ class _Training:
             self.position.batches_done,
         )
 
-    def save(self, checkpoint_dir: Path) -> None:
+    def save(self, checkpoint_dir: Path, trainer: TrainerConfig) -> None:
         if self.dist.is_main:
             save_checkpoint(
                 checkpoint_dir,
@@ -157,6 +185,7 @@ class _Training:
                     "best_weights": self.best_weights,
                     "rng": rng_states(),
                     "position": asdict(self.position),
+                    "settings": _weight_settings(trainer),
                 },
             )
         self.dist.barrier()
@@ -358,7 +387,7 @@ def fit(
     total = total_updates(batches.batches_per_epoch, trainer)
     run = _Training(model, optimizer_cfg, scheduler_cfg, total, runtime, dist, trainer, loss_units)
     if resume:
-        run.restore(checkpoint_dir)
+        run.restore(checkpoint_dir, trainer)
     state, position = run.state, run.position
     checkpoints = checkpoint_dir if checkpoint_dir is not None and trainer.checkpoint_every_steps else None
     kept_on_stop = (
@@ -426,10 +455,10 @@ def fit(
                 stop = evaluate_now()
             if checkpoints is not None and state.step % trainer.checkpoint_every_steps == 0:
                 state.train_seconds = time.perf_counter() - started - position.evaluation_seconds
-                run.save(checkpoints)
+                run.save(checkpoints, trainer)
             progress.advance(1, loss=mean_loss)
             if signals.requested() is not None and checkpoints is not None:
-                run.save(checkpoints)
+                run.save(checkpoints, trainer)
             stop_if_signalled(state.step, kept_on_stop)
             if stop or state.step >= total:
                 break
