@@ -383,9 +383,24 @@ def data_command(args: argparse.Namespace) -> int:
 
         if (args.name is None) == (not args.all):
             raise FmtoolError("data download: give one probe, or --all: fmtool data download NAME | --all")
-        for name in list(probes.PROBES) if args.all else [args.name]:
-            location = probes.download(name, mirror=args.mirror, progress=RichProgress())
+        names = list(probes.PROBES) if args.all else [args.name]
+        failed = []
+        for name in names:
+            try:
+                location = probes.download(name, mirror=args.mirror, progress=RichProgress())
+            except FmtoolError as error:
+                if not args.all:
+                    raise
+                failed.append(name)
+                print(f"{name}: not installed: {error}")
+                continue
             print(f"{name}: downloaded, verified and installed at {location}")
+        if failed:
+            installed = [name for name in names if name not in failed]
+            raise FmtoolError(
+                f"data download --all: {', '.join(failed)} not installed (above); "
+                f"installed: {', '.join(installed) or 'none'}"
+            )
         return 0
     if args.action == "install":
         if args.name is None or args.source is None:

@@ -116,7 +116,7 @@ def test_a_corrupted_file_installs_nothing_and_names_the_digests(published, monk
     with pytest.raises(
         FmtoolError,
         match=r"^data download crows_pairs: http://127\.0\.0\.1:\d+/crows_pairs/\S+ gave "
-        r"a file with sha256 [0-9a-f]{64}, not the published 0{64}; nothing was",
+        r"a file with sha256 [0-9a-f]{64}, not the published 0{64}; the probe was not installed",
     ):
         probes.download("crows_pairs")
     assert not (home / "probes" / "crows_pairs").exists() and not list((home / "probes").iterdir())
@@ -180,3 +180,60 @@ def test_without_network_the_command_exits_2_in_one_line(published, monkeypatch,
 def test_download_needs_one_probe_or_all(published, capsys):
     assert main(["data", "download"]) == 2
     assert "give one probe, or --all" in capsys.readouterr().err
+
+
+def test_downloads_of_one_probe_at_once_all_install_it(published):
+    server, home = published
+    outcomes = []
+
+    def fetch():
+        try:
+            outcomes.append(probes.download("winobias"))
+        except Exception as error:  # the test reports what a thread raised
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(outcome == probes.PROBES["winobias"].location() for outcome in outcomes), outcomes
+    assert probes.problem(probes.PROBES["winobias"]) is None
+    assert not [p for p in (home / "probes").iterdir() if p.name.endswith(".partial")]
+
+
+def test_download_all_goes_on_after_a_failing_probe_and_names_each_outcome(published, monkeypatch, capsys):
+    server, home = published
+    url = "http://127.0.0.1:9/crows_pairs_anonymized.csv"
+    _use(monkeypatch, "crows_pairs", downloads={"crows_pairs_anonymized.csv": probes.Download(url)})
+    assert main(["data", "download", "--all"]) == 2
+    captured = capsys.readouterr()
+    assert "crows_pairs: not installed: data download crows_pairs: cannot fetch" in captured.out
+    assert "winobias: downloaded, verified and installed" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (
+        "fmtool: error: data download --all: crows_pairs not installed (above); installed: winobias, eec"
+    )
+    assert probes.problem(probes.PROBES["eec"]) is None
+
+
+def test_a_mirror_may_be_a_folder_and_a_bad_one_or_data_home_is_one_line(published, monkeypatch, capsys, tmp_path):
+    server, home = published
+    for name in probes.PROBES:
+        files = probes.PROBES[name].downloads
+        _use(monkeypatch, name, downloads={f: probes.Download("http://127.0.0.1:9/unreachable") for f in files})
+    folder = tmp_path / "mirror" / "crows_pairs"
+    folder.mkdir(parents=True)
+    (folder / "crows_pairs_anonymized.csv").write_bytes(_CROWS)
+    monkeypatch.setenv(probes.MIRROR_VARIABLE, str(tmp_path / "mirror"))
+    assert main(["data", "download", "crows_pairs"]) == 0
+    assert probes.problem(probes.PROBES["crows_pairs"]) is None
+    capsys.readouterr()
+    assert main(["data", "download", "eec", "--mirror", "not a url"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fmtool: error: --mirror: 'not a url' is neither a URL (http://, https://, file://) nor")
+    assert main(["data", "download", "eec", "--mirror", "http://user:s3cret@127.0.0.1:9/m"]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "http://user:***@127.0.0.1:9/m/eec/" in err
+    monkeypatch.setenv("FMTOOL_DATA_HOME", str(folder / "crows_pairs_anonymized.csv"))
+    assert main(["data", "download", "eec"]) == 2
+    assert "FMTOOL_DATA_HOME: " in capsys.readouterr().err

@@ -11,12 +11,16 @@ config with where to get them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 from fmtool.errors import FmtoolError, one_line
 
@@ -55,7 +59,8 @@ _UNREACHABLE = (
     "`fmtool data install {name} PATH`"
 )
 _MISMATCH = (
-    "data download {name}: {url} gave a file with sha256 {actual}, not the published {expected}; nothing was installed"
+    "data download {name}: {url} gave a file with sha256 {actual}, not the published {expected}; the probe was not "
+    "installed"
 )
 
 PROBES = {
@@ -119,8 +124,30 @@ PROBES = {
 
 def data_home() -> Path:
     if os.environ.get("FMTOOL_DATA_HOME"):
-        return Path(os.environ["FMTOOL_DATA_HOME"])
+        home = Path(os.environ["FMTOOL_DATA_HOME"])
+        if home.exists() and not home.is_dir():
+            raise FmtoolError(f"FMTOOL_DATA_HOME: {home} is a file; name the folder that holds (or will hold) probes")
+        return home
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fmtool"
+
+
+def shown(url: str) -> str:
+    """`url` as messages print it: a password in it is replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def mirror_url(mirror: str, key: str) -> str:
+    """A mirror as a URL: http(s):// and file:// as given, a folder on this machine as its file:// URL."""
+    if urlsplit(mirror).scheme in ("http", "https", "file"):
+        return mirror
+    if Path(mirror).expanduser().is_dir():
+        return Path(mirror).expanduser().resolve().as_uri()
+    raise FmtoolError(
+        f"{key}: '{shown(mirror)}' is neither a URL (http://, https://, file://) nor a folder on this machine"
+    )
 
 
 def get(name: str) -> Probe:
@@ -179,31 +206,44 @@ def install(name: str, source: Path) -> Path:
             )
         files[file_name] = path
     target = data_home() / "probes" / name
-    partial = target.with_name(f"{name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for file_name, path in files.items():
-        shutil.copyfile(path, partial / file_name)
-    _publish(partial, target)
+    with _staging(target) as partial:
+        for file_name, path in files.items():
+            shutil.copyfile(path, partial / file_name)
+        _publish(partial, target)
     return probe.location()
 
 
+@contextmanager
+def _staging(target: Path) -> Iterator[Path]:
+    """A folder of this process's own beside `target` (two downloads of one probe at once never share one), removed
+    on the way out whatever happens."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield partial
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _publish(partial: Path, target: Path) -> None:
-    """Swap the verified folder in, so the data home holds the old probe or the new one, never half of one."""
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+    """Swap the verified folder in, so the data home holds the old probe or the new one, never half of one; the
+    swap is locked, as two processes may verify the same probe at once."""
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
 
 
 def download(name: str, *, mirror: Optional[str] = None, progress=None, timeout: float = 60.0) -> Path:
     """Fetch a probe's files from their published locations (or `mirror`), check each one's sha256, and install the
     probe when all of them match; `progress` (start/advance/stop, as trainer.loop.Progress) shows the bytes."""
     probe = get(name)
-    mirror = mirror or os.environ.get(MIRROR_VARIABLE) or None
+    if mirror:
+        mirror = mirror_url(mirror, "--mirror")
+    elif os.environ.get(MIRROR_VARIABLE):
+        mirror = mirror_url(os.environ[MIRROR_VARIABLE], MIRROR_VARIABLE)
     target = data_home() / "probes" / name
-    partial = target.with_name(f"{name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with _staging(target) as partial:
         for file_name, expected in probe.sha256.items():
             source = probe.downloads[file_name]
             url = f"{mirror.rstrip('/')}/{name}/{file_name}" if mirror else source.url
@@ -215,10 +255,8 @@ def download(name: str, *, mirror: Optional[str] = None, progress=None, timeout:
                 os.replace(fetched, partial / file_name)
             actual = sha256(partial / file_name)
             if actual != expected:
-                raise FmtoolError(_MISMATCH.format(name=name, url=url, actual=actual, expected=expected))
+                raise FmtoolError(_MISMATCH.format(name=name, url=shown(url), actual=actual, expected=expected))
         _publish(partial, target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return probe.location()
 
 
@@ -242,16 +280,16 @@ def _fetch(name: str, url: str, path: Path, progress, timeout: float) -> None:
                 if progress is not None:
                     progress.advance(len(chunk))
     except HTTPError as error:
-        raise FmtoolError(_UNREACHABLE.format(name=name, url=url, reason=f"HTTP {error.code}")) from None
-    except (URLError, OSError) as error:
+        raise FmtoolError(_UNREACHABLE.format(name=name, url=shown(url), reason=f"HTTP {error.code}")) from None
+    except (URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
-        raise FmtoolError(_UNREACHABLE.format(name=name, url=url, reason=reason)) from None
+        raise FmtoolError(_UNREACHABLE.format(name=name, url=shown(url), reason=reason)) from None
     finally:
         if progress is not None:
             progress.stop()
     if total is not None and received < total:
         reason = f"the transfer stopped after {received} of {total} bytes"
-        raise FmtoolError(_UNREACHABLE.format(name=name, url=url, reason=reason))
+        raise FmtoolError(_UNREACHABLE.format(name=name, url=shown(url), reason=reason))
 
 
 def _extract(name: str, url: str, archive: Path, member: str, path: Path) -> None:
@@ -261,5 +299,7 @@ def _extract(name: str, url: str, archive: Path, member: str, path: Path) -> Non
         with zipfile.ZipFile(archive) as folder, folder.open(member) as source, open(path, "wb") as handle:
             shutil.copyfileobj(source, handle)
     except (zipfile.BadZipFile, KeyError) as error:
-        raise FmtoolError(f"data download {name}: {url} is not the published archive ({one_line(error)})") from None
+        raise FmtoolError(
+            f"data download {name}: {shown(url)} is not the published archive ({one_line(error)})"
+        ) from None
     archive.unlink()
