@@ -351,6 +351,9 @@ def compare_command(args: argparse.Namespace) -> int:
     paths, left_out = compare.run_dirs(args.runs)
     runs = [compare.summarise(path) for path in paths]
     compare.one_task(runs)
+    left_out_figures = compare.per_token_figures(runs)
+    if left_out_figures:
+        print(f"compare: {left_out_figures}", file=sys.stderr)
     if args.gate:
         if len(runs) != 2:
             raise FmtoolError(f"compare --gate: give exactly two runs, the parent then the child (got {len(runs)})")

@@ -168,3 +168,32 @@ def test_runs_of_different_tasks_are_never_ranked_together(sweep, tmp_path):
     ):
         compare.one_task(runs)
     compare.one_task(runs[:1])
+
+
+def test_language_model_runs_with_other_tokenizers_are_not_ranked_by_per_token_figures(tmp_path, capsys):
+    """A 300-token vocabulary predicts easier tokens: its lower perplexity says nothing against a larger one's."""
+    from fmtool.cli import main
+
+    def clm_run(name, perplexity, vocabulary):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "status.json").write_text(json.dumps({"state": "complete"}))
+        validation = {"loss": 1.0, "perplexity": perplexity}
+        (folder / "results.json").write_text(json.dumps({"task": "clm", "after": {"validation": validation}}))
+        (folder / "report").mkdir()
+        (folder / "report" / "report.json").write_text(json.dumps({"run": {"task": "clm"}, "audits": []}))
+        (folder / "model").mkdir()
+        (folder / "model" / "tokenizer.json").write_text(json.dumps({"vocab": list(range(vocabulary))}))
+        return folder
+
+    small, large, large_too = clm_run("small", 20.0, 300), clm_run("large", 900.0, 1024), clm_run("other", 950.0, 1024)
+    runs = [compare.summarise(path) for path in (small, large)]
+    note = compare.per_token_figures(runs)
+    assert note.startswith("loss and perplexity are per token and these runs' tokenizers differ (small: ")
+    assert all("perplexity" not in r.metrics and r.objectives["quality"] is None for r in runs)
+    same = [compare.summarise(path) for path in (large, large_too)]
+    assert compare.per_token_figures(same) is None and compare.pareto_front(same) == ["quality"] and same[0].on_front
+    assert main(["compare", str(small), str(large), "--gate"]) == 0
+    assert "tokenizers differ" in capsys.readouterr().err
+    assert main(["compare", str(large_too), str(large), "--gate"]) == 0
+    assert main(["compare", str(large), str(large_too), "--gate"]) == 1

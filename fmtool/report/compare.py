@@ -12,11 +12,16 @@ audit check's value, threshold and direction). The four objectives of the front,
 - privacy: the highest membership-inference AUC (lower is better).
 
 A run is on the front when no other run is at least as good in every objective and better in one.
+
+A language model's loss and perplexity are per token: runs whose tokenizers differ split the same text into a
+different number of tokens (a 300-token vocabulary predicts easier tokens than a 50,000-token one), so those figures
+are compared only between runs that share a tokenizer, and are left out, saying so, when they do not.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +29,14 @@ from typing import Any, Optional, Sequence
 
 from fmtool.errors import FmtoolError
 from fmtool.runs import COMPLETE, RunDir, read_json
+from fmtool.task import TASKS
 
 # a task's headline validation metric, first found: NER, classification, masked LM (held-out loss)
 QUALITY_METRICS = ("f1", "accuracy", "loss")
 LOWER_IS_BETTER = ("loss", "perplexity")
+# a language model's figures averaged over its own tokens
+PER_TOKEN = ("loss", "perplexity")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "*.model")
 # a difference equal to the tolerance passes whatever the float rounding (0.51 - 0.50 > 0.01 in binary)
 _ROUNDING = 1e-9
 # objective -> (higher is better)
@@ -49,6 +58,7 @@ class RunSummary:
     checks: dict[str, dict[str, Any]]  # "family.check" -> the check's record
     objectives: dict[str, Optional[float]] = field(default_factory=dict)
     on_front: bool = False
+    tokenizer: Optional[str] = None  # digest of the saved tokenizer's files: runs with the same one share tokens
 
     def figure(self, column: str) -> Optional[float]:
         if column in self.metrics:
@@ -110,9 +120,43 @@ def summarise(path: Path) -> RunSummary:
         for audit in report.get("audits", [])
         for check in audit.get("checks", [])
     }
-    summary = RunSummary(path=path, task=results.get("task", report["run"]["task"]), metrics=metrics, checks=checks)
+    summary = RunSummary(
+        path=path,
+        task=results.get("task", report["run"]["task"]),
+        metrics=metrics,
+        checks=checks,
+        tokenizer=_tokenizer_digest(RunDir(path).model_dir),
+    )
     summary.objectives = objectives(summary)
     return summary
+
+
+def _tokenizer_digest(model_dir: Path) -> Optional[str]:
+    files = sorted(p for pattern in _TOKENIZER_FILES for p in model_dir.glob(pattern) if p.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def per_token_figures(runs: Sequence[RunSummary]) -> Optional[str]:
+    """Leave a language model's per-token figures out of the comparison when the runs' tokenizers differ, saying
+    why (None when they share one, or are no language models)."""
+    if not any(r.task in TASKS and TASKS.get(r.task).language_model for r in runs):
+        return None
+    tokenizers = {r.tokenizer for r in runs}
+    if len(tokenizers) < 2:
+        return None
+    for run in runs:
+        run.metrics = {k: v for k, v in run.metrics.items() if k not in PER_TOKEN}
+        run.objectives = objectives(run)
+    kinds = "; ".join(f"{r.path.name}: {r.tokenizer or 'none saved'}" for r in runs)
+    return (
+        f"{' and '.join(PER_TOKEN)} are per token and these runs' tokenizers differ ({kinds}): left out; compare "
+        "runs that share a tokenizer on them"
+    )
 
 
 def one_task(runs: Sequence[RunSummary]) -> None:
