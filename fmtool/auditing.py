@@ -154,29 +154,47 @@ def audit_pipeline(
     with out.audit_lock():
         staging = RunDir(out.path / ".audit.partial")
         shutil.rmtree(staging.path, ignore_errors=True)
-        entries = []
-        for result, settings in run_audits(ctx, audit):
-            entry = {**result.to_dict(), "settings": settings}
-            write_json(staging.audit_file(result.name), entry)
-            entries.append(entry)
-        results = run.load_results() if run else {}
-        report = build_report(
-            path=str(out_dir),
-            task=ctx.task.name,
-            model=results.get("model", str(ctx.model_dir)),
-            dataset=results.get("dataset"),
-            config=config or {"audit": audit},
-            data=results.get("data", {}),
-            metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")},
-            audits=entries,
-            privacy=results.get("train", {}).get("privacy"),
-            provenance={**_provenance(ctx, run), **({"base_model": base_model} if base_model else {})},
-        )
-        staging.audit_dir.mkdir(parents=True, exist_ok=True)
-        write_report(staging, report, _curves(run, results, config))
-        if run is not None:
-            write_model_card(staging, run, report, results)
+        try:
+            report = _audit_into(ctx, audit, out_dir, staging, run, config, base_model)
+        except BaseException:  # a refused or failed audit leaves the last complete audit/ and report/, nothing else
+            shutil.rmtree(staging.path, ignore_errors=True)
+            raise
         out.publish_audits(staging)
+    return report
+
+
+def _audit_into(
+    ctx: AuditContext,
+    audit: dict[str, Any],
+    out_dir: Path,
+    staging: RunDir,
+    run: RunDir | None,
+    config: dict | None,
+    base_model: Optional[dict[str, Any]],
+) -> dict[str, Any]:
+    """Every family's audit/<family>.json, the report and the model card, written into `staging`."""
+    entries = []
+    for result, settings in run_audits(ctx, audit):
+        entry = {**result.to_dict(), "settings": settings}
+        write_json(staging.audit_file(result.name), entry)
+        entries.append(entry)
+    results = run.load_results() if run else {}
+    report = build_report(
+        path=str(out_dir),
+        task=ctx.task.name,
+        model=results.get("model", str(ctx.model_dir)),
+        dataset=results.get("dataset"),
+        config=config or {"audit": audit},
+        data=results.get("data", {}),
+        metrics={k: {s: headline(m) for s, m in results.get(k, {}).items()} for k in ("before", "after")},
+        audits=entries,
+        privacy=results.get("train", {}).get("privacy"),
+        provenance={**_provenance(ctx, run), **({"base_model": base_model} if base_model else {})},
+    )
+    staging.audit_dir.mkdir(parents=True, exist_ok=True)
+    write_report(staging, report, _curves(run, results, config))
+    if run is not None:
+        write_model_card(staging, run, report, results)
     return report
 
 

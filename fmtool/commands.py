@@ -133,8 +133,14 @@ def _texts(args: argparse.Namespace, command: str) -> list[str]:
         texts = [line.rstrip("\r\n") for _, line in text_lines(path)]
     texts = [t for t in texts if t.strip()]
     if not texts:
-        source = f"--file {args.file}" if args.file not in (None, "-") else "standard input"
-        raise FmtoolError(f"{command}: no text given ({source} held none)")
+        source = (
+            "the text arguments are blank"
+            if args.texts
+            else f"--file {args.file} held none"
+            if args.file not in (None, "-")
+            else "standard input held none"
+        )
+        raise FmtoolError(f"{command}: no text given ({source})")
     if args.output is not None and args.output.is_dir():
         raise FmtoolError(f"{command}: --output {args.output} is a directory; give a file path")
     return texts

@@ -5,7 +5,6 @@ fmtool/config/ (schemas and composition) imports nothing of fmtool but errors.""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -32,7 +31,7 @@ from fmtool.dataset.formats import FORMATS, reading_problem
 from fmtool.errors import FmtoolError, one_line
 from fmtool.logger import check_installed
 from fmtool.model.build import check_head, local_config, skeleton, usable_positions
-from fmtool.model.family import lora_problems
+from fmtool.model.family import is_encoder, lora_problems
 from fmtool.task import TASKS
 from fmtool.trainer.freeze import apply_freeze
 
@@ -133,19 +132,13 @@ def _is_local_path(source: str) -> bool:
 
 
 def _usable_positions(cfg: TrainConfig) -> Optional[int]:
-    """How many tokens the model can read: its max_position_embeddings (RoBERTa-style models offset theirs by 2).
-
-    Read from config.json of a local model or the random-init overrides; None when unknown here (a hub id).
-    """
-    settings: dict = {}
-    if cfg.model.random_init:
-        settings = {"model_type": cfg.model.model_type, **cfg.model.config_overrides}
-    elif cfg.model.name is not None and (Path(cfg.model.name).expanduser() / "config.json").is_file():
-        try:
-            settings = json.loads((Path(cfg.model.name).expanduser() / "config.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None  # loading the model reports the damaged file with its reason
-    return usable_positions(settings.get("model_type"), settings.get("max_position_embeddings"))
+    """How many tokens the model can read (RoBERTa-style models offset their positions by 2), from its config when
+    it is on this machine: a local model's config.json, or the random-init family with its overrides (GPT-2 names
+    them n_positions); None when unknown here (a hub id)."""
+    config = local_config(cfg.model)
+    if config is None:
+        return None
+    return usable_positions(config.model_type, getattr(config, "max_position_embeddings", None))
 
 
 def _privacy_problems(cfg: TrainConfig) -> list[str]:
@@ -231,6 +224,11 @@ def _task_problems(cfg: TrainConfig) -> list[str]:
     if cfg.model.bidirectional and pretraining:
         problems.append(
             f"model.bidirectional=true is for fine-tuning; a {cfg.task.name} language model reads left to right"
+        )
+    elif cfg.model.bidirectional and (config := local_config(cfg.model)) is not None and is_encoder(config):
+        problems.append(
+            f"model.bidirectional=true is for decoders; model_type={config.model_type} is an encoder, which already "
+            "reads both ways"
         )
     canaries = cfg.task.canaries
     if canaries.repetitions:

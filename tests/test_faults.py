@@ -307,3 +307,61 @@ def test_position_embeddings_shorter_than_max_length_are_refused_when_the_config
     (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
     with pytest.raises(FmtoolError, match=r"trainer.max_length=128 is longer than the model's 64 position embeddings"):
         build_model(ModelConfig(name=str(short)), TASKS.get("ner").head, ["O"], max_length=128)
+
+
+def test_a_random_init_models_positions_are_checked_before_a_run_directory_exists(tmp_path, capsys):
+    from fmtool.cli import main
+
+    target = tmp_path / "run"
+    argv = ["train", "+task=ner", "debug=tiny", "model=tiny_gpt", "trainer.max_length=600", f"hydra.run.dir={target}"]
+    assert main(argv) == 2
+    assert "trainer.max_length=600 is longer than the model's 512 position embeddings" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_bidirectional_on_an_encoder_is_refused_not_ignored(capsys):
+    from fmtool.cli import main
+
+    assert main(["validate", "+task=ner", "debug=tiny", "model.bidirectional=true"]) == 2
+    assert "model_type=bert is an encoder, which already reads both ways" in capsys.readouterr().err
+    assert main(["validate", "+task=ner", "debug=tiny", "model=tiny_gpt", "model.bidirectional=true"]) == 0
+
+
+def test_an_audit_refused_midway_leaves_the_last_audit_and_no_partial_folder(tmp_path, ner_run, capsys, monkeypatch):
+    """The first family has written its file when the second is refused (a probe missing, a model it cannot read)."""
+    import fmtool.auditing
+    from fmtool.cli import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(ner_run[0].path, copy)
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    families = fmtool.auditing.run_audits
+
+    def refused_after_the_first(ctx, audit):
+        for index, outcome in enumerate(families(ctx, audit)):
+            if index == 1:
+                raise FmtoolError("audit.data: refused by the test")
+            yield outcome
+
+    monkeypatch.setattr(fmtool.auditing, "run_audits", refused_after_the_first)
+    assert main(["audit", str(copy), "audit=[calibration,data]"]) == 2
+    assert "refused by the test" in capsys.readouterr().err
+    assert not (copy / ".audit.partial").exists()
+    assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
+def test_the_sweep_table_shows_bracketed_overrides_and_errors(tmp_path, capsys):
+    from fmtool.report.console import print_sweep
+    from fmtool.sweep import JobRow
+
+    row = JobRow("0", "audit=[bias,data] trainer.lora.target_modules=[q_proj]", "refused", "bad [key]", "runs/0")
+    print_sweep([row], tmp_path)
+    out = capsys.readouterr().out
+    assert "audit=[bias,data]" in out and "target_modules=[q_proj]" in out and "bad [key]" in out
+
+
+def test_blank_text_arguments_are_named_as_arguments(ner_run, capsys):
+    from fmtool.cli import main
+
+    assert main(["predict", str(ner_run[0].path), ""]) == 2
+    assert capsys.readouterr().err.strip() == "fmtool: error: predict: no text given (the text arguments are blank)"

@@ -52,26 +52,28 @@ def test_every_numeric_option_has_a_range():
     assert [key for key, spec, _, _ in _OPTIONS if "range" not in spec.metadata] == []
 
 
-def _outside(bounds, kind: type):
+def _outside(bounds, kind: type) -> list:
+    """A value just below the range's lower end and one just above its upper end, where it has them."""
+    values = []
     if bounds.low is not None:
-        return bounds.low if bounds.low_open else bounds.low - (1 if kind is int else 0.5)
+        values.append(bounds.low if bounds.low_open else bounds.low - (1 if kind is int else 0.5))
     if bounds.high is not None:
-        return bounds.high if bounds.high_open else bounds.high + 1
-    return None
+        values.append(bounds.high if bounds.high_open else bounds.high + 1)
+    return values
 
 
 # the training schema's options in the everyday tier, the audit families' in the full suite
 @pytest.mark.parametrize(
-    "key, spec, kind, listed",
+    "key, spec, kind, listed, value",
     [
-        pytest.param(*o, id=o[0], marks=[pytest.mark.slow] if o[0].startswith("audit.") else [])
+        pytest.param(*o, value, id=f"{o[0]}={value}", marks=[pytest.mark.slow] if o[0].startswith("audit.") else [])
         for o in _OPTIONS
-        if _outside(o[1].metadata["range"], o[2]) is not None
+        for value in _outside(o[1].metadata["range"], o[2])
     ],
 )
-def test_a_value_outside_each_range_is_one_line_naming_key_value_and_range(composed, key, spec, kind, listed):
+def test_a_value_outside_each_range_is_one_line_naming_key_value_and_range(composed, key, spec, kind, listed, value):
     bounds = spec.metadata["range"]
-    value = kind(_outside(bounds, kind))
+    value = kind(value)
     text = f"[{value}]" if listed else str(value)
     with pytest.raises(FmtoolError, match=re.escape(f"{key}={text}") + ".*" + re.escape(str(bounds))):
         validate(to_typed(with_dotlist(composed, [f"{key}={text}"], "test")))

@@ -38,7 +38,9 @@ _SECRET = re.compile(r"(?<!\w)\d(?:[ \d]*\d)?(?!\w)")
 
 @dataclass
 class CanaryAuditConfig:
-    candidates: int = ranged(999, low=1)  # other secrets scored with each canary's
+    # other secrets scored with each canary's; exposure's resolution is log2(candidates + 1) bits, and 2^16 already
+    # resolves ranks no plant of a few repetitions reaches, at 65 times the default's scoring time
+    candidates: int = ranged(999, low=1, high=65_535)
     max_exposure: float = ranged(6.0, low=0)
     batch_size: int = ranged(256, low=1)
     secrets: Optional[str] = None  # a file, one sentence per line with its secret in digits: "my pin is 4 8 2 1"

@@ -29,6 +29,14 @@ def builds(auto_model: type, config) -> bool:
     return type(config) in auto_model._model_mapping
 
 
+def is_encoder(config) -> bool:
+    """A bidirectional encoder (BERT, RoBERTa): its family has a masked-LM head, which reads both ways; decoders
+    (GPT-2, Llama) have none."""
+    from transformers import AutoModelForMaskedLM
+
+    return builds(AutoModelForMaskedLM, config)
+
+
 def architecture_of(auto_model: type, config) -> Optional[str]:
     """The class name `auto_model` builds for this config's family (None: it builds none)."""
     return auto_model._model_mapping[type(config)].__name__ if builds(auto_model, config) else None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -154,7 +155,8 @@ def print_sweep(rows: Sequence[Any], sweep_dir: Path) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         style = "green" if row.state == "complete" else "red"
-        table.add_row(row.job, row.overrides, f"[{style}]{row.state}[/]", row.error, row.run_dir)
+        # overrides and errors are the user's text: `audit=[bias]` is no rich markup
+        table.add_row(row.job, escape(row.overrides), f"[{style}]{row.state}[/]", escape(row.error), row.run_dir)
     stdout_console().print(table)
     stdout_console().print(f"job table: {sweep_dir / 'sweep.md'}")
 
