@@ -18,7 +18,7 @@ from fmtool.model.load import LoadPolicy
 from fmtool.predict import LoadedRun, SharedPredictions
 from fmtool.report.model_card import model_card
 from fmtool.report.report import RunCurves, build_report, write_report
-from fmtool.runs import RunDir, read_json, read_jsonl, write_json
+from fmtool.runs import RunDir, read_json, read_jsonl, write_compact_json, write_json
 from fmtool.task import TASKS, Task
 from fmtool.task.base import headline
 from fmtool.twins import finetune_model, starting_model
@@ -175,7 +175,14 @@ def _audit_into(
     """Every family's audit/<family>.json, the report and the model card, written into `staging`."""
     entries = []
     for result, settings in run_audits(ctx, audit):
-        entry = {**result.to_dict(), "settings": settings}
+        items = result.item_outcomes()
+        entry = {
+            **result.to_dict(),
+            "settings": settings,
+            "items_file": staging.audit_items_file(result.name).name if items else None,
+        }
+        if items:
+            write_compact_json(staging.audit_items_file(result.name), items)
         write_json(staging.audit_file(result.name), entry)
         entries.append(entry)
     results = run.load_results() if run else {}

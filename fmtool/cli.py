@@ -365,7 +365,13 @@ def _parser() -> argparse.ArgumentParser:
         "--check-tolerance",
         type=float,
         default=0.02,
-        help="--gate: how much worse an audit figure may be (default 0.02)",
+        help="--gate: how much worse an audit figure may be where the runs share no item outcomes (default 0.02)",
+    )
+    comparing.add_argument(
+        "--margin",
+        type=float,
+        default=0.01,
+        help="--gate: the smallest significant harmful difference on shared items that regresses (default 0.01)",
     )
 
     data = commands.add_parser(

@@ -352,7 +352,7 @@ def compare_command(args: argparse.Namespace) -> int:
     """A table of runs (a sweep folder stands for its runs) with the Pareto front; --gate PARENT CHILD exits 1 on a
     regression."""
     from fmtool.report import compare
-    from fmtool.report.console import print_comparison, print_regressions
+    from fmtool.report.console import print_comparison, print_gate
 
     paths, left_out = compare.run_dirs(args.runs)
     runs = [compare.summarise(path) for path in paths]
@@ -363,11 +363,15 @@ def compare_command(args: argparse.Namespace) -> int:
     if args.gate:
         if len(runs) != 2:
             raise FmtoolError(f"compare --gate: give exactly two runs, the parent then the child (got {len(runs)})")
-        regressions = compare.gate(
-            runs[0], runs[1], metric_tolerance=args.metric_tolerance, check_tolerance=args.check_tolerance
+        judged = compare.judge(
+            runs[0],
+            runs[1],
+            metric_tolerance=args.metric_tolerance,
+            check_tolerance=args.check_tolerance,
+            margin=args.margin,
         )
-        print_regressions(runs[0].path, runs[1].path, regressions)
-        return 1 if regressions else 0
+        print_gate(runs[0].path, runs[1].path, judged)
+        return 1 if any(j.regression for j in judged) else 0
     used = compare.pareto_front(runs)
     runs = compare.sort_runs(runs, args.sort)
     table = compare.rows(runs)

@@ -12,6 +12,7 @@
       results.json       before/after metrics, training figures
       predictions/<split>.jsonl
       audit/<family>.json each audit family's checks, tables and settings
+      audit/<family>.items.json  per-item outcomes of its checks, by stable item id (compare --gate pairs them)
       report/            report.json, report.md, report.html, model_card.md (also model/README.md)
       eval/<name>.json   `fmtool eval` results on other files or splits
       checkpoint/        with trainer.checkpoint_every_steps: the full training state, for fmtool resume
@@ -72,6 +73,11 @@ def write_json(path: Path, data: Any) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(partial, path)
+
+
+def write_compact_json(path: Path, data: Any) -> None:
+    """write_json without indentation, for machine-read files that would grow several-fold indented."""
+    write_lines(path, [json.dumps(data, separators=(",", ":"), default=str)])
 
 
 def write_lines(path: Path, lines: Iterable[str]) -> None:
@@ -195,6 +201,10 @@ class RunDir:
 
     def audit_file(self, family: str) -> Path:
         return self.audit_dir / f"{family}.json"
+
+    def audit_items_file(self, family: str) -> Path:
+        """The per-item outcomes of the family's checks that keep them (fmtool/audit/paired.py pairs them)."""
+        return self.audit_dir / f"{family}.items.json"
 
     def eval_file(self, name: str) -> Path:
         return self.eval_dir / f"{name}.json"

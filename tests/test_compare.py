@@ -87,7 +87,7 @@ def test_compare_cli_writes_table_csv_and_html(sweep, tmp_path):
 def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
     parent, worse = sweep / "0_a", sweep / "2_c"
     regressions = compare.gate(
-        compare.summarise(parent), compare.summarise(worse), metric_tolerance=0.01, check_tolerance=0.02
+        compare.summarise(parent), compare.summarise(worse), metric_tolerance=0.01, check_tolerance=0.02, margin=0.01
     )
     assert {r.figure for r in regressions} == {
         "accuracy",
@@ -103,7 +103,7 @@ def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
     assert [
         r.figure
         for r in compare.gate(
-            compare.summarise(parent), compare.summarise(failing), metric_tolerance=1, check_tolerance=1
+            compare.summarise(parent), compare.summarise(failing), metric_tolerance=1, check_tolerance=1, margin=0.01
         )
     ] == ["fairness.gender.demographic_parity_difference"]
 
@@ -146,9 +146,9 @@ def test_masked_lm_runs_are_better_with_lower_loss_and_perplexity(tmp_path):
     assert compare.pareto_front([good, bad]) == ["quality"] and good.on_front and not bad.on_front
     assert [r.path.name for r in compare.sort_runs([bad, good], None)] == ["good", "bad"]
     assert [r.path.name for r in compare.sort_runs([bad, good], "perplexity")] == ["good", "bad"]
-    assert compare.gate(good, good, metric_tolerance=0.01, check_tolerance=0.02) == []
-    assert compare.gate(bad, good, metric_tolerance=0.01, check_tolerance=0.02) == []
-    assert {r.figure for r in compare.gate(good, bad, metric_tolerance=0.01, check_tolerance=0.02)} == {
+    assert compare.gate(good, good, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01) == []
+    assert compare.gate(bad, good, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01) == []
+    assert {r.figure for r in compare.gate(good, bad, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01)} == {
         "loss",
         "perplexity",
     }
@@ -197,3 +197,90 @@ def test_language_model_runs_with_other_tokenizers_are_not_ranked_by_per_token_f
     assert "tokenizers differ" in capsys.readouterr().err
     assert main(["compare", str(large_too), str(large), "--gate"]) == 0
     assert main(["compare", str(large), str(large_too), "--gate"]) == 1
+
+
+def _typo_outcomes(folder, outcomes):
+    """The run's add_typo pass/fail per item, saved as an audit keeps them, its report value their mean."""
+    ids = [f"item{i:04d}" for i in range(len(outcomes))]
+    (folder / "audit").mkdir(exist_ok=True)
+    items = {"add_typo.pass_rate": {"ids": ids, "values": [float(v) for v in outcomes], "groups": []}}
+    (folder / "audit" / "robustness.items.json").write_text(json.dumps(items))
+    report = json.loads((folder / "report" / "report.json").read_text())
+    [typo] = [
+        c
+        for a in report["audits"]
+        if a["name"] == "robustness"
+        for c in a["checks"]
+        if c["name"] == "add_typo.pass_rate"
+    ]
+    typo["value"] = sum(outcomes) / len(outcomes)
+    (folder / "report" / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+def _flipped(outcomes, worse, better):
+    """`worse` passing items now fail and `better` failing ones now pass."""
+    changed = list(outcomes)
+    passing = [i for i, v in enumerate(changed) if v][:worse]
+    failing = [i for i, v in enumerate(changed) if not v][:better]
+    for i in passing:
+        changed[i] = 0
+    for i in failing:
+        changed[i] = 1
+    return changed
+
+
+def test_the_gate_pairs_item_outcomes_instead_of_a_tolerance(tmp_path, capsys):
+    """400 shared items, 80% passing. A seed twin flips 20 items each way less 10 (a 0.025 drop, over the 0.02
+    tolerance, McNemar p 0.10): passes. A drop of 7 items (0.0175, under the tolerance, p 0.016): fails, as does a
+    planted drop of 36 items; the table names the rule and prints the interval."""
+    from fmtool.cli import main
+
+    outcomes = [1] * 320 + [0] * 80
+    parent = _typo_outcomes(_run(tmp_path / "parent", 0.9, 0.05, 0.8, 0.5), outcomes)
+    twin = _typo_outcomes(_run(tmp_path / "seed_twin", 0.9, 0.05, 0.775, 0.5), _flipped(outcomes, 20, 10))
+    small = _typo_outcomes(_run(tmp_path / "small", 0.9, 0.05, 0.7825, 0.5), _flipped(outcomes, 7, 0))
+    planted = _typo_outcomes(_run(tmp_path / "planted", 0.9, 0.05, 0.71, 0.5), _flipped(outcomes, 40, 4))
+    settings = {"metric_tolerance": 0.01, "check_tolerance": 0.02, "margin": 0.01}
+    summaries = {p.name: compare.summarise(p) for p in (parent, twin, small, planted)}
+    assert not compare.gate(summaries["parent"], summaries["seed_twin"], **settings)
+    [typo] = [
+        j
+        for j in compare.judge(summaries["parent"], summaries["seed_twin"], **settings)
+        if j.figure == "robustness.add_typo.pass_rate"
+    ]
+    assert typo.rule == "paired" and typo.paired.test == "exact McNemar" and 0.05 < typo.paired.p_value < 0.15
+    assert typo.child - typo.parent == pytest.approx(-0.025) and -0.025 < -settings["check_tolerance"]
+    assert [j.figure for j in compare.gate(summaries["parent"], summaries["small"], **settings)] == [
+        "robustness.add_typo.pass_rate"
+    ]
+    assert main(["compare", str(parent), str(planted), "--gate"]) == 1
+    out = capsys.readouterr().out
+    assert "regresses on" in out and "paired" in out and "Δ -0.0900 [" in out and "tolerance" in out
+    assert main(["compare", str(parent), str(twin), "--gate"]) == 0
+
+
+@pytest.mark.slow
+def test_two_audited_seed_runs_are_gated_on_their_shared_items(tmp_path):
+    """Real runs keep their robustness and bias outcomes by item (audit/<family>.items.json, small), and the gate
+    pairs them: every robustness and bias check is judged by the paired rule."""
+    from fmtool.auditing import audit_loaded
+    from fmtool.predict import LoadedRun
+    from tests.conftest import OVERFIT, train_tiny
+
+    runs = [
+        train_tiny(tmp_path / f"seed{s}", "classification", *OVERFIT["classification"], f"seed={s}")[0] for s in (1, 2)
+    ]
+    for run in runs:
+        audit_loaded(LoadedRun.load(run.path), {"robustness": {}, "bias": {"min_examples": 5}}, run.path)
+    items = runs[0].audit_items_file("robustness")
+    assert items.is_file() and items.stat().st_size < 100_000
+    kept = json.loads(items.read_text())
+    assert all(len(v["ids"]) == len(v["values"]) > 0 for v in kept.values())
+    parent, child = (compare.summarise(r.path) for r in runs)
+    judged = {
+        j.figure: j for j in compare.judge(parent, child, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01)
+    }
+    robustness = [j for name, j in judged.items() if name.startswith("robustness.")]
+    assert robustness and all(j.rule == "paired" for j in robustness if j.paired is not None or j.rule == "paired")
+    assert any(j.rule == "paired" for j in robustness)

@@ -19,6 +19,7 @@ the number of examples that would settle them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,6 +35,40 @@ PASS, FAIL, SKIP, INCONCLUSIVE = "pass", "fail", "skip", "inconclusive"
 # a check's status is one of these; the report's overall status too, worst first
 STATUSES = (FAIL, INCONCLUSIVE, PASS, SKIP)
 _Z = {0.9: 1.6449, 0.95: 1.96, 0.99: 2.5758}
+
+
+@dataclass(frozen=True)
+class ItemOutcomes:
+    """The per-item outcomes whose mean is a check's value (a flip, a pass, a change), each under an id that is the
+    same for the same probe input whatever model is audited, so two models audited on the same probes pair up
+    (fmtool/audit/paired.py). Items that share a group (one input's several rewrites, one template) are resampled
+    together; no groups: each item is its own."""
+
+    ids: tuple[str, ...]
+    values: tuple[float, ...]
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, keyed: Sequence[tuple[str, float]], groups: Sequence[str] = ()) -> "ItemOutcomes":
+        return cls(distinct([k for k, _ in keyed]), tuple(float(v) for _, v in keyed), tuple(groups))
+
+    def to_dict(self) -> dict[str, list]:
+        return {"ids": list(self.ids), "values": [round(v, 6) for v in self.values], "groups": list(self.groups)}
+
+
+def distinct(ids: Sequence[str]) -> tuple[str, ...]:
+    """The ids, a repeated one numbered by its occurrence (a probe file may hold the same sentence twice)."""
+    seen: dict[str, int] = {}
+    out = []
+    for key in ids:
+        seen[key] = seen.get(key, 0) + 1
+        out.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return tuple(out)
+
+
+def item_id(*parts: str) -> str:
+    """A short, stable id of a probe item from what defines it (family, test, the input's words)."""
+    return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -53,6 +88,8 @@ class Check:
     interval: Optional[tuple[float, float]] = None
     n: Optional[int] = None
     needed: Optional[int] = None
+    # what the value is the mean of, item by item: saved apart (audit/<family>.items.json), never in the report
+    items: Optional[ItemOutcomes] = field(default=None, repr=False, compare=False)
 
 
 def _status(value: float, threshold: float, direction: str, interval: Optional[tuple[float, float]]) -> str:
@@ -71,11 +108,13 @@ def check(
     description: str = "",
     interval: Optional[Sequence[float]] = None,
     n: Optional[int] = None,
+    items: Optional[ItemOutcomes] = None,
 ) -> Check:
-    """A check on a figure; with `interval` the status is pass / fail / inconclusive as the module docstring says."""
+    """A check on a figure; with `interval` the status is pass / fail / inconclusive as the module docstring says;
+    `items` are the outcomes it is the mean of, kept for paired comparisons."""
     threshold, direction = (max_value, "max") if max_value is not None else (min_value, "min")
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Check(name, None, threshold, direction, SKIP, description, n=n)
+        return Check(name, None, threshold, direction, SKIP, description, n=n, items=items)
     bounds = (
         None if interval is None or any(math.isnan(b) for b in interval) else (float(interval[0]), float(interval[1]))
     )
@@ -88,6 +127,7 @@ def check(
         description,
         bounds,
         n,
+        items=items,
     )
 
 
@@ -141,8 +181,10 @@ def rate_check(
     min_value: Optional[float] = None,
     description: str = "",
     confidence: float = 0.95,
+    items: Optional[ItemOutcomes] = None,
 ) -> Check:
-    """A check on the proportion events/n, judged by its Wilson interval; skipped when n is 0."""
+    """A check on the proportion events/n, judged by its Wilson interval; skipped when n is 0. `items`: each
+    item's 0 or 1, whose mean is events/n."""
     if n <= 0:
         return check(name, None, max_value=max_value, min_value=min_value, description=description, n=0)
     result = check(
@@ -153,6 +195,7 @@ def rate_check(
         description=description,
         interval=wilson_interval(events, n, confidence),
         n=n,
+        items=items,
     )
     if result.status == INCONCLUSIVE:
         return replace(result, needed=examples_to_settle(events / n, result.threshold, result.direction, confidence))
@@ -192,10 +235,15 @@ def mean_check(
     description: str = "",
     confidence: float = 0.95,
     seed: int = 0,
+    items: Optional[Sequence[str]] = None,
+    groups: Sequence[str] = (),
 ) -> Check:
-    """A check on the mean of per-example values, judged by its bootstrap interval; skipped with no values."""
+    """A check on the mean of per-example values, judged by its bootstrap interval; skipped with no values.
+    `items`: each value's item id (and `groups`), kept for paired comparisons."""
     if len(values) == 0:
         return check(name, None, max_value=max_value, min_value=min_value, description=description, n=0)
+    if items is not None and len(items) != len(values):
+        raise ValueError(f"{name}: {len(items)} item ids for {len(values)} values")
     return check(
         name,
         float(np.mean(values)),
@@ -204,6 +252,7 @@ def mean_check(
         description=description,
         interval=bootstrap_interval(values, confidence=confidence, seed=seed),
         n=len(values),
+        items=None if items is None else ItemOutcomes(distinct(items), tuple(float(v) for v in values), tuple(groups)),
     )
 
 
@@ -231,8 +280,16 @@ class AuditResult:
         return worst_status([c.status for c in self.checks])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: NaN (a figure that could not be measured) becomes null."""
-        return _finite({**asdict(self), "status": self.status})
+        """JSON-ready: NaN (a figure that could not be measured) becomes null. Item outcomes are left out (they go
+        to their own file, item_outcomes()); each check says how many it kept."""
+        plain = asdict(self)
+        for entry, kept in zip(plain["checks"], self.checks):
+            entry["items"] = None if kept.items is None else len(kept.items.ids)
+        return _finite({**plain, "status": self.status})
+
+    def item_outcomes(self) -> dict[str, dict[str, list]]:
+        """Check name -> its per-item outcomes, for the checks that keep them."""
+        return {c.name: c.items.to_dict() for c in self.checks if c.items is not None}
 
 
 def _finite(value: Any) -> Any:

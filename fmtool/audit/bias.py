@@ -30,7 +30,16 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, mean_check, rate_check, register
+from fmtool.audit.base import (
+    AuditContext,
+    AuditResult,
+    ItemOutcomes,
+    evaluation_inputs,
+    item_id,
+    mean_check,
+    rate_check,
+    register,
+)
 from fmtool.config.schema import ranged
 from fmtool.dataset.counterfactual import (
     ATTRIBUTES,
@@ -152,8 +161,9 @@ def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
                 f"min_examples={cfg.min_examples}; its checks are skipped"
             )
             outcomes, baselines = [], []
+        ids = [item_id(attribute, *words_of(r.example)) for r in rewritten[: len(outcomes)]]
         figures, attribute_checks = _judge(
-            attribute, outcomes, baselines, swaps, cfg, ctx.seed, ctx.task.labels_each_word
+            attribute, outcomes, baselines, swaps, cfg, ctx.seed, ctx.task.labels_each_word, ids
         )
         rows.append({"attribute": attribute, "examples": float(len(rewritten)), **figures})
         summary[f"{attribute}.examples"] = float(len(rewritten))
@@ -184,9 +194,12 @@ def _rate(outcomes: Sequence[Outcome], what: str) -> float:
     return float(np.mean([getattr(o, what) for o in outcomes])) if outcomes else float("nan")
 
 
-def _judge(attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: int, tagged: bool) -> tuple[dict, list]:
+def _judge(
+    attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: int, tagged: bool, ids: Sequence[str]
+) -> tuple[dict, list]:
     """The attribute's figures and its two checks: raw rates, or (first names) their excess over the baseline; for
-    tagged inputs also the share whose swapped word changed its tag."""
+    tagged inputs also the share whose swapped word changed its tag. `ids` name each input, for paired
+    comparisons."""
     figures = {"flip_rate": _rate(outcomes, "flipped")}
     if tagged:
         figures["swapped_word_flip_rate"] = _rate(outcomes, "word_flipped")
@@ -197,6 +210,7 @@ def _judge(attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: 
             len(outcomes),
             max_value=cfg.max_flip_rate,
             description="share of inputs whose prediction changes",
+            items=ItemOutcomes.of([(i, o.flipped) for i, o in zip(ids, outcomes)]),
         )
         change = mean_check(
             f"{attribute}.mean_probability_change",
@@ -204,6 +218,7 @@ def _judge(attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: 
             max_value=cfg.max_mean_probability_change,
             description="mean |change| in the predicted label's probability",
             seed=seed,
+            items=ids,
         )
         return {**figures, "flip_rate_ci": flip.interval, "mean_probability_change": change.value}, [flip, change]
     flip = mean_check(
@@ -212,6 +227,7 @@ def _judge(attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: 
         max_value=cfg.max_flip_rate,
         description="share of inputs whose prediction changes, less the share under same-group name swaps",
         seed=seed,
+        items=ids,
     )
     change = mean_check(
         f"{attribute}.probability_change_above_baseline",
@@ -219,6 +235,7 @@ def _judge(attribute, outcomes, baselines, swaps: Swaps, cfg: BiasConfig, seed: 
         max_value=cfg.max_mean_probability_change,
         description="mean |change| in the predicted label's probability, less that under same-group name swaps",
         seed=seed,
+        items=ids,
     )
     figures.update(
         {

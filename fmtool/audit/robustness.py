@@ -23,9 +23,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, rate_check, register
+from fmtool.audit.base import (
+    AuditContext,
+    AuditResult,
+    ItemOutcomes,
+    evaluation_inputs,
+    item_id,
+    rate_check,
+    register,
+)
 from fmtool.config.schema import ranged
-from fmtool.dataset.examples import Example, TextExample, TokenExample
+from fmtool.dataset.examples import Example, TextExample, TokenExample, words
 from fmtool.dataset.noise import NAMES, NER_ONLY, entity_pool, perturbation
 from fmtool.dataset.perturb import Perturbation, carried_entities, perturb, perturb_aligned
 from fmtool.errors import FmtoolError
@@ -166,6 +174,7 @@ def run(ctx: AuditContext, cfg: RobustnessConfig) -> AuditResult:
             len(passed),
             min_value=threshold,
             description=f"share of changed inputs whose prediction holds ({len(passed)} applicable)",
+            items=ItemOutcomes.of([(item_id(test, *words(inputs[i])), ok) for (i, _, _), ok in zip(variants, passed)]),
         )
         checks.append(result)
         if not variants:

@@ -23,10 +23,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from fmtool.audit.paired import PairedDifference, harmful, holm, paired_difference
 from fmtool.errors import FmtoolError
 from fmtool.runs import COMPLETE, RunDir, read_json
 from fmtool.task import TASKS
@@ -59,6 +60,7 @@ class RunSummary:
     objectives: dict[str, Optional[float]] = field(default_factory=dict)
     on_front: bool = False
     tokenizer: Optional[str] = None  # digest of the saved tokenizer's files: runs with the same one share tokens
+    items: dict[str, dict[str, list]] = field(default_factory=dict)  # "family.check" -> its per-item outcomes
 
     def figure(self, column: str) -> Optional[float]:
         if column in self.metrics:
@@ -126,9 +128,20 @@ def summarise(path: Path) -> RunSummary:
         metrics=metrics,
         checks=checks,
         tokenizer=_tokenizer_digest(RunDir(path).model_dir),
+        items=saved_items(RunDir(path), report.get("audits", [])),
     )
     summary.objectives = objectives(summary)
     return summary
+
+
+def saved_items(run: RunDir, audits: Sequence[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    """Every check's per-item outcomes that the run's audit kept ("family.check" -> ids, values, groups)."""
+    kept = {}
+    for audit in audits:
+        path = run.audit_items_file(audit["name"])
+        if path.is_file():
+            kept.update({f"{audit['name']}.{check}": items for check, items in read_json(path).items()})
+    return kept
 
 
 def _tokenizer_digest(model_dir: Path) -> Optional[str]:
@@ -260,28 +273,75 @@ def to_markdown(table: Sequence[dict[str, Any]]) -> str:
 
 
 @dataclass(frozen=True)
-class Regression:
+class Judgement:
+    """How the gate judged one figure: by the paired test on the item outcomes both runs kept, or by the tolerance
+    where they share none."""
+
     figure: str
     parent: Optional[float]
     child: Optional[float]
+    rule: str  # "paired" or "tolerance"
     reason: str
+    regression: bool
+    paired: Optional[PairedDifference] = None
 
 
-def gate(parent: RunSummary, child: RunSummary, *, metric_tolerance: float, check_tolerance: float) -> list[Regression]:
-    """What the child does worse than the parent: a validation metric lower by more than metric_tolerance (higher
-    for loss and perplexity), an audit figure worse by more than check_tolerance in its check's direction, or a
-    check that passed for the parent and fails for the child."""
-    found = []
+# the gate's significance level, for Holm-adjusted p-values
+GATE_ALPHA = 0.05
+
+
+def judge(
+    parent: RunSummary,
+    child: RunSummary,
+    *,
+    metric_tolerance: float,
+    check_tolerance: float,
+    margin: float,
+    seed: int = 0,
+) -> list[Judgement]:
+    """Every figure both runs have, judged. An audit check whose item outcomes both runs kept on shared items is
+    a regression when the child's difference is harmful, its Holm-adjusted p-value (over the paired checks) is
+    below GATE_ALPHA, its interval excludes 0 and it exceeds `margin`. Other figures fall back to the tolerances:
+    a validation metric lower by more than metric_tolerance (higher for loss and perplexity), an audit figure worse
+    by more than check_tolerance in its check's direction, or a check that passed and now fails."""
+    judged = []
     for name, before in parent.metrics.items():
         after = child.metrics.get(name)
         if after is None or name in ("token_accuracy",):
             continue
         worse = (before - after) if higher_is_better(name) else (after - before)
-        if worse > metric_tolerance + _ROUNDING:
-            found.append(Regression(name, before, after, f"{worse:.4f} worse (tolerance {metric_tolerance})"))
+        regression = worse > metric_tolerance + _ROUNDING
+        judged.append(
+            Judgement(
+                name, before, after, "tolerance", f"{worse:+.4f} worse (tolerance {metric_tolerance})", regression
+            )
+        )
+    paired = {}
+    for name in parent.checks:
+        mine, theirs = parent.items.get(name), child.items.get(name)
+        if name in child.checks and mine is not None and theirs is not None:
+            found = paired_difference(name, [mine], [theirs], seed=seed)
+            if found is not None:
+                paired[name] = found
+    adjusted = dict(zip(paired, holm([p.p_value for p in paired.values()])))
     for name, before in parent.checks.items():
         after = child.checks.get(name)
         if after is None or before.get("value") is None or after.get("value") is None:
+            continue
+        if name in paired:
+            found = replace(paired[name], adjusted_p=adjusted[name])
+            low, high = found.interval
+            significant = found.adjusted_p < GATE_ALPHA and not low <= 0 <= high
+            regression = (
+                harmful(found.difference, before.get("direction", "max"))
+                and significant
+                and abs(found.difference) > margin + _ROUNDING
+            )
+            reason = (
+                f"Δ {found.difference:+.4f} [{low:+.4f}, {high:+.4f}] on {found.n} shared items, "
+                f"{found.test} p={found.p_value:.3g} (Holm {found.adjusted_p:.3g}), margin {margin}"
+            )
+            judged.append(Judgement(name, before["value"], after["value"], "paired", reason, regression, found))
             continue
         worse = (
             (after["value"] - before["value"])
@@ -289,14 +349,30 @@ def gate(parent: RunSummary, child: RunSummary, *, metric_tolerance: float, chec
             else (before["value"] - after["value"])
         )
         if before.get("status") == "pass" and after.get("status") == "fail":
-            found.append(
-                Regression(name, before["value"], after["value"], "passed for the parent, fails for the child")
+            reason, regression = "passed for the parent, fails for the child", True
+        else:
+            reason, regression = (
+                f"{worse:+.4f} worse (tolerance {check_tolerance})",
+                worse > check_tolerance + _ROUNDING,
             )
-        elif worse > check_tolerance + _ROUNDING:
-            found.append(
-                Regression(name, before["value"], after["value"], f"{worse:.4f} worse (tolerance {check_tolerance})")
-            )
-    return found
+        judged.append(Judgement(name, before["value"], after["value"], "tolerance", reason, regression))
+    return judged
+
+
+def gate(
+    parent: RunSummary,
+    child: RunSummary,
+    *,
+    metric_tolerance: float,
+    check_tolerance: float,
+    margin: float,
+    seed: int = 0,
+) -> list[Judgement]:
+    """The figures the child does worse on than the parent (judge's regressions)."""
+    judged = judge(
+        parent, child, metric_tolerance=metric_tolerance, check_tolerance=check_tolerance, margin=margin, seed=seed
+    )
+    return [j for j in judged if j.regression]
 
 
 def html_page(table: Sequence[dict[str, Any]], used: Sequence[str], runs: Sequence[RunSummary]) -> str:

@@ -176,13 +176,16 @@ def print_probes(rows: list[dict[str, Any]]) -> None:
             console.print(row["problem"], markup=False)
 
 
-def print_regressions(parent, child, regressions) -> None:
-    if not regressions:
-        stdout_console().print(f"gate: {child} does not regress on {parent}")
-        return
-    table = Table(title=f"gate: {child} regresses on {parent}")
-    for column in ("figure", "parent", "child", "why"):
-        table.add_column(column)
-    for r in regressions:
-        table.add_row(r.figure, _fmt(r.parent), _fmt(r.child), r.reason)
+def print_gate(parent, child, judged) -> None:
+    """Every figure the gate judged, with the rule that judged it (a paired test on shared items, or the
+    tolerance), regressions first."""
+    regressions = [j for j in judged if j.regression]
+    verdict = "regresses on" if regressions else "does not regress on"
+    table = Table(title=f"gate: {child} {verdict} {parent}")
+    for column in ("figure", "parent", "child", "rule", "why", "regression"):
+        table.add_column(column, overflow="fold")
+    for j in sorted(judged, key=lambda j: not j.regression):
+        table.add_row(
+            j.figure, _fmt(j.parent), _fmt(j.child), j.rule, escape(j.reason), "[red]yes[/]" if j.regression else "no"
+        )
     stdout_console().print(table)
