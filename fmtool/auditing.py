@@ -7,11 +7,12 @@ import shutil
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
-from fmtool.audit import AuditContext, run_audits
+from fmtool.audit import AuditContext, AuditResult, run_audits
+from fmtool.config.schema import AttributionConfig
 from fmtool.dataset.examples import Example
 from fmtool.errors import FmtoolError
 from fmtool.model.load import LoadPolicy
@@ -147,15 +148,17 @@ def audit_pipeline(
     run: RunDir | None = None,
     config: dict | None = None,
     base_model: Optional[dict[str, Any]] = None,
+    attribution: Optional[Callable[[list[AuditResult]], dict[str, Any]]] = None,
 ) -> dict[str, Any]:
     """Run the configured audit families and write audit/<family>.json and report/ under out_dir, replacing the
-    last audit's wholly; the directory is locked meanwhile."""
+    last audit's wholly; the directory is locked meanwhile. `attribution(results)` adds the report's section on
+    where each finding comes from."""
     out = RunDir(out_dir)
     with out.audit_lock():
         staging = RunDir(out.path / ".audit.partial")
         shutil.rmtree(staging.path, ignore_errors=True)
         try:
-            report = _audit_into(ctx, audit, out_dir, staging, run, config, base_model)
+            report = _audit_into(ctx, audit, out_dir, staging, run, config, base_model, attribution)
         except BaseException:  # a refused or failed audit leaves the last complete audit/ and report/, nothing else
             shutil.rmtree(staging.path, ignore_errors=True)
             raise
@@ -171,10 +174,12 @@ def _audit_into(
     run: RunDir | None,
     config: dict | None,
     base_model: Optional[dict[str, Any]],
+    attribution: Optional[Callable[[list[AuditResult]], dict[str, Any]]],
 ) -> dict[str, Any]:
     """Every family's audit/<family>.json, the report and the model card, written into `staging`."""
-    entries = []
+    entries, results_of_families = [], []
     for result, settings in run_audits(ctx, audit):
+        results_of_families.append(result)
         items = result.item_outcomes()
         entry = {
             **result.to_dict(),
@@ -197,6 +202,7 @@ def _audit_into(
         audits=entries,
         privacy=results.get("train", {}).get("privacy"),
         provenance={**_provenance(ctx, run), **({"base_model": base_model} if base_model else {})},
+        attribution=attribution(results_of_families) if attribution else None,
     )
     staging.audit_dir.mkdir(parents=True, exist_ok=True)
     write_report(staging, report, _curves(run, results, config))
@@ -250,9 +256,57 @@ def audit_loaded(
     *,
     splits: Optional[dict[str, list[Example]]] = None,
     base_model: Optional[str] = None,
+    attribution: Optional[AttributionConfig] = None,
 ) -> dict[str, Any]:
+    """Audit `loaded` into out_dir; with attribution.enabled, also where each finding comes from (P and F arms)."""
     config = OmegaConf.to_container(OmegaConf.structured(loaded.cfg))
     base = check_base_model(loaded, base_model) if base_model else None
-    return audit_pipeline(
-        audit_context(loaded, splits, base_model), audit, out_dir, run=loaded.run, config=config, base_model=base
+    attribute_findings = (
+        partial(_attribution, loaded, audit, splits, base_model, attribution)
+        if attribution is not None and attribution.enabled
+        else None
     )
+    return audit_pipeline(
+        audit_context(loaded, splits, base_model),
+        audit,
+        out_dir,
+        run=loaded.run,
+        config=config,
+        base_model=base,
+        attribution=attribute_findings,
+    )
+
+
+def _attribution(
+    loaded: LoadedRun,
+    audit: dict[str, Any],
+    splits: Optional[dict[str, list[Example]]],
+    base_model: Optional[str],
+    settings: AttributionConfig,
+    results: list[AuditResult],
+) -> dict[str, Any]:
+    """The attribution section: the twins start where the run started (a model directory: from --base-model) and
+    train on its training split; without either, the section says what is missing."""
+    from fmtool.attribution import Start, attribute
+
+    if loaded.task.language_model:
+        return {"skipped": "attribution compares fine-tuned models with labels against their foundation model"}
+    if loaded.run is not None:
+        cfg, train = loaded.cfg, loaded.run.load_split("train") if "train" in loaded.run.splits() else None
+    else:
+        cfg = replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
+        train = (splits or {}).get("train")
+    if cfg is None or not train:
+        missing = " and ".join(
+            what for what, absent in (("--base-model", cfg is None), ("--split train=FILE", not train)) if absent
+        )
+        return {"skipped": f"the probe and seed twins need the model's start and training rows: give {missing}"}
+    start = Start(cfg, loaded.labels, train, _command_policy(loaded))
+
+    def context_of(model) -> AuditContext:
+        return audit_context(replace(loaded, model=model.to(loaded.runtime.device)), splits, base_model)
+
+    own_quality = (loaded.run.load_results().get("after", {}).get("validation", {}) if loaded.run else {}).get(
+        loaded.task.metrics[0]
+    )
+    return attribute(results, audit, start, context_of, own_quality, seeds=settings.seeds, margin=settings.margin)

@@ -81,7 +81,8 @@ def train_and_audit(cfg, run, *, resume: bool = False) -> None:
         report = None
         if cfg.trainer.save_model:
             # the policy the caller's own training config states for its model
-            report = audit_loaded(LoadedRun.load(run.path, policy=training_policy(cfg.model)), cfg.audit, run.path)
+            loaded = LoadedRun.load(run.path, policy=training_policy(cfg.model))
+            report = audit_loaded(loaded, cfg.audit, run.path, attribution=cfg.attribution)
             print_report(report)
         else:
             log.warning("audits skipped: they read the saved model, and trainer.save_model=false")
@@ -338,6 +339,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the model a model directory was fine-tuned from (hub id or path): twins such as the membership "
         "audit's reference start there; without it, audits that need one skip it",
+    )
+    audit.add_argument(
+        "--attribute",
+        action="store_true",
+        help="also audit probe twins of the foundation model (frozen, head trained) on the same items and say, per "
+        "check, whether the finding is inherited, introduced, amplified or mitigated by the fine-tuning",
+    )
+    audit.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="--attribute: seeds per arm (the run and its seed twins; as many probe twins); default 1",
     )
     audit.add_argument("--batch-size", type=_positive_int, default=None)
     _add_load_policy(audit)

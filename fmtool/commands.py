@@ -283,7 +283,7 @@ def audit_command(args: argparse.Namespace) -> int:
             )
         loaded = LoadedRun.load(args.path, policy=load_policy(args), batch_size=args.batch_size)
         audit = family_configs_checked(audit_config(loaded.cfg.audit, loaded.cfg.task.name, overrides))
-        report = audit_loaded(loaded, audit, args.path)
+        report = audit_loaded(loaded, audit, args.path, attribution=_attribution(args, loaded.cfg.attribution))
     else:
         if args.task is None:
             raise FmtoolError(
@@ -309,10 +309,32 @@ def audit_command(args: argparse.Namespace) -> int:
             reading = [o for o in overrides if o.startswith("dataset.")]
             splits = _split_files(args.split, _file_settings(reading), loaded.labels)
             audit = family_configs_checked(audit_config(None, args.task, [o for o in overrides if o not in reading]))
-            report = audit_loaded(loaded, audit, out, splits=splits, base_model=args.base_model)
+            report = audit_loaded(
+                loaded,
+                audit,
+                out,
+                splits=splits,
+                base_model=args.base_model,
+                attribution=_attribution(args, loaded.cfg.attribution),
+            )
     print_report(report)
     failing = {"fail", "inconclusive"} if args.inconclusive == "fail" else {"fail"}
     return 1 if args.strict and report["status"] in failing else 0
+
+
+def _attribution(args: argparse.Namespace, saved):
+    """The run's attribution settings, with --attribute and --seeds in their place when given."""
+    from fmtool.config.schema import range_problems
+
+    chosen = replace(
+        saved, enabled=saved.enabled or args.attribute, seeds=args.seeds if args.seeds is not None else saved.seeds
+    )
+    problems = range_problems(chosen, "attribution.")
+    if problems:
+        raise FmtoolError(f"audit: {'; '.join(problems)}")
+    if args.seeds is not None and not chosen.enabled:
+        raise FmtoolError("audit: --seeds is for --attribute")
+    return chosen
 
 
 def _file_settings(overrides: list[str]):

@@ -493,12 +493,12 @@ class RunDir:
         except Exception as error:  # YAML's scanner and parser errors share no base class with OmegaConf's
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise FmtoolError(f"{path}: damaged, not YAML ({reason}); the run directory cannot be trusted") from None
-        # every section is written, in the schema's order: a file cut short lacks the last ones, which the schema's
-        # defaults would otherwise fill in silently
-        missing = [f.name for f in fields(TrainConfig) if not isinstance(saved, DictConfig) or f.name not in saved]
-        if missing:
+        # every section is written in the schema's order, which adds new ones before the last: a file cut short
+        # lacks the last, and the schema's defaults would otherwise fill in what was cut silently
+        last = fields(TrainConfig)[-1].name
+        if not isinstance(saved, DictConfig) or last not in saved:
             raise FmtoolError(
-                f"{path}: damaged, {', '.join(missing)} missing (cut short?); the run directory cannot be trusted"
+                f"{path}: damaged, its last section ({last}) missing; the run directory cannot be trusted"
             )
         try:
             return to_typed(saved)

@@ -143,3 +143,46 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def harmful(difference: float, direction: str) -> bool:
     """Whether a change of `difference` in a check's value is for the worse: up for a maximum, down for a minimum."""
     return difference > 0 if direction == "max" else difference < 0
+
+
+# where a check's finding comes from, comparing the fine-tuned model (F) with what the foundation model brings (P)
+INHERITED, INTRODUCED, AMPLIFIED, MITIGATED, INDETERMINATE, NO_FINDING = (
+    "inherited",
+    "introduced",
+    "amplified",
+    "mitigated",
+    "indeterminate",
+    "none",
+)
+VERDICT_RULES = {
+    INHERITED: "P already fails the check and Δ's interval lies within ±margin of 0",
+    INTRODUCED: "P passes, F fails, and Δ is significant the harmful way (Holm-adjusted p < alpha, clear of 0)",
+    AMPLIFIED: "P and F both fail, and Δ is significant the harmful way",
+    MITIGATED: "Δ is significant the good way",
+    NO_FINDING: "neither P nor F fails, and Δ is not significant the good way",
+    INDETERMINATE: "anything else: the items cannot tell",
+}
+
+
+def fails(value: float, threshold: float, direction: str) -> bool:
+    """A mean outcome beyond the check's threshold (its point value: arms of several seeds have no one interval)."""
+    return value > threshold if direction == "max" else value < threshold
+
+
+def verdict(found: PairedDifference, threshold: float, direction: str, margin: float, alpha: float = 0.05) -> str:
+    """VERDICT_RULES applied to Δ = F − P of one check (found.reference is P, found.candidate F)."""
+    low, high = found.interval
+    significant = (found.adjusted_p if found.adjusted_p is not None else found.p_value) < alpha and not low <= 0 <= high
+    reference_fails, candidate_fails = (
+        fails(found.reference, threshold, direction),
+        fails(found.candidate, threshold, direction),
+    )
+    if significant and not harmful(found.difference, direction):
+        return MITIGATED
+    if significant and candidate_fails:
+        return AMPLIFIED if reference_fails else INTRODUCED
+    if reference_fails and -margin <= low and high <= margin:
+        return INHERITED
+    if not reference_fails and not candidate_fails:
+        return NO_FINDING
+    return INDETERMINATE

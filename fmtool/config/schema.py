@@ -359,6 +359,18 @@ class LoggerConfig:
 
 
 @dataclass
+class AttributionConfig:
+    """Where each finding comes from (fmtool/attribution.py; fmtool audit --attribute): the audits on the run and on
+    probe twins of its foundation model, compared item by item."""
+
+    enabled: bool = False
+    seeds: int = ranged(1, low=1, high=10)  # per arm: the run and seeds-1 twins; as many probe twins
+    # Δ within ±margin of 0 (its whole interval) is no change: P's failure is then inherited
+    margin: float = ranged(0.05, low=0, high=1)
+
+
+# New sections go before the last one: a run directory's config.yaml cut short lacks it (fmtool/runs.py)
+@dataclass
 class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -371,6 +383,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # audit family name -> its settings; each family's own dataclass types them (fmtool/audit/<name>.py)
     audit: Dict[str, Any] = field(default_factory=dict)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
     seed: int = ranged(42, low=0, high=2**32 - 1)  # numpy's seeds are unsigned 32-bit
     # replace the run a run directory already holds (its files are deleted first); false: refuse such a directory
     overwrite: bool = False

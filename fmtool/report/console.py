@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -119,7 +119,31 @@ def print_report(report: dict[str, Any]) -> None:
     for audit in report["audits"]:
         for warning in audit["warnings"]:
             console.print(f"[dim]{audit['name']}: {warning}[/]")
+    _print_attribution(report.get("attribution"))
     console.print(f"report: {report['run']['path']}/report/report.md")
+
+
+def _print_attribution(section: Optional[dict[str, Any]]) -> None:
+    """Per check: P (foundation model, head trained) and F (the audited model), Δ with its interval, the verdict."""
+    if not section:
+        return
+    if section.get("skipped"):
+        console.print(f"where each finding comes from: not measured: {section['skipped']}", markup=False)
+        return
+    table = Table(title=f"where each finding comes from ({section['claim']})")
+    for column in ("check", "P", "F", "Δ", "interval", "p (Holm)", "verdict"):
+        table.add_column(column, justify="left" if column in ("check", "verdict") else "right")
+    for row in section["checks"]:
+        table.add_row(
+            row["check"],
+            _fmt(row["reference"]),
+            _fmt(row["candidate"]),
+            f"{row['difference']:+.4f}",
+            f"[{row['interval'][0]:+.3f}, {row['interval'][1]:+.3f}]",
+            f"{row['adjusted_p']:.2g}",
+            row["verdict"],
+        )
+    console.print(table)
 
 
 def print_comparison(rows: list[dict[str, Any]], objectives: list[str], left_out: Sequence[str] = ()) -> None:

@@ -244,3 +244,35 @@ def pareto_scatter(runs: Sequence[Any], used: Sequence[str]) -> list[tuple[str, 
         axes.set_ylabel("quality")
         out.append((f"quality against {objective} (filled: Pareto front)", _svg(figure)))
     return out
+
+
+def attribution_figure(rows: Sequence[dict[str, Any]]) -> Optional[str]:
+    """One line per check from P's value to F's, F's end with Δ's interval around it, the threshold marked."""
+    if not rows:
+        return None
+    figure, axes = _figure(6.0, 0.45 * len(rows) + 1.0)
+    for y, row in enumerate(rows):
+        low, high = row["interval"]
+        axes.plot([row["reference"], row["candidate"]], [y, y], color="#9ca3af", zorder=1)
+        axes.scatter(
+            [row["reference"]], [y], color="white", edgecolor="#2563eb", zorder=2, label="P" if not y else None
+        )
+        axes.scatter([row["candidate"]], [y], color="#2563eb", zorder=2, label="F" if not y else None)
+        below, above = row["candidate"] - (row["reference"] + low), row["reference"] + high - row["candidate"]
+        axes.errorbar(
+            row["candidate"],
+            y,
+            xerr=[[max(0.0, below)], [max(0.0, above)]],
+            color="#2563eb",
+            capsize=3,
+            linewidth=0.8,
+            zorder=1,
+        )
+        axes.scatter(
+            [row["threshold"]], [y], marker="|", color="#b3261e", s=80, zorder=3, label="threshold" if not y else None
+        )
+    axes.set_yticks(range(len(rows)), [f"{row['check']} ({row['verdict']})" for row in rows], fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel("check value (F's bar: P + Δ's interval)", fontsize=8)
+    axes.legend(fontsize=7, loc="best")
+    return _svg(figure)

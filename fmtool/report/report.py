@@ -38,6 +38,7 @@ def build_report(
     audits: list[dict],
     provenance: dict,
     privacy: dict | None = None,
+    attribution: dict | None = None,
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -51,6 +52,7 @@ def build_report(
         "audits": audits,
         "provenance": provenance,
         "privacy": privacy,
+        "attribution": attribution,
     }
 
 
@@ -100,6 +102,45 @@ def _check_row(check: dict[str, Any], **first: str) -> dict[str, Any]:
         "status": _MARKS[check["status"]],
         "note": settle,
     }
+
+
+ATTRIBUTION_HEADING = "## Where each finding comes from"
+
+
+def _attribution(section: Optional[dict[str, Any]]) -> list[str]:
+    """P (the foundation model frozen, its head trained) against F (the audited model) on the same items, per check,
+    with the verdict and the rule that gave it."""
+    if not section:
+        return []
+    lines = [ATTRIBUTION_HEADING, ""]
+    if section.get("skipped"):
+        return lines + [f"Not measured: {section['skipped']}.", ""]
+    rows = [
+        {
+            "check": row["check"],
+            "P": row["reference"],
+            "F": row["candidate"],
+            "Δ (F − P)": row["difference"],
+            "interval": row["interval"],
+            "p (Holm)": row["adjusted_p"],
+            "verdict": row["verdict"],
+            "seeds": row["seeds"],
+            "items": row["items"],
+            "test": row["test"],
+        }
+        for row in section["checks"]
+    ]
+    lines += [
+        f"- P: {section['arms']['P']}; F: {section['arms']['F']}. The claim is {section['claim']}.",
+        *[f"- **{name}**: {rule}" for name, rule in section["rules"].items()],
+        f"- margin {section['margin']}, alpha {section['alpha']} (Holm-adjusted across the checks below)",
+        "- validation figure of each replicate: "
+        + "; ".join(f"{arm} {', '.join(_fmt(v) for v in values)}" for arm, values in section.get("quality", {}).items())
+        + " (a probe twin that learned little passes invariance checks by predicting alike)",
+        *[f"- not attributed: {name} ({why})" for name, why in section.get("not_attributed", {}).items()],
+        "",
+    ]
+    return lines + markdown_table(rows) + [""]
 
 
 def _provenance(provenance: dict[str, Any], audits: Sequence[dict[str, Any]]) -> list[str]:
@@ -200,6 +241,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
             + [""]
         )
+    lines += _attribution(report.get("attribution"))
     lines += _provenance(report["provenance"], report["audits"])
     for audit in report["audits"]:
         lines += [f"### {audit['name']} — {_MARKS[audit['status']]}", ""]
@@ -296,6 +338,11 @@ def to_html(markdown_text: str, report: Optional[dict[str, Any]] = None, curves:
         body = (
             body.replace(metrics_heading, metrics_heading + figures, 1) if metrics_heading in body else figures + body
         )
+        attribution = (report.get("attribution") or {}).get("checks")
+        heading = f"<h2>{html.escape(ATTRIBUTION_HEADING.removeprefix('## '))}</h2>"
+        if attribution and heading in body and (drawn := plots.attribution_figure(attribution)):
+            caption = "each check's value for P (foundation model, head trained) and F (the audited model)"
+            body = body.replace(heading, heading + _figure(caption, drawn, "attribution"), 1)
         for audit in report["audits"]:
             heading = f"<h3>{html.escape(audit['name'])} — {_badge(audit['status'])}</h3>"
             extra = ""
