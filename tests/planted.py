@@ -129,10 +129,18 @@ def write_entity_sentences(
 
 
 def write_unique_rows(
-    folder: Path, *, seed: int = 0, train: int = 200, dev: int = 300, label_noise: float = 0.25
+    folder: Path,
+    *,
+    seed: int = 0,
+    train: int = 200,
+    dev: int = 300,
+    label_noise: float = 0.25,
+    train_prefix_share: float = 0.0,
 ) -> Path:
     """Sentiment rows that are each unique (three random tokens of a large made-up vocabulary beside the sentiment
-    word), with a share of flipped labels: a model can fit those only by memorising its own rows."""
+    word), with a share of flipped labels: a model can fit those only by memorising its own rows. With
+    train_prefix_share, that share of the training rows starts with 'review :', which no dev row does: splits that
+    differ as scraped or cleaned data do, whatever the model learns."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", train), ("dev", dev)):
@@ -141,6 +149,8 @@ def write_unique_rows(
             sentiment = rng.randint(0, 1)
             label = sentiment if rng.random() >= label_noise else 1 - sentiment
             tokens = " ".join(f"tok{rng.randrange(5000)}" for _ in range(3))
+            if split == "train" and rng.random() < train_prefix_share:
+                tokens = f"review : {tokens}"
             lines.append(
                 f"{tokens} was {rng.choice(POSITIVE if sentiment else NEGATIVE)} "
                 f".\t{'positive' if label else 'negative'}"

@@ -94,7 +94,8 @@ def test_a_memorising_model_fails_and_a_normal_twin_passes(memorised_and_normal)
         leaky["summary"]["loss.auc"] > 0.7
         and leaky["summary"]["member_mean_loss"] < leaky["summary"]["non_member_mean_loss"]
     )
-    assert {row["attack"] for row in leaky["tables"]["roc"]} == {"loss", "min_k", "reference"}
+    assert {row["attack"] for row in leaky["tables"]["roc"]} == {"blind", "loss", "min_k", "reference"}
+    assert abs(leaky["summary"]["blind.auc"] - 0.5) < 0.15  # members and non-members of one distribution
     # one unit per classified text: Min-K% is its loss
     assert leaky["summary"]["min_k.auc"] == pytest.approx(leaky["summary"]["loss.auc"])
     # with a twin that learns the sentiment words, the records the model memorised most are the ones whose label
@@ -143,3 +144,57 @@ def test_bad_membership_settings_name_the_key():
         family_configs({"membership": {"attacks": ["lira"]}})
     with pytest.raises(FmtoolError, match=r"audit.membership.reference_share=1.0"):
         family_configs({"membership": {"reference_share": 1.0}})
+
+
+@pytest.fixture(scope="module")
+def shifted_splits(tmp_path_factory):
+    """Half the training rows start with 'review :' and no held-out row does; one model trained normally, one that
+    memorises its rows (the flipped quarter included)."""
+    data = write_unique_rows(tmp_path_factory.mktemp("shifted"), dev=600, train_prefix_share=0.5)
+    runs = {}
+    for name, recipe in (
+        ("normal", ["optimizer.lr=2e-3", "trainer.epochs=6"]),
+        ("memorised", ["optimizer.lr=2e-3", "trainer.epochs=60", "scheduler=constant", "model.dropout=0.0"]),
+    ):
+        runs[name], runs[f"{name}_results"] = train_tiny(
+            tmp_path_factory.mktemp(name), "classification", f"dataset.data_dir={data}", *_CLASSIFIER, *recipe
+        )
+    return runs
+
+
+@pytest.mark.slow
+def test_splits_that_differ_are_named_by_the_blind_baseline_and_only_memorisation_fails(shifted_splits):
+    # the normal twin learned the sentiment words (its held-out accuracy, flipped quarter included, near 0.75)
+    loaded = LoadedRun.load(shifted_splits["normal"].path)
+    held_out = loaded.run.load_split("test")
+    accuracy = np.mean([p.label == e.label for p, e in zip(loaded.predictions(held_out), held_out)])
+    assert accuracy > 0.65, accuracy
+    settings = {"attacks": ["loss", "reference"], "reference_overrides": ["trainer.epochs=2", "optimizer.lr=1e-3"]}
+    normal = _membership(shifted_splits["normal"], **settings)
+    assert normal["summary"]["blind.auc"] > 0.65 and normal["status"] != "fail", normal["summary"]
+    assert any("the member and non-member splits differ: a blind baseline" in w for w in normal["warnings"])
+    assert [c["name"] for c in normal["checks"]] == [
+        "loss.auc_within_blind_strata",
+        "reference.auc_within_blind_strata",
+    ]
+    memorised = _membership(shifted_splits["memorised"], **settings)
+    assert memorised["status"] == "fail" and memorised["summary"]["reference.auc_within_blind_strata"] > 0.65, (
+        memorised["summary"]
+    )
+
+
+def test_the_blind_baseline_tells_prefixed_rows_apart_and_not_rows_of_one_source(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from fmtool.audit.membership import blind_scores
+
+    data = write_unique_rows(tmp_path, train=80, dev=80)
+    rows = [
+        line.split("\t")[0]
+        for split in ("train", "dev")
+        for line in (data / f"{split}.tsv").read_text().splitlines()[1:]
+    ]
+    labels = np.array([1.0] * 80 + [0.0] * 80)
+    assert abs(roc_auc_score(labels, blind_scores(rows, labels, 0)) - 0.5) < 0.15
+    prefixed = [f"review : {t}" for t in rows[:80]] + rows[80:]
+    assert roc_auc_score(labels, blind_scores(prefixed, labels, 0)) > 0.95

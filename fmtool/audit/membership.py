@@ -17,6 +17,16 @@ by their exact token likelihoods (causal LMs). Three attacks score every example
 Per attack: ROC AUC and the true-positive rate at 1% and 0.1% false-positive rate (ML Privacy Meter's
 figures), each with a bootstrap interval, and the ROC points for plots. 0.5 AUC is no leakage.
 
+A blind baseline comes first: a model that never sees the audited one (word and character counts, character 2-4-gram
+and word TF-IDF features, logistic regression, 5-fold cross-validated) tells members from non-members as well as the
+splits' texts allow. Where its AUC interval lies above 0.5 the splits differ (SST-2's training rows are phrases, its
+dev rows sentences; users' splits differ in time and source), and an attack's raw AUC measures that shift, not
+memorisation (Das et al. 2024, "Blind Baselines Beat Membership Inference Attacks for Foundation Models"; Duan et al.
+2024). Each attack is then judged within strata of the blind score: `<attack>.auc_within_blind_strata` is its AUC over
+the member / non-member pairs in the same quantile stratum (5), those the texts alone cannot tell apart, with a
+bootstrap interval, against the same threshold; a shift so complete that no stratum holds both kinds leaves it
+unmeasured, saying so.
+
 Citations: Shokri et al. 2017; Yeom et al. 2018, "Privacy Risk in Machine Learning"; Carlini et al. 2022,
 "Membership Inference Attacks From First Principles"; Murakonda & Shokri 2020, "ML Privacy Meter".
 """
@@ -33,7 +43,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from fmtool.audit.base import AuditContext, AuditResult, bootstrap_interval, check, register
 from fmtool.config.schema import ranged
-from fmtool.dataset.examples import Example
+from fmtool.dataset.examples import Example, words
 from fmtool.errors import FmtoolError
 from fmtool.task.base import ExampleScore
 
@@ -89,6 +99,65 @@ def _interval(
         return _figures(sample[:, 0], sample[:, 1])[figure]
 
     return bootstrap_interval(rows, statistic, n_boot=cfg.n_boot, seed=seed)
+
+
+_FOLDS = 5
+# quantile strata of the blind score within which an attack is judged when the splits differ
+_STRATA = 5
+
+
+def _text_features(texts: Sequence[str], vectorisers: Sequence[Any], fit: bool):
+    from scipy.sparse import csr_matrix, hstack
+
+    counts = csr_matrix([[math.log1p(len(t.split())), math.log1p(len(t))] for t in texts])
+    encoded = [v.fit_transform(texts) if fit else v.transform(texts) for v in vectorisers]
+    return hstack([counts, *encoded]).tocsr()
+
+
+def blind_scores(texts: Sequence[str], labels: np.ndarray, seed: int) -> np.ndarray:
+    """Out-of-fold member scores from the texts alone: word and character counts and TF-IDF character 2-4-grams and
+    words, logistic regression, stratified 5-fold cross-validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = np.zeros(len(texts))
+    folds = min(_FOLDS, int(labels.sum()), int(len(labels) - labels.sum()))
+    if folds < 2:
+        return scores  # too few to cross-validate: no blind evidence either way
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(texts)), labels):
+        vectorisers = (
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True),
+            TfidfVectorizer(analyzer="word", min_df=2, sublinear_tf=True, token_pattern=r"\S+"),
+        )
+        fitted = _text_features([texts[i] for i in train], vectorisers, fit=True)
+        model = LogisticRegression(max_iter=2000).fit(fitted, labels[train])
+        scores[test] = model.decision_function(_text_features([texts[i] for i in test], vectorisers, fit=False))
+    return scores
+
+
+def stratified_auc(labels: np.ndarray, attack: np.ndarray, blind: np.ndarray, strata: int = _STRATA) -> float:
+    """The attack's ROC AUC over the member / non-member pairs whose blind scores fall in the same quantile stratum:
+    how well it ranks examples the texts alone cannot tell apart (NaN when no stratum holds both kinds)."""
+    edges = np.quantile(blind, np.linspace(0, 1, strata + 1)[1:-1])
+    stratum = np.searchsorted(edges, blind, side="right")
+    won, pairs = 0.0, 0.0
+    for s in np.unique(stratum):
+        inside = stratum == s
+        members, others = int(labels[inside].sum()), int(inside.sum() - labels[inside].sum())
+        if members and others:
+            won += roc_auc_score(labels[inside], attack[inside]) * members * others
+            pairs += members * others
+    return won / pairs if pairs else float("nan")
+
+
+def _stratified_interval(
+    labels: np.ndarray, attack: np.ndarray, blind: np.ndarray, cfg: MembershipConfig, seed: int
+) -> tuple[float, float]:
+    rows = np.stack([labels, attack, blind], axis=1)
+    return bootstrap_interval(
+        rows, lambda sample: stratified_auc(sample[:, 0], sample[:, 1], sample[:, 2]), n_boot=cfg.n_boot, seed=seed
+    )
 
 
 def _roc_points(labels: np.ndarray, scores: np.ndarray, attack: str, points: int = 50) -> list[dict[str, Any]]:
@@ -147,7 +216,8 @@ def run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult:
     if use_reference:
         twin = ctx.finetune(reference_data, list(cfg.reference_overrides))
         scores["reference"] = np.array([s.loss for s in ctx.score(examples, model=twin)]) - target
-    result = _judged(scores, target, n, cfg, ctx.seed, warnings)
+    texts = [" ".join(words(e)) for e in examples]
+    result = _judged(scores, target, n, cfg, ctx.seed, warnings, texts)
     if use_reference:
         result.tables["most_exposed"] = _most_exposed(members, target[:n], scores["reference"][:n], cfg.most_exposed)
     return result
@@ -175,7 +245,7 @@ def _language_model_run(ctx: AuditContext, cfg: MembershipConfig) -> AuditResult
         return _too_few(n, cfg, [f"a {ctx.task.name} model gives no exact token likelihoods to attack", *warnings])
     target = np.array([s.loss for s in scored])
     return _judged(
-        {"loss": -target, "min_k": min_k_scores(scored, cfg.min_k_share)}, target, n, cfg, ctx.seed, warnings
+        {"loss": -target, "min_k": min_k_scores(scored, cfg.min_k_share)}, target, n, cfg, ctx.seed, warnings, documents
     )
 
 
@@ -185,18 +255,37 @@ def _too_few(n: int, cfg: MembershipConfig, warnings: list[str]) -> AuditResult:
 
 
 def _judged(
-    scores: dict[str, np.ndarray], target: np.ndarray, n: int, cfg: MembershipConfig, seed: int, warnings: list[str]
+    scores: dict[str, np.ndarray],
+    target: np.ndarray,
+    n: int,
+    cfg: MembershipConfig,
+    seed: int,
+    warnings: list[str],
+    texts: Sequence[str],
 ) -> AuditResult:
-    """Each configured attack's figures and check, for n members followed by n non-members; an attack without
-    scores is reported as not run."""
+    """Each configured attack's figures and check, for n members followed by n non-members (`texts`); an attack
+    without scores is reported as not run. Where the blind baseline tells the splits apart, an attack is judged by
+    its AUC within strata of the baseline's score."""
     labels = np.array([1.0] * n + [0.0] * n)
+    blind = blind_scores(texts, labels, seed)
+    blind_auc, blind_interval = float(roc_auc_score(labels, blind)), _interval(labels, blind, "auc", cfg, seed)
+    shifted = blind_interval[0] > 0.5
     summary: dict[str, float] = {
         "examples": float(n),
         "member_mean_loss": float(target[:n].mean()),
         "non_member_mean_loss": float(target[n:].mean()),
+        "blind.auc": blind_auc,
     }
+    if shifted:
+        warnings = [
+            *warnings,
+            f"the member and non-member splits differ: a blind baseline that never sees the model tells them apart "
+            f"with AUC {blind_auc:.3f} [{blind_interval[0]:.3f}, {blind_interval[1]:.3f}]; each attack is judged by "
+            "its AUC among examples the baseline scores alike (auc_within_blind_strata), not by its raw AUC",
+        ]
     checks = [check(f"{a}.auc", None, max_value=cfg.max_auc, n=2 * n) for a in cfg.attacks if a not in scores]
-    rows, roc = [], []
+    rows = [{"attack": "blind baseline (no model)", "auc": blind_auc, "auc_ci": list(blind_interval)}]
+    roc = _roc_points(labels, blind, "blind")
     for attack in [a for a in cfg.attacks if a in scores]:
         figures = _figures(labels, scores[attack])
         auc_interval = _interval(labels, scores[attack], "auc", cfg, seed)
@@ -206,6 +295,21 @@ def _judged(
             {"attack": attack, **figures, "auc_ci": list(auc_interval), "tpr_at_1pct_fpr_ci": list(tpr_interval)}
         )
         roc += _roc_points(labels, scores[attack], attack)
+        if shifted:
+            within = stratified_auc(labels, scores[attack], blind)
+            summary[f"{attack}.auc_within_blind_strata"] = within
+            rows[-1]["auc_within_blind_strata"] = within
+            checks.append(
+                check(
+                    f"{attack}.auc_within_blind_strata",
+                    within,
+                    max_value=cfg.max_auc,
+                    interval=_stratified_interval(labels, scores[attack], blind, cfg, seed),
+                    n=2 * n,
+                    description="ROC AUC among examples the blind baseline scores alike (the splits differ)",
+                )
+            )
+            continue
         checks.append(
             check(
                 f"{attack}.auc",
