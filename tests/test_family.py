@@ -49,6 +49,7 @@ def test_bottom_k_trains_a_tiny_gpt_tagger(tmp_path):
         (["+task=mlm", "model=tiny_gpt"], "model_type=gpt2 has no AutoModelForMaskedLM architecture"),
         (["+task=clm", "model=tiny_gpt", "trainer.freeze=all_but_head"], "leaves no weight of GPT2LMHeadModel"),
         (["+task=ner", "model=tiny_llama", "trainer.freeze=bottom_k", "trainer.freeze_layers=3"], "has 2 layers"),
+        (["+task=classification", "model.model_type=t5"], "model_type=t5 is an encoder-decoder; fmtool trains"),
     ],
 )
 def test_a_model_the_task_cannot_train_is_refused_at_config_time(overrides, message, capsys):

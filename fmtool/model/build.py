@@ -21,7 +21,7 @@ from transformers import (
 from fmtool.config.schema import ModelConfig
 from fmtool.errors import FmtoolError
 from fmtool.model import load
-from fmtool.model.family import architecture_of, builds
+from fmtool.model.family import architecture_of, builds, is_encoder_decoder
 from fmtool.model.load import LoadPolicy
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,13 @@ def local_config(cfg: ModelConfig):
 
 
 def check_head(head: Head, config, key: str = "model.name") -> None:
-    """Refuse a family that the task's head class cannot build, in one line instead of transformers' traceback."""
+    """Refuse a family that the task's head class cannot build, or that fmtool does not train (encoder-decoders:
+    their heads read a decoder input the tasks never give), in one line instead of transformers' traceback."""
+    if is_encoder_decoder(config):
+        raise FmtoolError(
+            f"{key}: model_type={config.model_type} is an encoder-decoder; fmtool trains encoders (BERT) and decoders "
+            "(GPT-2, Llama, Qwen2, Mistral)"
+        )
     if not builds(head.auto_model, config):
         raise FmtoolError(
             f"{key}: model_type={config.model_type} has no {head.auto_model.__name__} architecture in transformers, "

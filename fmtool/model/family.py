@@ -29,6 +29,11 @@ def builds(auto_model: type, config) -> bool:
     return type(config) in auto_model._model_mapping
 
 
+def is_encoder_decoder(config) -> bool:
+    """T5, BART and their kin: a sequence classifier of theirs needs decoder inputs no fmtool task gives."""
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
 def is_encoder(config) -> bool:
     """A bidirectional encoder (BERT, RoBERTa): its family has a masked-LM head, which reads both ways; decoders
     (GPT-2, Llama) have none."""
