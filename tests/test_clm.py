@@ -183,7 +183,8 @@ def test_a_causal_lm_that_memorised_its_documents_fails_membership_and_one_that_
     assert leaky["status"] == "fail", leaky["summary"]
     # measured: loss AUC 0.87, Min-K% 0.90
     assert leaky["summary"]["loss.auc"] > 0.75 and leaky["summary"]["min_k.auc"] > 0.75, leaky["summary"]
-    assert {row["attack"] for row in leaky["tables"]["attacks"]} == {"loss", "min_k"}
+    assert {row["attack"] for row in leaky["tables"]["attacks"]} == {"blind baseline (no model)", "loss", "min_k"}
+    assert "loss.auc" in [c["name"] for c in leaky["checks"]]  # one corpus, split at random: no shift to correct
     assert any("reference attack skipped" in warning for warning in leaky["warnings"])
     # the whole corpus seen once: measured AUC 0.49 for both attacks
     generalised, _ = train_tiny(

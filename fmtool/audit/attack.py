@@ -29,7 +29,15 @@ import numpy as np
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.audit.base import AuditContext, AuditResult, evaluation_inputs, rate_check, register
+from fmtool.audit.base import (
+    AuditContext,
+    AuditResult,
+    ItemOutcomes,
+    evaluation_inputs,
+    item_id,
+    rate_check,
+    register,
+)
 from fmtool.config.schema import ranged
 from fmtool.dataset.examples import Example, TokenExample
 from fmtool.errors import FmtoolError
@@ -305,5 +313,7 @@ def run(ctx: AuditContext, cfg: AttackConfig) -> AuditResult:
             f"share of correctly handled inputs the attack breaks ({'+'.join(cfg.methods)}, at most {cfg.max_queries} "
             "queries)"
         ),
+        # paired comparisons read the inputs both models handled correctly and were attacked on
+        items=ItemOutcomes.of([(item_id("attack", *_words(s.target.example)), s.succeeded) for s in states]),
     )
     return AuditResult(summary, [check], {"examples": rows})
