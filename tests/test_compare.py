@@ -21,6 +21,10 @@ RUNS = {
 FRONT = {"a", "b", "d"}  # c is worse than a in every objective
 
 
+def _regressions(parent, child, **settings):
+    return [j for j in compare.judge(parent, child, **settings) if j.regression]
+
+
 def _check(name, value, threshold, direction):
     status = "pass" if (value <= threshold if direction == "max" else value >= threshold) else "fail"
     return {"name": name, "value": value, "threshold": threshold, "direction": direction, "status": status}
@@ -86,7 +90,7 @@ def test_compare_cli_writes_table_csv_and_html(sweep, tmp_path):
 @pytest.mark.slow
 def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
     parent, worse = sweep / "0_a", sweep / "2_c"
-    regressions = compare.gate(
+    regressions = _regressions(
         compare.summarise(parent), compare.summarise(worse), metric_tolerance=0.01, check_tolerance=0.02, margin=0.01
     )
     assert {r.figure for r in regressions} == {
@@ -102,7 +106,7 @@ def test_gate_fails_a_regressing_child_and_passes_an_equal_one(sweep, tmp_path):
     failing = _run(tmp_path / "failing", 0.90, 0.101, 0.80, 0.55)
     assert [
         r.figure
-        for r in compare.gate(
+        for r in _regressions(
             compare.summarise(parent), compare.summarise(failing), metric_tolerance=1, check_tolerance=1, margin=0.01
         )
     ] == ["fairness.gender.demographic_parity_difference"]
@@ -146,9 +150,9 @@ def test_masked_lm_runs_are_better_with_lower_loss_and_perplexity(tmp_path):
     assert compare.pareto_front([good, bad]) == ["quality"] and good.on_front and not bad.on_front
     assert [r.path.name for r in compare.sort_runs([bad, good], None)] == ["good", "bad"]
     assert [r.path.name for r in compare.sort_runs([bad, good], "perplexity")] == ["good", "bad"]
-    assert compare.gate(good, good, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01) == []
-    assert compare.gate(bad, good, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01) == []
-    assert {r.figure for r in compare.gate(good, bad, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01)} == {
+    assert _regressions(good, good, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01) == []
+    assert _regressions(bad, good, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01) == []
+    assert {r.figure for r in _regressions(good, bad, metric_tolerance=0.01, check_tolerance=0.02, margin=0.01)} == {
         "loss",
         "perplexity",
     }
@@ -243,7 +247,7 @@ def test_the_gate_pairs_item_outcomes_instead_of_a_tolerance(tmp_path, capsys):
     planted = _typo_outcomes(_run(tmp_path / "planted", 0.9, 0.05, 0.71, 0.5), _flipped(outcomes, 40, 4))
     settings = {"metric_tolerance": 0.01, "check_tolerance": 0.02, "margin": 0.01}
     summaries = {p.name: compare.summarise(p) for p in (parent, twin, small, planted)}
-    assert not compare.gate(summaries["parent"], summaries["seed_twin"], **settings)
+    assert not _regressions(summaries["parent"], summaries["seed_twin"], **settings)
     [typo] = [
         j
         for j in compare.judge(summaries["parent"], summaries["seed_twin"], **settings)
@@ -251,7 +255,7 @@ def test_the_gate_pairs_item_outcomes_instead_of_a_tolerance(tmp_path, capsys):
     ]
     assert typo.rule == "paired" and typo.paired.test == "exact McNemar" and 0.05 < typo.paired.p_value < 0.15
     assert typo.child - typo.parent == pytest.approx(-0.025) and -0.025 < -settings["check_tolerance"]
-    assert [j.figure for j in compare.gate(summaries["parent"], summaries["small"], **settings)] == [
+    assert [j.figure for j in _regressions(summaries["parent"], summaries["small"], **settings)] == [
         "robustness.add_typo.pass_rate"
     ]
     assert main(["compare", str(parent), str(planted), "--gate"]) == 1

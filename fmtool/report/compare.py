@@ -359,22 +359,6 @@ def judge(
     return judged
 
 
-def gate(
-    parent: RunSummary,
-    child: RunSummary,
-    *,
-    metric_tolerance: float,
-    check_tolerance: float,
-    margin: float,
-    seed: int = 0,
-) -> list[Judgement]:
-    """The figures the child does worse on than the parent (judge's regressions)."""
-    judged = judge(
-        parent, child, metric_tolerance=metric_tolerance, check_tolerance=check_tolerance, margin=margin, seed=seed
-    )
-    return [j for j in judged if j.regression]
-
-
 def html_page(table: Sequence[dict[str, Any]], used: Sequence[str], runs: Sequence[RunSummary]) -> str:
     """A self-contained page: the table and, with two objectives or more, quality against each other one."""
     import html
