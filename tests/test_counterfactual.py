@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from fmtool.dataset.counterfactual import ATTRIBUTES, counterfactual_groups, counterfactuals, peer_rewrites
+from fmtool.dataset.counterfactual import (
+    ATTRIBUTES,
+    INSIDE_PERSON,
+    NOT_A_PERSON,
+    NOT_ALONE,
+    counterfactual_groups,
+    counterfactuals,
+    peer_rewrites,
+    skipped,
+)
 from fmtool.dataset.examples import TextExample, TokenExample
 from fmtool.dataset.lexicons import first_names
 from fmtool.dataset.tags import is_person_type
@@ -47,6 +56,20 @@ def test_names_swap_inside_persons_and_other_terms_where_they_stand_alone():
     # a name only one tagging calls a person is left alone: here the model (second tagging) missed Ali
     model = "B-PER O O O O B-MISC O O O O O".split()
     assert all(_swapped(sentence, r) == [0] for r in counterfactuals(sentence, GROUPS["first_name_gender"], [model]))
+
+
+def test_a_name_in_a_surnames_place_stays_and_each_rule_counts_what_it_kept():
+    """`Mushtaq Ahmed`, `Salim Malik`: a lexicon name after a person's first word is a surname there."""
+    sentence = _sentence("Maria Ali met Ali and the German", "B-PER I-PER O B-PER O O B-MISC")
+    rewrites = counterfactuals(sentence, GROUPS["first_name_gender"])
+    assert rewrites and all(_swapped(sentence, r) == [0, 3] for r in rewrites)
+    tags = [sentence.tags]
+    assert skipped(sentence.tokens, GROUPS["first_name_gender"], tags) == {INSIDE_PERSON: 1}
+    model = "B-PER I-PER O O O O B-MISC".split()
+    assert skipped(sentence.tokens, GROUPS["first_name_gender"], [*tags, model]) == {INSIDE_PERSON: 1, NOT_A_PERSON: 1}
+    assert skipped(
+        _sentence("the German team", "O B-MISC I-MISC").tokens, GROUPS["nationality"], [["O", "B-MISC", "I-MISC"]]
+    ) == {NOT_ALONE: 1}
 
 
 def test_peer_rewrites_keep_each_name_in_its_gender_and_origin():
@@ -92,7 +115,8 @@ def test_conll2003_dev_rewrites_never_swap_a_word_inside_an_entity_of_another_ty
             assert rewrite.tags == example.tags and len(rewrite.tokens) == len(example.tokens)
             for i in _swapped(example, rewrite):
                 if swaps.person_names:
-                    assert example.tags[i][2:] == "PER", (attribute, example.tokens, i)
+                    # a first name where it is one: the first word of a person, never a surname's place
+                    assert example.tags[i] == "B-PER", (attribute, example.tokens, i)
                 else:
                     assert _stands_alone(example.tags, i), (attribute, example.tokens, i)
     # the valid rewrites still cover every attribute

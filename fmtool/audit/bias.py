@@ -47,6 +47,7 @@ from fmtool.dataset.counterfactual import (
     counterfactual_groups,
     counterfactuals,
     peer_rewrites,
+    skipped,
     words_of,
 )
 from fmtool.dataset.examples import Example, TokenExample
@@ -165,7 +166,9 @@ def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
         figures, attribute_checks = _judge(
             attribute, outcomes, baselines, swaps, cfg, ctx.seed, ctx.task.labels_each_word, ids
         )
-        rows.append({"attribute": attribute, "examples": float(len(rewritten)), **figures})
+        rows.append(
+            {"attribute": attribute, "examples": float(len(rewritten)), **figures, **_kept(mentioned, originals, swaps)}
+        )
         summary[f"{attribute}.examples"] = float(len(rewritten))
         summary.update(
             {
@@ -178,6 +181,16 @@ def run(ctx: AuditContext, cfg: BiasConfig) -> AuditResult:
         rows_of_worst.sort(key=lambda row: (row["flipped"], row["probability_change"]), reverse=True)
         worst += rows_of_worst[: cfg.worst_examples]
     return AuditResult(summary, checks, {"attributes": rows, "worst_examples": worst}, warnings)
+
+
+def _kept(mentioned: Sequence[Example], originals: Sequence, swaps: Swaps) -> dict[str, float]:
+    """For tagged inputs: how many of the attribute's terms each validity rule left unswapped (skipped_<rule>)."""
+    counts: dict[str, float] = {}
+    for example, original in zip(mentioned, originals):
+        if isinstance(example, TokenExample):
+            for rule, n in skipped(example.tokens, swaps, [example.tags, original.tags]).items():
+                counts[f"skipped_{rule}"] = counts.get(f"skipped_{rule}", 0.0) + n
+    return counts
 
 
 def _worst_row(attribute: str, r: _Rewritten, outcome: Outcome, predicted: Sequence) -> dict[str, Any]:

@@ -5,8 +5,10 @@ every other origin, nationalities, religions; whole words, case kept, word for w
 The bias audit measures how predictions move under them; dataset.augment trains on them.
 
 A rewrite must stay a valid sentence of the same shape, or a changed prediction says nothing about the attribute.
-In a tagged sentence (NER) a first name is swapped only where every tagging given (the gold tags, the model's)
-marks it as part of a person entity, and any other term only where it stands alone: a one-word entity of a type
+In a tagged sentence (NER) a first name is swapped only where it is one: where every tagging given (the gold tags,
+the model's) marks it as the first word of a person entity (`Mushtaq` of `Mushtaq Ahmed`, or a one-word person the
+lexicon knows as a first name), never inside one (`Ahmed`, a surname there, stays; `Mushtaq Brad` is no name a person
+has); any other term only where it stands alone: a one-word entity of a type
 other than person (`German` as MISC, `Britain` as LOC) or a word outside every entity that does not border one (so
 `Queen` in `Queen Elizabeth I`, whose swap would move the person's boundary, stays). `SAN DIEGO`, `Kenya` as a
 country, `English` inside an organisation's name and `European` of `European Tour` are left alone.
@@ -91,19 +93,39 @@ def _stands_alone(tags: Sequence[str], i: int) -> bool:
     return tags[i].startswith("B-") and not after.startswith("I-") and not is_person_type(tags[i][2:])
 
 
+# why a lexicon term was left alone: the rules of the module docstring, named for the bias audit's table
+INSIDE_PERSON, NOT_A_PERSON, NOT_ALONE = "inside_a_person", "not_a_person", "not_alone"
+
+
+def _skipped_by(tags: Sequence[str], i: int, names: bool) -> Optional[str]:
+    """The rule that keeps position i of one tagging from being swapped, or None when it may be."""
+    if not names:
+        return None if _stands_alone(tags, i) else NOT_ALONE
+    kind = _kind(tags[i])
+    if kind is None or not is_person_type(kind):
+        return NOT_A_PERSON
+    return None if tags[i].startswith("B-") else INSIDE_PERSON
+
+
+def skipped(words: Sequence[str], swaps: Swaps, taggings: Sequence[Sequence[str]] = ()) -> dict[str, int]:
+    """How many lexicon terms of `words` each rule keeps from being swapped."""
+    counts: dict[str, int] = {}
+    for i, word in enumerate(words):
+        if word.lower() in swaps.counterparts:
+            rule = next((r for tags in taggings if (r := _skipped_by(tags, i, swaps.person_names))), None)
+            if rule is not None:
+                counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
 def swappable(words: Sequence[str], swaps: Swaps, taggings: Sequence[Sequence[str]] = ()) -> list[int]:
     """The positions of `words` whose term may be swapped, given the taggings of the sentence (module docstring)."""
-    positions = []
-    for i, word in enumerate(words):
-        if word.lower() not in swaps.counterparts:
-            continue
-        if swaps.person_names:
-            fits = all(_kind(tags[i]) is not None and is_person_type(_kind(tags[i])) for tags in taggings)
-        else:
-            fits = all(_stands_alone(tags, i) for tags in taggings)
-        if fits:
-            positions.append(i)
-    return positions
+    return [
+        i
+        for i, word in enumerate(words)
+        if word.lower() in swaps.counterparts
+        and all(_skipped_by(tags, i, swaps.person_names) is None for tags in taggings)
+    ]
 
 
 def _moved(word: str, lookup: Lookup, shift: int) -> str:
