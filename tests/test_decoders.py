@@ -158,5 +158,6 @@ def test_each_decoder_family_trains_predicts_and_passes_through_every_default_au
     defaults = resolved(compose_train_config([f"+task={task}"]).audit)
     report = audit_loaded(loaded, defaults, run.path)
     assert [a["name"] for a in report["audits"]] == list(defaults)
-    assert all(a["status"] in ("pass", "fail", "inconclusive", "skip") for a in report["audits"])
+    # every family measured something or says why it could not
+    assert all(any(c["value"] is not None for c in a["checks"]) or a["warnings"] for a in report["audits"])
     assert (run.report_dir / "report.html").is_file()

@@ -111,7 +111,9 @@ def test_robustness_results_repeat_and_cover_every_default_test(case_taggers):
         "swap_entities",
         "multiple_perturbations",
     } <= tests
-    assert 0.0 <= first["summary"]["worst_case_pass_rate"] <= 1.0
+    # passing every test that applies is at most as common as passing the hardest one
+    rates = [v for k, v in first["summary"].items() if k.endswith(".pass_rate") and v is not None and v == v]
+    assert first["summary"]["worst_case_pass_rate"] <= min(rates) + 1e-9
 
 
 @pytest.mark.parametrize(

@@ -251,7 +251,8 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path, ner_run):
         tmp_path / "allowed",
         tiny_config("ner", f"model.name={pickled}", "model.random_init=false", "model.allow_pickle=true", "audit=none"),
     )
-    assert run_training(allowed.load_config(), allowed)["after"]["validation"]["f1"] >= 0
+    assert run_training(allowed.load_config(), allowed)["train"]["updates"] > 0
+    assert allowed.status()["state"] == "complete"
 
 
 def test_report_records_the_digests_of_what_was_audited(ner_run):
