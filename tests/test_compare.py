@@ -235,9 +235,9 @@ def _flipped(outcomes, worse, better):
 
 
 def test_the_gate_pairs_item_outcomes_instead_of_a_tolerance(tmp_path, capsys):
-    """400 shared items, 80% passing. A seed twin flips 20 items each way less 10 (a 0.025 drop, over the 0.02
-    tolerance, McNemar p 0.10): passes. A drop of 7 items (0.0175, under the tolerance, p 0.016): fails, as does a
-    planted drop of 36 items; the table names the rule and prints the interval."""
+    """400 shared items, 80% passing. A seed twin fails 20 passing items and passes 10 failing ones (a 0.025 drop,
+    over the 0.02 tolerance, McNemar p 0.10): passes. A drop of 7 items (0.0175, under the tolerance, p 0.016):
+    fails, as does a planted drop of 36 items; the table names the rule and prints the interval."""
     from fmtool.cli import main
 
     outcomes = [1] * 320 + [0] * 80
