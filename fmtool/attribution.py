@@ -20,11 +20,11 @@ them as not attributed.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from fmtool.audit import AuditContext, AuditResult, run_audits
-from fmtool.audit.paired import VERDICT_RULES, holm, paired_difference, verdict
+from fmtool.audit.paired import VERDICT_RULES, paired_differences, verdict
 from fmtool.config.schema import TrainConfig
 from fmtool.dataset.examples import Example
 from fmtool.model.load import LoadPolicy
@@ -109,17 +109,16 @@ def attribute(
             items, figure = _twin(start, seed, families, context_of)
             fine_tuned.append(items)
             quality["F"].append(figure)
-    found = {}
-    for name in kept:
-        arms = [[replicate[name]["items"] for replicate in arm if name in replicate] for arm in (probed, fine_tuned)]
-        if len(arms[0]) == len(probed) and len(arms[1]) == len(fine_tuned):
-            difference = paired_difference(name, arms[0], arms[1], seed=start.cfg.seed)
-            if difference is not None:
-                found[name] = difference
-    adjusted = dict(zip(found, holm([d.p_value for d in found.values()])))
+    found = paired_differences(
+        {
+            name: tuple([replicate[name]["items"] for replicate in arm] for arm in (probed, fine_tuned))
+            for name in kept
+            if all(name in replicate for arm in (probed, fine_tuned) for replicate in arm)
+        },
+        seed=start.cfg.seed,
+    )
     rows = []
     for name, difference in found.items():
-        difference = replace(difference, adjusted_p=adjusted[name])
         threshold, direction = kept[name]["threshold"], kept[name]["direction"]
         rows.append(
             {

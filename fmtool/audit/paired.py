@@ -18,7 +18,7 @@ the paired one gives 0.008 on the same 220 items.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -43,6 +43,12 @@ class PairedDifference:
     seeds: int
     test: str
     adjusted_p: Optional[float] = None
+
+    def significant(self, alpha: float) -> bool:
+        """Holm-adjusted p (the raw one before adjustment) below alpha, and the interval clear of 0."""
+        low, high = self.interval
+        p_value = self.adjusted_p if self.adjusted_p is not None else self.p_value
+        return p_value < alpha and not low <= 0 <= high
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +136,19 @@ def paired_difference(
     )
 
 
+def paired_differences(
+    arms: dict[str, tuple[Sequence[dict[str, list]], Sequence[dict[str, list]]]], *, seed: int = 0
+) -> dict[str, PairedDifference]:
+    """Check -> its paired difference (reference arm, candidate arm), Holm-adjusted across the checks measured;
+    checks with too few shared items are left out."""
+    found = {
+        name: paired_difference(name, reference, candidate, seed=seed) for name, (reference, candidate) in arms.items()
+    }
+    found = {name: difference for name, difference in found.items() if difference is not None}
+    adjusted = holm([d.p_value for d in found.values()])
+    return {name: replace(d, adjusted_p=p) for (name, d), p in zip(found.items(), adjusted)}
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input's order."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
@@ -172,7 +191,7 @@ def fails(value: float, threshold: float, direction: str) -> bool:
 def verdict(found: PairedDifference, threshold: float, direction: str, margin: float, alpha: float = 0.05) -> str:
     """VERDICT_RULES applied to Δ = F − P of one check (found.reference is P, found.candidate F)."""
     low, high = found.interval
-    significant = (found.adjusted_p if found.adjusted_p is not None else found.p_value) < alpha and not low <= 0 <= high
+    significant = found.significant(alpha)
     reference_fails, candidate_fails = (
         fails(found.reference, threshold, direction),
         fails(found.candidate, threshold, direction),

@@ -23,11 +23,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from fmtool.audit.paired import PairedDifference, harmful, holm, paired_difference
+from fmtool.audit.paired import PairedDifference, harmful, paired_differences
 from fmtool.errors import FmtoolError
 from fmtool.runs import COMPLETE, RunDir, read_json
 from fmtool.task import TASKS
@@ -316,25 +316,24 @@ def judge(
                 name, before, after, "tolerance", f"{worse:+.4f} worse (tolerance {metric_tolerance})", regression
             )
         )
-    paired = {}
-    for name in parent.checks:
-        mine, theirs = parent.items.get(name), child.items.get(name)
-        if name in child.checks and mine is not None and theirs is not None:
-            found = paired_difference(name, [mine], [theirs], seed=seed)
-            if found is not None:
-                paired[name] = found
-    adjusted = dict(zip(paired, holm([p.p_value for p in paired.values()])))
+    paired = paired_differences(
+        {
+            name: ([parent.items[name]], [child.items[name]])
+            for name in parent.checks
+            if name in child.checks and name in parent.items and name in child.items
+        },
+        seed=seed,
+    )
     for name, before in parent.checks.items():
         after = child.checks.get(name)
         if after is None or before.get("value") is None or after.get("value") is None:
             continue
         if name in paired:
-            found = replace(paired[name], adjusted_p=adjusted[name])
+            found = paired[name]
             low, high = found.interval
-            significant = found.adjusted_p < GATE_ALPHA and not low <= 0 <= high
             regression = (
                 harmful(found.difference, before.get("direction", "max"))
-                and significant
+                and found.significant(GATE_ALPHA)
                 and abs(found.difference) > margin + _ROUNDING
             )
             reason = (
