@@ -83,7 +83,7 @@ def attribute(
     audit: dict[str, Any],
     start: Start,
     context_of: Callable[[Any], AuditContext],
-    own_quality: Optional[float],
+    audited: Any,
     *,
     seeds: int,
     margin: float,
@@ -91,13 +91,13 @@ def attribute(
 ) -> dict[str, Any]:
     """The report's attribution section: per check that keeps item outcomes, P's and F's values on the shared
     items, Δ with its interval, raw and Holm-adjusted p, the verdict, the seeds and the item count. `own` are the
-    audited model's results; `context_of(model)` audits another model on the same probes."""
+    audited model's (`audited`) results; `context_of(model)` audits a model on the same probes."""
     kept = _items(own)
     families = {name: audit[name] for name in audit if any(check.startswith(f"{name}.") for check in kept)}
     skipped = {name: "keeps no per-item outcomes" for name in audit if name not in families}
     if not families:
         return {"seeds": seeds, "checks": [], "not_attributed": skipped, "rules": VERDICT_RULES, "margin": margin}
-    fine_tuned, probed, quality = [kept], [], {"P": [], "F": [own_quality]}
+    fine_tuned, probed, quality = [kept], [], {"P": [], "F": [_quality(context_of(audited))]}
     for offset in range(seeds):
         seed = [f"seed={start.cfg.seed + offset}"]
         log.info("attribution: probe twin %d of %d (frozen foundation model, head only)", offset + 1, seeds)

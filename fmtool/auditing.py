@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from omegaconf import OmegaConf
 
 from fmtool.audit import AuditContext, AuditResult, run_audits
-from fmtool.config.schema import AttributionConfig
+from fmtool.config.schema import AttributionConfig, TrainConfig
 from fmtool.dataset.examples import Example
 from fmtool.errors import FmtoolError
 from fmtool.model.load import LoadPolicy
@@ -66,17 +66,25 @@ def check_base_model(loaded: LoadedRun, base_model: str) -> dict[str, Any]:
     return {"path": str(base_model), "config_sha256": hashlib.sha256(config.to_json_string().encode()).hexdigest()}
 
 
+def _start(loaded: LoadedRun, base_model: Optional[str]) -> Optional[TrainConfig]:
+    """The config twins are trained from: a run's own; a model directory's with --base-model as its model (None
+    without one: where it started is unknown)."""
+    if loaded.run is not None:
+        return loaded.cfg
+    return replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
+
+
 def audit_context(
     loaded: LoadedRun, splits: Optional[dict[str, list[Example]]] = None, base_model: Optional[str] = None
 ) -> AuditContext:
     """What the audits of `loaded` read. A run reads its saved splits and trains twins from its own starting point;
     a model directory reads the `splits` given to it, and trains twins only from a `base_model` named for it."""
     run, masked_lm, policy = loaded.run, loaded.task.language_model, _command_policy(loaded)
+    start = _start(loaded, base_model)
     if run is not None:
-        load_split, available, start = run.load_split, run.splits(), loaded.cfg
+        load_split, available = run.load_split, run.splits()
     else:
         load_split, available = (splits.__getitem__, list(splits)) if splits else (_no_split, [])
-        start = replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
     finetune = (
         _no_model
         if masked_lm
@@ -291,10 +299,10 @@ def _attribution(
 
     if loaded.task.language_model:
         return {"skipped": "attribution compares fine-tuned models with labels against their foundation model"}
+    cfg = _start(loaded, base_model)
     if loaded.run is not None:
-        cfg, train = loaded.cfg, loaded.run.load_split("train") if "train" in loaded.run.splits() else None
+        train = loaded.run.load_split("train") if "train" in loaded.run.splits() else None
     else:
-        cfg = replace(loaded.cfg, model=replace(loaded.cfg.model, name=base_model)) if base_model else None
         train = (splits or {}).get("train")
     if cfg is None or not train:
         missing = " and ".join(
@@ -306,7 +314,4 @@ def _attribution(
     def context_of(model) -> AuditContext:
         return audit_context(replace(loaded, model=model.to(loaded.runtime.device)), splits, base_model)
 
-    own_quality = (loaded.run.load_results().get("after", {}).get("validation", {}) if loaded.run else {}).get(
-        loaded.task.metrics[0]
-    )
-    return attribute(results, audit, start, context_of, own_quality, seeds=settings.seeds, margin=settings.margin)
+    return attribute(results, audit, start, context_of, loaded.model, seeds=settings.seeds, margin=settings.margin)
