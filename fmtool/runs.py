@@ -75,6 +75,11 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(partial, path)
 
 
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def write_compact_json(path: Path, data: Any) -> None:
     """write_json without indentation, for machine-read files that would grow several-fold indented."""
     write_lines(path, [json.dumps(data, separators=(",", ":"), default=str)])
@@ -321,8 +326,7 @@ class RunDir:
                 raise
         if run.replaced_dir.exists():
             # a replacement stopped before it trained: what stands is that attempt, and .replaced/ the run it replaces
-            for artefact in existing:
-                shutil.rmtree(artefact) if artefact.is_dir() else artefact.unlink()
+            _remove(existing)
         elif existing:
             run.replaced_dir.mkdir()
             for artefact in existing:
@@ -382,8 +386,7 @@ class RunDir:
         as it was. False when there is nothing to restore."""
         if not self.replaced_dir.is_dir():
             return False
-        for artefact in self.artefacts():
-            shutil.rmtree(artefact) if artefact.is_dir() else artefact.unlink()
+        _remove(self.artefacts())
         for kept in self.replaced_dir.iterdir():
             os.replace(kept, self.path / kept.name)
         self.replaced_dir.rmdir()
@@ -491,8 +494,9 @@ class RunDir:
         try:
             saved = OmegaConf.load(path)
         except Exception as error:  # YAML's scanner and parser errors share no base class with OmegaConf's
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise FmtoolError(f"{path}: damaged, not YAML ({reason}); the run directory cannot be trusted") from None
+            raise FmtoolError(
+                f"{path}: damaged, not YAML ({one_line(error)}); the run directory cannot be trusted"
+            ) from None
         # every section is written in the schema's order, which adds new ones before the last: a file cut short
         # lacks the last, and the schema's defaults would otherwise fill in what was cut silently
         last = fields(TrainConfig)[-1].name

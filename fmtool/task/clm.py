@@ -22,7 +22,7 @@ from fmtool.dataset.examples import IGNORE_INDEX
 from fmtool.dataset.mlm import BlockFeature, Packing
 from fmtool.errors import FmtoolError
 from fmtool.inference import Runtime
-from fmtool.model.build import Head
+from fmtool.model.build import Head, usable_positions
 from fmtool.task.base import TASKS, ExampleScore
 
 log = logging.getLogger(__name__)
@@ -155,13 +155,17 @@ class CausalLanguageModelling:
 # such a temperature asks for the likeliest token, which greedy decoding gives exactly.
 MIN_SAMPLING_TEMPERATURE = 1e-2
 # what a generation_config.json holds that is not a decoding choice
-_NOT_DECODING = {"transformers_version", "bos_token_id", "eos_token_id", "pad_token_id", "_from_model_config"}
-_NOT_DECODING |= {"use_cache", "output_attentions", "output_hidden_states", "decoder_start_token_id"}
-
-
-def context_length(model) -> Optional[int]:
-    """How many tokens the model reads at once (GPT-2's n_positions, the others' max_position_embeddings)."""
-    return getattr(model.config, "max_position_embeddings", None)
+_NOT_DECODING = {
+    "transformers_version",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "_from_model_config",
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+}
 
 
 def decoding(model, tokenizer, task: TaskConfig) -> GenerationConfig:
@@ -188,7 +192,8 @@ def decoding(model, tokenizer, task: TaskConfig) -> GenerationConfig:
 
 def prompt_room(model, max_new_tokens: int) -> Optional[int]:
     """How many prompt tokens fit beside max_new_tokens in the model's context (None: no known limit)."""
-    context = context_length(model)
+    # GPT-2 names it n_positions; its config answers to max_position_embeddings too
+    context = usable_positions(model.config.model_type, getattr(model.config, "max_position_embeddings", None))
     if context is None:
         return None
     if max_new_tokens >= context:

@@ -139,12 +139,13 @@ class _Training:
         self.forward = torch.compile(self.replicated) if trainer.compile else self.replicated
         self.state, self.position = TrainState(), LoopPosition()
         self.best_weights: Optional[dict[str, torch.Tensor]] = None
+        self.settings = _weight_settings(trainer)
 
-    def restore(self, checkpoint_dir: Path, trainer: TrainerConfig) -> None:
+    def restore(self, checkpoint_dir: Path) -> None:
         saved = load_checkpoint(checkpoint_dir)
         changed = [
             f"trainer.{key}={now} (the checkpoint was taken with {saved['settings'][key]})"
-            for key, now in _weight_settings(trainer).items()
+            for key, now in self.settings.items()
             if key in saved.get("settings", {}) and saved["settings"][key] != now
         ]
         if changed:
@@ -172,7 +173,7 @@ class _Training:
             self.position.batches_done,
         )
 
-    def save(self, checkpoint_dir: Path, trainer: TrainerConfig) -> None:
+    def save(self, checkpoint_dir: Path) -> None:
         if self.dist.is_main:
             save_checkpoint(
                 checkpoint_dir,
@@ -185,7 +186,7 @@ class _Training:
                     "best_weights": self.best_weights,
                     "rng": rng_states(),
                     "position": asdict(self.position),
-                    "settings": _weight_settings(trainer),
+                    "settings": self.settings,
                 },
             )
         self.dist.barrier()
@@ -387,7 +388,7 @@ def fit(
     total = total_updates(batches.batches_per_epoch, trainer)
     run = _Training(model, optimizer_cfg, scheduler_cfg, total, runtime, dist, trainer, loss_units)
     if resume:
-        run.restore(checkpoint_dir, trainer)
+        run.restore(checkpoint_dir)
     state, position = run.state, run.position
     checkpoints = checkpoint_dir if checkpoint_dir is not None and trainer.checkpoint_every_steps else None
     kept_on_stop = (
@@ -455,10 +456,10 @@ def fit(
                 stop = evaluate_now()
             if checkpoints is not None and state.step % trainer.checkpoint_every_steps == 0:
                 state.train_seconds = time.perf_counter() - started - position.evaluation_seconds
-                run.save(checkpoints, trainer)
+                run.save(checkpoints)
             progress.advance(1, loss=mean_loss)
             if signals.requested() is not None and checkpoints is not None:
-                run.save(checkpoints, trainer)
+                run.save(checkpoints)
             stop_if_signalled(state.step, kept_on_stop)
             if stop or state.step >= total:
                 break
