@@ -6,7 +6,7 @@ fmtool/config/ (schemas and composition) imports nothing of fmtool but errors.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -118,27 +118,12 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
         source = getattr(cfg.model, key)
         if source is not None and _is_local_path(source) and not Path(source).expanduser().exists():
             problems.append(f"model.{key}: {source} not found (a local directory; a hub id looks like org/name)")
-    positions = _usable_positions(cfg)
-    if positions is not None and cfg.trainer.max_length > positions:
-        problems.append(
-            f"trainer.max_length={cfg.trainer.max_length} is longer than the model's {positions} position embeddings"
-        )
     return problems
 
 
 def _is_local_path(source: str) -> bool:
     """A hub id is name or org/name; anything with more parts, or rooted, is a path on this machine."""
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).is_dir()
-
-
-def _usable_positions(cfg: TrainConfig) -> Optional[int]:
-    """How many tokens the model can read (RoBERTa-style models offset their positions by 2), from its config when
-    it is on this machine: a local model's config.json, or the random-init family with its overrides (GPT-2 names
-    them n_positions); None when unknown here (a hub id)."""
-    config = local_config(cfg.model)
-    if config is None:
-        return None
-    return usable_positions(config.model_type, getattr(config, "max_position_embeddings", None))
 
 
 def _privacy_problems(cfg: TrainConfig) -> list[str]:
@@ -178,8 +163,6 @@ def _peft_problems(cfg: TrainConfig) -> list[str]:
     task = TASKS.get(cfg.task.name)
     if task.peft_task_type is None:
         problems.append(f"trainer.peft=lora: peft has no task type for task={cfg.task.name}")
-    elif (model := skeleton(cfg.model, task.head)) is not None:
-        problems += lora_problems(model, trainer.lora.target_modules, trainer.lora.r)
     if trainer.freeze != Freeze.none:
         problems.append(
             f"trainer.freeze={trainer.freeze.value} cannot be combined with trainer.peft=lora (LoRA freezes)"
@@ -193,42 +176,52 @@ def _peft_problems(cfg: TrainConfig) -> list[str]:
 
 
 def _model_problems(cfg: TrainConfig) -> list[str]:
-    """A family the task's head class cannot build, and a freeze that leaves nothing to train, read off the model's
-    config and skeleton when they are on this machine (a hub model's are found when it is built, before training)."""
-    task = TASKS.get(cfg.task.name)
+    """What the model's own config says of the settings, read once when it is on this machine (a local directory,
+    or random init; a hub model's are found when it is built, before training): positions for trainer.max_length, a
+    family the task's head class cannot build, model.bidirectional on an encoder, and on the model's skeleton (meta
+    device, no weights) LoRA's targets and rank and a freeze that leaves nothing to train."""
     config = local_config(cfg.model)
     if config is None:
         return []
+    task, trainer, problems = TASKS.get(cfg.task.name), cfg.trainer, []
+    positions = usable_positions(config.model_type, getattr(config, "max_position_embeddings", None))
+    if positions is not None and trainer.max_length > positions:
+        problems.append(
+            f"trainer.max_length={trainer.max_length} is longer than the model's {positions} position embeddings"
+        )
     try:
         check_head(task.head, config, "model.name" if cfg.model.name else "model.model_type")
     except FmtoolError as error:
-        return [str(error)]
-    if cfg.trainer.freeze == Freeze.none or cfg.trainer.peft != PeftMethod.none:
-        return []
-    model = skeleton(cfg.model, task.head)
+        return [*problems, str(error)]
+    if cfg.model.bidirectional and not task.language_model and is_encoder(config):
+        problems.append(
+            f"model.bidirectional=true is for decoders; model_type={config.model_type} is an encoder, which already "
+            "reads both ways"
+        )
+    lora = trainer.peft == PeftMethod.lora and task.peft_task_type is not None
+    if not lora and trainer.freeze == Freeze.none:
+        return problems
+    model = skeleton(config, task.head)
+    if lora:
+        return problems + lora_problems(model, trainer.lora.target_modules, trainer.lora.r)
     try:
-        trainable = apply_freeze(model, cfg.trainer.freeze, cfg.trainer.freeze_layers)
+        trainable = apply_freeze(model, trainer.freeze, trainer.freeze_layers)
     except FmtoolError as error:
-        return [str(error)]
+        return [*problems, str(error)]
     if trainable == 0:
-        return [
-            f"trainer.freeze={cfg.trainer.freeze.value} leaves no weight of {type(model).__name__} to train (its "
-            "output layer is its input embeddings, tied)"
-        ]
-    return []
+        problems.append(
+            f"trainer.freeze={trainer.freeze.value} leaves no weight of {type(model).__name__} to train (its output "
+            "layer is its input embeddings, tied)"
+        )
+    return problems
 
 
 def _task_problems(cfg: TrainConfig) -> list[str]:
     problems, pretraining = [], TASKS.get(cfg.task.name).language_model
-    problems += _peft_problems(cfg) + _model_problems(cfg)
+    problems += _peft_problems(cfg)
     if cfg.model.bidirectional and pretraining:
         problems.append(
             f"model.bidirectional=true is for fine-tuning; a {cfg.task.name} language model reads left to right"
-        )
-    elif cfg.model.bidirectional and (config := local_config(cfg.model)) is not None and is_encoder(config):
-        problems.append(
-            f"model.bidirectional=true is for decoders; model_type={config.model_type} is an encoder, which already "
-            "reads both ways"
         )
     canaries = cfg.task.canaries
     if canaries.repetitions:
@@ -291,6 +284,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         + _trainer_problems(cfg)
         + _optimizer_problems(cfg)
         + _task_problems(cfg)
+        + _model_problems(cfg)
         + _privacy_problems(cfg)
         + _audit_problems(cfg)
         + _logger_problems(cfg)

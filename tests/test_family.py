@@ -24,9 +24,9 @@ def test_blocks_freezing_and_lora_targets_agree_for_every_shipped_family(model, 
     cfg = tiny_config(task, f"model={model}")
     head = TASKS.get(task).head
     config = local_config(cfg.model)
-    blocks = transformer_blocks(skeleton(cfg.model, head))
+    blocks = transformer_blocks(skeleton(config, head))
     assert len(blocks) == config.num_hidden_layers >= 2
-    frozen = skeleton(cfg.model, head)
+    frozen = skeleton(config, head)
     apply_freeze(frozen, Freeze.bottom_k, 1)
     bottom, above = transformer_blocks(frozen)[0], transformer_blocks(frozen)[1]
     assert not any(p.requires_grad for p in bottom.parameters()) and all(p.requires_grad for p in above.parameters())

@@ -147,12 +147,9 @@ def check_head(head: Head, config, key: str = "model.name") -> None:
         )
 
 
-def skeleton(cfg: ModelConfig, head: Head) -> Optional[PreTrainedModel]:
-    """The model's modules on the meta device (no weights, no memory) when its config is on this machine and the
-    head class builds it: what config checks read before a run directory exists."""
-    config = local_config(cfg)
-    if config is None or not builds(head.auto_model, config):
-        return None
+def skeleton(config, head: Head) -> PreTrainedModel:
+    """The model of `config` with `head` (a family it builds) on the meta device, no weights and no memory: what
+    config checks read before a run directory exists."""
     with torch.device("meta"):
         return head.auto_model.from_config(config)
 
