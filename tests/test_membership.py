@@ -198,3 +198,16 @@ def test_the_blind_baseline_tells_prefixed_rows_apart_and_not_rows_of_one_source
     assert abs(roc_auc_score(labels, blind_scores(rows, labels, 0)) - 0.5) < 0.15
     prefixed = [f"review : {t}" for t in rows[:80]] + rows[80:]
     assert roc_auc_score(labels, blind_scores(prefixed, labels, 0)) > 0.95
+
+
+def test_the_stratified_auc_reads_pairs_within_strata_and_is_unmeasured_when_none_mix():
+    from fmtool.audit.membership import stratified_auc
+
+    labels = np.array([1.0] * 50 + [0.0] * 50)
+    blind = np.concatenate([np.linspace(0, 1, 50), np.linspace(0, 1, 50)])  # alike for both kinds
+    attack = labels + np.linspace(0, 0.5, 100)  # every member above every non-member
+    assert stratified_auc(labels, attack, blind) == 1.0
+    assert stratified_auc(labels, -attack, blind) == 0.0
+    assert np.isnan(
+        stratified_auc(labels, attack, labels + np.linspace(0, 0.1, 100))
+    )  # the texts alone tell them apart

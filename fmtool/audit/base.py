@@ -49,8 +49,8 @@ class ItemOutcomes:
     groups: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, keyed: Sequence[tuple[str, float]], groups: Sequence[str] = ()) -> "ItemOutcomes":
-        return cls(distinct([k for k, _ in keyed]), tuple(float(v) for _, v in keyed), tuple(groups))
+    def of(cls, keyed: Sequence[tuple[str, float]]) -> "ItemOutcomes":
+        return cls(distinct([k for k, _ in keyed]), tuple(float(v) for _, v in keyed))
 
     def to_dict(self) -> dict[str, list]:
         return {"ids": list(self.ids), "values": [round(v, 6) for v in self.values], "groups": list(self.groups)}
@@ -236,10 +236,9 @@ def mean_check(
     confidence: float = 0.95,
     seed: int = 0,
     items: Optional[Sequence[str]] = None,
-    groups: Sequence[str] = (),
 ) -> Check:
     """A check on the mean of per-example values, judged by its bootstrap interval; skipped with no values.
-    `items`: each value's item id (and `groups`), kept for paired comparisons."""
+    `items`: each value's item id, kept for paired comparisons."""
     if len(values) == 0:
         return check(name, None, max_value=max_value, min_value=min_value, description=description, n=0)
     if items is not None and len(items) != len(values):
@@ -252,7 +251,7 @@ def mean_check(
         description=description,
         interval=bootstrap_interval(values, confidence=confidence, seed=seed),
         n=len(values),
-        items=None if items is None else ItemOutcomes(distinct(items), tuple(float(v) for v in values), tuple(groups)),
+        items=None if items is None else ItemOutcomes.of(list(zip(items, values))),
     )
 
 

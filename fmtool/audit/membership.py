@@ -297,6 +297,11 @@ def _judged(
         roc += _roc_points(labels, scores[attack], attack)
         if shifted:
             within = stratified_auc(labels, scores[attack], blind)
+            if within != within:
+                warnings.append(
+                    f"{attack}.auc_within_blind_strata not measured: no stratum of the blind score holds both members "
+                    "and non-members (the texts alone tell them apart)"
+                )
             summary[f"{attack}.auc_within_blind_strata"] = within
             rows[-1]["auc_within_blind_strata"] = within
             checks.append(
